@@ -1,0 +1,68 @@
+"""Shared fixtures.  Test-only speed-up: Paillier keys come from pregenerated safe primes in
+tests/fixtures (production code always generates its own, see signer/primes.py)."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from signer.paillier import PaillierSecretKey
+from signer.ring_pedersen import RingPedersenSecret
+from signer.zk.common import ProofContext
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_primes() -> list[int]:
+    doc = json.loads((FIXTURES / "safe_primes_1536.json").read_text())
+    return [int(p, 16) for p in doc["safe_primes"]]
+
+
+_KEYS: dict[int, PaillierSecretKey] = {}
+_RP: dict[int, RingPedersenSecret] = {}
+
+
+def paillier_key(index: int) -> PaillierSecretKey:
+    """The index-th test Paillier key (deterministic factors, cached)."""
+    if index not in _KEYS:
+        primes = fixture_primes()
+        _KEYS[index] = PaillierSecretKey.from_primes(primes[2 * index], primes[2 * index + 1])
+    return _KEYS[index]
+
+
+def ring_pedersen(index: int) -> RingPedersenSecret:
+    if index not in _RP:
+        _RP[index] = RingPedersenSecret.generate(paillier_key(index))
+    return _RP[index]
+
+
+def new_context(prover: int = 1) -> ProofContext:
+    return ProofContext(secrets.token_bytes(32), prover)
+
+
+@pytest.fixture
+def ctx() -> ProofContext:
+    return new_context(1)
+
+
+@pytest.fixture(scope="session")
+def prover_key() -> PaillierSecretKey:
+    return paillier_key(0)
+
+
+@pytest.fixture(scope="session")
+def verifier_key() -> PaillierSecretKey:
+    return paillier_key(1)
+
+
+@pytest.fixture(scope="session")
+def verifier_aux() -> RingPedersenSecret:
+    return ring_pedersen(1)
+
+
+@pytest.fixture(scope="session")
+def prover_aux() -> RingPedersenSecret:
+    return ring_pedersen(0)
