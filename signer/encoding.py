@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, Self, Union
+from typing import Any, ClassVar, Self, TypeAlias
 
 from signer.curve import POINT_BYTES, Point
 from signer.errors import Check, EncodingError
@@ -25,7 +26,7 @@ TAG_POINT = 0x03
 TAG_STR = 0x04
 TAG_LIST = 0x05
 
-Encodable = Union[bytes, int, Point, str, list["Encodable"], tuple["Encodable", ...]]
+Encodable: TypeAlias = "bytes | int | Point | str | Sequence[Encodable]"
 
 #: Refuse to decode anything larger (a whole proof of the largest kind is ~150 KB).
 MAX_ENCODED_BYTES = 4 * 1024 * 1024

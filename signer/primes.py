@@ -92,7 +92,9 @@ def _generate_one(bits: int) -> int:
     return generate_safe_prime(bits)
 
 
-def generate_safe_primes(count: int, bits: int = PRIME_BITS, workers: int | None = None) -> list[int]:
+def generate_safe_primes(
+    count: int, bits: int = PRIME_BITS, workers: int | None = None
+) -> list[int]:
     """Generate `count` distinct safe primes, in parallel processes when `workers` > 1."""
     workers = workers if workers is not None else min(count, os.cpu_count() or 1)
     if workers <= 1 or count <= 1:
@@ -126,7 +128,9 @@ class PrimePool:
         if not isinstance(doc, dict) or set(doc) != {"bits", "safe_primes"}:
             raise EncodingError(str(self.path), Check.FIELD, "expected keys 'bits', 'safe_primes'")
         if doc["bits"] != self.bits or not isinstance(doc["safe_primes"], list):
-            raise EncodingError(str(self.path), Check.FIELD, f"pool is not of {self.bits}-bit primes")
+            raise EncodingError(
+                str(self.path), Check.FIELD, f"pool is not of {self.bits}-bit primes"
+            )
         primes: list[int] = []
         for k, value in enumerate(doc["safe_primes"]):
             if not isinstance(value, str):

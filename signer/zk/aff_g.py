@@ -139,7 +139,9 @@ def prove(
     return AffGProof(A, Bx, By, E, S, F, T, z1, z2, z3, z4, w, wy)
 
 
-def verify(ctx: ProofContext, public: AffGPublic, proof: AffGProof, aux: RingPedersenParams) -> None:
+def verify(
+    ctx: ProofContext, public: AffGPublic, proof: AffGProof, aux: RingPedersenParams
+) -> None:
     check = Checker(NAME, ctx.prover)
     k0, k1, nh = public.verifier_key, public.prover_key, aux.n
     check.paillier_key(k0, "N0")

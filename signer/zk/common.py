@@ -29,7 +29,10 @@ class ProofContext:
 
     def __post_init__(self) -> None:
         sid = self.session_id
-        if not isinstance(sid, bytes) or not MIN_SESSION_ID_BYTES <= len(sid) <= MAX_SESSION_ID_BYTES:
+        if (
+            not isinstance(sid, bytes)
+            or not MIN_SESSION_ID_BYTES <= len(sid) <= MAX_SESSION_ID_BYTES
+        ):
             raise InvalidParameter(
                 "session id",
                 Check.SESSION_ID,

@@ -57,7 +57,9 @@ class EncProof(Wire):
     }
 
 
-def _challenge(ctx: ProofContext, public: EncPublic, aux: RingPedersenParams, first: list[int]) -> int:
+def _challenge(
+    ctx: ProofContext, public: EncPublic, aux: RingPedersenParams, first: list[int]
+) -> int:
     transcript = ctx.transcript(NAME)
     bind_aux(transcript, aux)
     transcript.append("statement", [public.key.n, public.ciphertext])

@@ -63,9 +63,7 @@ class FacProof(Wire):
     }
 
 
-def _challenge(
-    ctx: ProofContext, n0: int, aux: RingPedersenParams, first: list[int]
-) -> int:
+def _challenge(ctx: ProofContext, n0: int, aux: RingPedersenParams, first: list[int]) -> int:
     transcript = ctx.transcript(NAME)
     bind_aux(transcript, aux)
     transcript.append("statement", n0)
@@ -94,7 +92,12 @@ def prove(ctx: ProofContext, key: PaillierSecretKey, aux: RingPedersenParams) ->
     e = _challenge(ctx, n0, aux, [P, Q, A, B, T, sigma])
     sigma_hat = sigma - nu * p
     return FacProof(
-        P, Q, A, B, T, sigma,
+        P,
+        Q,
+        A,
+        B,
+        T,
+        sigma,
         z1=alpha + e * p,
         z2=beta + e * q,
         w1=x + e * mu,

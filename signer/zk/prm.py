@@ -39,7 +39,9 @@ class PrmProof(Wire):
     }
 
 
-def _challenges(ctx: ProofContext, params: RingPedersenParams, A: tuple[int, ...]) -> tuple[int, ...]:
+def _challenges(
+    ctx: ProofContext, params: RingPedersenParams, A: tuple[int, ...]
+) -> tuple[int, ...]:
     transcript = ctx.transcript(NAME)
     transcript.append("statement", [params.n, params.s, params.t])
     transcript.append("commitment", list(A))

@@ -15,7 +15,7 @@ import secrets
 from dataclasses import dataclass
 from typing import ClassVar
 
-from signer.curve import Q, Point
+from signer.curve import Point, Q
 from signer.encoding import FieldKind, Nat, PointField, Wire
 from signer.errors import Check
 from signer.zk.common import Checker, ProofContext

@@ -1,0 +1,116 @@
+"""The in-process demonstration of the cryptographic core (`tessera demo`).
+
+Two parties generate Paillier–Blum keys from fresh safe primes (or a pregenerated pool) and
+ring-Pedersen parameters; party 1 then proves each CGGMP21 statement to party 2, which verifies.
+Every step is timed.  This is what the later protocols (aux-info, presign) are built from.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from signer.curve import Point, Q
+from signer.encoding import Wire
+from signer.paillier import PaillierSecretKey
+from signer.params import ELL_PRIME
+from signer.primes import PrimePool, generate_safe_primes
+from signer.ring_pedersen import RingPedersenSecret
+from signer.zk import aff_g, enc, fac, log_star, mod, prm, sch
+from signer.zk.common import ProofContext
+
+T = TypeVar("T")
+P = TypeVar("P", bound=Wire)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    seconds: float
+    detail: str = ""
+
+
+def _timed(steps: list[Step], name: str, fn: Callable[[], T], detail: str = "") -> T:
+    start = time.perf_counter()
+    result = fn()
+    steps.append(Step(name, time.perf_counter() - start, detail))
+    return result
+
+
+def _proof_round(
+    steps: list[Step], name: str, prove: Callable[[], P], verify: Callable[[P], None]
+) -> None:
+    proof = _timed(steps, f"Π{name} prove", prove)
+    size = len(proof.to_bytes())
+    _timed(steps, f"Π{name} verify", lambda: verify(proof), f"{size} bytes")
+
+
+def run_demo(pool: Path | None = None) -> list[Step]:
+    """Run the demonstration; raises on any failure (a failed verification is a bug)."""
+    steps: list[Step] = []
+    if pool is not None:
+        primes = _timed(steps, "take 4 safe primes from pool", lambda: PrimePool(pool).take(4))
+    else:
+        primes = _timed(
+            steps, "generate 4 safe primes (1536 bits)", lambda: generate_safe_primes(4)
+        )
+    key1 = PaillierSecretKey.from_primes(primes[0], primes[1])
+    key2 = PaillierSecretKey.from_primes(primes[2], primes[3])
+    rp1 = _timed(steps, "ring-Pedersen params", lambda: RingPedersenSecret.generate(key1))
+    rp2 = RingPedersenSecret.generate(key2)
+    aux2 = rp2.params  # the verifier's parameters: every range proof is made over these
+
+    k = secrets.randbelow(Q)
+    K, rho = _timed(steps, "Paillier encrypt (CRT)", lambda: key1.encrypt(k))
+    _timed(steps, "Paillier encrypt (public key)", lambda: key1.public.encrypt(k))
+    decrypted = _timed(steps, "Paillier decrypt (CRT)", lambda: key1.decrypt(K))
+    if decrypted != k:
+        raise RuntimeError("Paillier decryption mismatch")
+
+    ctx = ProofContext(secrets.token_bytes(32), prover=1)
+    _proof_round(steps, "mod", lambda: mod.prove(ctx, key1), lambda p: mod.verify(ctx, key1.n, p))
+    _proof_round(
+        steps, "prm", lambda: prm.prove(ctx, rp1), lambda p: prm.verify(ctx, rp1.params, p)
+    )
+    _proof_round(
+        steps,
+        "fac",
+        lambda: fac.prove(ctx, key1, aux2),
+        lambda p: fac.verify(ctx, key1.n, p, aux2),
+    )
+    X = Point.base_mul(k)
+    _proof_round(steps, "sch", lambda: sch.prove(ctx, X, k), lambda p: sch.verify(ctx, X, p))
+    enc_public = enc.EncPublic(key1.public, K)
+    _proof_round(
+        steps,
+        "enc",
+        lambda: enc.prove(ctx, enc_public, enc.EncPrivate(k, rho), aux2, key1),
+        lambda p: enc.verify(ctx, enc_public, p, aux2),
+    )
+    gamma_point = Point.base_mul(secrets.randbelow(Q))
+    ls_public = log_star.LogStarPublic(key1.public, K, gamma_point * k, gamma_point)
+    _proof_round(
+        steps,
+        "log*",
+        lambda: log_star.prove(ctx, ls_public, log_star.LogStarPrivate(k, rho), aux2, key1),
+        lambda p: log_star.verify(ctx, ls_public, p, aux2),
+    )
+    # MtA response of party 1 to party 2's K2 = enc_2(k2): D = K2^x · enc_2(y), Y = enc_1(y).
+    K2, _ = key2.encrypt(secrets.randbelow(Q))
+    x = secrets.randbelow(Q)
+    y = secrets.randbelow(1 << ELL_PRIME)
+    masked, rho_d = key2.public.encrypt(y)
+    D = key2.public.add(key2.public.scalar_mul(K2, x), masked)
+    Y, rho_y = key1.encrypt(y)
+    ag_public = aff_g.AffGPublic(key2.public, key1.public, K2, D, Y, Point.base_mul(x))
+    _proof_round(
+        steps,
+        "aff-g",
+        lambda: aff_g.prove(ctx, ag_public, aff_g.AffGPrivate(x, y, rho_d, rho_y), aux2, key1),
+        lambda p: aff_g.verify(ctx, ag_public, p, aux2),
+    )
+    return steps
