@@ -20,6 +20,7 @@ app = typer.Typer(
 primes_app = typer.Typer(help="Pregenerate safe primes for Paillier keys (aux-info, refresh).")
 app.add_typer(primes_app, name="primes")
 console = Console()
+errors = Console(stderr=True, soft_wrap=True)
 
 PoolOption = Annotated[
     Path, typer.Option("--pool", help="Prime pool file (JSON, mode 0600).", dir_okay=False)
@@ -41,7 +42,7 @@ def demo(
     try:
         steps = run_demo(pool)
     except TesseraError as exc:
-        console.print(f"[red]demo failed:[/red] {exc}")
+        errors.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from exc
     if as_json:
         doc = [{"step": s.name, "seconds": s.seconds, "detail": s.detail} for s in steps]
@@ -71,7 +72,7 @@ def primes_generate(
         target = PrimePool(pool)
         target.add(primes)
     except TesseraError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        errors.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     console.print(f"added {count} safe primes; {pool} now holds {len(target)}")
 
@@ -82,7 +83,7 @@ def primes_count(pool: PoolOption) -> None:
     try:
         typer.echo(str(len(PrimePool(pool))))
     except TesseraError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        errors.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
 
 

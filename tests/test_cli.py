@@ -1,0 +1,60 @@
+"""The `tessera` command line: demo and prime-pool commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import fixture_primes
+from typer.testing import CliRunner
+
+from signer.cli import app
+from signer.primes import PrimePool
+
+runner = CliRunner()
+
+
+def _pool(tmp_path: Path, count: int) -> Path:
+    path = tmp_path / "pool.json"
+    PrimePool(path).add(fixture_primes()[-count:])
+    return path
+
+
+def test_demo_with_pool_proves_and_verifies_everything(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, 4)
+    result = runner.invoke(app, ["demo", "--pool", str(pool), "--json"])
+    assert result.exit_code == 0, result.output
+    steps = {s["step"]: s for s in json.loads(result.output)}
+    for proof in ("mod", "prm", "fac", "sch", "enc", "log*", "aff-g"):
+        assert f"Π{proof} prove" in steps and f"Π{proof} verify" in steps
+        assert steps[f"Π{proof} verify"]["detail"].endswith("bytes")
+    assert len(PrimePool(pool)) == 0  # the demo consumed its primes
+
+
+def test_demo_with_empty_pool_fails_cleanly(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, 2)
+    result = runner.invoke(app, ["demo", "--pool", str(pool)])
+    assert result.exit_code == 1
+    assert "holds 2, need 4" in result.output
+
+
+def test_primes_generate_and_count(tmp_path: Path) -> None:
+    pool = tmp_path / "p.json"
+    result = runner.invoke(app, ["primes", "generate", "--pool", str(pool), "--count", "1"])
+    assert result.exit_code == 0, result.output
+    count = runner.invoke(app, ["primes", "count", "--pool", str(pool)])
+    assert count.output.strip() == "1"
+
+
+def test_primes_count_malformed_pool(tmp_path: Path) -> None:
+    pool = tmp_path / "p.json"
+    pool.write_text("{")
+    result = runner.invoke(app, ["primes", "count", "--pool", str(pool)])
+    assert result.exit_code == 1
+    assert "not JSON" in result.output
+
+
+def test_help_lists_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "demo" in result.output and "primes" in result.output
