@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.curve import Q, Point, lagrange_coefficient, sum_points
+from signer.curve import Point, Q, lagrange_coefficient, sum_points
 from signer.errors import Check, CryptoMisuse, InvalidPoint
 from signer.params import FIELD_PRIME
 
@@ -101,7 +101,9 @@ def test_T16b_point_on_other_curve_rejected() -> None:
 
 
 @settings(max_examples=25)
-@given(st.lists(st.integers(min_value=1, max_value=50), min_size=2, max_size=6, unique=True), st.data())
+@given(
+    st.lists(st.integers(min_value=1, max_value=50), min_size=2, max_size=6, unique=True), st.data()
+)
 def test_T15d_lagrange_reconstructs_secret(indices: list[int], data: st.DataObject) -> None:
     coefficients = data.draw(st.lists(scalars, min_size=len(indices), max_size=len(indices)))
 

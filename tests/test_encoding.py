@@ -9,7 +9,7 @@ from conftest import paillier_key
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signer.curve import Q, Point
+from signer.curve import Point, Q
 from signer.encoding import MAX_ENCODED_BYTES, decode, encode
 from signer.errors import Check, EncodingError
 from signer.transcript import Transcript
@@ -81,7 +81,10 @@ def test_T04c_known_collisions(left: list[object], right: list[object]) -> None:
         (b"\x04\x00\x00\x00\x01\xff", Check.DECODE),  # invalid utf-8
         (b"\x05\x00\x00\x00\x02\x00\x00", Check.DECODE),  # list without count
         (b"\x05\x00\x00\x00\x04\xff\xff\xff\xff", Check.DECODE),  # absurd count
-        (b"\x05" + struct.pack(">I", 4 + 6) + struct.pack(">I", 1) + encode(b"a") + b"\x00", Check.DECODE),
+        (
+            b"\x05" + struct.pack(">I", 4 + 6) + struct.pack(">I", 1) + encode(b"a") + b"\x00",
+            Check.DECODE,
+        ),
     ],
 )
 def test_strict_decoder(raw: bytes, check: Check) -> None:

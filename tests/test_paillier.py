@@ -33,7 +33,9 @@ def test_encrypt_decrypt_and_homomorphisms(m1: int, m2: int) -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(st.integers(min_value=1, max_value=N - 1), st.integers(min_value=-(2**3100), max_value=2**3100))
+@given(
+    st.integers(min_value=1, max_value=N - 1), st.integers(min_value=-(2**3100), max_value=2**3100)
+)
 def test_crt_powmod_matches_plain(base: int, exp: int) -> None:
     from math import gcd
 

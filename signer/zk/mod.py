@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import gmpy2
 
-from signer.arith import powmod_public, powmod_secret, random_unit
+from signer.arith import powmod_public, powmod_public_many, powmod_secret, random_unit
 from signer.encoding import FieldKind, ListOf, Nat, Wire
 from signer.errors import Check
 from signer.paillier import PaillierSecretKey
@@ -99,7 +99,8 @@ def verify(ctx: ProofContext, n: int, proof: ModProof) -> None:
     ys = _challenges(ctx, n, proof.w)
     if len(set(ys)) != M_ITERATIONS:  # by construction; guards against a transcript change
         check.fail(Check.CHALLENGE, "y", "challenges not pairwise distinct")
+    z_to_n = powmod_public_many(proof.z, n, n)
     for i, y in enumerate(ys):
-        check.equation(powmod_public(proof.z[i], n, n) == y, f"z[{i}]^N = y[{i}]")
+        check.equation(z_to_n[i] == y, f"z[{i}]^N = y[{i}]")
         expected = (n - 1 if proof.a[i] else 1) * (proof.w if proof.b[i] else 1) * y % n
         check.equation(powmod_public(proof.x[i], 4, n) == expected, f"x[{i}]^4 = ±w^b·y[{i}]")
