@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar, Self, TypeAlias
 
 from signer.curve import POINT_BYTES, Point
@@ -234,8 +234,10 @@ class Wire:
     SCHEMA: ClassVar[dict[str, FieldKind]]
     WIRE_NAME: ClassVar[str]
 
-    def _values(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+    @classmethod
+    def _build(cls, values: dict[str, Any]) -> Self:
+        """Construct from decoded fields (override when the constructor differs)."""
+        return cls(**values)
 
     def to_bytes(self) -> bytes:
         return encode(
@@ -259,7 +261,7 @@ class Wire:
             if not (isinstance(item, list) and len(item) == 2 and item[0] == name):
                 raise EncodingError(where, Check.FIELD, f"expected field {name!r}")
             values[name] = kind.check(item[1], f"{where}.{name}")
-        return cls(**values)
+        return cls._build(values)
 
     @classmethod
     def from_json(cls, doc: object) -> Self:
@@ -271,7 +273,7 @@ class Wire:
         if missing or unknown:
             raise EncodingError(where, Check.FIELD, f"missing {missing}, unknown {unknown}")
         values = {n: k.from_json(doc[n], f"{where}.{n}") for n, k in cls.SCHEMA.items()}
-        return cls(**values)
+        return cls._build(values)
 
 
 def _as_encodable(value: Any) -> Encodable:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from math import gcd, isqrt, prod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gmpy2
 
@@ -93,8 +93,10 @@ class PaillierPublicKey(Wire):
 
 
 @dataclass(frozen=True)
-class PaillierSecretKey:
-    """p, q safe primes (hence ≡ 3 mod 4), N = p·q of exactly MODULUS_BITS bits."""
+class PaillierSecretKey(Wire):
+    """p, q safe primes (hence ≡ 3 mod 4), N = p·q of exactly MODULUS_BITS bits.
+
+    The wire form (p, q) is for sealed storage only; it never leaves a node."""
 
     p: int
     q: int
@@ -107,9 +109,12 @@ class PaillierSecretKey:
     _hp: int = field(init=False, repr=False)
     _hq: int = field(init=False, repr=False)
 
+    WIRE_NAME: ClassVar[str] = "paillier_secret_key"
+    SCHEMA: ClassVar[dict[str, FieldKind]] = {"p": Nat(PRIME_BITS), "q": Nat(PRIME_BITS)}
+
     def __post_init__(self) -> None:
         p, q = self.p, self.q
-        if p == q or (p * q).bit_length() != MODULUS_BITS:
+        if p == q or p < 3 or q < 3 or (p * q).bit_length() != MODULUS_BITS:
             raise CryptoMisuse("Paillier factors must be distinct and give a 3072-bit modulus")
         if p % 4 != 3 or q % 4 != 3:
             raise CryptoMisuse("Paillier factors must be Blum primes (≡ 3 mod 4)")
@@ -123,6 +128,13 @@ class PaillierSecretKey:
         # h_p = L_p((1+N)^(p−1) mod p²)⁻¹ mod p = (−q)⁻¹ mod p  (Paillier CRT decryption)
         setattr_(self, "_hp", int(gmpy2.invert(-q % p, p)))
         setattr_(self, "_hq", int(gmpy2.invert(-p % q, q)))
+
+    @classmethod
+    def _build(cls, values: dict[str, Any]) -> PaillierSecretKey:
+        try:
+            return cls(values["p"], values["q"])
+        except CryptoMisuse as exc:
+            raise EncodingError(cls.WIRE_NAME, Check.MODULUS_FORM, str(exc)) from exc
 
     @classmethod
     def generate(cls) -> PaillierSecretKey:

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gmpy2
 
 from signer.arith import is_unit, powmod_secret
 from signer.encoding import FieldKind, Nat, Wire
-from signer.errors import Check, InvalidParameter
+from signer.errors import Check, EncodingError, InvalidParameter
 from signer.paillier import PaillierSecretKey, validate_modulus
-from signer.params import MODULUS_BITS
+from signer.params import MODULUS_BITS, PRIME_BITS
 
 
 @dataclass(frozen=True)
@@ -62,16 +62,55 @@ class RingPedersenParams(Wire):
 
 
 @dataclass(frozen=True)
-class RingPedersenSecret:
-    """λ with s = t^λ and the factorisation of N̂ (the party's own Paillier key)."""
+class RingPedersenSecret(Wire):
+    """λ with s = t^λ and the factorisation of N̂ (the party's own Paillier key).
+
+    The wire form (p, q, s, t, λ) is for sealed storage only; it never leaves a node."""
 
     params: RingPedersenParams
     lam: int = field(repr=False)
     paillier: PaillierSecretKey = field(repr=False)
 
+    WIRE_NAME: ClassVar[str] = "ring_pedersen_secret"
+    SCHEMA: ClassVar[dict[str, FieldKind]] = {
+        "p": Nat(PRIME_BITS),
+        "q": Nat(PRIME_BITS),
+        "s": Nat(MODULUS_BITS),
+        "t": Nat(MODULUS_BITS),
+        "lam": Nat(MODULUS_BITS),
+    }
+
     @property
     def phi(self) -> int:
         return self.paillier.phi
+
+    # Wire reads these names; they are views of the nested key and parameters.
+    @property
+    def p(self) -> int:
+        return self.paillier.p
+
+    @property
+    def q(self) -> int:
+        return self.paillier.q
+
+    @property
+    def s(self) -> int:
+        return self.params.s
+
+    @property
+    def t(self) -> int:
+        return self.params.t
+
+    @classmethod
+    def _build(cls, values: dict[str, Any]) -> RingPedersenSecret:
+        paillier = PaillierSecretKey._build({"p": values["p"], "q": values["q"]})
+        params = RingPedersenParams(paillier.n, values["s"], values["t"])
+        if (
+            not 0 < values["lam"] < paillier.phi
+            or paillier.powmod_n(params.t, values["lam"]) != params.s
+        ):
+            raise EncodingError(cls.WIRE_NAME, Check.EQUATION, "s ≠ t^λ mod N")
+        return cls(params, values["lam"], paillier)
 
     @classmethod
     def generate(cls, paillier: PaillierSecretKey) -> RingPedersenSecret:

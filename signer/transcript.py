@@ -82,3 +82,11 @@ class Transcript:
                     break
         self.append(label, values)
         return tuple(values)
+
+
+def hash_to_scalar(domain: str, *values: Encodable) -> int:
+    """A uniform scalar in [0, q) bound to a domain tag and values (rejection-sampled XOF)."""
+    transcript = Transcript(domain)
+    for index, value in enumerate(values):
+        transcript.append(f"value[{index}]", value)
+    return transcript.challenge_scalar("scalar")

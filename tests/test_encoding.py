@@ -162,3 +162,14 @@ def test_fork_is_independent() -> None:
     fork.append("b", 2)
     t.append("b", 3)
     assert fork.challenge_signed("e") != t.challenge_signed("e")
+
+
+def test_hash_to_scalar_binds_domain_and_values() -> None:
+    from signer.transcript import hash_to_scalar
+
+    a = hash_to_scalar("tessera/test", b"x", 1)
+    assert 0 <= a < Q
+    assert a == hash_to_scalar("tessera/test", b"x", 1)
+    assert a != hash_to_scalar("tessera/test2", b"x", 1)
+    assert a != hash_to_scalar("tessera/test", b"x1")
+    assert a != hash_to_scalar("tessera/test", b"x", 1, 0)

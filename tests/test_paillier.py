@@ -140,3 +140,14 @@ def test_public_key_wire_round_trip() -> None:
     with pytest.raises(EncodingError) as err:
         PaillierPublicKey.from_json({"n": hex(1 << MODULUS_BITS)})
     assert err.value.check == Check.RANGE
+
+
+def test_secret_key_wire_round_trip_and_validation() -> None:
+    restored = PaillierSecretKey.from_bytes(KEY.to_bytes())
+    assert restored.n == KEY.n and restored.decrypt(KEY.encrypt(42)[0]) == 42
+    assert PaillierSecretKey.from_json(KEY.to_json()).n == KEY.n
+    with pytest.raises(EncodingError) as err:
+        PaillierSecretKey.from_json({"p": hex(KEY.p), "q": hex(KEY.p)})
+    assert err.value.check == Check.MODULUS_FORM
+    with pytest.raises(EncodingError):
+        PaillierSecretKey.from_json({"p": hex(KEY.p), "q": hex(KEY.q + 2)})  # q ≡ 1 mod 4

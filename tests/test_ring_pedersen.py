@@ -58,3 +58,18 @@ def test_wire_round_trip_and_strictness() -> None:
     assert err.value.check == Check.FIELD
     with pytest.raises(EncodingError):
         RingPedersenParams.from_bytes(P.to_bytes()[:-1])
+
+
+def test_secret_wire_round_trip_for_sealed_storage() -> None:
+    restored = type(SECRET).from_bytes(SECRET.to_bytes())
+    assert restored.params == P and restored.lam == SECRET.lam
+    assert restored.paillier.p == SECRET.paillier.p
+    assert type(SECRET).from_json(SECRET.to_json()).params == P
+
+
+def test_secret_wire_rejects_inconsistent_lambda() -> None:
+    doc = SECRET.to_json()
+    doc["lam"] = hex(SECRET.lam + 1)
+    with pytest.raises(EncodingError) as err:
+        type(SECRET).from_json(doc)
+    assert err.value.check == Check.EQUATION
