@@ -20,7 +20,13 @@ from typing import ClassVar
 
 import gmpy2
 
-from signer.arith import powmod_public, powmod_public_many, powmod_secret, random_unit
+from signer.arith import (
+    parallel_map,
+    powmod_public,
+    powmod_public_many,
+    powmod_secret,
+    random_unit,
+)
 from signer.encoding import FieldKind, ListOf, Nat, Wire
 from signer.errors import Check
 from signer.paillier import PaillierSecretKey
@@ -67,19 +73,18 @@ def prove(ctx: ProofContext, key: PaillierSecretKey) -> ModProof:
     e_p = pow((p + 1) // 4, 2, p - 1)
     e_q = pow((q + 1) // 4, 2, q - 1)
     n_inv = int(gmpy2.invert(n, key.phi))
-    xs, as_, bs, zs = [], [], [], []
-    for y in ys:
+
+    def respond(y: int) -> tuple[int, int, int, int]:
         for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)):
             y_prime = (-1) ** a * (w if b else 1) * y % n
             if gmpy2.legendre(y_prime, p) == 1 and gmpy2.legendre(y_prime, q) == 1:
                 break
         rp = powmod_secret(y_prime % p, e_p, p)
         rq = powmod_secret(y_prime % q, e_q, q)
-        xs.append(key.crt(rp, rq))
-        as_.append(a)
-        bs.append(b)
-        zs.append(key.powmod_n(y, n_inv))
-    return ModProof(w, tuple(xs), tuple(as_), tuple(bs), tuple(zs))
+        return key.crt(rp, rq), a, b, key.powmod_n(y, n_inv)
+
+    xs, as_, bs, zs = zip(*parallel_map(respond, ys), strict=True)
+    return ModProof(w, xs, as_, bs, zs)
 
 
 def verify(ctx: ProofContext, n: int, proof: ModProof) -> None:

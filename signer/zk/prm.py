@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from typing import ClassVar
 
-from signer.arith import FixedBase
+from signer.arith import FixedBase, parallel_map
 from signer.encoding import FieldKind, ListOf, Nat, Wire
 from signer.errors import Check
 from signer.params import M_ITERATIONS, MODULUS_BITS
@@ -51,7 +51,7 @@ def _challenges(
 def prove(ctx: ProofContext, secret: RingPedersenSecret) -> PrmProof:
     params, phi = secret.params, secret.phi
     nonces = [secrets.randbelow(phi) for _ in range(M_ITERATIONS)]
-    A = tuple(secret.paillier.powmod_n(params.t, a) for a in nonces)  # CRT over p, q
+    A = tuple(parallel_map(lambda a: secret.paillier.powmod_n(params.t, a), nonces))  # CRT
     es = _challenges(ctx, params, A)
     z = tuple((a + e * secret.lam) % phi for a, e in zip(nonces, es, strict=True))
     return PrmProof(A, z)
