@@ -62,7 +62,7 @@ def encode(value: Encodable) -> bytes:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _decode_at(data: bytes, pos: int, where: str) -> tuple[Encodable, int]:
+def _decode_at(data: bytes, pos: int, where: str, max_int_bytes: int) -> tuple[Encodable, int]:
     if pos + 5 > len(data):
         raise EncodingError(where, Check.DECODE, "truncated header")
     tag, length = struct.unpack_from(">BI", data, pos)
@@ -76,6 +76,8 @@ def _decode_at(data: bytes, pos: int, where: str) -> tuple[Encodable, int]:
         if not payload or payload[0] not in (0, 1):
             raise EncodingError(where, Check.DECODE, "integer without a valid sign byte")
         body = payload[1:]
+        if len(body) > max_int_bytes:  # before any integer is built (attacks.md A17)
+            raise EncodingError(where, Check.RANGE, f"integer of {len(body)} bytes is too long")
         if body[:1] == b"\x00":
             raise EncodingError(where, Check.DECODE, "non-minimal integer (leading zero byte)")
         if payload[0] == 1 and not body:
@@ -100,7 +102,7 @@ def _decode_at(data: bytes, pos: int, where: str) -> tuple[Encodable, int]:
         items: list[Encodable] = []
         inner = 4
         for k in range(count):
-            item, inner = _decode_at(payload, inner, f"{where}[{k}]")
+            item, inner = _decode_at(payload, inner, f"{where}[{k}]", max_int_bytes)
             items.append(item)
         if inner != len(payload):
             raise EncodingError(where, Check.DECODE, "trailing bytes inside list")
@@ -108,13 +110,16 @@ def _decode_at(data: bytes, pos: int, where: str) -> tuple[Encodable, int]:
     raise EncodingError(where, Check.DECODE, f"unknown type tag {tag:#04x}")
 
 
-def decode(data: bytes, where: str = "message") -> Encodable:
-    """Strict inverse of `encode`: rejects trailing bytes and every non-canonical form."""
+def decode(
+    data: bytes, where: str = "message", max_int_bits: int = 8 * MAX_ENCODED_BYTES
+) -> Encodable:
+    """Strict inverse of `encode`: rejects trailing bytes and every non-canonical form, and any
+    integer longer than `max_int_bits` before converting it."""
     if not isinstance(data, bytes | bytearray):
         raise EncodingError(where, Check.DECODE, "not bytes")
     if len(data) > MAX_ENCODED_BYTES:
         raise EncodingError(where, Check.LENGTH, f"{len(data)} bytes exceeds {MAX_ENCODED_BYTES}")
-    value, end = _decode_at(bytes(data), 0, where)
+    value, end = _decode_at(bytes(data), 0, where, (max_int_bits + 7) // 8)
     if end != len(data):
         raise EncodingError(where, Check.DECODE, f"{len(data) - end} trailing bytes")
     return value
@@ -123,6 +128,7 @@ def decode(data: bytes, where: str = "message") -> Encodable:
 # --- field schema -----------------------------------------------------------------------------
 
 _HEX = re.compile(r"-?0x(0|[1-9a-f][0-9a-f]*)")
+_POINT_HEX = re.compile(r"[0-9a-f]{66}")
 
 
 def _int_from_json(value: object, where: str, max_bits: int) -> int:
@@ -189,11 +195,9 @@ class PointField:
     def from_json(self, value: object, where: str) -> Any:
         if not isinstance(value, str) or len(value) != 2 * POINT_BYTES:
             raise EncodingError(where, Check.BAD_POINT, "expected 66 hex characters")
-        try:
-            raw = bytes.fromhex(value)
-        except ValueError as exc:
-            raise EncodingError(where, Check.DECODE, "invalid hex") from exc
-        return Point.from_bytes(raw, where)
+        if not _POINT_HEX.fullmatch(value):
+            raise EncodingError(where, Check.DECODE, "expected lower-case hex")
+        return Point.from_bytes(bytes.fromhex(value), where)
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,11 @@ class Wire:
         """Construct from decoded fields (override when the constructor differs)."""
         return cls(**values)
 
+    @classmethod
+    def _max_int_bits(cls) -> int:
+        kinds = [k.item if isinstance(k, ListOf) else k for k in cls.SCHEMA.values()]
+        return max([k.max_bits for k in kinds if isinstance(k, Nat)] + [8])
+
     def to_bytes(self) -> bytes:
         return encode(
             [self.WIRE_NAME, [[name, _as_encodable(getattr(self, name))] for name in self.SCHEMA]]
@@ -250,7 +259,7 @@ class Wire:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         where = cls.WIRE_NAME
-        raw = decode(data, where)
+        raw = decode(data, where, cls._max_int_bits())
         if not (isinstance(raw, list) and len(raw) == 2 and raw[0] == cls.WIRE_NAME):
             raise EncodingError(where, Check.DECODE, f"not a {cls.WIRE_NAME} message")
         body = raw[1]
