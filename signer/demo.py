@@ -63,6 +63,7 @@ def run_demo(pool: Path | None = None) -> list[Step]:
     rp1 = _timed(steps, "ring-Pedersen params", lambda: RingPedersenSecret.generate(key1))
     rp2 = RingPedersenSecret.generate(key2)
     aux2 = rp2.params  # the verifier's parameters: every range proof is made over these
+    # party 2 verifies with its own secret (CRT); a third party would pass aux2 instead
 
     k = secrets.randbelow(Q)
     K, rho = _timed(steps, "Paillier encrypt (CRT)", lambda: key1.encrypt(k))
@@ -80,7 +81,7 @@ def run_demo(pool: Path | None = None) -> list[Step]:
         steps,
         "fac",
         lambda: fac.prove(ctx, key1, aux2),
-        lambda p: fac.verify(ctx, key1.n, p, aux2),
+        lambda p: fac.verify(ctx, key1.n, p, rp2),
     )
     X = Point.base_mul(k)
     _proof_round(steps, "sch", lambda: sch.prove(ctx, X, k), lambda p: sch.verify(ctx, X, p))
@@ -89,7 +90,7 @@ def run_demo(pool: Path | None = None) -> list[Step]:
         steps,
         "enc",
         lambda: enc.prove(ctx, enc_public, enc.EncPrivate(k, rho), aux2, key1),
-        lambda p: enc.verify(ctx, enc_public, p, aux2),
+        lambda p: enc.verify(ctx, enc_public, p, rp2),
     )
     gamma_point = Point.base_mul(secrets.randbelow(Q))
     ls_public = log_star.LogStarPublic(key1.public, K, gamma_point * k, gamma_point)
@@ -97,7 +98,7 @@ def run_demo(pool: Path | None = None) -> list[Step]:
         steps,
         "log*",
         lambda: log_star.prove(ctx, ls_public, log_star.LogStarPrivate(k, rho), aux2, key1),
-        lambda p: log_star.verify(ctx, ls_public, p, aux2),
+        lambda p: log_star.verify(ctx, ls_public, p, rp2),
     )
     # MtA response of party 1 to party 2's K2 = enc_2(k2): D = K2^x · enc_2(y), Y = enc_1(y).
     K2, _ = key2.encrypt(secrets.randbelow(Q))
@@ -111,6 +112,6 @@ def run_demo(pool: Path | None = None) -> list[Step]:
         steps,
         "aff-g",
         lambda: aff_g.prove(ctx, ag_public, aff_g.AffGPrivate(x, y, rho_d, rho_y), aux2, key1),
-        lambda p: aff_g.verify(ctx, ag_public, p, aux2),
+        lambda p: aff_g.verify(ctx, ag_public, p, rp2),
     )
     return steps

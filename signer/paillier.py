@@ -79,6 +79,10 @@ class PaillierPublicKey(Wire):
         """enc(m; ρ) when m and ρ are public (verifiers recomputing a proof equation)."""
         return (1 + (m % self.n) * self.n) * powmod_public(rho, self.n, self.n2) % self.n2
 
+    def exp_n2(self, base: int, exp: int) -> int:
+        """base^exp mod N² for public values."""
+        return powmod_public(base, exp, self.n2)
+
     def encrypt(self, m: int) -> tuple[int, int]:
         """(ciphertext, randomiser) for a fresh random ρ."""
         rho = random_unit(self.n)
@@ -168,6 +172,24 @@ class PaillierSecretKey(Wire):
         rp = powmod_secret(base % self.p, exp % (self.p - 1), self.p)
         rq = powmod_secret(base % self.q, exp % (self.q - 1), self.q)
         return self.crt(rp, rq)
+
+    def exp_n(self, base: int, exp: int) -> int:
+        """base^exp mod N by CRT for public values (verifiers; base must be a unit)."""
+        p, q = self.p, self.q
+        rp = powmod_public(base % p, exp % (p - 1), p)
+        rq = powmod_public(base % q, exp % (q - 1), q)
+        return self.crt(rp, rq)
+
+    def exp_n2(self, base: int, exp: int) -> int:
+        """base^exp mod N² by CRT for public values (verifiers; base must be a unit)."""
+        rp = powmod_public(base % self._p2, exp % (self.p * (self.p - 1)), self._p2)
+        rq = powmod_public(base % self._q2, exp % (self.q * (self.q - 1)), self._q2)
+        return crt_pair(rp, self._p2, rq, self._q2, self._q2_inv_p2)
+
+    def encrypt_public(self, m: int, rho: int) -> int:
+        """enc(m; ρ) for public m, ρ by CRT (verifying a proof over one's own key)."""
+        n = self.n
+        return (1 + (m % n) * n) * self.exp_n2(rho, n) % self.public.n2
 
     def encrypt_with(self, m: int, rho: int) -> int:
         """enc(m; ρ) with ρ^N computed by CRT (about 3× faster than the public-key path)."""

@@ -57,8 +57,16 @@ class RingPedersenParams(Wire):
         return powmod_secret(self.s, x, self.n) * powmod_secret(self.t, y, self.n) % self.n
 
     def commit_public(self, x: int, y: int) -> int:
-        """s^x · t^y mod N̂ for public exponents (the verifier's side)."""
+        """s^x · t^y mod N̂ for public exponents (a verifier without the trapdoor)."""
         return int(gmpy2.powmod(self.s, x, self.n) * gmpy2.powmod(self.t, y, self.n) % self.n)
+
+    def exp(self, base: int, e: int) -> int:
+        """base^e mod N̂ for public values."""
+        return int(gmpy2.powmod(base, e, self.n))
+
+    @property
+    def params(self) -> RingPedersenParams:
+        return self
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,23 @@ class RingPedersenSecret(Wire):
     def t(self) -> int:
         return self.params.t
 
+    @property
+    def n(self) -> int:
+        return self.params.n
+
+    def commit_public(self, x: int, y: int) -> int:
+        """s^x · t^y mod N̂ for public exponents, by CRT with exponents reduced mod p−1, q−1:
+        the verifier of a proof made to it knows its own factorisation (≈6× faster)."""
+        key = self.paillier
+        p, q = key.p, key.q
+        rp = gmpy2.powmod(self.s % p, x % (p - 1), p) * gmpy2.powmod(self.t % p, y % (p - 1), p)
+        rq = gmpy2.powmod(self.s % q, x % (q - 1), q) * gmpy2.powmod(self.t % q, y % (q - 1), q)
+        return key.crt(int(rp % p), int(rq % q))
+
+    def exp(self, base: int, e: int) -> int:
+        """base^e mod N̂ for a public unit base and exponent, by CRT."""
+        return self.paillier.exp_n(base, e)
+
     @classmethod
     def _build(cls, values: dict[str, Any]) -> RingPedersenSecret:
         paillier = PaillierSecretKey._build({"p": values["p"], "q": values["q"]})
@@ -125,3 +150,8 @@ class RingPedersenSecret(Wire):
             s = paillier.powmod_n(t, lam)
             if s not in (1, n - 1, t):
                 return cls(RingPedersenParams(n, s, t), lam, paillier)
+
+
+#: What a verifier of a proof made over ring-Pedersen parameters holds: its own secret (fast,
+#: CRT) or, for a third party re-checking a transcript, the public parameters.
+VerifierAux = RingPedersenParams | RingPedersenSecret

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from signer.arith import (
-    powmod_public,
     powmod_secret,
     random_signed,
     random_signed_times,
@@ -32,7 +31,7 @@ from signer.curve import Point
 from signer.encoding import FieldKind, Int, Nat, PointField, Wire
 from signer.paillier import PaillierPublicKey, PaillierSecretKey
 from signer.params import ELL, ELL_PRIME, EPSILON, MODULUS_BITS
-from signer.ring_pedersen import RingPedersenParams
+from signer.ring_pedersen import RingPedersenParams, RingPedersenSecret, VerifierAux
 from signer.zk.common import Checker, ProofContext, bind_aux
 
 NAME = "aff_g"
@@ -139,9 +138,10 @@ def prove(
     return AffGProof(A, Bx, By, E, S, F, T, z1, z2, z3, z4, w, wy)
 
 
-def verify(
-    ctx: ProofContext, public: AffGPublic, proof: AffGProof, aux: RingPedersenParams
-) -> None:
+def verify(ctx: ProofContext, public: AffGPublic, proof: AffGProof, aux: VerifierAux) -> None:
+    """Raise ProofRejected unless `proof` is valid.  `aux` is the verifier's own ring-Pedersen
+    material from local state, never from the message: its `RingPedersenSecret` (CRT, fast) or,
+    for a third party re-checking a transcript, its public `RingPedersenParams`."""
     check = Checker(NAME, ctx.prover)
     k0, k1, nh = public.verifier_key, public.prover_key, aux.n
     check.paillier_key(k0, "N0")
@@ -162,17 +162,20 @@ def verify(
     check.unit(proof.w, k0.n, "w")
     check.unit(proof.wy, k1.n, "wy")
     e = _challenge(
-        ctx, public, aux, [proof.A, proof.Bx, proof.By, proof.E, proof.S, proof.F, proof.T]
+        ctx, public, aux.params, [proof.A, proof.Bx, proof.By, proof.E, proof.S, proof.F, proof.T]
     )
+    # N0 is the verifier's own Paillier key: with its secret at hand, work by CRT.
+    own = aux.paillier if isinstance(aux, RingPedersenSecret) else None
+    n0_ops: PaillierPublicKey | PaillierSecretKey = own if own and own.n == k0.n else k0
     n0sq = k0.n2
-    lhs = powmod_public(public.C, proof.z1, n0sq) * k0.encrypt_public(proof.z2, proof.w) % n0sq
-    rhs = proof.A * powmod_public(public.D, e, n0sq) % n0sq
+    lhs = n0_ops.exp_n2(public.C, proof.z1) * n0_ops.encrypt_public(proof.z2, proof.w) % n0sq
+    rhs = proof.A * n0_ops.exp_n2(public.D, e) % n0sq
     check.equation(lhs == rhs, "C^z1·enc0(z2; w) = A·D^e")
     check.equation(Point.base_mul(proof.z1) == proof.Bx + public.X * e, "z1·G = Bx + e·X")
     lhs = k1.encrypt_public(proof.z2, proof.wy)
-    rhs = proof.By * powmod_public(public.Y, e, k1.n2) % k1.n2
+    rhs = proof.By * k1.exp_n2(public.Y, e) % k1.n2
     check.equation(lhs == rhs, "enc1(z2; wy) = By·Y^e")
     lhs = aux.commit_public(proof.z1, proof.z3)
-    check.equation(lhs == proof.E * powmod_public(proof.S, e, nh) % nh, "s^z1·t^z3 = E·S^e")
+    check.equation(lhs == proof.E * aux.exp(proof.S, e) % nh, "s^z1·t^z3 = E·S^e")
     lhs = aux.commit_public(proof.z2, proof.z4)
-    check.equation(lhs == proof.F * powmod_public(proof.T, e, nh) % nh, "s^z2·t^z4 = F·T^e")
+    check.equation(lhs == proof.F * aux.exp(proof.T, e) % nh, "s^z2·t^z4 = F·T^e")

@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from signer.arith import powmod_public, random_signed, random_signed_times, random_unit
+from signer.arith import random_signed, random_signed_times, random_unit
 from signer.encoding import FieldKind, Int, Nat, Wire
 from signer.paillier import PaillierPublicKey, PaillierSecretKey
 from signer.params import ELL, EPSILON, MODULUS_BITS
-from signer.ring_pedersen import RingPedersenParams
+from signer.ring_pedersen import RingPedersenParams, VerifierAux
 from signer.zk.common import Checker, ProofContext, bind_aux
 
 NAME = "enc"
@@ -90,8 +90,10 @@ def prove(
     return EncProof(S, A, C, z1, z2, z3)
 
 
-def verify(ctx: ProofContext, public: EncPublic, proof: EncProof, aux: RingPedersenParams) -> None:
-    """Raise ProofRejected unless `proof` is valid; `aux` is the verifier's own parameters."""
+def verify(ctx: ProofContext, public: EncPublic, proof: EncProof, aux: VerifierAux) -> None:
+    """Raise ProofRejected unless `proof` is valid.  `aux` is the verifier's own ring-Pedersen
+    material from local state, never from the message: its `RingPedersenSecret` (CRT, fast) or,
+    for a third party re-checking a transcript, its public `RingPedersenParams`."""
     check = Checker(NAME, ctx.prover)
     key, nh = public.key, aux.n
     check.paillier_key(key, "N0")
@@ -103,10 +105,10 @@ def verify(ctx: ProofContext, public: EncPublic, proof: EncProof, aux: RingPeder
     check.unit(proof.C, nh, "C")
     check.ciphertext(proof.A, key, "A")
     check.unit(proof.z2, key.n, "z2")
-    e = _challenge(ctx, public, aux, [proof.S, proof.A, proof.C])
+    e = _challenge(ctx, public, aux.params, [proof.S, proof.A, proof.C])
     lhs = key.encrypt_public(proof.z1, proof.z2)
-    rhs = proof.A * powmod_public(public.ciphertext, e, key.n2) % key.n2
+    rhs = proof.A * key.exp_n2(public.ciphertext, e) % key.n2
     check.equation(lhs == rhs, "enc(z1; z2) = A·K^e")
     lhs = aux.commit_public(proof.z1, proof.z3)
-    rhs = proof.C * powmod_public(proof.S, e, nh) % nh
+    rhs = proof.C * aux.exp(proof.S, e) % nh
     check.equation(lhs == rhs, "s^z1·t^z3 = C·S^e")

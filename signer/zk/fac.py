@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from math import isqrt
 from typing import ClassVar
 
-from signer.arith import powmod_public, powmod_secret, random_signed_times
+from signer.arith import powmod_secret, random_signed_times
 from signer.encoding import FieldKind, Int, Nat, Wire
 from signer.paillier import PaillierSecretKey
 from signer.params import ELL, EPSILON, MODULUS_BITS
-from signer.ring_pedersen import RingPedersenParams
+from signer.ring_pedersen import RingPedersenParams, VerifierAux
 from signer.zk.common import Checker, ProofContext, bind_aux
 
 NAME = "fac"
@@ -106,8 +106,10 @@ def prove(ctx: ProofContext, key: PaillierSecretKey, aux: RingPedersenParams) ->
     )
 
 
-def verify(ctx: ProofContext, n0: int, proof: FacProof, aux: RingPedersenParams) -> None:
-    """`n0` is the prover's modulus; `aux` the verifier's own ring-Pedersen parameters."""
+def verify(ctx: ProofContext, n0: int, proof: FacProof, aux: VerifierAux) -> None:
+    """Raise ProofRejected unless `proof` is valid.  `aux` is the verifier's own ring-Pedersen
+    material from local state, never from the message: its `RingPedersenSecret` (CRT, fast) or,
+    for a third party re-checking a transcript, its public `RingPedersenParams`."""
     check = Checker(NAME, ctx.prover)
     check.modulus(n0, "N0")
     nh = aux.n
@@ -120,11 +122,11 @@ def verify(ctx: ProofContext, n0: int, proof: FacProof, aux: RingPedersenParams)
     check.signed_range(proof.v, ELL + EPSILON + 1, "v", n0 * nh)
     for name in ("P", "Q", "A", "B", "T"):
         check.unit(getattr(proof, name), nh, name)
-    e = _challenge(ctx, n0, aux, [proof.P, proof.Q, proof.A, proof.B, proof.T, proof.sigma])
+    e = _challenge(ctx, n0, aux.params, [proof.P, proof.Q, proof.A, proof.B, proof.T, proof.sigma])
     lhs = aux.commit_public(proof.z1, proof.w1)
-    check.equation(lhs == proof.A * powmod_public(proof.P, e, nh) % nh, "s^z1·t^w1 = A·P^e")
+    check.equation(lhs == proof.A * aux.exp(proof.P, e) % nh, "s^z1·t^w1 = A·P^e")
     lhs = aux.commit_public(proof.z2, proof.w2)
-    check.equation(lhs == proof.B * powmod_public(proof.Q, e, nh) % nh, "s^z2·t^w2 = B·Q^e")
+    check.equation(lhs == proof.B * aux.exp(proof.Q, e) % nh, "s^z2·t^w2 = B·Q^e")
     R = aux.commit_public(n0, proof.sigma)
-    lhs = powmod_public(proof.Q, proof.z1, nh) * powmod_public(aux.t, proof.v, nh) % nh
-    check.equation(lhs == proof.T * powmod_public(R, e, nh) % nh, "Q^z1·t^v = T·R^e")
+    lhs = aux.exp(proof.Q, proof.z1) * aux.exp(aux.params.t, proof.v) % nh
+    check.equation(lhs == proof.T * aux.exp(R, e) % nh, "Q^z1·t^v = T·R^e")

@@ -15,12 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from signer.arith import powmod_public, random_signed, random_signed_times, random_unit
+from signer.arith import random_signed, random_signed_times, random_unit
 from signer.curve import Point
 from signer.encoding import FieldKind, Int, Nat, PointField, Wire
 from signer.paillier import PaillierPublicKey, PaillierSecretKey
 from signer.params import ELL, EPSILON, MODULUS_BITS
-from signer.ring_pedersen import RingPedersenParams
+from signer.ring_pedersen import RingPedersenParams, VerifierAux
 from signer.zk.common import Checker, ProofContext, bind_aux
 
 NAME = "log_star"
@@ -101,9 +101,10 @@ def prove(
     return LogStarProof(S, A, Y, D, z1, z2, z3)
 
 
-def verify(
-    ctx: ProofContext, public: LogStarPublic, proof: LogStarProof, aux: RingPedersenParams
-) -> None:
+def verify(ctx: ProofContext, public: LogStarPublic, proof: LogStarProof, aux: VerifierAux) -> None:
+    """Raise ProofRejected unless `proof` is valid.  `aux` is the verifier's own ring-Pedersen
+    material from local state, never from the message: its `RingPedersenSecret` (CRT, fast) or,
+    for a third party re-checking a transcript, its public `RingPedersenParams`."""
     check = Checker(NAME, ctx.prover)
     key, nh = public.key, aux.n
     check.paillier_key(key, "N0")
@@ -117,11 +118,11 @@ def verify(
     check.ciphertext(proof.A, key, "A")
     check.point(proof.Y, "Y")
     check.unit(proof.z2, key.n, "z2")
-    e = _challenge(ctx, public, aux, proof.S, proof.A, proof.Y, proof.D)
+    e = _challenge(ctx, public, aux.params, proof.S, proof.A, proof.Y, proof.D)
     lhs = key.encrypt_public(proof.z1, proof.z2)
-    rhs = proof.A * powmod_public(public.ciphertext, e, key.n2) % key.n2
+    rhs = proof.A * key.exp_n2(public.ciphertext, e) % key.n2
     check.equation(lhs == rhs, "enc(z1; z2) = A·C^e")
     check.equation(public.base * proof.z1 == proof.Y + public.point * e, "z1·g = Y + e·X")
     lhs = aux.commit_public(proof.z1, proof.z3)
-    rhs = proof.D * powmod_public(proof.S, e, nh) % nh
+    rhs = proof.D * aux.exp(proof.S, e) % nh
     check.equation(lhs == rhs, "s^z1·t^z3 = D·S^e")
