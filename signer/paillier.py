@@ -10,7 +10,7 @@ attacks.md A02).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import gcd, isqrt, prod
+from math import gcd, isqrt
 from typing import Any, ClassVar
 
 import gmpy2
@@ -18,15 +18,16 @@ import gmpy2
 from signer.arith import crt_pair, powmod_public, powmod_secret, random_unit
 from signer.encoding import FieldKind, Nat, Wire
 from signer.errors import Check, CryptoMisuse, EncodingError, InvalidParameter
-from signer.params import MODULUS_BITS, PRIME_BITS
-from signer.primes import SMALL_PRIMES, generate_safe_primes, is_safe_prime
+from signer.params import MODULUS_BITS, PRIME_BITS, TRIAL_DIVISION_BOUND
+from signer.primes import generate_safe_primes, is_safe_prime
 
-_SMALL_PRIMES_PRODUCT = 2 * prod(SMALL_PRIMES)
+#: Product of all primes up to the trial-division bound (one gcd replaces 82 025 divisions).
+_PRIMORIAL = gmpy2.primorial(TRIAL_DIVISION_BOUND)
 
 
 def validate_modulus(n: int, what: str, culprit: int | None = None) -> None:
     """Cheap structural checks on a peer's modulus: exact size, odd, composite, not a square,
-    no prime factor below 2¹⁶ (attacks.md A01 T01d, A02 T02f)."""
+    no prime factor up to 2²⁰ (attacks.md §1, A01 T01d, A02 T02f)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise InvalidParameter(what, Check.MODULUS_FORM, "not an integer", culprit)
     if n.bit_length() != MODULUS_BITS:
@@ -35,8 +36,8 @@ def validate_modulus(n: int, what: str, culprit: int | None = None) -> None:
         )
     if n % 2 == 0:
         raise InvalidParameter(what, Check.MODULUS_FORM, "even", culprit)
-    if gcd(n, _SMALL_PRIMES_PRODUCT) != 1:
-        raise InvalidParameter(what, Check.MODULUS_FORM, "has a prime factor below 2^16", culprit)
+    if gmpy2.gcd(n, _PRIMORIAL) != 1:
+        raise InvalidParameter(what, Check.MODULUS_FORM, "has a prime factor up to 2^20", culprit)
     if isqrt(n) ** 2 == n:
         raise InvalidParameter(what, Check.MODULUS_FORM, "a perfect square", culprit)
     if gmpy2.is_prime(n, 40):

@@ -29,8 +29,11 @@ MODULUS_BITS: Final = 3072
 #: Each factor is a safe prime of this size with its two top bits set, so N is exactly 3072 bits.
 PRIME_BITS: Final = MODULUS_BITS // 2
 
-#: Trial-division prefilter for peers' moduli (defence in depth only; Πmod + Πfac are the proof).
-SMALL_PRIME_BOUND: Final = 1 << 16
+#: Trial-division prefilter for peers' moduli: no prime factor up to this bound (defence in
+#: depth only, attacks.md §1; Πmod + Πfac are the proof).
+TRIAL_DIVISION_BOUND: Final = 1 << 20
+#: Safe-prime generation sieves candidates with the primes below this bound.
+SIEVE_BOUND: Final = 1 << 16
 
 #: Session ids are at least this long (bytes); an all-zero id is rejected (attacks.md A13).
 MIN_SESSION_ID_BYTES: Final = 16

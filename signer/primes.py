@@ -24,7 +24,7 @@ from typing import Final
 import gmpy2
 
 from signer.errors import Check, EncodingError, InvalidParameter
-from signer.params import PRIME_BITS, SMALL_PRIME_BOUND
+from signer.params import PRIME_BITS, SIEVE_BOUND
 
 _SIEVE_WINDOW: Final = 1 << 16
 _MILLER_RABIN_ROUNDS: Final = 40
@@ -39,7 +39,7 @@ def _odd_primes_below(bound: int) -> list[int]:
     return [i for i in range(3, bound) if sieve[i]]
 
 
-SMALL_PRIMES: Final = tuple(_odd_primes_below(SMALL_PRIME_BOUND))
+SMALL_PRIMES: Final = tuple(_odd_primes_below(SIEVE_BOUND))
 _HALF_INVERSES: Final = {r: pow(2, -1, r) for r in SMALL_PRIMES}
 
 

@@ -124,6 +124,9 @@ def test_T02f_modulus_prefilter() -> None:
         "square of a prime": p * p,
         "divisible by 3": _padded(3),
         "divisible by 65521": _padded(65521),
+        "divisible by 65537": _padded(65537),
+        "divisible by a 19-bit prime": _padded(524287),
+        "divisible by the largest prime below 2^20": _padded(1048573),
     }
     for reason, n in cases.items():
         assert n.bit_length() == MODULUS_BITS, reason
