@@ -107,7 +107,12 @@ def main() -> None:
 
     bench_proof("mod", lambda: mod.prove(ctx, key1), lambda p: mod.verify(ctx, key1.n, p))
     bench_proof("prm", lambda: prm.prove(ctx, rp1), lambda p: prm.verify(ctx, rp1.params, p))
-    bench_proof("fac", lambda: fac.prove(ctx, key1, aux), lambda p: fac.verify(ctx, key1.n, p, aux))
+    bench_proof(
+        "fac",
+        lambda: fac.prove(ctx, key1, aux),
+        lambda p: fac.verify(ctx, key1.n, p, rp2),
+        lambda p: fac.verify(ctx, key1.n, p, aux),
+    )
     X = Point.base_mul(k)
     bench_proof("sch", lambda: sch.prove(ctx, X, k), lambda p: sch.verify(ctx, X, p))
     enc_public = enc.EncPublic(key1.public, K)
