@@ -27,6 +27,10 @@ class Check(StrEnum):
     SESSION_ID = "SESSION_ID"  # session id missing, too short, too long or constant
     PARTY_INDEX = "PARTY_INDEX"  # index 0, negative, too large or duplicated
     DECODE = "DECODE"  # malformed encoding (type tag, trailing bytes, non-canonical integer)
+    EQUIVOCATION = "EQUIVOCATION"  # different broadcast payloads seen by different parties
+    COMMITMENT = "COMMITMENT"  # a decommitment does not open the commitment
+    SHARE = "SHARE"  # a secret share inconsistent with its Feldman commitments
+    DUPLICATE = "DUPLICATE"  # a value that must be unique across parties is not
     FIELD = "FIELD"  # missing or unknown field in a structured message
 
 
