@@ -58,6 +58,7 @@ class ProtocolAbort(TesseraError):
         self.code = code
         self.culprits = culprits
         self.detail = detail
+        self.outgoing: tuple[Message, ...] = ()  # to send despite the abort
         who = f"culprits {sorted(culprits)}" if culprits else "culprit unknown"
         super().__init__(
             f"{protocol} aborted in round {round_number}: {code.value} ({who}): {detail}"
@@ -66,7 +67,9 @@ class ProtocolAbort(TesseraError):
 
 @dataclass(frozen=True)
 class Message:
-    """One protocol message as the transport carries it.  `recipient` None means broadcast."""
+    """One protocol message as the transport carries it.  A broadcast message has `broadcast`
+    set and `recipient` None (deliver to all) or one party (the transport's per-recipient copy —
+    which is how a cheating sender can equivocate, and why broadcasts are echoed)."""
 
     protocol: str
     session: bytes
@@ -74,6 +77,7 @@ class Message:
     sender: int
     recipient: int | None
     payload: bytes
+    broadcast: bool
 
 
 @dataclass(frozen=True)
@@ -205,13 +209,16 @@ class Party(ABC, Generic[R]):
             raise self._aborted
         if self._result is not None or not self._started:
             raise CryptoMisuse("receive() outside a running session")
+        out: list[Message] = []
         try:
             self._store(message)
-            out: list[Message] = []
             while self._result is None and self._round_complete():
                 out.extend(self._advance())
             return out
         except ProtocolAbort as abort:
+            # Messages completed before the failure (e.g. our echo) still go out, so that the
+            # other honest parties reach the same verdict instead of waiting for us.
+            abort.outgoing = tuple(out)
             self._aborted = abort
             raise
 
@@ -244,13 +251,15 @@ class Party(ABC, Generic[R]):
             raise self._abort(wire_round, Check.DECODE, [message.sender], "no such round")
         number, echo = self._schedule[wire_round - 1]
         spec = self.ROUNDS[number - 1]
-        is_broadcast = message.recipient is None
+        is_broadcast = message.broadcast
         if (is_broadcast and not (spec.broadcast or echo)) or (
             not is_broadcast and (echo or not spec.p2p)
         ):
             raise self._abort(wire_round, Check.DECODE, [message.sender], "unexpected message kind")
-        if not is_broadcast and message.recipient != self.me:
-            raise CryptoMisuse("point-to-point message for another party delivered here")
+        if message.recipient not in (None, self.me) or (
+            not is_broadcast and message.recipient is None
+        ):
+            raise CryptoMisuse("message for another party delivered here")
         if len(message.payload) > MAX_PAYLOAD_BYTES:
             raise self._abort(wire_round, Check.LENGTH, [message.sender], "payload too large")
         slot = self._raw.setdefault(wire_round, {})
@@ -333,7 +342,15 @@ class Party(ABC, Generic[R]):
         return messages
 
     def _message(self, wire_round: int, recipient: int | None, payload: bytes) -> Message:
-        return Message(self.PROTOCOL, self._instance, wire_round, self.me, recipient, payload)
+        return Message(
+            self.PROTOCOL,
+            self._instance,
+            wire_round,
+            self.me,
+            recipient,
+            payload,
+            recipient is None,
+        )
 
     # --- echo broadcast ----------------------------------------------------------------------
     def _echo_digest(self, number: int) -> bytes:

@@ -98,6 +98,7 @@ def run(
                 emit(j, target.receive(message))
             except ProtocolAbort as abort:
                 outcome.aborts[j] = abort
+                emit(j, list(abort.outgoing))
             if target.done:
                 outcome.results[j] = target.result
     outcome.waiting = [p.me for p in parties if not p.done and p.me not in outcome.aborts]
