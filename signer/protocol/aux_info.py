@@ -119,9 +119,10 @@ class AuxInfoParty(Party[AuxInfo]):
         for j in self.config.others:
             with self.blame(j, round_number):
                 n, s, t, rho, salt = as_list(inbox.broadcast[j], 5, "opening")
-                n = expect_nat(n, MODULUS_BITS, "N")
-                s = expect_nat(s, MODULUS_BITS, "s")
-                t = expect_nat(t, MODULUS_BITS, "t")
+                # a loose bound here; from_peer names the exact size violation (MODULUS_SIZE)
+                n = expect_nat(n, 2 * MODULUS_BITS, "N")
+                s = expect_nat(s, 2 * MODULUS_BITS, "s")
+                t = expect_nat(t, 2 * MODULUS_BITS, "t")
                 rho = expect_bytes(rho, 32, "rho")
                 salt = expect_bytes(salt, 32, "u")
                 if (
