@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
-from typing import Any
+from typing import Any, ClassVar
 
 import gmpy2
 import pytest
@@ -53,7 +53,7 @@ def test_completeness_and_agreement(honest_outcome: Outcome[AuxInfo]) -> None:
 class Opening(AuxInfoParty):
     """Party 3 commits to and opens chosen public values (consistently: a real cheater)."""
 
-    values: list[Encodable]
+    values: ClassVar[tuple[Encodable, ...]]
 
     def _opening(self) -> list[Encodable]:
         honest = super()._opening()
@@ -72,7 +72,7 @@ def test_T01d_wrong_modulus_size(bits: int) -> None:
     n = _small_modulus(bits)
 
     class Small(Opening):
-        values = [n, pow(5, 2, n), pow(7, 2, n)]
+        values = (n, pow(5, 2, n), pow(7, 2, n))
 
     outcome = aux_run(Small)
     assert_clean_abort(outcome, 3, Check.MODULUS_SIZE, HONEST, last_round=OPEN)
@@ -83,7 +83,7 @@ def test_T07a_degenerate_ring_pedersen() -> None:
     t = pow(12345, 2, n)
 
     class Degenerate(Opening):
-        values = [n, t, t]
+        values = (n, t, t)
 
     assert_clean_abort(aux_run(Degenerate), 3, Check.DEGENERATE, HONEST, last_round=OPEN)
 
@@ -94,7 +94,7 @@ def test_T07c_copy_of_an_honest_partys_parameters(honest_outcome: Outcome[AuxInf
     victim = honest_outcome.results[1].own.params
 
     class Copy(Opening):
-        values = [victim.n, victim.s, victim.t]
+        values = (victim.n, victim.s, victim.t)
 
     parties = [
         (Copy if c.me == 3 else AuxInfoParty)(c, paillier_key(c.me))
