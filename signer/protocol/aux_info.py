@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from signer.encoding import Encodable, encode
-from signer.errors import Check, CryptoMisuse, EncodingError
+from signer.errors import Check, CryptoMisuse
 from signer.paillier import PaillierSecretKey
 from signer.params import MODULUS_BITS
 from signer.protocol.base import (
@@ -35,6 +35,7 @@ from signer.protocol.base import (
     SessionConfig,
     as_list,
     commitment,
+    expect_blob,
     expect_bytes,
     expect_nat,
     xor_bytes,
@@ -142,9 +143,9 @@ class AuxInfoParty(Party[AuxInfo]):
                 mod_bytes, prm_bytes = as_list(inbox.broadcast[j], 2, "proofs")
                 ctx = self._proof_context(j)
                 params = self._params[j]
-                mod.verify(ctx, params.n, mod.ModProof.from_bytes(_as_bytes(mod_bytes)))
-                prm.verify(ctx, params, prm.PrmProof.from_bytes(_as_bytes(prm_bytes)))
-                fac_proof = fac.FacProof.from_bytes(_as_bytes(inbox.p2p[j]))
+                mod.verify(ctx, params.n, mod.ModProof.from_bytes(expect_blob(mod_bytes, "proof")))
+                prm.verify(ctx, params, prm.PrmProof.from_bytes(expect_blob(prm_bytes, "proof")))
+                fac_proof = fac.FacProof.from_bytes(expect_blob(inbox.p2p[j], "proof"))
                 fac.verify(ctx, params.n, fac_proof, self._secret)
         moduli = [self._params[j].n for j in self.config.parties]
         if len(set(moduli)) != len(moduli):
@@ -155,9 +156,3 @@ class AuxInfoParty(Party[AuxInfo]):
             own=self._secret,
             public=tuple(self._params[j] for j in self.config.parties),
         )
-
-
-def _as_bytes(value: Encodable) -> bytes:
-    if not isinstance(value, bytes):
-        raise EncodingError("proof", Check.DECODE, "expected bytes")
-    return value

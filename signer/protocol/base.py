@@ -341,6 +341,13 @@ class Party(ABC, Generic[R]):
             )
         return messages
 
+    def round1_binding(self, party: int) -> bytes:
+        """For proofs sent in round 1, before the joint session id exists: the run's instance
+        and the prover's own fresh nonce (fresh even if a caller reused its request id)."""
+        return hashlib.sha256(
+            encode(["tessera/round1/v1", self._instance, self._nonces[party]])
+        ).digest()
+
     def _message(self, wire_round: int, recipient: int | None, payload: bytes) -> Message:
         return Message(
             self.PROTOCOL,
@@ -415,6 +422,13 @@ def as_list(value: Encodable, length: int | None, where: str) -> list[Any]:
 def expect_bytes(value: Encodable, length: int, where: str) -> bytes:
     if not isinstance(value, bytes) or len(value) != length:
         raise EncodingError(where, Check.LENGTH, f"expected {length} bytes")
+    return value
+
+
+def expect_blob(value: Encodable, where: str) -> bytes:
+    """A nested encoded object (e.g. a proof's wire form), decoded by its own strict parser."""
+    if not isinstance(value, bytes):
+        raise EncodingError(where, Check.DECODE, "expected bytes")
     return value
 
 
