@@ -5,7 +5,6 @@ interactive signing and the presign-time attacks (attacks.md A01, A03, A10, A11,
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any
 
 import pytest
@@ -84,18 +83,14 @@ def test_matrix_presign_and_sign(t: int, n: int, path: tuple[int, ...]) -> None:
     check_independently(signature, message, HashScheme.KECCAK256)
 
 
-def test_any_t_subset_of_n_signs() -> None:
-    for signers in itertools.combinations(range(1, 6), 3):
-        if signers in [(3, 4, 5)]:
-            continue  # covered by the matrix
-        if signers not in [(1, 2, 3), (1, 3, 5), (2, 4, 5)]:
-            continue  # a representative sample keeps the suite fast
-        outcome = presign(3, 5, signers)
-        check_independently(
-            sign_with(outcome.results, b"withdrawal", HashScheme.SHA256D),
-            b"withdrawal",
-            HashScheme.SHA256D,
-        )
+@pytest.mark.parametrize("signers", [(1, 2, 3), (1, 3, 5), (2, 4, 5)])
+def test_other_t_subsets_of_n_sign(signers: tuple[int, ...]) -> None:
+    """A representative sample of the ten 3-subsets of 5 (the matrix covers (3, 4, 5))."""
+    outcome = presign(3, 5, signers)
+    message = b"withdrawal"
+    check_independently(
+        sign_with(outcome.results, message, HashScheme.SHA256D), message, HashScheme.SHA256D
+    )
 
 
 @pytest.mark.parametrize("signers", [(1,), (1, 2), (1, 2, 3, 4), (1, 1, 2)])
