@@ -1,8 +1,10 @@
-"""The in-process demonstration of the cryptographic core (`tessera demo`).
+"""In-process demonstrations (`tessera demo`).
 
-Two parties generate Paillier–Blum keys from fresh safe primes (or a pregenerated pool) and
-ring-Pedersen parameters; party 1 then proves each CGGMP21 statement to party 2, which verifies.
-Every step is timed.  This is what the later protocols (aux-info, presign) are built from.
+`run_wallet_demo`: three key-share parties run aux-info on fresh safe primes, a 2-of-3 DKG,
+derive a deposit address (BIP32 m/0/5), presign with parties 1 and 3, and sign an Ethereum
+transaction hash; the signature is checked by recovering the deposit address.
+`run_demo` (`tessera demo --proofs`): party 1 proves each CGGMP21 statement to party 2.
+Every step is timed.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from eth_keys.datatypes import PublicKey as EthPublicKey
+from eth_keys.datatypes import Signature as EthSignature
+
 from signer.curve import Point, Q
 from signer.encoding import Wire
 from signer.paillier import PaillierSecretKey
 from signer.params import ELL_PRIME
 from signer.primes import PrimePool, generate_safe_primes
+from signer.protocol.flow import Timings, run_aux_info, run_keygen, run_presign, sign
+from signer.protocol.hd import derive
+from signer.protocol.sign import HashScheme, Signature
 from signer.ring_pedersen import RingPedersenSecret
 from signer.zk import aff_g, enc, fac, log_star, mod, prm, sch
 from signer.zk.common import ProofContext
@@ -115,3 +123,47 @@ def run_demo(pool: Path | None = None) -> list[Step]:
         lambda p: aff_g.verify(ctx, ag_public, p, rp2),
     )
     return steps
+
+
+@dataclass(frozen=True)
+class WalletDemo:
+    steps: list[Step]
+    address: str
+    signature: Signature
+    message: bytes
+
+
+def run_wallet_demo(pool: Path | None = None) -> WalletDemo:
+    """Aux-info, DKG, HD address, presign and sign among three in-process parties."""
+    timings = Timings()
+    if pool is not None:
+        primes = timings.timed("take 6 safe primes from pool", lambda: PrimePool(pool).take(6))
+    else:
+        primes = timings.timed(
+            "generate 6 safe primes (1536 bits)", lambda: generate_safe_primes(6)
+        )
+    keys = {
+        i: PaillierSecretKey.from_primes(primes[2 * i - 2], primes[2 * i - 1]) for i in (1, 2, 3)
+    }
+    aux = timings.timed("aux-info, 3 parties (Πmod, Πprm, Πfac)", lambda: run_aux_info(keys))
+    shares = timings.timed("keygen (DKG), 2-of-3", lambda: run_keygen(2, 3, b"demo-wallet"))
+    share = shares[1]
+    path = (0, 5)
+    child = derive(share.public_key, share.chain_code, path)
+    uncompressed = child.public_key.to_public_key().format(compressed=False)[1:]
+    address = EthPublicKey(uncompressed).to_checksum_address()
+    presignatures = timings.timed(
+        "presign, signers {1, 3}, path m/0/5", lambda: run_presign(shares, aux, (1, 3), path)
+    )
+    message = b"demo: unsigned EIP-1559 transfer of 0.1 ETH " + secrets.token_bytes(8)
+    signature = timings.timed(
+        "sign (partials + combine + verify)",
+        lambda: sign(presignatures, message, HashScheme.KECCAK256),
+    )
+    recovered = EthSignature(
+        vrs=(signature.recovery_id, signature.r, signature.s)
+    ).recover_public_key_from_msg_hash(signature.digest)
+    if recovered.to_checksum_address() != address:
+        raise RuntimeError("signature does not recover to the deposit address")
+    steps = [Step(name, seconds) for name, seconds in timings.steps]
+    return WalletDemo(steps, address, signature, message)

@@ -6,13 +6,13 @@ and no honest party sent a message of a later round (attacks.md §0 CLEAN-ABORT)
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from signer.encoding import decode, encode
 from signer.errors import Check
+from signer.protocol import flow
 from signer.protocol.base import Message, SessionConfig
 from signer.protocol.simulate import Mutator, Outcome
 
@@ -21,8 +21,7 @@ def configs(
     protocol: str, parties: Sequence[int], threshold: int, key_id: bytes = b"key"
 ) -> list[SessionConfig]:
     parties_for(parties)
-    request = secrets.token_bytes(16)
-    return [SessionConfig(protocol, tuple(parties), i, threshold, key_id, request) for i in parties]
+    return flow.configs(protocol, parties, threshold, key_id)
 
 
 def rewrite(

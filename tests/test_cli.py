@@ -20,11 +20,29 @@ def _pool(tmp_path: Path, count: int) -> Path:
     return path
 
 
-def test_demo_with_pool_proves_and_verifies_everything(tmp_path: Path) -> None:
-    pool = _pool(tmp_path, 4)
+def test_wallet_demo_signs_for_its_deposit_address(tmp_path: Path) -> None:
+    from eth_keys.datatypes import Signature as EthSignature
+
+    pool = _pool(tmp_path, 6)
     result = runner.invoke(app, ["demo", "--pool", str(pool), "--json"])
     assert result.exit_code == 0, result.output
-    steps = {s["step"]: s for s in json.loads(result.output)}
+    doc = json.loads(result.output)
+    names = [s["step"] for s in doc["steps"]]
+    assert any(n.startswith("aux-info") for n in names) and any(
+        n.startswith("presign") for n in names
+    )
+    sig = doc["signature"]
+    recovered = EthSignature(vrs=(sig["v"], int(sig["r"], 16), int(sig["s"], 16)))
+    address = recovered.recover_public_key_from_msg_hash(bytes.fromhex(sig["digest"]))
+    assert address.to_checksum_address() == doc["address"]
+    assert len(PrimePool(pool)) == 0
+
+
+def test_demo_with_pool_proves_and_verifies_everything(tmp_path: Path) -> None:
+    pool = _pool(tmp_path, 4)
+    result = runner.invoke(app, ["demo", "--proofs", "--pool", str(pool), "--json"])
+    assert result.exit_code == 0, result.output
+    steps = {s["step"]: s for s in json.loads(result.output)["steps"]}
     for proof in ("mod", "prm", "fac", "sch", "enc", "log*", "aff-g"):
         assert f"Π{proof} prove" in steps and f"Π{proof} verify" in steps
         assert steps[f"Π{proof} verify"]["detail"].endswith("bytes")
@@ -35,7 +53,7 @@ def test_demo_with_empty_pool_fails_cleanly(tmp_path: Path) -> None:
     pool = _pool(tmp_path, 2)
     result = runner.invoke(app, ["demo", "--pool", str(pool)])
     assert result.exit_code == 1
-    assert "holds 2, need 4" in result.output
+    assert "holds 2, need 6" in result.output
 
 
 def test_primes_generate_and_count(tmp_path: Path) -> None:

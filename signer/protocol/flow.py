@@ -1,0 +1,76 @@
+"""A whole wallet lifecycle run in one process: aux-info, DKG, presign, sign.
+
+Used by `tessera demo` and the protocol benchmark.  Every party is a separate state machine
+exchanging only encoded messages through the in-process simulator — the same code the node
+processes will run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from signer.paillier import PaillierSecretKey
+from signer.protocol.aux_info import AuxInfo, AuxInfoParty
+from signer.protocol.base import SessionConfig
+from signer.protocol.keygen import KeygenParty, KeyShare
+from signer.protocol.presign import Presignature, PresignParty
+from signer.protocol.sign import HashScheme, Signature, combine, issue_partial
+from signer.protocol.simulate import Outcome, run
+
+T = TypeVar("T")
+
+
+@dataclass
+class Timings:
+    steps: list[tuple[str, float]] = field(default_factory=list)
+
+    def timed(self, name: str, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        result = fn()
+        self.steps.append((name, time.perf_counter() - start))
+        return result
+
+
+def configs(
+    protocol: str, parties: Sequence[int], threshold: int, key_id: bytes
+) -> list[SessionConfig]:
+    request = secrets.token_bytes(16)
+    return [SessionConfig(protocol, tuple(parties), i, threshold, key_id, request) for i in parties]
+
+
+def completed(outcome: Outcome[T]) -> dict[int, T]:
+    """Every party's output, or the first abort raised."""
+    for abort in outcome.aborts.values():
+        raise abort
+    return outcome.results
+
+
+def run_aux_info(keys: dict[int, PaillierSecretKey]) -> dict[int, AuxInfo]:
+    cfgs = configs("aux_info/v1", sorted(keys), 2, b"aux-info")
+    return completed(run([AuxInfoParty(c, keys[c.me]) for c in cfgs]))
+
+
+def run_keygen(t: int, n: int, key_id: bytes) -> dict[int, KeyShare]:
+    cfgs = configs("keygen/v1", range(1, n + 1), t, key_id)
+    return completed(run([KeygenParty(c) for c in cfgs]))
+
+
+def run_presign(
+    shares: dict[int, KeyShare],
+    aux: dict[int, AuxInfo],
+    signers: Sequence[int],
+    path: Sequence[int],
+) -> dict[int, Presignature]:
+    any_share = next(iter(shares.values()))
+    cfgs = configs("presign/v1", signers, any_share.threshold, any_share.key_id)
+    return completed(run([PresignParty(c, shares[c.me], aux[c.me], path) for c in cfgs]))
+
+
+def sign(presignatures: dict[int, Presignature], message: bytes, scheme: HashScheme) -> Signature:
+    partials = {i: issue_partial(p, message, scheme) for i, p in sorted(presignatures.items())}
+    public = next(iter(presignatures.values())).public
+    return combine(public, message, scheme, partials)
