@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import pytest
 from conftest import new_context, paillier_key, ring_pedersen
+from wirekit import decode_error, json_error, proof_wire, tlv, wire, wire_items
 
 import signer.encoding
 import signer.zk
@@ -275,12 +276,8 @@ def test_T01a_large_x_in_mta_response_without_proof(bundles: dict[str, Bundle]) 
 def test_T01a_absent_proof(proof_bytes: bytes) -> None:
     """An empty proof field / an empty list never decodes to a proof."""
     for cls in (enc.EncProof, aff_g.AffGProof, log_star.LogStarProof):
-        with pytest.raises(EncodingError) as info:
-            cls.from_bytes(proof_bytes)
-        assert info.value.check == Check.DECODE
-        with pytest.raises(EncodingError) as info:
-            cls.from_json({})
-        assert info.value.check == Check.FIELD
+        decode_error(cls, proof_bytes, Check.DECODE)
+        json_error(cls, {}, Check.FIELD)
 
 
 @pytest.mark.parametrize("k", [1 << (ELL + EPSILON + 1), -(1 << (ELL + EPSILON + 1)), ALPHA_RAYS_K])
@@ -514,14 +511,9 @@ def test_T05c_aux_from_local_state(kind: str) -> None:
     # smuggling parameters into the message is a decoding error
     bundle = build(kind, new_context(MALICIOUS), OWN_AUX)
     doc = {**bundle.proof.to_json(), "aux": [hex(OWN_AUX.n), hex(OWN_AUX.s), hex(OWN_AUX.t)]}
-    with pytest.raises(EncodingError) as info:
-        cls.from_json(doc)
-    assert info.value.check == Check.FIELD
-    fields = [(name, encode(getattr(bundle.proof, name))) for name in cls.SCHEMA]
-    fields.append(("aux", encode([OWN_AUX.n, OWN_AUX.s, OWN_AUX.t])))
-    with pytest.raises(EncodingError) as info:
-        cls.from_bytes(_wire(cls.WIRE_NAME, fields))
-    assert info.value.check == Check.FIELD
+    json_error(cls, doc, Check.FIELD)
+    fields = [*wire_items(bundle.proof), ("aux", encode([OWN_AUX.n, OWN_AUX.s, OWN_AUX.t]))]
+    decode_error(cls, wire(cls.WIRE_NAME, fields), Check.FIELD)
     # and the proof over party 3's own parameters does not verify under the local ones
     check, field = _expected_aux_mismatch(bundle, AUX1)
     rejects(bundle, check, field, aux=AUX1)
@@ -972,32 +964,14 @@ BAD_POINTS = {
 }
 
 
-def _tlv(tag: int, payload: bytes) -> bytes:
-    return struct.pack(">BI", tag, len(payload)) + payload
-
-
-def _tlv_list(*items: bytes) -> bytes:
-    return _tlv(TAG_LIST, struct.pack(">I", len(items)) + b"".join(items))
-
-
-def _wire(name: str, fields: list[tuple[str, bytes]]) -> bytes:
-    return _tlv_list(encode(name), _tlv_list(*(_tlv_list(encode(n), v) for n, v in fields)))
-
-
-def _fields_with(proof: Any, name: str, raw: bytes) -> bytes:
-    cls = type(proof)
-    fields = [(n, raw if n == name else encode(getattr(proof, n))) for n in cls.SCHEMA]
-    return _wire(cls.WIRE_NAME, fields)
-
-
 def test_point_wire_builder_control(bundles: dict[str, Bundle]) -> None:
     """The builder reproduces the real encoding, and a valid replacement point decodes."""
     valid = b"\x02" + SMALL_ON_CURVE_X.to_bytes(32, "big")
     for kind, field in POINT_FIELD.items():
         proof = bundles[kind].proof
         current = getattr(proof, field).to_bytes()
-        assert _fields_with(proof, field, _tlv(TAG_POINT, current)) == proof.to_bytes()
-        decoded = type(proof).from_bytes(_fields_with(proof, field, _tlv(TAG_POINT, valid)))
+        assert proof_wire(proof, **{field: tlv(TAG_POINT, current)}) == proof.to_bytes()
+        decoded = type(proof).from_bytes(proof_wire(proof, **{field: tlv(TAG_POINT, valid)}))
         assert getattr(decoded, field) == Point.from_bytes(valid)
 
 
@@ -1006,16 +980,12 @@ def test_point_wire_builder_control(bundles: dict[str, Bundle]) -> None:
 def test_T16a_c_point_decoding(bundles: dict[str, Bundle], kind: str, label: str) -> None:
     proof = bundles[kind].proof
     cls, field, raw = type(proof), POINT_FIELD[kind], BAD_POINTS[label]
-    with pytest.raises(EncodingError) as info:
-        cls.from_bytes(_fields_with(proof, field, _tlv(TAG_POINT, raw)))
-    assert info.value.check == Check.BAD_POINT, info.value
+    err = decode_error(cls, proof_wire(proof, **{field: tlv(TAG_POINT, raw)}), Check.BAD_POINT)
     # a 33-byte string reaches the strict SEC1 decoder itself
-    assert isinstance(info.value, InvalidPoint) == (len(raw) == 33)
-    with pytest.raises(EncodingError) as info:
-        cls.from_json({**proof.to_json(), field: raw.hex()})
-    assert info.value.check == Check.BAD_POINT, info.value
-    assert isinstance(info.value, InvalidPoint) == (len(raw) == 33)
-    assert info.value.where == f"{cls.WIRE_NAME}.{field}"
+    assert isinstance(err, InvalidPoint) == (len(raw) == 33)
+    doc = {**proof.to_json(), field: raw.hex()}
+    err = json_error(cls, doc, Check.BAD_POINT, f"{cls.WIRE_NAME}.{field}")
+    assert isinstance(err, InvalidPoint) == (len(raw) == 33)
 
 
 def test_T16c_json_point_hex_is_canonical(bundles: dict[str, Bundle]) -> None:
@@ -1107,10 +1077,7 @@ def test_T17b_response_domain(
     ):
         rejects(bundle, check, field, proof=replace(bundle.proof, **{field: value}))
     # a negative randomiser does not even decode
-    cls = type(bundle.proof)
-    with pytest.raises(EncodingError) as info:
-        cls.from_bytes(_fields_with(bundle.proof, field, encode(-w)))
-    assert info.value.check == Check.RANGE
+    decode_error(type(bundle.proof), proof_wire(bundle.proof, **{field: encode(-w)}), Check.RANGE)
 
 
 MEGABYTE_INT = (1 << (8 * 1024 * 1024)) - 1
@@ -1124,31 +1091,20 @@ def test_T17e_oversize_ints(bundles: dict[str, Bundle], kind: str, field: str) -
     for value in (MEGABYTE_INT, -MEGABYTE_INT):
         if value < 0 and field in ("A", "S", "z"):
             continue  # naturals: covered as negative values elsewhere
-        with pytest.raises(EncodingError) as info:
-            cls.from_bytes(_fields_with(proof, field, encode(value)))
-        assert info.value.check == Check.RANGE
+        decode_error(cls, proof_wire(proof, **{field: encode(value)}), Check.RANGE)
     huge_hex = "0x" + "f" * (2 * 1024 * 1024)
-    with pytest.raises(EncodingError) as info:
-        cls.from_json({**proof.to_json(), field: huge_hex})
-    assert info.value.check == Check.RANGE
-    assert info.value.where == f"{cls.WIRE_NAME}.{field}"
+    json_error(cls, {**proof.to_json(), field: huge_hex}, Check.RANGE, f"{cls.WIRE_NAME}.{field}")
 
 
 def test_T17e_oversize_message() -> None:
     """Beyond the global cap the decoder refuses before parsing; a header that promises more
     bytes than there are fails without allocating them."""
     too_big = encode(["zk_enc", [["S", (1 << (8 * (MAX_ENCODED_BYTES + 1))) - 1]]])
-    with pytest.raises(EncodingError) as info:
-        enc.EncProof.from_bytes(too_big)
-    assert info.value.check == Check.LENGTH
+    decode_error(enc.EncProof, too_big, Check.LENGTH)
     lying = struct.pack(">BI", TAG_LIST, 0xFFFFFFFF) + b"\x00" * 16
-    with pytest.raises(EncodingError) as info:
-        enc.EncProof.from_bytes(lying)
-    assert info.value.check == Check.DECODE
-    lying_count = _tlv(TAG_LIST, struct.pack(">I", 0xFFFFFFFF))
-    with pytest.raises(EncodingError) as info:
-        enc.EncProof.from_bytes(lying_count)
-    assert info.value.check == Check.DECODE
+    decode_error(enc.EncProof, lying, Check.DECODE)
+    lying_count = tlv(TAG_LIST, struct.pack(">I", 0xFFFFFFFF))
+    decode_error(enc.EncProof, lying_count, Check.DECODE)
 
 
 class _IntSpyMeta(type):
@@ -1185,9 +1141,7 @@ def test_T17e_oversize_int_not_materialised(
     assert enc.EncProof.from_bytes(proof.to_bytes()) == proof  # the spy is in the decode path
     assert _IntSpy.sizes and max(_IntSpy.sizes) <= limit
     _IntSpy.sizes.clear()
-    with pytest.raises(EncodingError) as info:
-        enc.EncProof.from_bytes(_fields_with(proof, "A", encode(MEGABYTE_INT)))
-    assert info.value.check == Check.RANGE
+    decode_error(enc.EncProof, proof_wire(proof, A=encode(MEGABYTE_INT)), Check.RANGE)
     assert max(_IntSpy.sizes, default=0) <= limit, (
         f"a {max(_IntSpy.sizes)}-byte integer was built before the field bound was checked"
     )

@@ -1,4 +1,5 @@
-"""Πaff-g (CGGMP21 Fig. 15, the MtA response proof): completeness, each check, wire format.
+"""Πaff-g (CGGMP21 Fig. 15, the MtA response proof): completeness, each check
+(the wire format: test_zk_wire.py).
 
 N0 is the verifier's Paillier key (C = its K, D = C^x·enc0(y)), N1 the prover's (Y = enc1(y)),
 (N̂, s, t) the verifier's ring-Pedersen parameters.  Each rejection test asserts the exact `Check`,
@@ -7,8 +8,6 @@ the field or equation name, and that the blame goes to the context's prover.
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -19,10 +18,9 @@ from hypothesis import strategies as st
 
 from signer.arith import random_signed, random_unit
 from signer.curve import Point, Q
-from signer.encoding import TAG_LIST, encode
-from signer.errors import Check, EncodingError, ProofRejected
+from signer.errors import Check, ProofRejected
 from signer.paillier import PaillierPublicKey
-from signer.params import ELL, ELL_PRIME, EPSILON, MAX_PARTY_INDEX, MODULUS_BITS
+from signer.params import ELL, ELL_PRIME, EPSILON, MAX_PARTY_INDEX
 from signer.zk import aff_g
 from signer.zk.common import ProofContext
 
@@ -316,127 +314,3 @@ def test_eq5_wrong_z4(case: Case) -> None:
 
 def test_sign_flipped_z2(case: Case) -> None:
     rejected(case, Check.EQUATION, EQ1, z2=-case.proof.z2)
-
-
-# --- wire format ------------------------------------------------------------------------------
-
-
-def tlv(tag: int, payload: bytes) -> bytes:
-    return struct.pack(">BI", tag, len(payload)) + payload
-
-
-def tlv_list(*items: bytes) -> bytes:
-    return tlv(TAG_LIST, struct.pack(">I", len(items)) + b"".join(items))
-
-
-def wire(fields: list[tuple[str, bytes]]) -> bytes:
-    body = tlv_list(*(tlv_list(encode(n), v) for n, v in fields))
-    return tlv_list(encode(aff_g.AffGProof.WIRE_NAME), body)
-
-
-def encoded_fields(proof: aff_g.AffGProof) -> list[tuple[str, bytes]]:
-    return [(name, encode(getattr(proof, name))) for name in aff_g.AffGProof.SCHEMA]
-
-
-def decode_error(data: bytes, check: Check) -> None:
-    with pytest.raises(EncodingError) as info:
-        aff_g.AffGProof.from_bytes(data)
-    assert info.value.check == check, info.value
-
-
-def json_error(doc: object, check: Check) -> None:
-    with pytest.raises(EncodingError) as info:
-        aff_g.AffGProof.from_json(doc)
-    assert info.value.check == check, info.value
-
-
-def test_wire_builder_matches_encoder(case: Case) -> None:
-    assert wire(encoded_fields(case.proof)) == case.proof.to_bytes()
-
-
-def test_bytes_round_trip(case: Case) -> None:
-    assert aff_g.AffGProof.from_bytes(case.proof.to_bytes()) == case.proof
-
-
-def test_json_round_trip(case: Case) -> None:
-    doc = json.loads(json.dumps(case.proof.to_json()))
-    assert doc["Bx"] == case.proof.Bx.to_bytes().hex()
-    assert aff_g.AffGProof.from_json(doc) == case.proof
-
-
-@pytest.mark.parametrize("sign", [1, -1])
-def test_extreme_honest_values_survive_the_wire(case: Case, sign: int) -> None:
-    proof = replace(case.proof, z1=sign * B1, z2=sign * B2, z3=sign * DOS, z4=-sign * DOS)
-    assert aff_g.AffGProof.from_bytes(proof.to_bytes()) == proof
-    assert aff_g.AffGProof.from_json(json.loads(json.dumps(proof.to_json()))) == proof
-
-
-def test_truncated(case: Case) -> None:
-    data = case.proof.to_bytes()
-    for cut in (1, 33, len(data) - 1):
-        decode_error(data[:-cut], Check.DECODE)
-
-
-def test_trailing_bytes(case: Case) -> None:
-    decode_error(case.proof.to_bytes() + b"\x00", Check.DECODE)
-
-
-def test_wrong_type_tag(case: Case) -> None:
-    decode_error(b"\x04" + case.proof.to_bytes()[1:], Check.DECODE)
-
-
-def test_missing_field_bytes(case: Case) -> None:
-    fields = [f for f in encoded_fields(case.proof) if f[0] != "wy"]
-    decode_error(wire(fields), Check.FIELD)
-
-
-def test_extra_field_bytes(case: Case) -> None:
-    decode_error(wire([*encoded_fields(case.proof), ("e", encode(1))]), Check.FIELD)
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "check"),
-    [
-        ("w", -5, Check.RANGE),
-        ("z2", 1 << (ELL_PRIME + EPSILON + 1), Check.RANGE),
-        ("z3", 1 << (ELL + EPSILON + 2 + MODULUS_BITS), Check.RANGE),
-        ("By", 1 << (2 * MODULUS_BITS), Check.RANGE),
-        ("Bx", 5, Check.BAD_POINT),  # an integer where a point is expected
-        ("A", Point.generator(), Check.DECODE),  # a point where an integer is expected
-    ],
-)
-def test_field_kind_and_bound_on_decode(
-    case: Case, field: str, value: int | Point, check: Check
-) -> None:
-    fields = [(n, encode(value) if n == field else v) for n, v in encoded_fields(case.proof)]
-    decode_error(wire(fields), check)
-
-
-@pytest.mark.parametrize("field", ["Bx", "z2", "wy"])
-def test_json_missing_field(case: Case, field: str) -> None:
-    doc = case.proof.to_json()
-    del doc[field]
-    json_error(doc, Check.FIELD)
-
-
-def test_json_unknown_field(case: Case) -> None:
-    json_error({**case.proof.to_json(), "verifier_aux": "0x5"}, Check.FIELD)
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "check"),
-    [
-        ("z2", "0x00ff", Check.DECODE),
-        ("z2", "0xFF", Check.DECODE),
-        ("z2", "-0x0", Check.DECODE),
-        ("z2", 255, Check.DECODE),
-        ("w", "-0x5", Check.RANGE),
-        ("Bx", "04" + "00" * 32, Check.BAD_POINT),
-        ("Bx", "00" * 33, Check.BAD_POINT),
-        ("Bx", "02" + "ff" * 31, Check.BAD_POINT),  # 32 bytes
-        ("Bx", "zz" * 33, Check.DECODE),
-        ("Bx", 2, Check.BAD_POINT),
-    ],
-)
-def test_json_bad_values(case: Case, field: str, value: object, check: Check) -> None:
-    json_error({**case.proof.to_json(), field: value}, check)

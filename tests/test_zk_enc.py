@@ -1,14 +1,13 @@
-"""Πenc (CGGMP21 Fig. 14): completeness, every verifier check in isolation, wire format.
+"""Πenc (CGGMP21 Fig. 14): completeness, every verifier check in isolation.
 
 Every rejection test asserts the exact `Check`, the field (or the equation's name) and that the
 blame goes to the context's prover.  Statements and proofs are built once per module (a proof costs
-~60 ms); the per-check tests only swap one element with `dataclasses.replace`.
+~60 ms); the per-check tests only swap one element with `dataclasses.replace`.  The wire format
+is tested for all proofs at once in test_zk_wire.py.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -18,13 +17,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from signer.arith import random_signed, random_signed_times, random_unit
-from signer.encoding import TAG_BYTES, TAG_INT, TAG_LIST, encode
-from signer.errors import Check, EncodingError, ProofRejected
+from signer.errors import Check, ProofRejected
 from signer.paillier import PaillierPublicKey
 from signer.params import ELL, EPSILON, MAX_PARTY_INDEX, MODULUS_BITS
 from signer.zk import enc
 from signer.zk.common import ProofContext
-from signer.zk.log_star import LogStarProof
 
 KEY = paillier_key(0)  # prover's Paillier key N0
 AUX_SECRET = ring_pedersen(1)  # verifier's ring-Pedersen parameters (N̂, s, t) and trapdoor
@@ -282,201 +279,3 @@ def test_forge_helper_is_faithful(case: Case) -> None:
 
 def vars_of(proof: enc.EncProof) -> dict[str, int]:
     return {name: getattr(proof, name) for name in enc.EncProof.SCHEMA}
-
-
-# --- wire format ------------------------------------------------------------------------------
-
-
-def tlv(tag: int, payload: bytes) -> bytes:
-    return struct.pack(">BI", tag, len(payload)) + payload
-
-
-def tlv_list(*items: bytes) -> bytes:
-    return tlv(TAG_LIST, struct.pack(">I", len(items)) + b"".join(items))
-
-
-def wire(fields: list[tuple[str, bytes]], name: str = enc.EncProof.WIRE_NAME) -> bytes:
-    return tlv_list(encode(name), tlv_list(*(tlv_list(encode(n), v) for n, v in fields)))
-
-
-def encoded_fields(proof: enc.EncProof) -> list[tuple[str, bytes]]:
-    return [(name, encode(getattr(proof, name))) for name in enc.EncProof.SCHEMA]
-
-
-def with_field(proof: enc.EncProof, name: str, raw: bytes) -> bytes:
-    return wire([(n, raw if n == name else v) for n, v in encoded_fields(proof)])
-
-
-def decode_error(data: bytes, check: Check) -> EncodingError:
-    with pytest.raises(EncodingError) as info:
-        enc.EncProof.from_bytes(data)
-    assert info.value.check == check, info.value
-    return info.value
-
-
-def json_error(doc: object, check: Check) -> EncodingError:
-    with pytest.raises(EncodingError) as info:
-        enc.EncProof.from_json(doc)
-    assert info.value.check == check, info.value
-    return info.value
-
-
-def test_wire_builder_matches_encoder(case: Case) -> None:
-    assert wire(encoded_fields(case.proof)) == case.proof.to_bytes()
-
-
-def test_bytes_round_trip(case: Case) -> None:
-    data = case.proof.to_bytes()
-    assert enc.EncProof.from_bytes(data) == case.proof
-    assert enc.EncProof.from_bytes(bytearray(data)) == case.proof
-
-
-def test_json_round_trip(case: Case) -> None:
-    doc = json.loads(json.dumps(case.proof.to_json()))
-    assert set(doc) == set(enc.EncProof.SCHEMA)
-    assert enc.EncProof.from_json(doc) == case.proof
-
-
-@pytest.mark.parametrize("sign", [1, -1])
-def test_extreme_honest_values_survive_the_wire(case: Case, sign: int) -> None:
-    proof = replace(case.proof, z1=sign * B1, z3=sign * Z3_BOUND)
-    assert enc.EncProof.from_bytes(proof.to_bytes()) == proof
-    assert enc.EncProof.from_json(json.loads(json.dumps(proof.to_json()))) == proof
-
-
-@pytest.mark.parametrize("cut", [1, 5, 100])
-def test_truncated(case: Case, cut: int) -> None:
-    decode_error(case.proof.to_bytes()[:-cut], Check.DECODE)
-
-
-def test_empty_bytes(case: Case) -> None:
-    decode_error(b"", Check.DECODE)
-
-
-@pytest.mark.parametrize("extra", [b"\x00", b"\x02\x00\x00\x00\x01\x00"])
-def test_trailing_bytes(case: Case, extra: bytes) -> None:
-    decode_error(case.proof.to_bytes() + extra, Check.DECODE)
-
-
-@pytest.mark.parametrize("tag", [TAG_BYTES, TAG_INT, 0x00, 0x06, 0xFF])
-def test_wrong_outer_type_tag(case: Case, tag: int) -> None:
-    data = case.proof.to_bytes()
-    # read as one integer, the message exceeds the largest field: a length (RANGE) rejection
-    decode_error(bytes([tag]) + data[1:], Check.RANGE if tag == TAG_INT else Check.DECODE)
-
-
-def test_wrong_message_name(case: Case) -> None:
-    decode_error(wire(encoded_fields(case.proof), name=LogStarProof.WIRE_NAME), Check.DECODE)
-
-
-def test_other_proof_type_bytes(case: Case) -> None:
-    with pytest.raises(EncodingError) as info:
-        LogStarProof.from_bytes(case.proof.to_bytes())
-    assert info.value.check == Check.DECODE
-
-
-def test_missing_field_bytes(case: Case) -> None:
-    decode_error(wire(encoded_fields(case.proof)[:-1]), Check.FIELD)
-
-
-def test_extra_field_bytes(case: Case) -> None:
-    fields = [*encoded_fields(case.proof), ("aux", encode(AUX.n))]
-    decode_error(wire(fields), Check.FIELD)
-
-
-def test_fields_out_of_order(case: Case) -> None:
-    fields = encoded_fields(case.proof)
-    fields[0], fields[1] = fields[1], fields[0]
-    decode_error(wire(fields), Check.FIELD)
-
-
-def test_renamed_field(case: Case) -> None:
-    fields = [("s" if n == "S" else n, v) for n, v in encoded_fields(case.proof)]
-    decode_error(wire(fields), Check.FIELD)
-
-
-@pytest.mark.parametrize(
-    ("field", "raw"),
-    [
-        ("z1", encode(b"\x01\x02")),  # bytes where an integer is expected
-        ("S", encode("0x1234")),  # a string
-        ("A", encode([1, 2])),  # a list
-    ],
-)
-def test_wrong_value_type(case: Case, field: str, raw: bytes) -> None:
-    decode_error(with_field(case.proof, field, raw), Check.DECODE)
-
-
-@pytest.mark.parametrize(
-    "payload",
-    [
-        b"",  # no sign byte
-        b"\x02\x05",  # sign byte other than 00/01
-        b"\x00\x00\x05",  # leading zero byte
-        b"\x01",  # negative zero
-        b"\x01\x00\x05",  # negative with leading zero
-    ],
-)
-def test_non_canonical_integer(case: Case, payload: bytes) -> None:
-    decode_error(with_field(case.proof, "z1", tlv(TAG_INT, payload)), Check.DECODE)
-
-
-@pytest.mark.parametrize("field", ["S", "A", "C", "z2"])
-def test_negative_natural_rejected_on_decode(case: Case, field: str) -> None:
-    decode_error(with_field(case.proof, field, encode(-getattr(case.proof, field))), Check.RANGE)
-
-
-@pytest.mark.parametrize(
-    ("field", "bits"),
-    [("S", MODULUS_BITS), ("A", 2 * MODULUS_BITS), ("z1", ELL + EPSILON + 1), ("z2", MODULUS_BITS)],
-)
-def test_oversize_field_rejected_on_decode(case: Case, field: str, bits: int) -> None:
-    decode_error(with_field(case.proof, field, encode(1 << bits)), Check.RANGE)
-
-
-@pytest.mark.parametrize("field", list(enc.EncProof.SCHEMA))
-def test_json_missing_field(case: Case, field: str) -> None:
-    doc = case.proof.to_json()
-    del doc[field]
-    json_error(doc, Check.FIELD)
-
-
-@pytest.mark.parametrize("extra", ["aux", "N_hat", "s", "e"])
-def test_json_unknown_field(case: Case, extra: str) -> None:
-    json_error({**case.proof.to_json(), extra: "0x1"}, Check.FIELD)
-
-
-@pytest.mark.parametrize("doc", [[], "proof", None, 5])
-def test_json_not_an_object(doc: object) -> None:
-    json_error(doc, Check.DECODE)
-
-
-@pytest.mark.parametrize(
-    "value",
-    [
-        "0x0abc",  # leading zero
-        "0xABC",  # upper case
-        "0XABC",
-        "abc",  # no prefix
-        "-0x0",  # negative zero
-        "+0x1",
-        " 0x1",
-        "0x1\n",
-        "0x",
-        "",
-        "0x1_0",
-        255,  # a JSON number instead of a string
-        True,
-        None,
-    ],
-)
-def test_json_non_canonical_hex(case: Case, value: object) -> None:
-    json_error({**case.proof.to_json(), "z1": value}, Check.DECODE)
-
-
-def test_json_negative_natural(case: Case) -> None:
-    json_error({**case.proof.to_json(), "S": "-0x5"}, Check.RANGE)
-
-
-def test_json_oversize(case: Case) -> None:
-    json_error({**case.proof.to_json(), "z1": hex(1 << (ELL + EPSILON + 1))}, Check.RANGE)

@@ -1,4 +1,5 @@
-"""Πlog* (CGGMP21 Fig. 25): completeness, each verifier check in isolation, wire format.
+"""Πlog* (CGGMP21 Fig. 25): completeness, each verifier check in isolation
+(the wire format: test_zk_wire.py).
 
 Statement: C = enc_N0(x; ρ) under the prover's key, X = x·g for a base point g; proven over the
 verifier's ring-Pedersen parameters.  Each rejection asserts the exact `Check`, the field or
@@ -7,9 +8,7 @@ equation name, and that the blame goes to the context's prover.
 
 from __future__ import annotations
 
-import json
 import secrets
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -20,13 +19,11 @@ from hypothesis import strategies as st
 
 from signer.arith import random_signed
 from signer.curve import Point, Q
-from signer.encoding import TAG_LIST, TAG_POINT, encode
-from signer.errors import Check, EncodingError, ProofRejected
+from signer.errors import Check, ProofRejected
 from signer.paillier import PaillierPublicKey
 from signer.params import ELL, EPSILON, MAX_PARTY_INDEX, MODULUS_BITS
 from signer.zk import log_star
 from signer.zk.common import ProofContext
-from signer.zk.enc import EncProof
 
 KEY = paillier_key(0)
 AUX_SECRET = ring_pedersen(1)
@@ -270,148 +267,3 @@ def test_eq3_wrong_z3(case: Case) -> None:
 
 def test_sign_flipped_z1(case: Case) -> None:
     rejected(case, Check.EQUATION, EQ1, z1=-case.proof.z1)
-
-
-# --- wire format ------------------------------------------------------------------------------
-
-
-def tlv(tag: int, payload: bytes) -> bytes:
-    return struct.pack(">BI", tag, len(payload)) + payload
-
-
-def tlv_list(*items: bytes) -> bytes:
-    return tlv(TAG_LIST, struct.pack(">I", len(items)) + b"".join(items))
-
-
-def wire(fields: list[tuple[str, bytes]], name: str = log_star.LogStarProof.WIRE_NAME) -> bytes:
-    return tlv_list(encode(name), tlv_list(*(tlv_list(encode(n), v) for n, v in fields)))
-
-
-def encoded_fields(proof: log_star.LogStarProof) -> list[tuple[str, bytes]]:
-    return [(name, encode(getattr(proof, name))) for name in log_star.LogStarProof.SCHEMA]
-
-
-def decode_error(data: bytes, check: Check) -> None:
-    with pytest.raises(EncodingError) as info:
-        log_star.LogStarProof.from_bytes(data)
-    assert info.value.check == check, info.value
-
-
-def json_error(doc: object, check: Check) -> None:
-    with pytest.raises(EncodingError) as info:
-        log_star.LogStarProof.from_json(doc)
-    assert info.value.check == check, info.value
-
-
-def test_wire_builder_matches_encoder(case: Case) -> None:
-    assert wire(encoded_fields(case.proof)) == case.proof.to_bytes()
-
-
-def test_bytes_round_trip(case: Case) -> None:
-    assert log_star.LogStarProof.from_bytes(case.proof.to_bytes()) == case.proof
-
-
-def test_json_round_trip(case: Case) -> None:
-    doc = json.loads(json.dumps(case.proof.to_json()))
-    assert log_star.LogStarProof.from_json(doc) == case.proof
-
-
-@pytest.mark.parametrize("sign", [1, -1])
-def test_extreme_honest_values_survive_the_wire(case: Case, sign: int) -> None:
-    proof = replace(case.proof, z1=sign * B1, z3=sign * Z3_BOUND)
-    assert log_star.LogStarProof.from_bytes(proof.to_bytes()) == proof
-    assert log_star.LogStarProof.from_json(json.loads(json.dumps(proof.to_json()))) == proof
-
-
-def test_truncated(case: Case) -> None:
-    data = case.proof.to_bytes()
-    for cut in (1, 20, len(data) - 3):
-        decode_error(data[:-cut], Check.DECODE)
-
-
-def test_trailing_bytes(case: Case) -> None:
-    decode_error(case.proof.to_bytes() + b"\x05\x00\x00\x00\x04\x00\x00\x00\x00", Check.DECODE)
-
-
-def test_wrong_type_tag(case: Case) -> None:
-    decode_error(b"\x01" + case.proof.to_bytes()[1:], Check.DECODE)
-
-
-def test_enc_proof_is_not_a_log_star_proof() -> None:
-    # same field names S, A, z1, z2, z3 in part: the message name tells them apart
-    ciphertext, _ = KEY.encrypt(1)
-    fake = EncProof(1, ciphertext, 1, 1, 1, 1)
-    decode_error(fake.to_bytes(), Check.DECODE)
-
-
-def test_wrong_message_name(case: Case) -> None:
-    decode_error(wire(encoded_fields(case.proof), name="zk_enc"), Check.DECODE)
-
-
-def test_missing_field_bytes(case: Case) -> None:
-    decode_error(wire([f for f in encoded_fields(case.proof) if f[0] != "Y"]), Check.FIELD)
-
-
-def test_duplicate_field_bytes(case: Case) -> None:
-    fields = encoded_fields(case.proof)
-    decode_error(wire([*fields[:-1], fields[-2]]), Check.FIELD)
-
-
-@pytest.mark.parametrize(
-    ("raw", "check"),
-    [
-        (tlv(TAG_POINT, b"\x02" + b"\x00" * 30 + b"\x01"), Check.BAD_POINT),
-        (tlv(TAG_POINT, b"\x02" + b"\x00" * 32 + b"\x01"), Check.BAD_POINT),
-        (encode(b"\x02" + b"\x00" * 31 + b"\x01"), Check.BAD_POINT),
-        (encode(5), Check.BAD_POINT),
-    ],
-    ids=["point_32_bytes", "point_34_bytes", "valid_point_as_bytes", "integer"],
-)
-def test_Y_field_kind_on_decode(case: Case, raw: bytes, check: Check) -> None:
-    fields = [(n, raw if n == "Y" else v) for n, v in encoded_fields(case.proof)]
-    decode_error(wire(fields), check)
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "check"),
-    [
-        ("z2", -1, Check.RANGE),
-        ("S", -7, Check.RANGE),
-        ("z1", 1 << (ELL + EPSILON + 1), Check.RANGE),
-        ("A", 1 << (2 * MODULUS_BITS), Check.RANGE),
-        ("z3", -(1 << (ELL + EPSILON + 2 + MODULUS_BITS)), Check.RANGE),
-    ],
-)
-def test_int_bound_on_decode(case: Case, field: str, value: int, check: Check) -> None:
-    fields = [(n, encode(value) if n == field else v) for n, v in encoded_fields(case.proof)]
-    decode_error(wire(fields), check)
-
-
-@pytest.mark.parametrize("field", list(log_star.LogStarProof.SCHEMA))
-def test_json_missing_field(case: Case, field: str) -> None:
-    doc = case.proof.to_json()
-    del doc[field]
-    json_error(doc, Check.FIELD)
-
-
-def test_json_unknown_field(case: Case) -> None:
-    json_error({**case.proof.to_json(), "X": case.public.point.to_bytes().hex()}, Check.FIELD)
-
-
-@pytest.mark.parametrize(
-    ("field", "value", "check"),
-    [
-        ("z1", "0x01", Check.DECODE),
-        ("z1", "-0xAb", Check.DECODE),
-        ("z1", "0b101", Check.DECODE),
-        ("z3", 3, Check.DECODE),
-        ("D", "-0x1", Check.RANGE),
-        ("Y", "03" + "ff" * 32, Check.BAD_POINT),  # x ≥ p
-        ("Y", "05" + "00" * 31 + "01", Check.BAD_POINT),
-        ("Y", "02" + "00" * 31 + "05", Check.BAD_POINT),  # x = 5 is not on the curve
-        ("Y", "02" + "00" * 32 + "01", Check.BAD_POINT),  # 34 bytes
-        ("Y", "0g" + "00" * 32, Check.DECODE),
-    ],
-)
-def test_json_bad_values(case: Case, field: str, value: object, check: Check) -> None:
-    json_error({**case.proof.to_json(), field: value}, check)

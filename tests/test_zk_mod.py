@@ -1,4 +1,5 @@
-"""Πmod (signer/zk/mod.py): completeness, one test per verifier check, wire formats.
+"""Πmod (signer/zk/mod.py): completeness, one test per verifier check (wire formats:
+test_zk_wire.py).
 
 Every rejection asserts the exact `Check`, the offending field and that the culprit is the
 context's prover.  Mutations are made with dataclasses.replace on one valid proof per module;
@@ -9,12 +10,9 @@ show that every iteration is checked.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import secrets
-import struct
 from collections.abc import Callable
-from typing import Any
 
 import gmpy2
 import pytest
@@ -22,8 +20,7 @@ from conftest import fixture_primes, new_context, paillier_key
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.encoding import encode
-from signer.errors import Check, EncodingError, ProofRejected
+from signer.errors import Check, ProofRejected
 from signer.params import M_ITERATIONS, MAX_PARTY_INDEX, MODULUS_BITS
 from signer.zk import mod
 from signer.zk.common import ProofContext
@@ -300,135 +297,3 @@ def test_lengths(case: tuple[ProofContext, ModProof], name: str, length: int) ->
     resized = (values * 2)[:length]
     assert len(resized) == length
     rejected(ctx, N, dataclasses.replace(proof, **{name: resized}), Check.LENGTH, name)
-
-
-# --- wire formats ------------------------------------------------------------------------------
-
-
-def frame_list(items: list[bytes]) -> bytes:
-    payload = struct.pack(">I", len(items)) + b"".join(items)
-    return struct.pack(">BI", 0x05, len(payload)) + payload
-
-
-def int_frame(sign: int, body: bytes) -> bytes:
-    return struct.pack(">BI", 0x02, 1 + len(body)) + bytes([sign]) + body
-
-
-def wire(name: str, items: list[tuple[str, bytes]]) -> bytes:
-    return frame_list([encode(name), frame_list([frame_list([encode(k), v]) for k, v in items])])
-
-
-def wire_items(proof: ModProof, **override: Any) -> list[tuple[str, bytes]]:
-    items = []
-    for name in ModProof.SCHEMA:
-        value = override.get(name, getattr(proof, name))
-        items.append((name, value if isinstance(value, bytes) else encode(value)))
-    return items
-
-
-def decode_error(data: bytes, check: Check, where: str | None = None) -> EncodingError:
-    with pytest.raises(EncodingError) as info:
-        ModProof.from_bytes(data)
-    assert info.value.check is check, info.value
-    if where is not None:
-        assert info.value.where == where
-    return info.value
-
-
-def json_error(doc: object, check: Check, where: str | None = None) -> EncodingError:
-    with pytest.raises(EncodingError) as info:
-        ModProof.from_json(doc)
-    assert info.value.check is check, info.value
-    if where is not None:
-        assert info.value.where == where
-    return info.value
-
-
-def test_round_trips(case: tuple[ProofContext, ModProof]) -> None:
-    _, proof = case
-    data = proof.to_bytes()
-    assert wire("zk_mod", wire_items(proof)) == data  # the test's encoder mirrors the format
-    assert ModProof.from_bytes(data) == proof
-    assert ModProof.from_bytes(data).to_bytes() == data
-    doc = json.loads(json.dumps(proof.to_json()))
-    assert ModProof.from_json(doc) == proof
-    assert ModProof.from_json(doc).to_json() == proof.to_json()
-
-
-@settings(max_examples=25, deadline=None)
-@given(cut=st.integers(min_value=0, max_value=200_000))
-def test_truncated_bytes(case: tuple[ProofContext, ModProof], cut: int) -> None:
-    data = case[1].to_bytes()
-    decode_error(data[: cut % len(data)], Check.DECODE)
-
-
-@pytest.mark.parametrize("suffix", [b"\x00", b"\x02\x00\x00\x00\x01\x00", b"\xff" * 100])
-def test_trailing_bytes(case: tuple[ProofContext, ModProof], suffix: bytes) -> None:
-    decode_error(case[1].to_bytes() + suffix, Check.DECODE)
-
-
-@pytest.mark.parametrize("name", ["x", "a", "b", "z"])
-@pytest.mark.parametrize("length", [M - 1, M + 1, 0])
-def test_wrong_list_length_on_the_wire(
-    case: tuple[ProofContext, ModProof], name: str, length: int
-) -> None:
-    proof = case[1]
-    values = list((getattr(proof, name) * 2)[:length])
-    data = wire("zk_mod", wire_items(proof, **{name: values}))
-    decode_error(data, Check.LENGTH, f"zk_mod.{name}")
-    doc = proof.to_json()
-    doc[name] = doc[name][:length] if length <= M else doc[name] + doc[name][:1]
-    json_error(doc, Check.LENGTH, f"zk_mod.{name}")
-
-
-def test_missing_unknown_and_misordered_fields(case: tuple[ProofContext, ModProof]) -> None:
-    proof = case[1]
-    items = wire_items(proof)
-    decode_error(wire("zk_mod", items[:-1]), Check.FIELD)
-    decode_error(wire("zk_mod", [*items, ("extra", encode(1))]), Check.FIELD)
-    decode_error(wire("zk_mod", [items[1], items[0], *items[2:]]), Check.FIELD)
-    decode_error(wire("zk_mod", [("W", items[0][1]), *items[1:]]), Check.FIELD)
-    decode_error(wire("zk_prm", items), Check.DECODE)
-    doc = proof.to_json()
-    json_error({k: v for k, v in doc.items() if k != "z"}, Check.FIELD)
-    json_error({**doc, "y": doc["z"]}, Check.FIELD)
-    json_error([doc], Check.DECODE)
-
-
-def test_non_canonical_integers(case: tuple[ProofContext, ModProof]) -> None:
-    proof = case[1]
-    body = proof.w.to_bytes((proof.w.bit_length() + 7) // 8, "big")
-    assert wire("zk_mod", wire_items(proof, w=int_frame(0, body))) == proof.to_bytes()
-    # a leading zero byte on a short integer (the decoder rejects over-long ones as RANGE first)
-    decode_error(wire("zk_mod", wire_items(proof, w=int_frame(0, b"\x00\x05"))), Check.DECODE)
-    decode_error(
-        wire("zk_mod", wire_items(proof, w=int_frame(0, b"\x00" + body[1:]))), Check.DECODE
-    )
-    decode_error(wire("zk_mod", wire_items(proof, w=int_frame(2, body))), Check.DECODE)
-    decode_error(wire("zk_mod", wire_items(proof, w=int_frame(1, b""))), Check.DECODE)
-    zero_a = frame_list([int_frame(0, b"\x00"), *[encode(v) for v in proof.a[1:]]])
-    decode_error(wire("zk_mod", wire_items(proof, a=zero_a)), Check.DECODE)
-    doc = proof.to_json()
-    for bad in ("0x0" + doc["w"][2:], doc["w"].upper(), str(proof.w), proof.w, "-0x0", "0x"):
-        json_error({**doc, "w": bad}, Check.DECODE, "zk_mod.w")
-
-
-def test_out_of_schema_values(case: tuple[ProofContext, ModProof]) -> None:
-    proof = case[1]
-    decode_error(wire("zk_mod", wire_items(proof, w=-proof.w)), Check.RANGE, "zk_mod.w")
-    # 385 bytes: refused before the integer is built (the location is positional there)
-    err = decode_error(wire("zk_mod", wire_items(proof, w=1 << MODULUS_BITS)), Check.RANGE)
-    assert err.where.startswith("zk_mod")
-    body = proof.w.to_bytes(384, "big")  # a leading zero making it 385 bytes: length first
-    err = decode_error(
-        wire("zk_mod", wire_items(proof, w=int_frame(0, b"\x00" + body))), Check.RANGE
-    )
-    assert err.where.startswith("zk_mod")
-    a = with_item(proof.a, 5, 2)
-    decode_error(wire("zk_mod", wire_items(proof, a=list(a))), Check.RANGE, "zk_mod.a[5]")
-    decode_error(wire("zk_mod", wire_items(proof, a=[b"\x01"] * M)), Check.DECODE, "zk_mod.a[0]")
-    doc = proof.to_json()
-    doc["a"] = [*doc["a"][:5], "0x2", *doc["a"][6:]]
-    json_error(doc, Check.RANGE, "zk_mod.a[5]")
-    json_error({**proof.to_json(), "w": "-" + proof.to_json()["w"]}, Check.RANGE, "zk_mod.w")
-    json_error({**proof.to_json(), "w": hex(1 << MODULUS_BITS)}, Check.RANGE, "zk_mod.w")

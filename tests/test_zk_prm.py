@@ -1,12 +1,10 @@
-"""Πprm (signer/zk/prm.py): completeness, one test per verifier check, binding, wire formats."""
+"""Πprm (signer/zk/prm.py): completeness, one test per verifier check, binding and the
+ring-Pedersen parameters' own wire form (the proof's: test_zk_wire.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
 from collections.abc import Callable
-from typing import Any
 
 import gmpy2
 import pytest
@@ -14,8 +12,7 @@ from conftest import new_context, paillier_key, ring_pedersen
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.encoding import encode
-from signer.errors import Check, EncodingError, ProofRejected
+from signer.errors import Check, ProofRejected
 from signer.params import M_ITERATIONS, MAX_PARTY_INDEX, MODULUS_BITS
 from signer.ring_pedersen import RingPedersenParams
 from signer.zk import prm
@@ -247,115 +244,7 @@ def test_other_party_and_session(case: Case) -> None:
         assert info.value.prover == other.prover
 
 
-# --- wire formats ------------------------------------------------------------------------------
-
-
-def frame_list(items: list[bytes]) -> bytes:
-    payload = struct.pack(">I", len(items)) + b"".join(items)
-    return struct.pack(">BI", 0x05, len(payload)) + payload
-
-
-def int_frame(sign: int, body: bytes) -> bytes:
-    return struct.pack(">BI", 0x02, 1 + len(body)) + bytes([sign]) + body
-
-
-def wire(name: str, items: list[tuple[str, bytes]]) -> bytes:
-    return frame_list([encode(name), frame_list([frame_list([encode(k), v]) for k, v in items])])
-
-
-def wire_items(proof: PrmProof, **override: Any) -> list[tuple[str, bytes]]:
-    items = []
-    for name in PrmProof.SCHEMA:
-        value = override.get(name, getattr(proof, name))
-        items.append((name, value if isinstance(value, bytes) else encode(value)))
-    return items
-
-
-def decode_error(data: bytes, check: Check, where: str | None = None) -> None:
-    with pytest.raises(EncodingError) as info:
-        PrmProof.from_bytes(data)
-    assert info.value.check is check, info.value
-    assert info.value.where.startswith("zk_prm")
-    if where is not None:
-        assert info.value.where == where
-
-
-def json_error(doc: object, check: Check, where: str | None = None) -> None:
-    with pytest.raises(EncodingError) as info:
-        PrmProof.from_json(doc)
-    assert info.value.check is check, info.value
-    if where is not None:
-        assert info.value.where == where
-
-
-def test_round_trips(case: Case) -> None:
-    proof = case[1]
-    data = proof.to_bytes()
-    assert wire("zk_prm", wire_items(proof)) == data
-    assert PrmProof.from_bytes(data) == proof
-    assert PrmProof.from_json(json.loads(json.dumps(proof.to_json()))) == proof
-
-
-@settings(max_examples=25, deadline=None)
-@given(cut=st.integers(min_value=0, max_value=200_000))
-def test_truncated_bytes(case: Case, cut: int) -> None:
-    data = case[1].to_bytes()
-    decode_error(data[: cut % len(data)], Check.DECODE)
-
-
-def test_trailing_bytes(case: Case) -> None:
-    data = case[1].to_bytes()
-    decode_error(data + b"\x00", Check.DECODE)
-    decode_error(data + data, Check.DECODE)
-
-
-@pytest.mark.parametrize("name", ["A", "z"])
-@pytest.mark.parametrize("length", [M - 1, M + 1, 0])
-def test_wrong_list_length_on_the_wire(case: Case, name: str, length: int) -> None:
-    proof = case[1]
-    values = list((getattr(proof, name) * 2)[:length])
-    decode_error(
-        wire("zk_prm", wire_items(proof, **{name: values})), Check.LENGTH, f"zk_prm.{name}"
-    )
-    doc = proof.to_json()
-    doc[name] = (doc[name] * 2)[:length]
-    json_error(doc, Check.LENGTH, f"zk_prm.{name}")
-
-
-def test_fields(case: Case) -> None:
-    proof = case[1]
-    items = wire_items(proof)
-    decode_error(wire("zk_prm", items[:1]), Check.FIELD)
-    decode_error(wire("zk_prm", items[::-1]), Check.FIELD)
-    decode_error(wire("zk_prm", [*items, ("e", encode([1] * M))]), Check.FIELD)
-    decode_error(wire("zk_mod", items), Check.DECODE)
-    doc = proof.to_json()
-    json_error({"A": doc["A"]}, Check.FIELD)
-    json_error({**doc, "e": ["0x1"] * M}, Check.FIELD)
-    json_error(None, Check.DECODE)
-    json_error({**doc, "A": doc["A"][0]}, Check.DECODE, "zk_prm.A")
-
-
-def test_non_canonical_and_out_of_schema_integers(case: Case) -> None:
-    proof = case[1]
-    z0 = proof.z[0]
-    body = z0.to_bytes((z0.bit_length() + 7) // 8, "big")
-    good = [int_frame(0, body), *[encode(v) for v in proof.z[1:]]]
-    assert wire("zk_prm", wire_items(proof, z=frame_list(good))) == proof.to_bytes()
-    padded = [int_frame(0, b"\x00" + body[1:]), *good[1:]]  # short enough to be looked at
-    decode_error(wire("zk_prm", wire_items(proof, z=frame_list(padded))), Check.DECODE)
-    padded = [int_frame(0, b"\x00\x07"), *good[1:]]
-    decode_error(wire("zk_prm", wire_items(proof, z=frame_list(padded))), Check.DECODE)
-    negative = list(with_item(proof.z, 3, -proof.z[3]))
-    decode_error(wire("zk_prm", wire_items(proof, z=negative)), Check.RANGE, "zk_prm.z[3]")
-    huge = list(with_item(proof.A, 7, 1 << MODULUS_BITS))
-    decode_error(wire("zk_prm", wire_items(proof, A=huge)), Check.RANGE)  # 385 bytes: too long
-    doc = proof.to_json()
-    doc["z"] = [*doc["z"][:2], "0x0" + doc["z"][2][2:], *doc["z"][3:]]
-    json_error(doc, Check.DECODE, "zk_prm.z[2]")
-    doc = proof.to_json()
-    doc["A"] = [*doc["A"][:4], "-" + doc["A"][4], *doc["A"][5:]]
-    json_error(doc, Check.RANGE, "zk_prm.A[4]")
+# --- the statement's own wire form -------------------------------------------------------------
 
 
 def test_params_wire_round_trip() -> None:
