@@ -34,7 +34,6 @@ from signer.protocol.base import (
     RoundSpec,
     SessionConfig,
     as_list,
-    commitment,
     expect_blob,
     expect_bytes,
     expect_nat,
@@ -80,7 +79,6 @@ class AuxInfoParty(Party[AuxInfo]):
         self._secret = RingPedersenSecret.generate(paillier)
         self._rho = secrets.token_bytes(32)
         self._salt = secrets.token_bytes(32)
-        self._commitments: dict[int, bytes] = {}
         self._params: dict[int, RingPedersenParams] = {self.me: self._secret.params}
         self._rhos: dict[int, bytes] = {self.me: self._rho}
 
@@ -95,13 +93,9 @@ class AuxInfoParty(Party[AuxInfo]):
 
     def _round(self, number: int, inbox: Inbox) -> Outgoing:
         if number == 1:
-            own = commitment(_COMMIT_TAG, self._instance, self.me, self._opening())
-            self._commitments[self.me] = own
-            return Outgoing(broadcast=[own])
+            return self._commit(_COMMIT_TAG, self._opening())
         if number == 2:
-            for j, value in inbox.broadcast.items():
-                with self.blame(j, 1):
-                    self._commitments[j] = expect_bytes(as_list(value, 1, "commitment")[0], 32, "V")
+            self._collect_commitments(inbox)
             return Outgoing(broadcast=self._opening())
         if number == 3:
             self._verify_openings(inbox)
@@ -126,11 +120,7 @@ class AuxInfoParty(Party[AuxInfo]):
                 t = expect_nat(t, 2 * MODULUS_BITS, "t")
                 rho = expect_bytes(rho, 32, "rho")
                 salt = expect_bytes(salt, 32, "u")
-                if (
-                    commitment(_COMMIT_TAG, self._instance, j, [n, s, t, rho, salt])
-                    != (self._commitments[j])
-                ):
-                    raise self._abort(round_number, Check.COMMITMENT, [j], "opening ≠ V_j")
+                self._check_opening(_COMMIT_TAG, j, [n, s, t, rho, salt], round_number)
                 self._params[j] = RingPedersenParams.from_peer(n, s, t, culprit=j)
                 self._rhos[j] = rho
             if self._params[j].n == self._secret.params.n:  # only I know mine is fresh

@@ -177,6 +177,7 @@ class Party(ABC, Generic[R]):
         self._aborted: ProtocolAbort | None = None
         self._result: R | None = None
         self._nonces = {self.me: secrets.token_bytes(32)}
+        self._commitments: dict[int, bytes] = {}  # commit-then-open protocols
         self._session_id: bytes | None = None
 
     # --- public interface --------------------------------------------------------------------
@@ -388,6 +389,24 @@ class Party(ABC, Generic[R]):
                 [],
                 f"round {number} broadcast views differ (echo from {disagree} disagrees with mine)",
             )
+
+    # --- commit / open (keygen, aux-info) -----------------------------------------------------
+    def _commit(self, tag: str, opening: Sequence[Encodable]) -> Outgoing:
+        """Round 1 of a commit-then-open protocol: broadcast V_i = H(tag, run, i, opening)."""
+        own = commitment(tag, self._instance, self.me, opening)
+        self._commitments[self.me] = own
+        return Outgoing(broadcast=[own])
+
+    def _collect_commitments(self, inbox: Inbox) -> None:
+        for j, value in inbox.broadcast.items():
+            with self.blame(j, 1):
+                self._commitments[j] = expect_bytes(as_list(value, 1, "commitment")[0], 32, "V")
+
+    def _check_opening(
+        self, tag: str, party: int, opening: Sequence[Encodable], round_number: int
+    ) -> None:
+        if commitment(tag, self._instance, party, opening) != self._commitments[party]:
+            raise self._abort(round_number, Check.COMMITMENT, [party], "opening does not match V_j")
 
     # --- blame -------------------------------------------------------------------------------
     @contextmanager

@@ -32,7 +32,6 @@ from signer.protocol.base import (
     RoundSpec,
     SessionConfig,
     as_list,
-    commitment,
     expect_bytes,
     expect_point,
     expect_scalar,
@@ -104,7 +103,6 @@ class KeygenParty(Party[KeyShare]):
         self._chain = secrets.token_bytes(32)
         self._salt = secrets.token_bytes(32)
         self._schnorr = sch.SchCommitment.generate()
-        self._commitments: dict[int, bytes] = {}
         self._openings: dict[int, tuple[bytes, bytes, list[Point], Point]] = {}
         self._secret: int = 0
         self._rid_joint = b""
@@ -117,13 +115,9 @@ class KeygenParty(Party[KeyShare]):
 
     def _round(self, number: int, inbox: Inbox) -> Outgoing:
         if number == 1:
-            own = commitment(_COMMIT_TAG, self._instance, self.me, self._opening())
-            self._commitments[self.me] = own
-            return Outgoing(broadcast=[own])
+            return self._commit(_COMMIT_TAG, self._opening())
         if number == 2:
-            for j, value in inbox.broadcast.items():
-                with self.blame(j, 1):
-                    self._commitments[j] = expect_bytes(as_list(value, 1, "commitment")[0], 32, "V")
+            self._collect_commitments(inbox)
             shares = {j: self._evaluate(j) for j in self.config.others}
             return Outgoing(broadcast=self._opening(), p2p=dict(shares))
         if number == 3:
@@ -143,9 +137,7 @@ class KeygenParty(Party[KeyShare]):
                 A = expect_point(A, "A")
                 salt = expect_bytes(salt, 32, "u")
                 share = shares[j] = expect_scalar(inbox.p2p[j], "share")
-            opened = commitment(_COMMIT_TAG, self._instance, j, [rid, chain, points, A, salt])
-            if opened != self._commitments[j]:
-                raise self._abort(round_number, Check.COMMITMENT, [j], "opening does not match V_j")
+            self._check_opening(_COMMIT_TAG, j, [rid, chain, points, A, salt], round_number)
             expected = sum_points(P * pow(me, k, Q) for k, P in enumerate(points))
             if Point.base_mul(share) != expected:
                 raise self._abort(round_number, Check.SHARE, [j], "f_j(i)·G ≠ Σ_k i^k·F_j[k]")
