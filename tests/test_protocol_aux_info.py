@@ -154,7 +154,14 @@ class FacUnderOwnParams(AuxInfoParty):
 
 
 def test_T02a_fac_under_the_provers_own_parameters() -> None:
-    assert_clean_abort(aux_run(FacUnderOwnParams), 3, Check.EQUATION, HONEST)
+    """Rejected by the equations, or earlier when a commitment made modulo the prover's larger
+    N̂ does not even lie in the verifier's group."""
+    outcome = aux_run(FacUnderOwnParams)
+    assert not any(i in outcome.results for i in HONEST)
+    for i in HONEST:
+        assert outcome.aborts[i].culprits == frozenset({3})
+        assert outcome.aborts[i].code in (Check.EQUATION, Check.RANGE, Check.NOT_UNIT)
+        assert "Πfac" in outcome.aborts[i].detail
 
 
 class ReplayedProofs(AuxInfoParty):

@@ -49,8 +49,16 @@ def test_T18a_secret_exponents_use_the_constant_time_wrapper() -> None:
     """Modular exponentiation lives in signer/arith.py: provers and key owners use
     `powmod_secret` (GMP mpz_powm_sec); nothing else calls gmpy2.powmod_sec or a three-argument
     builtin pow on big integers except for exponents computed from public or tiny values."""
-    # inverses mod small primes; Lagrange over public indices; an exponent reduced mod p−1
-    allowed_pow3 = {"primes.py", "curve.py", "zk/mod.py"}
+    # Public values only: inverses mod small primes; Lagrange and polynomial evaluation at public
+    # indices; the public δ and re-randomiser h inverted mod q; an exponent reduced mod p−1.
+    allowed_pow3 = {
+        "primes.py",
+        "curve.py",
+        "zk/mod.py",
+        "protocol/keygen.py",
+        "protocol/presign.py",
+        "protocol/sign.py",
+    }
     for path, tree in _trees():
         rel = path.relative_to(ROOT / "signer").as_posix() if "signer" in path.parts else path.name
         for node in ast.walk(tree):
