@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -46,7 +47,8 @@ def _threads() -> ThreadPoolExecutor:
 def parallel_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """[fn(x) for x in items] on a thread per core; worthwhile when fn is dominated by big
     modular exponentiations (GMP runs with the GIL released in these threads)."""
-    if len(items) < 2 or (os.cpu_count() or 1) < 2:
+    nested = threading.current_thread().name.startswith("powmod")  # no pool-in-pool deadlock
+    if len(items) < 2 or (os.cpu_count() or 1) < 2 or nested:
         return [fn(x) for x in items]
     return list(_threads().map(fn, items))
 

@@ -27,11 +27,11 @@ is the next step, see docs/protocol.md).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from signer.arith import random_signed
+from signer.arith import parallel_map, random_signed
 from signer.curve import Point, Q, lagrange_coefficient, sum_points
 from signer.encoding import Encodable
 from signer.errors import Check, CryptoMisuse, InvalidParameter, TesseraError
@@ -176,106 +176,83 @@ class PresignRounds(Party[R]):
     def _round1(self) -> Outgoing:
         ctx = ProofContext(self.round1_binding(self.me), self.me)
         own = self.aux.own.paillier
-        proofs: dict[int, Encodable] = {}
         public = enc.EncPublic(own.public, self._K)
         private = enc.EncPrivate(self._k, self._rho)
-        for j in self.config.others:
-            proofs[j] = enc.prove(ctx, public, private, self.aux.params(j), own).to_bytes()
-        return Outgoing(broadcast=[self._K, self._G], p2p=proofs)
+        others = self.config.others
+        proofs = parallel_map(
+            lambda j: enc.prove(ctx, public, private, self.aux.params(j), own).to_bytes(), others
+        )
+        return Outgoing(broadcast=[self._K, self._G], p2p=dict(zip(others, proofs, strict=True)))
 
     def _round2(self, inbox: Inbox) -> Outgoing:
         wire = self._wire_round(1, False)
-        own, mine = self.aux.own.paillier, self.aux.own
-        for j in self.config.others:
-            with self.blame(j, wire):
-                key_j = self._key_of(j)
-                K_j, G_j = (
-                    expect_nat(v, 2 * MODULUS_BITS, "K/G")
-                    for v in as_list(inbox.broadcast[j], 2, "K, G")
-                )
-                key_j.validate_ciphertext(K_j, "K")
-                key_j.validate_ciphertext(G_j, "G")
-                proof = enc.EncProof.from_bytes(expect_blob(inbox.p2p[j], "proof"))
-                enc.verify(
-                    ProofContext(self.round1_binding(j), j), enc.EncPublic(key_j, K_j), proof, mine
-                )
+        others = self.config.others
+        received = parallel_map(lambda j: self._check_round1(j, inbox, wire), others)
+        for j, (K_j, G_j) in zip(others, received, strict=True):
             self._K_of[j], self._G_of[j] = K_j, G_j
-        ctx = self._ctx(self.me)
-        out: dict[int, Encodable] = {}
-        for j in self.config.others:
-            key_j, aux_j, K_j = self._key_of(j), self.aux.params(j), self._K_of[j]
-            y, y_hat = random_signed(ELL_PRIME), random_signed(ELL_PRIME)
-            masked, s = key_j.encrypt(y)
-            D = key_j.add(key_j.scalar_mul(K_j, self._gamma), masked)
-            F, r = own.encrypt(y)
-            masked_hat, s_hat = key_j.encrypt(y_hat)
-            D_hat = key_j.add(key_j.scalar_mul(K_j, self._w), masked_hat)
-            F_hat, r_hat = own.encrypt(y_hat)
-            self._beta[j], self._beta_hat[j] = -y, -y_hat
-            psi = aff_g.prove(
+        responses = parallel_map(self._mta_response, others)
+        return Outgoing(p2p=dict(zip(others, responses, strict=True)))
+
+    def _check_round1(self, j: int, inbox: Inbox, wire: int) -> tuple[int, int]:
+        with self.blame(j, wire):
+            key_j = self._key_of(j)
+            K_j, G_j = (
+                expect_nat(v, 2 * MODULUS_BITS, "K/G")
+                for v in as_list(inbox.broadcast[j], 2, "K, G")
+            )
+            key_j.validate_ciphertext(K_j, "K")
+            key_j.validate_ciphertext(G_j, "G")
+            proof = enc.EncProof.from_bytes(expect_blob(inbox.p2p[j], "proof"))
+            binding = ProofContext(self.round1_binding(j), j)
+            enc.verify(binding, enc.EncPublic(key_j, K_j), proof, self.aux.own)
+        return K_j, G_j
+
+    def _mta_response(self, j: int) -> Encodable:
+        """Both MtA responses to party j (for γ_i and for w_i) with their proofs."""
+        own, ctx = self.aux.own.paillier, self._ctx(self.me)
+        key_j, aux_j, K_j = self._key_of(j), self.aux.params(j), self._K_of[j]
+        y, y_hat = random_signed(ELL_PRIME), random_signed(ELL_PRIME)
+        masked, s = key_j.encrypt(y)
+        D = key_j.add(key_j.scalar_mul(K_j, self._gamma), masked)
+        F, r = own.encrypt(y)
+        masked_hat, s_hat = key_j.encrypt(y_hat)
+        D_hat = key_j.add(key_j.scalar_mul(K_j, self._w), masked_hat)
+        F_hat, r_hat = own.encrypt(y_hat)
+        self._beta[j], self._beta_hat[j] = -y, -y_hat
+        tasks: list[Callable[[], bytes]] = [
+            lambda: aff_g.prove(
                 ctx,
                 aff_g.AffGPublic(key_j, own.public, K_j, D, F, self._Gamma_i),
                 aff_g.AffGPrivate(self._gamma, y, s, r),
                 aux_j,
                 own,
-            )
-            psi_hat = aff_g.prove(
+            ).to_bytes(),
+            lambda: aff_g.prove(
                 ctx,
                 aff_g.AffGPublic(key_j, own.public, K_j, D_hat, F_hat, self._weights[self.me]),
                 aff_g.AffGPrivate(self._w, y_hat, s_hat, r_hat),
                 aux_j,
                 own,
-            )
-            psi_prime = log_star.prove(
+            ).to_bytes(),
+            lambda: log_star.prove(
                 ctx,
                 log_star.LogStarPublic(own.public, self._G, self._Gamma_i, Point.generator()),
                 log_star.LogStarPrivate(self._gamma, self._nu),
                 aux_j,
                 own,
-            )
-            out[j] = [
-                self._Gamma_i, D, F, D_hat, F_hat,
-                psi.to_bytes(), psi_hat.to_bytes(), psi_prime.to_bytes(),
-            ]  # fmt: skip
-        return Outgoing(p2p=out)
+            ).to_bytes(),
+        ]
+        psi, psi_hat, psi_prime = parallel_map(lambda task: task(), tasks)
+        return [self._Gamma_i, D, F, D_hat, F_hat, psi, psi_hat, psi_prime]
 
     def _round3(self, inbox: Inbox) -> Outgoing:
         wire = self._wire_round(2, False)
-        own, mine = self.aux.own.paillier, self.aux.own
+        own = self.aux.own.paillier
+        others = self.config.others
+        checked = parallel_map(lambda j: self._check_mta(j, inbox, wire), others)
         delta = self._k * self._gamma
         chi = self._k * self._w
-        for j in self.config.others:
-            with self.blame(j, wire):
-                fields = as_list(inbox.p2p[j], 8, "MtA response")
-                Gamma_j = expect_point(fields[0], "Gamma")
-                D, F, D_hat, F_hat = (
-                    expect_nat(v, 2 * MODULUS_BITS, "ciphertext") for v in fields[1:5]
-                )
-                key_j, ctx = self._key_of(j), self._ctx(j)
-                own.public.validate_ciphertext(D, "D")
-                own.public.validate_ciphertext(D_hat, "D_hat")
-                key_j.validate_ciphertext(F, "F")
-                key_j.validate_ciphertext(F_hat, "F_hat")
-                psi, psi_hat = (
-                    aff_g.AffGProof.from_bytes(expect_blob(v, "proof")) for v in fields[5:7]
-                )
-                psi_prime = log_star.LogStarProof.from_bytes(expect_blob(fields[7], "proof"))
-                aff_g.verify(
-                    ctx, aff_g.AffGPublic(own.public, key_j, self._K, D, F, Gamma_j), psi, mine
-                )
-                W_j = self._weights[j]
-                aff_g.verify(
-                    ctx,
-                    aff_g.AffGPublic(own.public, key_j, self._K, D_hat, F_hat, W_j),
-                    psi_hat,
-                    mine,
-                )
-                log_star.verify(
-                    ctx,
-                    log_star.LogStarPublic(key_j, self._G_of[j], Gamma_j, Point.generator()),
-                    psi_prime,
-                    mine,
-                )
+        for j, (Gamma_j, D, D_hat) in zip(others, checked, strict=True):
             self._Gamma_of[j] = Gamma_j
             delta += own.decrypt_signed(D) + self._beta[j]
             chi += own.decrypt_signed(D_hat) + self._beta_hat[j]
@@ -289,11 +266,52 @@ class PresignRounds(Party[R]):
         ctx = self._ctx(self.me)
         public = log_star.LogStarPublic(own.public, self._K, Delta_i, self._Gamma)
         private = log_star.LogStarPrivate(self._k, self._rho)
-        proofs: dict[int, Encodable] = {
-            j: log_star.prove(ctx, public, private, self.aux.params(j), own).to_bytes()
-            for j in self.config.others
-        }
-        return Outgoing(broadcast=[self._delta, Delta_i, S_i], p2p=proofs)
+        proofs = parallel_map(
+            lambda j: log_star.prove(ctx, public, private, self.aux.params(j), own).to_bytes(),
+            others,
+        )
+        return Outgoing(
+            broadcast=[self._delta, Delta_i, S_i], p2p=dict(zip(others, proofs, strict=True))
+        )
+
+    def _check_mta(self, j: int, inbox: Inbox, wire: int) -> tuple[Point, int, int]:
+        """Verify party j's MtA responses to us; returns (Γ_j, D_{i,j}, D̂_{i,j})."""
+        own, mine = self.aux.own.paillier, self.aux.own
+        with self.blame(j, wire):
+            fields = as_list(inbox.p2p[j], 8, "MtA response")
+            Gamma_j = expect_point(fields[0], "Gamma")
+            D, F, D_hat, F_hat = (
+                expect_nat(v, 2 * MODULUS_BITS, "ciphertext") for v in fields[1:5]
+            )
+            key_j, ctx = self._key_of(j), self._ctx(j)
+            own.public.validate_ciphertext(D, "D")
+            own.public.validate_ciphertext(D_hat, "D_hat")
+            key_j.validate_ciphertext(F, "F")
+            key_j.validate_ciphertext(F_hat, "F_hat")
+            psi, psi_hat = (
+                aff_g.AffGProof.from_bytes(expect_blob(v, "proof")) for v in fields[5:7]
+            )
+            psi_prime = log_star.LogStarProof.from_bytes(expect_blob(fields[7], "proof"))
+            W_j = self._weights[j]
+            checks: list[Callable[[], None]] = [
+                lambda: aff_g.verify(
+                    ctx, aff_g.AffGPublic(own.public, key_j, self._K, D, F, Gamma_j), psi, mine
+                ),
+                lambda: aff_g.verify(
+                    ctx,
+                    aff_g.AffGPublic(own.public, key_j, self._K, D_hat, F_hat, W_j),
+                    psi_hat,
+                    mine,
+                ),
+                lambda: log_star.verify(
+                    ctx,
+                    log_star.LogStarPublic(key_j, self._G_of[j], Gamma_j, Point.generator()),
+                    psi_prime,
+                    mine,
+                ),
+            ]
+            parallel_map(lambda check: check(), checks)
+        return Gamma_j, D, D_hat
 
     def _build_presignature(self, inbox: Inbox) -> Presignature:
         wire = self._wire_round(3, False)
