@@ -1,4 +1,6 @@
 """CGGMP21 threshold-ECDSA protocols as sans-IO state machines: a party consumes messages and
-returns messages; no sockets, clocks or storage inside.  `base` holds the round engine (message
-collection, echo broadcast, blame), `simulate` runs parties in memory; one protocol per module:
-`keygen` (t-of-n DKG) and `aux_info` (Paillier-Blum + ring-Pedersen with Πmod/Πprm/Πfac)."""
+returns messages; no sockets, clocks or storage inside.  `base` is the round engine (collection,
+echo broadcast, joint session ids, blame) and `simulate` runs parties in memory.  One protocol
+per module: `keygen` (t-of-n DKG), `aux_info` (Paillier–Blum + ring-Pedersen with Πmod, Πprm,
+Πfac), `presign`, `sign` (one round, and full interactive signing); `hd` derives BIP32 child
+keys; `flow` runs a whole wallet in one process.  See docs/protocol.md."""

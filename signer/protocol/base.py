@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -486,6 +486,3 @@ def xor_bytes(chunks: Sequence[bytes]) -> bytes:
     for chunk in chunks:
         out = bytes(a ^ b for a, b in zip(out, chunk, strict=True))
     return out
-
-
-Mutator = Callable[[Message], "Message | list[Message] | None"]
