@@ -312,3 +312,15 @@ def test_T13a_replayed_proof_for_a_fresh_k_is_rejected() -> None:
     outcome = run(second, mutators={2: replay})
     assert outcome.aborts[1].culprits == frozenset({2})
     assert outcome.aborts[1].code == Check.EQUATION
+
+
+@pytest.mark.slow
+def test_matrix_4_of_7_with_hd() -> None:
+    """The largest configuration in the suite (aux-info for seven parties dominates, ~1 min)."""
+    outcome = presign(4, 7, (2, 4, 6, 7), (3, 1))
+    assert not outcome.aborts
+    message = b"4-of-7 treasury transfer"
+    signature = sign_with(outcome.results, message, HashScheme.KECCAK256)
+    key = keys(4, 7)[2]
+    assert signature.public_key == derive(key.public_key, key.chain_code, (3, 1)).public_key
+    check_independently(signature, message, HashScheme.KECCAK256)
