@@ -19,7 +19,6 @@ import math
 import random
 import re
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from math import gcd, isqrt, prod
 from pathlib import Path
@@ -912,7 +911,6 @@ def test_T08e_dos_bounds_first(
     huge = 2 ** (10**6)
     ctx, proof = fac_case
     spy = ExpSpy(monkeypatch)
-    started = time.perf_counter()
     for name in ("z1", "z2", "sigma", "w1", "w2", "v"):
         for value, form in ((huge, VERIFIER.params), (-huge, VERIFIER)):
             bad = dataclasses.replace(proof, **{name: value})
@@ -931,9 +929,7 @@ def test_T08e_dos_bounds_first(
     expect(lambda: mod.verify(mod_ctx, P1_KEY.n, bad_mod), "mod", Check.RANGE, "x[0]", 1)
     bad_mod = dataclasses.replace(mod_proof, w=huge)
     expect(lambda: mod.verify(mod_ctx, P1_KEY.n, bad_mod), "mod", Check.RANGE, "w", 1)
-    elapsed = time.perf_counter() - started
-    assert spy.calls == []
-    assert elapsed < 2.0, elapsed  # 15 rejections; each is a few comparisons and one MR test
+    assert spy.calls == []  # every oversized value rejected before any modular exponentiation
 
 
 # --- A13 replay --------------------------------------------------------------------------------
