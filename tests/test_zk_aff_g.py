@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 from conftest import new_context, paillier_key, ring_pedersen
+from domains import CIPHERTEXT_DOMAIN, UNIT_DOMAIN, Domain
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -143,24 +144,6 @@ def test_statement_modulus(
     rejected(case, check, {"verifier_key": "N0", "prover_key": "N1"}[which], public=public)
 
 
-Domain = Callable[[int, int, int], int]
-CIPHERTEXT_DOMAIN = [
-    ("zero", lambda v, n, p: 0, Check.RANGE),
-    ("N", lambda v, n, p: n, Check.NOT_UNIT),
-    ("N_squared", lambda v, n, p: n * n, Check.RANGE),
-    ("plus_N_squared", lambda v, n, p: v + n * n, Check.RANGE),
-    ("negative", lambda v, n, p: -v, Check.RANGE),
-    ("prime_factor", lambda v, n, p: p, Check.NOT_UNIT),
-    ("multiple_of_factor", lambda v, n, p: p * v % (n * n), Check.NOT_UNIT),
-]
-UNIT_DOMAIN = [
-    ("zero", lambda v, n, p: 0, Check.RANGE),
-    ("N", lambda v, n, p: n, Check.RANGE),
-    ("plus_N", lambda v, n, p: v + n, Check.RANGE),
-    ("negative", lambda v, n, p: -v, Check.RANGE),
-    ("prime_factor", lambda v, n, p: p, Check.NOT_UNIT),
-    ("multiple_of_factor", lambda v, n, p: 5 * p, Check.NOT_UNIT),
-]
 # field → (modulus, one prime factor of it)
 STATEMENT_CT = {"C": (N0, VERIFIER.p), "D": (N0, VERIFIER.q), "Y": (N1, PROVER.p)}
 PROOF_CT = {"A": (N0, VERIFIER.q), "By": (N1, PROVER.q)}

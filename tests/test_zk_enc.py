@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 from conftest import new_context, paillier_key, ring_pedersen
+from domains import CIPHERTEXT_DOMAIN, UNIT_DOMAIN, Domain
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -149,28 +150,6 @@ def test_statement_modulus(
         assert n.bit_length() == MODULUS_BITS, label
     public = enc.EncPublic(PaillierPublicKey(n), case.public.ciphertext)
     rejected(case, check, "N0", public=public)
-
-
-CIPHERTEXT_DOMAIN = [
-    ("zero", lambda v, n, p: 0, Check.RANGE),
-    ("N", lambda v, n, p: n, Check.NOT_UNIT),
-    ("N_squared", lambda v, n, p: n * n, Check.RANGE),
-    ("plus_N_squared", lambda v, n, p: v + n * n, Check.RANGE),
-    ("negative", lambda v, n, p: -v, Check.RANGE),
-    ("minus_one", lambda v, n, p: -1, Check.RANGE),
-    ("prime_factor", lambda v, n, p: p, Check.NOT_UNIT),
-    ("multiple_of_factor", lambda v, n, p: p * v % (n * n), Check.NOT_UNIT),
-]
-UNIT_DOMAIN = [
-    ("zero", lambda v, n, p: 0, Check.RANGE),
-    ("N", lambda v, n, p: n, Check.RANGE),
-    ("N_squared", lambda v, n, p: n * n, Check.RANGE),
-    ("plus_N", lambda v, n, p: v + n, Check.RANGE),
-    ("negative", lambda v, n, p: -v, Check.RANGE),
-    ("prime_factor", lambda v, n, p: p, Check.NOT_UNIT),
-    ("multiple_of_factor", lambda v, n, p: 3 * p, Check.NOT_UNIT),
-]
-Domain = Callable[[int, int, int], int]
 
 
 @pytest.mark.parametrize(("label", "bad", "check"), CIPHERTEXT_DOMAIN)

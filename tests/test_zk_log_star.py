@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import pytest
 from conftest import new_context, paillier_key, ring_pedersen
+from domains import CIPHERTEXT_DOMAIN, UNIT_DOMAIN, Domain
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -131,26 +132,6 @@ def test_valid_proof_returns_none(case: Case) -> None:
 def test_statement_modulus(case: Case, make_n: Callable[[int], int], check: Check) -> None:
     public = replace(case.public, key=PaillierPublicKey(make_n(KEY.n)))
     rejected(case, check, "N0", public=public)
-
-
-Domain = Callable[[int, int, int], int]
-CIPHERTEXT_DOMAIN = [
-    ("zero", lambda v, n, p: 0, Check.RANGE),
-    ("N", lambda v, n, p: n, Check.NOT_UNIT),
-    ("N_squared", lambda v, n, p: n * n, Check.RANGE),
-    ("plus_N_squared", lambda v, n, p: v + n * n, Check.RANGE),
-    ("negative", lambda v, n, p: -v, Check.RANGE),
-    ("prime_factor", lambda v, n, p: p, Check.NOT_UNIT),
-    ("multiple_of_factor", lambda v, n, p: p * v % (n * n), Check.NOT_UNIT),
-]
-UNIT_DOMAIN = [
-    ("zero", lambda v, n, p: 0, Check.RANGE),
-    ("N", lambda v, n, p: n, Check.RANGE),
-    ("plus_N", lambda v, n, p: v + n, Check.RANGE),
-    ("negative", lambda v, n, p: -v, Check.RANGE),
-    ("prime_factor", lambda v, n, p: p, Check.NOT_UNIT),
-    ("multiple_of_factor", lambda v, n, p: 7 * p, Check.NOT_UNIT),
-]
 
 
 @pytest.mark.parametrize(("label", "bad", "check"), CIPHERTEXT_DOMAIN)
