@@ -32,6 +32,7 @@ class Check(StrEnum):
     SHARE = "SHARE"  # a secret share inconsistent with its Feldman commitments
     DUPLICATE = "DUPLICATE"  # a value that must be unique across parties is not
     FIELD = "FIELD"  # missing or unknown field in a structured message
+    MISMATCH = "MISMATCH"  # parties run with different inputs (key version, re-share plan)
 
 
 class TesseraError(Exception):

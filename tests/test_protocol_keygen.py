@@ -198,9 +198,9 @@ def test_wire_rewrite_of_an_echoed_broadcast_is_a_split_view() -> None:
 
 
 def test_T12a_equivocated_commitment_caught_by_echo() -> None:
-    outcome = keygen(
-        3, 5, mutators={3: rewrite(COMMIT, lambda p: [p[0], [secrets.token_bytes(32)]], to=1)}
-    )
+    # round 1 carries [session nonce, session context, payload]; only the payload changes
+    other = rewrite(COMMIT, lambda p: [p[0], p[1], [secrets.token_bytes(32)]], to=1)
+    outcome = keygen(3, 5, mutators={3: other})
     for i in HONEST_5:
         abort = outcome.aborts[i]
         assert abort.code == Check.EQUIVOCATION

@@ -291,13 +291,27 @@ class Party(ABC, Generic[R]):
 
     def _decoded(self, wire_round: int) -> Inbox:
         inbox = Inbox()
+        contexts: dict[int, bytes] = {}
         for (sender, is_broadcast), payload in self._raw.get(wire_round, {}).items():
             with self.blame(sender, wire_round):
                 value = decode(payload, f"round {wire_round} from party {sender}")
-                if wire_round == 1 and is_broadcast:  # [session nonce, protocol payload]
-                    nonce, value = as_list(value, 2, "round 1")
+                if wire_round == 1 and is_broadcast:  # [nonce, context, protocol payload]
+                    nonce, context, value = as_list(value, 3, "round 1")
                     self._nonces[sender] = expect_bytes(nonce, 32, "session nonce")
+                    if not isinstance(context, bytes) or len(context) > 64:
+                        raise EncodingError("session context", Check.LENGTH, "≤ 64 bytes")
+                    contexts[sender] = context
             (inbox.broadcast if is_broadcast else inbox.p2p)[sender] = value
+        mine = self.session_context()
+        differ = sorted(j for j, context in contexts.items() if context != mine)
+        if differ:
+            # Either side may hold the stale input, so nobody is blamed (attacks.md A20).
+            raise self._abort(
+                wire_round,
+                Check.MISMATCH,
+                [],
+                f"parties {differ} run on another {self.SESSION_CONTEXT} than mine",
+            )
         return inbox
 
     # --- progress ----------------------------------------------------------------------------
@@ -330,7 +344,11 @@ class Party(ABC, Generic[R]):
         if spec.broadcast:
             if out.broadcast is None:
                 raise CryptoMisuse(f"round {number} must broadcast")
-            body = [self._nonces[self.me], out.broadcast] if number == 1 else out.broadcast
+            body = (
+                [self._nonces[self.me], self.session_context(), out.broadcast]
+                if number == 1
+                else out.broadcast
+            )
             payload = encode(body)
             self._own_broadcast[number] = payload
             messages.append(self._message(wire_round, None, payload))
@@ -420,6 +438,15 @@ class Party(ABC, Generic[R]):
             raise self._abort(round_number, exc.check, [culprit], str(exc)) from exc
 
     # --- protocol-specific -------------------------------------------------------------------
+    #: What `session_context` digests, for error messages.
+    SESSION_CONTEXT: ClassVar[str] = "context"
+
+    def session_context(self) -> bytes:
+        """Digest of inputs every party must share beyond the config — e.g. the key version a
+        presign runs on — sent with the round-1 nonce and compared before any round-1 payload
+        is used (Check.MISMATCH).  Empty for protocols without such inputs."""
+        return b""
+
     @abstractmethod
     def _round(self, number: int, inbox: Inbox) -> Outgoing: ...
 

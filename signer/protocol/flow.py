@@ -13,11 +13,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from signer.errors import CryptoMisuse
 from signer.paillier import PaillierSecretKey
 from signer.protocol.aux_info import AuxInfo, AuxInfoParty
 from signer.protocol.base import SessionConfig
 from signer.protocol.keygen import KeygenParty, KeyShare
 from signer.protocol.presign import Presignature, PresignParty
+from signer.protocol.reshare import PROTOCOL as PROTOCOL_RESHARE
+from signer.protocol.reshare import REFRESH_PROTOCOL as PROTOCOL_REFRESH
+from signer.protocol.reshare import RefreshParty, ReshareParty, ResharePlan, ReshareResult
 from signer.protocol.sign import HashScheme, Signature, combine, issue_partial
 from signer.protocol.simulate import Outcome, run
 
@@ -74,3 +78,29 @@ def sign(presignatures: dict[int, Presignature], message: bytes, scheme: HashSch
     partials = {i: issue_partial(p, message, scheme) for i, p in sorted(presignatures.items())}
     public = next(iter(presignatures.values())).public
     return combine(public, message, scheme, partials)
+
+
+def run_reshare(plan: ResharePlan, shares: dict[int, KeyShare]) -> dict[int, ReshareResult]:
+    """Re-share `plan.old` from the dealers' `shares` to the new committee."""
+    cfgs = configs(PROTOCOL_RESHARE, plan.parties, plan.new_threshold, plan.old.key_id)
+    dealt = {i: shares[i] for i in plan.dealers}
+    return completed(run([ReshareParty(c, plan, dealt.get(c.me)) for c in cfgs]))
+
+
+def run_refresh(
+    shares: dict[int, KeyShare], paillier: dict[int, PaillierSecretKey]
+) -> tuple[dict[int, KeyShare], dict[int, AuxInfo]]:
+    """Key refresh: fresh aux-info (new Paillier keys and ring-Pedersen parameters, proven
+    again) and fresh shares of the same key for the same committee and threshold."""
+    any_share = next(iter(shares.values()))
+    if sorted(shares) != list(any_share.parties) or sorted(paillier) != sorted(shares):
+        raise CryptoMisuse("refresh needs every party's share and a fresh Paillier key for each")
+    aux = run_aux_info(paillier)
+    cfgs = configs(PROTOCOL_REFRESH, any_share.parties, any_share.threshold, any_share.key_id)
+    results = completed(run([RefreshParty(c, shares[c.me]) for c in cfgs]))
+    new_shares = {}
+    for i, result in results.items():
+        if result.share is None:
+            raise CryptoMisuse(f"refresh gave party {i} no share")
+        new_shares[i] = result.share
+    return new_shares, aux

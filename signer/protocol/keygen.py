@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from signer.curve import Point, Q, lagrange_coefficient, sum_points
@@ -45,31 +45,31 @@ _COMMIT_TAG = "tessera/keygen/commit/v1"
 
 
 @dataclass(frozen=True)
-class KeyShare:
-    """One party's output: its share x_i of the key and everything public about the key."""
+class KeyPublic:
+    """Everything public about one version (`epoch`) of a threshold key: what a node may hold
+    without its share, and what a new committee member is told it is joining."""
 
     key_id: bytes
+    epoch: int  # 0 after keygen, +1 per refresh or re-share
     threshold: int
     parties: tuple[int, ...]
-    index: int
-    secret_share: int
     public_shares: tuple[Point, ...]  # X_j, in the order of `parties`
     public_key: Point
     chain_code: bytes
 
     def __post_init__(self) -> None:
-        """Reject inconsistent or degenerate shares (attacks.md A14 T14b, A15)."""
+        """Reject inconsistent or degenerate public data (attacks.md A14 T14b, A15)."""
         n, t = len(self.parties), self.threshold
-        if not 2 <= t <= n or len(self.public_shares) != n or self.index not in self.parties:
-            raise InvalidParameter("key share", Check.LENGTH, "inconsistent party set")
-        if not 0 < self.secret_share < Q:
-            raise InvalidParameter("key share", Check.ZERO_SCALAR, "secret share not in [1, q)")
+        if not 2 <= t <= n or len(self.public_shares) != n:
+            raise InvalidParameter("key", Check.LENGTH, "inconsistent party set")
+        if len(set(self.parties)) != n or tuple(sorted(self.parties)) != self.parties:
+            raise InvalidParameter("key", Check.PARTY_INDEX, "parties must be distinct, sorted")
+        if self.parties[0] < 1 or self.epoch < 0:
+            raise InvalidParameter("key", Check.RANGE, "party index or epoch out of range")
         if len(self.chain_code) != 32:
-            raise InvalidParameter("key share", Check.LENGTH, "chain code must be 32 bytes")
+            raise InvalidParameter("key", Check.LENGTH, "chain code must be 32 bytes")
         if self.public_key.is_identity or any(X.is_identity for X in self.public_shares):
-            raise InvalidParameter("key share", Check.IDENTITY_POINT, "identity public key/share")
-        if Point.base_mul(self.secret_share) != self.public_share(self.index):
-            raise InvalidParameter("key share", Check.EQUATION, "x_i·G ≠ X_i")
+            raise InvalidParameter("key", Check.IDENTITY_POINT, "identity public key/share")
         # every public share lies on one polynomial of degree t−1 whose value at 0 is Y
         base = self.parties[:t]
         for j in (0, *self.parties[t:]):
@@ -78,10 +78,65 @@ class KeyShare:
                 self.public_share(k) * lagrange_coefficient(k, base, j) for k in base
             )
             if interpolated != expected:
-                raise InvalidParameter("key share", Check.EQUATION, "shares not of degree t−1")
+                raise InvalidParameter("key", Check.EQUATION, "shares not of degree t−1")
 
     def public_share(self, party: int) -> Point:
         return self.public_shares[self.parties.index(party)]
+
+    def fingerprint(self) -> bytes:
+        """Identifies this key version: equal fingerprints ⇔ the same shares can sign together."""
+        listed: list[Encodable] = [
+            "tessera/key/v1",
+            self.key_id,
+            self.epoch,
+            self.threshold,
+            list(self.parties),
+            list(self.public_shares),
+            self.public_key,
+            self.chain_code,
+        ]
+        return hashlib.sha256(encode(listed)).digest()
+
+
+@dataclass(frozen=True)
+class KeyShare:
+    """One party's output: its share x_i of the key and everything public about the key."""
+
+    key_id: bytes
+    threshold: int
+    parties: tuple[int, ...]
+    index: int
+    secret_share: int = field(repr=False)
+    public_shares: tuple[Point, ...]  # X_j, in the order of `parties`
+    public_key: Point
+    chain_code: bytes
+    epoch: int = 0
+
+    def __post_init__(self) -> None:
+        public = self.public_data()  # validates the public part
+        if self.index not in self.parties:
+            raise InvalidParameter("key share", Check.PARTY_INDEX, "own index not a party")
+        if not 0 < self.secret_share < Q:
+            raise InvalidParameter("key share", Check.ZERO_SCALAR, "secret share not in [1, q)")
+        if Point.base_mul(self.secret_share) != public.public_share(self.index):
+            raise InvalidParameter("key share", Check.EQUATION, "x_i·G ≠ X_i")
+
+    def public_data(self) -> KeyPublic:
+        return KeyPublic(
+            key_id=self.key_id,
+            epoch=self.epoch,
+            threshold=self.threshold,
+            parties=self.parties,
+            public_shares=self.public_shares,
+            public_key=self.public_key,
+            chain_code=self.chain_code,
+        )
+
+    def public_share(self, party: int) -> Point:
+        return self.public_shares[self.parties.index(party)]
+
+    def fingerprint(self) -> bytes:
+        return self.public_data().fingerprint()
 
 
 class KeygenParty(Party[KeyShare]):
