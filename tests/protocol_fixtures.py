@@ -24,3 +24,11 @@ def aux_info(n: int) -> dict[int, AuxInfo]:
     parties = list(range(1, n + 1))
     cfgs = configs("aux_info/v1", parties, 2, b"aux")
     return run([AuxInfoParty(c, paillier_key(c.me)) for c in cfgs]).results
+
+
+@cache
+def aux_info_of(parties: tuple[int, ...], key_offset: int = 0) -> dict[int, AuxInfo]:
+    """Aux-info for any party set; party p gets fixture Paillier key p + key_offset (an offset
+    gives a committee keys no other fixture uses, as a refresh needs)."""
+    cfgs = configs("aux_info/v1", list(parties), 2, b"aux")
+    return run([AuxInfoParty(c, paillier_key(c.me + key_offset)) for c in cfgs]).results

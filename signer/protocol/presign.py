@@ -26,6 +26,7 @@ is the next step, see docs/protocol.md).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import ClassVar, TypeVar
 
 from signer.arith import parallel_map, random_signed
 from signer.curve import Point, Q, lagrange_coefficient, sum_points
-from signer.encoding import Encodable
+from signer.encoding import Encodable, encode
 from signer.errors import Check, CryptoMisuse, InvalidParameter, TesseraError
 from signer.paillier import PaillierPublicKey
 from signer.params import ELL_PRIME, MODULUS_BITS
@@ -157,6 +158,15 @@ class PresignRounds(Party[R]):
         self._chi = 0
 
     # --- helpers -----------------------------------------------------------------------------
+    SESSION_CONTEXT: ClassVar[str] = "key version or aux-info"
+
+    def session_context(self) -> bytes:
+        """Every signer must hold the same key version (epoch) and aux-info: an old share and
+        a refreshed one never presign together (reshare.py)."""
+        return hashlib.sha256(
+            encode(["tessera/presign/context/v1", self.key.fingerprint(), self.aux.aux_id()])
+        ).digest()
+
     def _ctx(self, prover: int) -> ProofContext:
         return ProofContext(self.session_id, prover)
 
