@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hsm.cli import hsm_app
+from signer.node.cli import node_app
 from signer.errors import TesseraError
 from signer.primes import PrimePool, generate_safe_primes
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 primes_app = typer.Typer(help="Pregenerate safe primes for Paillier keys (aux-info, refresh).")
 app.add_typer(primes_app, name="primes")
 app.add_typer(hsm_app, name="hsm")
+app.add_typer(node_app, name="node")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 

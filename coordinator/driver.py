@@ -1,0 +1,143 @@
+"""Driving one protocol session across node processes: the coordinator only relays.
+
+Each node returns signed envelopes; a broadcast goes to every other party of the session, a
+point-to-point envelope (encrypted to its recipient) to its recipient only.  Deliveries to
+different nodes run concurrently; the session ends when every node reports "done" or any
+reports "aborted" (the others' reports are then collected too), or when nobody can make
+progress (a node is down or withheld a message): `SessionFailed` says which nodes blamed whom
+for what, and which nodes never answered.
+
+`traffic` (optional) records every envelope the coordinator handled — exactly the view a
+compromised coordinator would have, which the security tests inspect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
+from signer.errors import TesseraError
+
+
+class SessionFailed(TesseraError):
+    """A session without output: `aborts` maps each reporting node to its abort (code,
+    culprits, detail), `unavailable` the nodes that did not answer, `stalled` the nodes still
+    waiting for messages that never came."""
+
+    def __init__(
+        self,
+        protocol: str,
+        aborts: dict[int, dict[str, Any]],
+        unavailable: dict[int, str],
+        stalled: tuple[int, ...],
+    ) -> None:
+        self.protocol = protocol
+        self.aborts = aborts
+        self.unavailable = unavailable
+        self.stalled = stalled
+        super().__init__(self.describe())
+
+    @property
+    def blamed(self) -> frozenset[int]:
+        """Parties named as culprits by at least one node."""
+        return frozenset(c for a in self.aborts.values() for c in a.get("culprits", []))
+
+    def describe(self) -> str:
+        parts = [f"{self.protocol} failed"]
+        for reporter, abort in sorted(self.aborts.items()):
+            parts.append(
+                f"node {reporter}: {abort.get('code')} culprits {abort.get('culprits')} "
+                f"({abort.get('detail')})"
+            )
+        if self.unavailable:
+            parts.append(f"unavailable {dict(sorted(self.unavailable.items()))}")
+        if self.stalled:
+            parts.append(f"stalled {list(self.stalled)}")
+        return "; ".join(parts)
+
+
+def new_request_id() -> str:
+    return secrets.token_bytes(16).hex()
+
+
+class SessionDriver:
+    def __init__(
+        self, clients: Mapping[int, NodeClient], traffic: list[dict[str, Any]] | None = None
+    ) -> None:
+        self.clients = clients
+        self.traffic = traffic
+
+    def _route(
+        self, parties: tuple[int, ...], envelopes: list[dict[str, Any]]
+    ) -> dict[int, list[dict[str, Any]]]:
+        out: dict[int, list[dict[str, Any]]] = {}
+        for envelope in envelopes:
+            if self.traffic is not None:
+                self.traffic.append(envelope)
+            sender = envelope.get("sender")
+            recipient = envelope.get("recipient")
+            targets = [j for j in parties if j != sender] if recipient is None else [recipient]
+            for j in targets:
+                if j in parties:
+                    out.setdefault(j, []).append(envelope)
+        return out
+
+    async def run(self, spec: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        """Run the session `spec` (SessionSpec JSON) on its parties; every party's result."""
+        parties: tuple[int, ...] = tuple(spec["parties"])
+        protocol = str(spec["protocol"])
+        aborts: dict[int, dict[str, Any]] = {}
+        unavailable: dict[int, str] = {}
+        status: dict[int, str] = {}
+        results: dict[int, dict[str, Any]] = {}
+        session = ""
+
+        def absorb(index: int, reply: dict[str, Any] | BaseException) -> list[dict[str, Any]]:
+            nonlocal session
+            if isinstance(reply, NodeUnavailable | NodeRefused):
+                unavailable[index] = str(reply)
+                status[index] = "failed"
+                return []
+            if isinstance(reply, BaseException):
+                raise reply
+            session = str(reply["session"])
+            status[index] = str(reply["status"])
+            if reply.get("result") is not None:
+                results[index] = reply["result"]
+            abort = reply.get("abort")
+            if abort and reply["status"] == "aborted":
+                aborts[index] = abort
+            envelopes: list[dict[str, Any]] = reply.get("envelopes", [])
+            return envelopes
+
+        started = await asyncio.gather(
+            *(self.clients[i].start(spec) for i in parties), return_exceptions=True
+        )
+        pending: dict[int, list[dict[str, Any]]] = {}
+        for index, reply in zip(parties, started, strict=True):
+            for j, batch in self._route(parties, absorb(index, reply)).items():
+                pending.setdefault(j, []).extend(batch)
+
+        while True:
+            deliverable = {
+                j: batch for j, batch in pending.items() if batch and status.get(j) == "running"
+            }
+            if not deliverable:
+                break
+            pending = {}
+            order = sorted(deliverable)
+            replies = await asyncio.gather(
+                *(self.clients[j].deliver(session, deliverable[j]) for j in order),
+                return_exceptions=True,
+            )
+            for index, reply in zip(order, replies, strict=True):
+                for j, batch in self._route(parties, absorb(index, reply)).items():
+                    pending.setdefault(j, []).extend(batch)
+
+        if all(status.get(j) == "done" for j in parties):
+            return results
+        stalled = tuple(j for j in parties if status.get(j) == "running")
+        raise SessionFailed(protocol, aborts, unavailable, stalled)

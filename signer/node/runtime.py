@@ -1,0 +1,278 @@
+"""Setting up and opening a node: its directory, token, database, keys and pinned roster.
+
+A node directory holds (mode 0700):
+
+  node.json        node id, party index, URL, listen address, file names below
+  token/           the node's own SoftHSM2 token (tessera-hsm.json: how to reach it)
+  hsm-pin          the token's user PIN (0600; or an environment variable, see docs/nodes.md)
+  api-token        bearer token the coordinator must present (0600)
+  node.db          SQLite: public data and HSM-sealed secrets only
+  card.json        the node's self-signed card (identity key, X25519 key, URL) for peers to pin
+
+`init_node` creates all of it once; `NodeRuntime.open` opens it for `tessera node run`.  The
+roster (every node's card) is pinned once, at cluster set-up, and never changes afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from hsm.config import HsmConfig
+from hsm.keystore import KeyStore
+from hsm.softhsm import init_token
+from signer.errors import TesseraError
+from signer.node.envelope import Endpoint, EnvelopeRejected, NodeCard, Roster
+from signer.node.service import NodeService
+from signer.node.store import NodeStore
+from signer.paillier import PaillierSecretKey
+from signer.primes import PrimePool
+
+CONFIG_FILE = "node.json"
+_KEX_SETTING = "kex_private_sealed"
+_CARD_SETTING = "card"
+_ROSTER_SETTING = "roster"
+
+
+class NodeSetupError(TesseraError):
+    """A node directory that cannot be created or opened; `path` names the culprit file."""
+
+    def __init__(self, path: Path | str, detail: str) -> None:
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    directory: Path
+    node_id: str
+    index: int
+    url: str
+    host: str
+    port: int
+    prime_pool: Path | None = None
+
+    @property
+    def token_dir(self) -> Path:
+        return self.directory / "token"
+
+    @property
+    def db_path(self) -> Path:
+        return self.directory / "node.db"
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.directory / "api-token"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "index": self.index,
+            "url": self.url,
+            "host": self.host,
+            "port": self.port,
+            "prime_pool": None if self.prime_pool is None else str(self.prime_pool),
+        }
+
+    @classmethod
+    def load(cls, directory: Path) -> NodeConfig:
+        path = directory / CONFIG_FILE
+        try:
+            doc = json.loads(path.read_text())
+            index = doc["index"]
+            port = doc["port"]
+            if isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= 255:
+                raise ValueError("index must be an integer in 1..255")
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+                raise ValueError("port must be an integer in 1..65535")
+            pool = doc.get("prime_pool")
+            return cls(
+                directory=directory,
+                node_id=str(doc["node_id"]),
+                index=index,
+                url=str(doc["url"]),
+                host=str(doc["host"]),
+                port=port,
+                prime_pool=None if pool is None else Path(pool),
+            )
+        except FileNotFoundError as exc:
+            raise NodeSetupError(path, "not a node directory (run `tessera node init`)") from exc
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise NodeSetupError(path, f"malformed node config: {exc}") from exc
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+
+
+def _token_label(node_id: str) -> str:
+    return f"tessera-{node_id}"[:32]
+
+
+def init_node(
+    directory: Path,
+    node_id: str,
+    index: int,
+    *,
+    host: str = "127.0.0.1",
+    port: int,
+    url: str | None = None,
+    prime_pool: Path | None = None,
+) -> NodeCard:
+    """Create a node directory: token with KEK and identity key, X25519 key (sealed), API
+    token, database and self-signed card.  Refuses an existing node directory."""
+    if (directory / CONFIG_FILE).exists():
+        raise NodeSetupError(directory, "already a node directory")
+    if not 1 <= index <= 255:
+        raise NodeSetupError(directory, f"party index {index} not in 1..255")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = NodeConfig(
+        directory, node_id, index, url or f"http://{host}:{port}", host, port, prime_pool
+    )
+    pin_file = directory / "hsm-pin"
+    pin = secrets.token_urlsafe(24)
+    _write_secret(pin_file, pin)
+    hsm = init_token(
+        config.token_dir,
+        _token_label(node_id),
+        pin,
+        secrets.token_urlsafe(24),
+        pin_file=pin_file,
+    )
+    hsm.save(config.token_dir / "tessera-hsm.json")
+    _write_secret(config.api_token_path, secrets.token_hex(32))
+    with KeyStore.open(hsm) as keystore:
+        keystore.ensure_node_keys(node_id)
+        store = NodeStore(config.db_path)
+        try:
+            kex = X25519PrivateKey.generate()
+            raw = kex.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            sealed = keystore.seal(
+                raw, node_id=node_id, key_id="kex", share_version=0, purpose="x25519"
+            )
+            store.set_setting(_KEX_SETTING, sealed)
+            card = NodeCard(
+                node_id,
+                index,
+                keystore.identity_public_key(),
+                kex.public_key().public_bytes(
+                    serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                ),
+                config.url,
+            ).signed_by(keystore)
+            store.set_setting(_CARD_SETTING, json.dumps(card.to_dict()).encode())
+        finally:
+            store.close()
+    (directory / "card.json").write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    return card
+
+
+def paillier_source(pool: Path | None) -> Callable[[], PaillierSecretKey]:
+    """Fresh Paillier keys for aux-info: from the operator's prime pool when it has a pair
+    (`tessera primes generate`), else generated on the spot (≈ 4 s)."""
+
+    def take() -> PaillierSecretKey:
+        if pool is not None and len(PrimePool(pool)) >= 2:
+            p, q = PrimePool(pool).take(2)
+            return PaillierSecretKey.from_primes(p, q)
+        return PaillierSecretKey.generate()
+
+    return take
+
+
+class NodeRuntime:
+    """An opened node: keystore logged in, database open, roster pinned (or not yet)."""
+
+    def __init__(self, config: NodeConfig, keystore: KeyStore, store: NodeStore) -> None:
+        self.config = config
+        self.keystore = keystore
+        self.store = store
+        self.api_token = config.api_token_path.read_text().strip()
+        card_doc = store.setting(_CARD_SETTING)
+        if card_doc is None:
+            raise NodeSetupError(config.db_path, "no node card (initialisation incomplete)")
+        self.card = NodeCard.from_dict(json.loads(card_doc))
+        if self.card.identity != keystore.identity_public_key():
+            raise NodeSetupError(config.db_path, "card does not match the token's identity key")
+        sealed = store.setting(_KEX_SETTING)
+        if sealed is None:
+            raise NodeSetupError(config.db_path, "no key-agreement key")
+        raw = keystore.unseal(
+            sealed, node_id=config.node_id, key_id="kex", share_version=0, purpose="x25519"
+        )
+        self._kex = X25519PrivateKey.from_private_bytes(raw)
+        self.service: NodeService | None = None
+        roster = store.setting(_ROSTER_SETTING)
+        if roster is not None:
+            self._activate(roster_from_json(json.loads(roster)))
+
+    @classmethod
+    def open(cls, directory: Path) -> NodeRuntime:
+        config = NodeConfig.load(directory)
+        hsm = HsmConfig.load(config.token_dir / "tessera-hsm.json")
+        keystore = KeyStore.open(hsm)
+        try:
+            keystore.load_node_keys(config.node_id)
+            return cls(config, keystore, NodeStore(config.db_path))
+        except BaseException:
+            keystore.close()
+            raise
+
+    def close(self) -> None:
+        self.store.close()
+        self.keystore.close()
+
+    def pin(self, roster: Roster) -> None:
+        """Pin the cluster roster (once; the same roster again is accepted, another refused)."""
+        mine = roster.cards.get(self.config.index)
+        if mine is None or mine != self.card:
+            raise EnvelopeRejected(self.config.index, "FORMAT", "roster lacks this node's card")
+        encoded = json.dumps(roster_to_json(roster), sort_keys=True).encode()
+        self.store.set_setting(_ROSTER_SETTING, encoded)  # raises if another roster is pinned
+        if self.service is None:
+            self._activate(roster)
+
+    def _activate(self, roster: Roster) -> None:
+        endpoint = Endpoint(self.config.index, self.keystore, self._kex, roster)
+        self.service = NodeService(
+            self.config.node_id,
+            self.config.index,
+            self.store,
+            self.keystore,
+            endpoint,
+            paillier_source(self.config.prime_pool),
+        )
+
+
+def roster_to_json(roster: Roster) -> dict[str, Any]:
+    return {
+        "cluster_id": roster.cluster_id.hex(),
+        "cards": [roster.cards[i].to_dict() for i in sorted(roster.cards)],
+    }
+
+
+def roster_from_json(doc: Any) -> Roster:
+    try:
+        cluster_id = bytes.fromhex(str(doc["cluster_id"]))
+        cards = [NodeCard.from_dict(card) for card in doc["cards"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EnvelopeRejected(None, "FORMAT", f"malformed roster: {exc}") from exc
+    if len(cluster_id) != 32:
+        raise EnvelopeRejected(None, "FORMAT", "cluster id must be 32 bytes")
+    return Roster(cluster_id, {card.index: card for card in cards})

@@ -1,0 +1,289 @@
+"""A node's database (SQLModel on SQLite, WAL, synchronous=FULL): only public data and secrets
+sealed by the node's HSM are ever written.
+
+The presignature life cycle is the part that must survive crashes:
+
+  available ──consume()──▶ consumed        (one UPDATE … WHERE state = 'available', committed
+                                             and fsynced before the partial signature is
+                                             computed, so a crash after it loses the
+                                             presignature but can never reuse it)
+  available ──new key version──▶ revoked    (refresh/re-share: old presignatures die with the
+                                             key version they were made for)
+
+Two concurrent `consume` calls on one id cannot both succeed: SQLite serialises writers and
+the second UPDATE matches no row.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from signer.errors import TesseraError
+
+
+class StoreError(TesseraError):
+    """A database row that is missing, in the wrong state, or inconsistent."""
+
+    def __init__(self, what: str, detail: str) -> None:
+        self.what = what
+        self.detail = detail
+        super().__init__(f"{what}: {detail}")
+
+
+class SettingRow(SQLModel, table=True):
+    __tablename__ = "settings"
+    name: str = Field(primary_key=True)
+    value: bytes
+
+
+class KeyVersionRow(SQLModel, table=True):
+    __tablename__ = "key_versions"
+    key_id: str = Field(primary_key=True)  # hex
+    epoch: int = Field(primary_key=True)
+    public: bytes  # codec.encode_key_public
+    sealed_share: bytes | None  # None: this node holds no share of this version
+    state: str = Field(index=True)  # active | retired
+    created_at: float
+
+
+class AuxRow(SQLModel, table=True):
+    __tablename__ = "aux_info"
+    aux_id: str = Field(primary_key=True)  # hex
+    parties: str  # "1,2,3"
+    public: bytes
+    sealed_secret: bytes
+    state: str = Field(index=True)  # active | retired
+    created_at: float
+
+
+class PresignatureRow(SQLModel, table=True):
+    __tablename__ = "presignatures"
+    presignature_id: str = Field(primary_key=True)  # hex
+    key_id: str = Field(index=True)
+    epoch: int
+    signers: str  # "1,3"
+    path: str  # "0/5"
+    aux_id: str
+    public: bytes
+    sealed_secret: bytes
+    state: str = Field(index=True)  # available | consumed | revoked
+    created_at: float
+    consumed_at: float | None = None
+
+
+def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we reply
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def join_indices(parties: tuple[int, ...]) -> str:
+    return ",".join(str(i) for i in parties)
+
+
+def join_path(path: tuple[int, ...]) -> str:
+    return "/".join(str(i) for i in path)
+
+
+class NodeStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.engine: Engine = create_engine(
+            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
+        )
+        event.listen(self.engine, "connect", _pragmas)
+        SQLModel.metadata.create_all(
+            self.engine,
+            tables=[
+                SettingRow.__table__,  # type: ignore[attr-defined]
+                KeyVersionRow.__table__,  # type: ignore[attr-defined]
+                AuxRow.__table__,  # type: ignore[attr-defined]
+                PresignatureRow.__table__,  # type: ignore[attr-defined]
+            ],
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine) as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- settings ------------------------------------------------------------------------------
+    def setting(self, name: str) -> bytes | None:
+        with self.session() as session:
+            row = session.get(SettingRow, name)
+            return None if row is None else row.value
+
+    def set_setting(self, name: str, value: bytes, *, overwrite: bool = False) -> None:
+        with self.session() as session:
+            row = session.get(SettingRow, name)
+            if row is not None and not overwrite and row.value != value:
+                raise StoreError(f"setting {name!r}", "already set to another value")
+            session.merge(SettingRow(name=name, value=value))
+            session.commit()
+
+    # --- key versions --------------------------------------------------------------------------
+    def put_key_version(
+        self, key_id: str, epoch: int, public: bytes, sealed_share: bytes | None
+    ) -> None:
+        """Store a new active version; older versions of the key are retired (their shares
+        erased) and their unused presignatures revoked — in one transaction."""
+        with self.session() as session:
+            existing = session.get(KeyVersionRow, (key_id, epoch))
+            if existing is not None:
+                raise StoreError(f"key {key_id[:16]} epoch {epoch}", "already stored")
+            newer = session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.epoch > epoch
+                )
+            ).first()
+            if newer is not None:
+                raise StoreError(f"key {key_id[:16]}", f"epoch {newer.epoch} is newer")
+            for old in session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
+                )
+            ):
+                old.state = "retired"
+                old.sealed_share = None
+                session.add(old)
+            for row in session.exec(
+                select(PresignatureRow).where(
+                    PresignatureRow.key_id == key_id, PresignatureRow.state == "available"
+                )
+            ):
+                row.state = "revoked"
+                session.add(row)
+            session.add(
+                KeyVersionRow(
+                    key_id=key_id,
+                    epoch=epoch,
+                    public=public,
+                    sealed_share=sealed_share,
+                    state="active",
+                    created_at=time.time(),
+                )
+            )
+            session.commit()
+
+    def active_key(self, key_id: str) -> KeyVersionRow:
+        with self.session() as session:
+            row = session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
+                )
+            ).first()
+            if row is None:
+                raise StoreError(f"key {key_id[:16]}", "no active version on this node")
+            return row
+
+    def active_keys(self) -> list[KeyVersionRow]:
+        with self.session() as session:
+            return list(session.exec(select(KeyVersionRow).where(KeyVersionRow.state == "active")))
+
+    # --- aux-info ------------------------------------------------------------------------------
+    def put_aux(self, aux_id: str, parties: tuple[int, ...], public: bytes, sealed: bytes) -> None:
+        with self.session() as session:
+            if session.get(AuxRow, aux_id) is not None:
+                raise StoreError(f"aux-info {aux_id[:16]}", "already stored")
+            session.add(
+                AuxRow(
+                    aux_id=aux_id,
+                    parties=join_indices(parties),
+                    public=public,
+                    sealed_secret=sealed,
+                    state="active",
+                    created_at=time.time(),
+                )
+            )
+            session.commit()
+
+    def aux(self, aux_id: str) -> AuxRow:
+        with self.session() as session:
+            row = session.get(AuxRow, aux_id)
+            if row is None or row.state != "active":
+                raise StoreError(f"aux-info {aux_id[:16]}", "not on this node (or retired)")
+            return row
+
+    def retire_aux(self, aux_id: str) -> None:
+        with self.session() as session:
+            row = session.get(AuxRow, aux_id)
+            if row is not None:
+                row.state = "retired"
+                session.add(row)
+                session.commit()
+
+    # --- presignatures -------------------------------------------------------------------------
+    def put_presignature(self, row: PresignatureRow) -> None:
+        with self.session() as session:
+            key = session.get(KeyVersionRow, (row.key_id, row.epoch))
+            if key is None or key.state != "active":
+                raise StoreError(f"presignature {row.presignature_id[:16]}", "key not active")
+            if session.get(PresignatureRow, row.presignature_id) is not None:
+                raise StoreError(f"presignature {row.presignature_id[:16]}", "already stored")
+            session.add(row)
+            session.commit()
+
+    def consume_presignature(self, presignature_id: str) -> PresignatureRow:
+        """Mark the presignature consumed, durably, and return it — or raise if it is not
+        available (already used, revoked, unknown).  Exactly one caller can ever succeed."""
+        with self.session() as session:
+            result = session.execute(
+                text(
+                    "UPDATE presignatures SET state = 'consumed', consumed_at = :now "
+                    "WHERE presignature_id = :id AND state = 'available'"
+                ),
+                {"now": time.time(), "id": presignature_id},
+            )
+            session.commit()
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                row = session.get(PresignatureRow, presignature_id)
+                state = "unknown" if row is None else row.state
+                raise StoreError(f"presignature {presignature_id[:16]}", f"is {state}")
+            row = session.get(PresignatureRow, presignature_id)
+            if row is None:
+                raise StoreError(f"presignature {presignature_id[:16]}", "vanished")
+            return row
+
+    def presignature(self, presignature_id: str) -> PresignatureRow | None:
+        with self.session() as session:
+            return session.get(PresignatureRow, presignature_id)
+
+    def available_presignatures(
+        self, key_id: str, signers: tuple[int, ...], path: tuple[int, ...]
+    ) -> list[str]:
+        with self.session() as session:
+            rows = session.exec(
+                select(PresignatureRow.presignature_id)
+                .where(
+                    PresignatureRow.key_id == key_id,
+                    PresignatureRow.signers == join_indices(signers),
+                    PresignatureRow.path == join_path(path),
+                    PresignatureRow.state == "available",
+                )
+                .order_by(PresignatureRow.created_at)  # type: ignore[arg-type]
+            )
+            return list(rows)
+
+    def presignature_counts(self, key_id: str) -> dict[str, int]:
+        with self.session() as session:
+            rows = session.execute(
+                text(
+                    "SELECT state, COUNT(*) FROM presignatures WHERE key_id = :key GROUP BY state"
+                ),
+                {"key": key_id},
+            )
+            return {str(state): int(count) for state, count in rows}
