@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from hsm.cli import hsm_app
-from signer.node.cli import node_app
 from signer.errors import TesseraError
+from signer.node.cli import node_app
 from signer.primes import PrimePool, generate_safe_primes
 
 app = typer.Typer(

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
 from signer.errors import TesseraError
@@ -38,13 +39,17 @@ class StoreError(TesseraError):
         super().__init__(f"{what}: {detail}")
 
 
-class SettingRow(SQLModel, table=True):
+class _NodeTable(SQLModel, registry=registry()):
+    """Own metadata: the node's and the coordinator's tables never mix."""
+
+
+class SettingRow(_NodeTable, table=True):
     __tablename__ = "settings"
     name: str = Field(primary_key=True)
     value: bytes
 
 
-class KeyVersionRow(SQLModel, table=True):
+class KeyVersionRow(_NodeTable, table=True):
     __tablename__ = "key_versions"
     key_id: str = Field(primary_key=True)  # hex
     epoch: int = Field(primary_key=True)
@@ -54,7 +59,7 @@ class KeyVersionRow(SQLModel, table=True):
     created_at: float
 
 
-class AuxRow(SQLModel, table=True):
+class AuxRow(_NodeTable, table=True):
     __tablename__ = "aux_info"
     aux_id: str = Field(primary_key=True)  # hex
     parties: str  # "1,2,3"
@@ -64,7 +69,7 @@ class AuxRow(SQLModel, table=True):
     created_at: float
 
 
-class PresignatureRow(SQLModel, table=True):
+class PresignatureRow(_NodeTable, table=True):
     __tablename__ = "presignatures"
     presignature_id: str = Field(primary_key=True)  # hex
     key_id: str = Field(index=True)
@@ -103,19 +108,11 @@ class NodeStore:
             f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
         )
         event.listen(self.engine, "connect", _pragmas)
-        SQLModel.metadata.create_all(
-            self.engine,
-            tables=[
-                SettingRow.__table__,  # type: ignore[attr-defined]
-                KeyVersionRow.__table__,  # type: ignore[attr-defined]
-                AuxRow.__table__,  # type: ignore[attr-defined]
-                PresignatureRow.__table__,  # type: ignore[attr-defined]
-            ],
-        )
+        _NodeTable.metadata.create_all(self.engine)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        with Session(self.engine) as session:
+        with Session(self.engine, expire_on_commit=False) as session:
             yield session
 
     def close(self) -> None:

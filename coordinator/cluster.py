@@ -1,0 +1,220 @@
+"""A local cluster: n node processes on this machine, each with its own directory, SoftHSM2
+token and database, plus the coordinator's database — what `tessera cluster up` and
+`tessera demo` run.
+
+  <root>/cluster.json       cluster id, threshold, nodes (index, node id, URL, directory)
+  <root>/coordinator.db     the coordinator's database (public data only)
+  <root>/nodes/node-<i>/    each node's directory (signer/node/runtime.py)
+  <root>/logs/node-<i>.log  each node process's output
+  <root>/run/node-<i>.pid   the running process
+
+`up` is idempotent: it initialises what does not exist yet, starts nodes that are not
+running, and pins the roster on nodes that have none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
+from coordinator.engine import Coordinator
+from coordinator.store import CoordinatorStore
+from signer.errors import TesseraError
+from signer.node.envelope import NodeCard
+from signer.node.runtime import NodeConfig, init_node
+
+CLUSTER_FILE = "cluster.json"
+
+
+class ClusterError(TesseraError):
+    pass
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    index: int
+    node_id: str
+    url: str
+    directory: Path
+
+    @property
+    def api_token(self) -> str:
+        return (self.directory / "api-token").read_text().strip()
+
+
+@dataclass(frozen=True)
+class LocalCluster:
+    root: Path
+    cluster_id: bytes
+    threshold: int
+    nodes: tuple[NodeEntry, ...]
+
+    # --- files ---------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, root: Path) -> LocalCluster:
+        path = root / CLUSTER_FILE
+        try:
+            doc = json.loads(path.read_text())
+            nodes = tuple(
+                NodeEntry(int(n["index"]), str(n["node_id"]), str(n["url"]), root / n["directory"])
+                for n in doc["nodes"]
+            )
+            return cls(root, bytes.fromhex(doc["cluster_id"]), int(doc["threshold"]), nodes)
+        except FileNotFoundError as exc:
+            raise ClusterError(f"{root} has no {CLUSTER_FILE}: run `tessera cluster up`") from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ClusterError(f"{path} is malformed: {exc}") from exc
+
+    def save(self) -> None:
+        doc = {
+            "cluster_id": self.cluster_id.hex(),
+            "threshold": self.threshold,
+            "nodes": [
+                {
+                    "index": n.index,
+                    "node_id": n.node_id,
+                    "url": n.url,
+                    "directory": str(n.directory.relative_to(self.root)),
+                }
+                for n in self.nodes
+            ],
+        }
+        (self.root / CLUSTER_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+
+    @classmethod
+    def create(
+        cls,
+        root: Path,
+        n: int,
+        threshold: int,
+        base_port: int = 18100,
+        prime_pool: Path | None = None,
+    ) -> LocalCluster:
+        """Initialise n node directories (tokens, keys) and the cluster file."""
+        if (root / CLUSTER_FILE).exists():
+            raise ClusterError(f"{root} already holds a cluster")
+        if not 2 <= threshold <= n <= 255:
+            raise ClusterError(f"need 2 ≤ t ≤ n ≤ 255, got t = {threshold}, n = {n}")
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        nodes = []
+        for index in range(1, n + 1):
+            node_id = f"node-{index}"
+            directory = root / "nodes" / node_id
+            if not (directory / "node.json").exists():
+                init_node(directory, node_id, index, port=base_port + index, prime_pool=prime_pool)
+            config = NodeConfig.load(directory)
+            nodes.append(NodeEntry(index, node_id, config.url, directory))
+        cluster = cls(root, secrets.token_bytes(32), threshold, tuple(nodes))
+        cluster.save()
+        return cluster
+
+    def roster(self) -> dict[str, Any]:
+        cards = [
+            NodeCard.from_dict(json.loads((n.directory / "card.json").read_text())).to_dict()
+            for n in self.nodes
+        ]
+        return {"cluster_id": self.cluster_id.hex(), "cards": cards}
+
+    # --- processes -----------------------------------------------------------------------------
+    def _pid_file(self, node: NodeEntry) -> Path:
+        return self.root / "run" / f"{node.node_id}.pid"
+
+    def pid(self, node: NodeEntry) -> int | None:
+        try:
+            pid = int(self._pid_file(node).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def start(self, node: NodeEntry, env: dict[str, str] | None = None) -> int:
+        running = self.pid(node)
+        if running is not None:
+            return running
+        (self.root / "run").mkdir(exist_ok=True)
+        (self.root / "logs").mkdir(exist_ok=True)
+        log = (self.root / "logs" / f"{node.node_id}.log").open("ab")
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "signer.node", "run", "--dir", str(node.directory)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self._pid_file(node).write_text(str(process.pid))
+        return process.pid
+
+    def stop(self, node: NodeEntry, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        pid = self.pid(node)
+        if pid is None:
+            return
+        os.kill(pid, sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                waited, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                waited = 0
+            if waited == pid or self.pid(node) is None:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self._pid_file(node).unlink(missing_ok=True)
+
+    def client(self, node: NodeEntry) -> NodeClient:
+        return NodeClient(node.index, node.url, node.api_token)
+
+    def clients(self) -> dict[int, NodeClient]:
+        return {n.index: self.client(n) for n in self.nodes}
+
+    async def wait_healthy(self, node: NodeEntry, timeout: float = 60.0) -> dict[str, Any]:
+        client = self.client(node)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    return await client.health()
+                except (NodeUnavailable, NodeRefused):
+                    if time.monotonic() > deadline:
+                        raise ClusterError(
+                            f"{node.node_id} did not come up; see {self.root}/logs"
+                        ) from None
+                    await asyncio.sleep(0.2)
+        finally:
+            await client.aclose()
+
+    async def up(self, env: dict[str, str] | None = None) -> None:
+        """Start every node that is not running and pin the roster where it is missing."""
+        for node in self.nodes:
+            self.start(node, env)
+        roster = self.roster()
+        for node in self.nodes:
+            health = await self.wait_healthy(node)
+            if not health.get("pinned"):
+                client = self.client(node)
+                try:
+                    await client.pin(roster)
+                finally:
+                    await client.aclose()
+
+    def down(self) -> None:
+        for node in self.nodes:
+            self.stop(node)
+
+    def coordinator(self, traffic: list[dict[str, Any]] | None = None) -> Coordinator:
+        store = CoordinatorStore(self.root / "coordinator.db")
+        return Coordinator(self.clients(), self.threshold, store, traffic)

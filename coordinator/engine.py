@@ -1,0 +1,318 @@
+"""The coordinator's operations over a cluster of node processes: aux-info, wallets (DKG),
+presignature pools, signing with retries, refresh and re-share.
+
+Signing never needs a node to trust the coordinator with anything secret, and the coordinator
+trusts no single node's word: presignature public data and key versions must be reported
+identically by every party; each partial signature is checked on its own before combining
+(`signer.protocol.sign.combine`), so a bad one is named and its node recorded in the blame log;
+the final signature is verified before it is returned.  When a node is down or blamed, the
+coordinator retries with another signer set (a presignature from the pool if one exists,
+otherwise an interactive presign on the spot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
+from coordinator.driver import SessionDriver, SessionFailed, new_request_id
+from coordinator.store import CoordinatorStore, PresignatureRow, WalletRow
+from signer.errors import TesseraError
+from signer.node import codec
+from signer.node.store import join_indices, join_path
+from signer.protocol.keygen import KeyPublic
+from signer.protocol.sign import HashScheme, PartialSignatureInvalid, Signature, combine
+
+AUX_KEY_ID = b"aux-info"
+
+
+class SigningFailed(TesseraError):
+    """No signer set could produce a verified signature; `attempts` says what happened."""
+
+    def __init__(self, attempts: list[str]) -> None:
+        self.attempts = attempts
+        super().__init__("no signer set produced a signature: " + "; ".join(attempts))
+
+
+class InconsistentReports(TesseraError):
+    """Parties of one session reported different public outputs."""
+
+
+@dataclass
+class SignOutcome:
+    signature: Signature
+    signers: tuple[int, ...]
+    presignature_id: str
+    attempts: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _same(results: Mapping[int, dict[str, Any]], field_name: str, what: str) -> Any:
+    values = {str(r[field_name]) for r in results.values()}
+    if len(values) != 1:
+        raise InconsistentReports(f"parties reported different {what}")
+    return next(iter(results.values()))[field_name]
+
+
+class Coordinator:
+    def __init__(
+        self,
+        clients: Mapping[int, NodeClient],
+        threshold: int,
+        store: CoordinatorStore,
+        traffic: list[dict[str, Any]] | None = None,
+    ) -> None:
+        self.clients = clients
+        self.parties = tuple(sorted(clients))
+        self.threshold = threshold
+        self.store = store
+        self.driver = SessionDriver(clients, traffic)
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
+
+    def _blame(self, operation: str, failure: SessionFailed) -> None:
+        for reporter, abort in failure.aborts.items():
+            for culprit in abort.get("culprits", []):
+                self.store.record_blame(
+                    operation, reporter, culprit, str(abort.get("code")), str(abort.get("detail"))
+                )
+
+    async def _run(self, operation: str, spec: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        try:
+            return await self.driver.run(spec)
+        except SessionFailed as failure:
+            self._blame(operation, failure)
+            raise
+
+    # --- aux-info and wallets ------------------------------------------------------------------
+    async def ensure_aux(self) -> str:
+        parties = join_indices(self.parties)
+        existing = self.store.active_aux(parties)
+        if existing is not None:
+            return existing
+        return await self.run_aux_info()
+
+    async def run_aux_info(self) -> str:
+        spec = {
+            "protocol": "aux_info/v1",
+            "request": new_request_id(),
+            "parties": list(self.parties),
+            "threshold": self.threshold,
+            "key_id": AUX_KEY_ID.hex(),
+        }
+        results = await self._run("aux-info", spec)
+        aux_id = str(_same(results, "aux_id", "aux-info ids"))
+        self.store.add_aux(aux_id, join_indices(self.parties))
+        return aux_id
+
+    async def create_wallet(self, name: str) -> WalletRow:
+        aux_id = await self.ensure_aux()
+        key_id = secrets.token_bytes(16)
+        spec = {
+            "protocol": "keygen/v1",
+            "request": new_request_id(),
+            "parties": list(self.parties),
+            "threshold": self.threshold,
+            "key_id": key_id.hex(),
+        }
+        results = await self._run("keygen", spec)
+        key_public = bytes.fromhex(str(_same(results, "key_public", "key versions")))
+        public = codec.decode_key_public(key_public)
+        row = WalletRow(
+            key_id=key_id.hex(),
+            name=name,
+            threshold=self.threshold,
+            epoch=public.epoch,
+            key_public=key_public,
+            aux_id=aux_id,
+            created_at=time.time(),
+        )
+        self.store.add_wallet(row)
+        return row
+
+    # --- presignatures -------------------------------------------------------------------------
+    async def presign(
+        self, wallet: WalletRow, signers: tuple[int, ...], path: tuple[int, ...]
+    ) -> PresignatureRow:
+        spec = {
+            "protocol": "presign/v1",
+            "request": new_request_id(),
+            "parties": list(signers),
+            "threshold": wallet.threshold,
+            "key_id": wallet.key_id,
+            "aux_id": wallet.aux_id,
+            "path": list(path),
+        }
+        results = await self._run("presign", spec)
+        public = bytes.fromhex(str(_same(results, "public", "presignature data")))
+        pid = str(_same(results, "presignature_id", "presignature ids"))
+        key = codec.decode_key_public(wallet.key_public)
+        codec.decode_presignature_public(public, key)  # validates what we will combine with
+        row = PresignatureRow(
+            presignature_id=pid,
+            key_id=wallet.key_id,
+            epoch=wallet.epoch,
+            signers=join_indices(signers),
+            path=join_path(path),
+            public=public,
+            state="available",
+            created_at=time.time(),
+        )
+        self.store.add_presignature(row)
+        return row
+
+    async def fill_pool(
+        self,
+        wallet: WalletRow,
+        signers: tuple[int, ...],
+        path: tuple[int, ...],
+        depth: int,
+        concurrency: int = 2,
+    ) -> int:
+        """Run presign sessions until `depth` presignatures are available; returns how many
+        were made."""
+        key = (wallet.key_id, wallet.epoch, join_indices(signers), join_path(path))
+        missing = max(0, depth - self.store.pool_depth(*key))
+        made = 0
+        while made < missing:
+            batch = min(concurrency, missing - made)
+            await asyncio.gather(*(self.presign(wallet, signers, path) for _ in range(batch)))
+            made += batch
+        return made
+
+    # --- signing -------------------------------------------------------------------------------
+    def signer_sets(self, excluded: set[int]) -> list[tuple[int, ...]]:
+        usable = [i for i in self.parties if i not in excluded]
+        return [tuple(c) for c in itertools.combinations(usable, self.threshold)]
+
+    async def sign(
+        self,
+        wallet_name: str,
+        message: bytes,
+        scheme: HashScheme,
+        path: Sequence[int] = (),
+        preferred: tuple[int, ...] | None = None,
+    ) -> SignOutcome:
+        wallet = self.store.wallet(wallet_name)
+        key = codec.decode_key_public(wallet.key_public)
+        steps = tuple(path)
+        excluded: set[int] = set()
+        attempts: list[str] = []
+        tried_fresh: set[tuple[int, ...]] = set()
+        for _ in range(4 * len(self.parties)):
+            sets = self.signer_sets(excluded)
+            if not sets:
+                break
+            if preferred in sets:
+                sets.remove(preferred)
+                sets.insert(0, preferred)
+            chosen: tuple[tuple[int, ...], PresignatureRow] | None = None
+            for signers in sets:
+                row = self.store.take_presignature(
+                    wallet.key_id, wallet.epoch, join_indices(signers), join_path(steps)
+                )
+                if row is not None:
+                    chosen = (signers, row)
+                    break
+            started = time.perf_counter()
+            timings: dict[str, float] = {}
+            if chosen is None:
+                signers = next((s for s in sets if s not in tried_fresh), sets[0])
+                tried_fresh.add(signers)
+                try:
+                    fresh = await self.presign(wallet, signers, steps)
+                except SessionFailed as failure:
+                    attempts.append(f"presign {list(signers)}: {failure}")
+                    excluded |= set(failure.unavailable) | set(failure.blamed)
+                    continue
+                row = self.store.take_presignature(
+                    wallet.key_id, wallet.epoch, fresh.signers, fresh.path
+                )
+                if row is None:
+                    attempts.append(f"presign {list(signers)}: presignature vanished")
+                    continue
+                chosen = (signers, row)
+                timings["presign"] = time.perf_counter() - started
+            signers, row = chosen
+            try:
+                signature = await self._sign_with(wallet, key, signers, row, message, scheme)
+            except NodeUnavailable as exc:
+                attempts.append(f"{list(signers)}: node {exc.index} unavailable")
+                excluded.add(exc.index)
+                continue
+            except NodeRefused as exc:
+                attempts.append(f"{list(signers)}: node {exc.index} refused {exc.code}")
+                if exc.code not in ("PRESIGNATURE_USED", "UNKNOWN_PRESIGNATURE"):
+                    excluded.add(exc.index)
+                continue
+            except PartialSignatureInvalid as exc:
+                for culprit in exc.culprits:
+                    self.store.record_blame("sign", None, culprit, "EQUATION", str(exc))
+                attempts.append(f"{list(signers)}: bad partial from {sorted(exc.culprits)}")
+                excluded |= set(exc.culprits)
+                continue
+            timings["sign"] = time.perf_counter() - started - timings.get("presign", 0.0)
+            return SignOutcome(signature, signers, row.presignature_id, attempts, timings)
+        raise SigningFailed(attempts)
+
+    async def _sign_with(
+        self,
+        wallet: WalletRow,
+        key: KeyPublic,
+        signers: tuple[int, ...],
+        row: PresignatureRow,
+        message: bytes,
+        scheme: HashScheme,
+    ) -> Signature:
+        public = codec.decode_presignature_public(row.public, key)
+        replies = await asyncio.gather(
+            *(
+                self.clients[i].sign(wallet.key_id, row.presignature_id, message, scheme.value)
+                for i in signers
+            ),
+            return_exceptions=True,
+        )
+        partials: dict[int, int] = {}
+        for index, reply in zip(signers, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise reply
+            if reply.get("index") != index or reply.get("presignature_id") != row.presignature_id:
+                raise PartialSignatureInvalid(frozenset({index}), "answer for something else")
+            try:
+                partials[index] = int(str(reply["partial"]), 16)
+            except (KeyError, ValueError) as exc:
+                raise PartialSignatureInvalid(frozenset({index}), "malformed partial") from exc
+        return combine(public, message, scheme, partials)
+
+    # --- refresh and re-share --------------------------------------------------------------------
+    async def refresh(self, wallet_name: str) -> WalletRow:
+        """Fresh aux-info for the committee, then fresh shares of the same key (epoch + 1);
+        old presignatures are revoked on every node and here."""
+        wallet = self.store.wallet(wallet_name)
+        aux_id = await self.run_aux_info()
+        spec = {
+            "protocol": "refresh/v1",
+            "request": new_request_id(),
+            "parties": list(self.parties),
+            "threshold": wallet.threshold,
+            "key_id": wallet.key_id,
+            "plan_old": wallet.key_public.hex(),
+            "dealers": list(self.parties),
+            "new_parties": list(self.parties),
+        }
+        results = await self._run("refresh", spec)
+        key_public = bytes.fromhex(str(_same(results, "key_public", "key versions")))
+        public = codec.decode_key_public(key_public)
+        old = codec.decode_key_public(wallet.key_public)
+        if public.public_key != old.public_key or public.epoch != old.epoch + 1:
+            raise InconsistentReports("refresh changed the public key or skipped an epoch")
+        self.store.update_wallet(wallet.key_id, public.epoch, key_public, aux_id)
+        return self.store.wallet(wallet.key_id)

@@ -1,0 +1,233 @@
+"""The coordinator's own database (SQLModel on SQLite): wallets, aux-info sets, the public data of
+presignatures it can use, and the blame log.  Nothing secret is ever here — the coordinator
+never sees a share, a Paillier factor or a point-to-point payload.
+
+A presignature is marked used here *before* partial signatures are requested, so the
+coordinator never asks twice for the same one; the nodes enforce single use independently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import registry
+from sqlmodel import Field, Session, SQLModel, create_engine, select
+
+from signer.errors import TesseraError
+
+
+class CoordinatorStoreError(TesseraError):
+    pass
+
+
+class _CoordinatorTable(SQLModel, registry=registry()):
+    """Own metadata: the node's and the coordinator's tables never mix."""
+
+
+class WalletRow(_CoordinatorTable, table=True):
+    __tablename__ = "wallets"
+    key_id: str = Field(primary_key=True)
+    name: str = Field(index=True, unique=True)
+    threshold: int
+    epoch: int
+    key_public: bytes
+    aux_id: str
+    created_at: float
+
+
+class AuxSetRow(_CoordinatorTable, table=True):
+    __tablename__ = "aux_sets"
+    aux_id: str = Field(primary_key=True)
+    parties: str
+    state: str  # active | retired
+    created_at: float
+
+
+class PresignatureRow(_CoordinatorTable, table=True):
+    __tablename__ = "presignatures"
+    presignature_id: str = Field(primary_key=True)
+    key_id: str = Field(index=True)
+    epoch: int
+    signers: str
+    path: str
+    public: bytes
+    state: str = Field(index=True)  # available | used | revoked
+    created_at: float
+
+
+class BlameRow(_CoordinatorTable, table=True):
+    __tablename__ = "blame"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float
+    operation: str
+    reporter: int | None
+    culprit: int
+    code: str
+    detail: str
+
+
+def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class CoordinatorStore:
+    def __init__(self, path: Path) -> None:
+        self.engine: Engine = create_engine(
+            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
+        )
+        event.listen(self.engine, "connect", _pragmas)
+        _CoordinatorTable.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- wallets -------------------------------------------------------------------------------
+    def add_wallet(self, row: WalletRow) -> None:
+        with self.session() as session:
+            if session.exec(select(WalletRow).where(WalletRow.name == row.name)).first():
+                raise CoordinatorStoreError(f"a wallet named {row.name!r} exists")
+            session.add(row)
+            session.commit()
+
+    def update_wallet(self, key_id: str, epoch: int, key_public: bytes, aux_id: str) -> None:
+        with self.session() as session:
+            row = session.get(WalletRow, key_id)
+            if row is None:
+                raise CoordinatorStoreError(f"no wallet {key_id[:16]}")
+            row.epoch, row.key_public, row.aux_id = epoch, key_public, aux_id
+            session.add(row)
+            session.execute(
+                text(
+                    "UPDATE presignatures SET state = 'revoked' "
+                    "WHERE key_id = :key AND state = 'available'"
+                ),
+                {"key": key_id},
+            )
+            session.commit()
+
+    def wallet(self, name_or_id: str) -> WalletRow:
+        with self.session() as session:
+            row = (
+                session.get(WalletRow, name_or_id)
+                or session.exec(select(WalletRow).where(WalletRow.name == name_or_id)).first()
+            )
+            if row is None:
+                raise CoordinatorStoreError(f"no wallet {name_or_id!r}")
+            return row
+
+    def wallets(self) -> list[WalletRow]:
+        with self.session() as session:
+            return list(session.exec(select(WalletRow)))
+
+    # --- aux-info ------------------------------------------------------------------------------
+    def add_aux(self, aux_id: str, parties: str) -> None:
+        with self.session() as session:
+            for old in session.exec(select(AuxSetRow).where(AuxSetRow.parties == parties)):
+                old.state = "retired"
+                session.add(old)
+            session.add(
+                AuxSetRow(aux_id=aux_id, parties=parties, state="active", created_at=time.time())
+            )
+            session.commit()
+
+    def active_aux(self, parties: str) -> str | None:
+        with self.session() as session:
+            row = session.exec(
+                select(AuxSetRow).where(AuxSetRow.parties == parties, AuxSetRow.state == "active")
+            ).first()
+            return None if row is None else row.aux_id
+
+    # --- presignatures -------------------------------------------------------------------------
+    def add_presignature(self, row: PresignatureRow) -> None:
+        with self.session() as session:
+            session.add(row)
+            session.commit()
+
+    def take_presignature(
+        self, key_id: str, epoch: int, signers: str, path: str
+    ) -> PresignatureRow | None:
+        """Mark the oldest available presignature for (key, signers, path) used and return it."""
+        with self.session() as session:
+            while True:
+                row = session.exec(
+                    select(PresignatureRow)
+                    .where(
+                        PresignatureRow.key_id == key_id,
+                        PresignatureRow.epoch == epoch,
+                        PresignatureRow.signers == signers,
+                        PresignatureRow.path == path,
+                        PresignatureRow.state == "available",
+                    )
+                    .order_by(PresignatureRow.created_at)  # type: ignore[arg-type]
+                ).first()
+                if row is None:
+                    return None
+                claimed = session.execute(
+                    text(
+                        "UPDATE presignatures SET state = 'used' "
+                        "WHERE presignature_id = :id AND state = 'available'"
+                    ),
+                    {"id": row.presignature_id},
+                )
+                session.commit()
+                if claimed.rowcount == 1:  # type: ignore[attr-defined]
+                    session.refresh(row)
+                    return row
+
+    def pool_depth(self, key_id: str, epoch: int, signers: str, path: str) -> int:
+        with self.session() as session:
+            result = session.execute(
+                text(
+                    "SELECT COUNT(*) FROM presignatures WHERE key_id = :key AND epoch = :epoch "
+                    "AND signers = :signers AND path = :path AND state = 'available'"
+                ),
+                {"key": key_id, "epoch": epoch, "signers": signers, "path": path},
+            )
+            return int(result.scalar_one())
+
+    def pools(self, key_id: str) -> dict[str, int]:
+        with self.session() as session:
+            rows = session.execute(
+                text(
+                    "SELECT signers, path, COUNT(*) FROM presignatures "
+                    "WHERE key_id = :key AND state = 'available' GROUP BY signers, path"
+                ),
+                {"key": key_id},
+            )
+            return {f"{signers} m/{path}": int(count) for signers, path, count in rows}
+
+    # --- blame ---------------------------------------------------------------------------------
+    def record_blame(
+        self, operation: str, reporter: int | None, culprit: int, code: str, detail: str
+    ) -> None:
+        with self.session() as session:
+            session.add(
+                BlameRow(
+                    at=time.time(),
+                    operation=operation,
+                    reporter=reporter,
+                    culprit=culprit,
+                    code=code,
+                    detail=detail[:1000],
+                )
+            )
+            session.commit()
+
+    def blame(self) -> list[BlameRow]:
+        with self.session() as session:
+            return list(session.exec(select(BlameRow).order_by(BlameRow.at)))  # type: ignore[arg-type]
