@@ -31,7 +31,7 @@ from coordinator.engine import Coordinator
 from coordinator.store import CoordinatorStore
 from signer.errors import TesseraError
 from signer.node.envelope import NodeCard
-from signer.node.runtime import NodeConfig, init_node
+from signer.node.runtime import NodeConfig
 
 CLUSTER_FILE = "cluster.json"
 
@@ -98,22 +98,52 @@ class LocalCluster:
         n: int,
         threshold: int,
         base_port: int = 18100,
-        prime_pool: Path | None = None,
+        prime_pools: dict[int, Path] | None = None,
     ) -> LocalCluster:
-        """Initialise n node directories (tokens, keys) and the cluster file."""
+        """Initialise n node directories (tokens, keys) and the cluster file.  `prime_pools`
+        gives a node its own safe-prime pool (`tessera primes generate`); never share one pool
+        between nodes — they would draw the same primes and aux-info would abort."""
         if (root / CLUSTER_FILE).exists():
             raise ClusterError(f"{root} already holds a cluster")
         if not 2 <= threshold <= n <= 255:
             raise ClusterError(f"need 2 ≤ t ≤ n ≤ 255, got t = {threshold}, n = {n}")
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Each node is initialised in its own process: PKCS#11 module state (which SoftHSM2
+        # configuration is loaded, which tokens are open) is per process, as in production.
+        pending = []
+        for index in range(1, n + 1):
+            directory = root / "nodes" / f"node-{index}"
+            if (directory / "node.json").exists():
+                continue
+            own_pool = (prime_pools or {}).get(index)
+            pool = [] if own_pool is None else ["--prime-pool", str(own_pool)]
+            command = [
+                sys.executable,
+                "-m",
+                "signer.node",
+                "init",
+                "--dir",
+                str(directory),
+                "--node-id",
+                f"node-{index}",
+                "--index",
+                str(index),
+                "--port",
+                str(base_port + index),
+                *pool,
+            ]
+            pending.append(
+                (index, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # noqa: S603
+            )
+        for index, process in pending:
+            _, err = process.communicate(timeout=120)
+            if process.returncode != 0:
+                raise ClusterError(f"node-{index} init failed: {err.decode(errors='replace')}")
         nodes = []
         for index in range(1, n + 1):
-            node_id = f"node-{index}"
-            directory = root / "nodes" / node_id
-            if not (directory / "node.json").exists():
-                init_node(directory, node_id, index, port=base_port + index, prime_pool=prime_pool)
+            directory = root / "nodes" / f"node-{index}"
             config = NodeConfig.load(directory)
-            nodes.append(NodeEntry(index, node_id, config.url, directory))
+            nodes.append(NodeEntry(index, f"node-{index}", config.url, directory))
         cluster = cls(root, secrets.token_bytes(32), threshold, tuple(nodes))
         cluster.save()
         return cluster
@@ -134,6 +164,12 @@ class LocalCluster:
             pid = int(self._pid_file(node).read_text())
         except (FileNotFoundError, ValueError):
             return None
+        try:
+            reaped, _ = os.waitpid(pid, os.WNOHANG)  # our child that died: reap it
+            if reaped == pid:
+                return None
+        except ChildProcessError:
+            pass  # not our child (started by another `tessera cluster up`)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

@@ -1,0 +1,391 @@
+"""Multi-process integration: three node processes on loopback, each with its own SoftHSM2
+token and SQLite file, driven over HTTP by the coordinator.  DKG, aux-info, presignature pool,
+50 verified signatures, a node down, a node returning bad partials, concurrency, crashes at
+every step of signing (kill -9 through failpoints), refresh, and what the coordinator sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_keys import keys as eth_keys
+from node_cluster import make_cluster, run
+from sqlalchemy import text
+
+from coordinator.client import NodeClient, NodeRefused
+from coordinator.cluster import LocalCluster
+from coordinator.engine import Coordinator
+from coordinator.store import WalletRow
+from signer.encoding import decode
+from signer.errors import EncodingError
+from signer.node import codec
+from signer.node.envelope import Envelope
+from signer.protocol.sign import HashScheme, Signature, message_digest
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    cluster = make_cluster(tmp_path_factory.mktemp("cluster"))
+    run(cluster.up())
+    try:
+        yield cluster
+    finally:
+        cluster.down()
+
+
+@pytest.fixture(scope="module")
+def wallet(cluster: LocalCluster) -> WalletRow:
+    async def create() -> WalletRow:
+        coordinator = cluster.coordinator()
+        try:
+            return await coordinator.create_wallet("hot")
+        finally:
+            await coordinator.aclose()
+
+    return run(create())
+
+
+def verify(signature: Signature, message: bytes, wallet: WalletRow) -> None:
+    """libsecp256k1 (coincurve) and eth-keys recovery against the wallet's key."""
+    key = codec.decode_key_public(wallet.key_public)
+    digest = message_digest(message, HashScheme.KECCAK256)
+    assert signature.public_key == key.public_key
+    assert key.public_key.to_public_key().verify(signature.der(), digest, hasher=None)
+    recovered = eth_keys.Signature(
+        vrs=(signature.recovery_id, signature.r, signature.s)
+    ).recover_public_key_from_msg_hash(digest)
+    expected = key.public_key.to_public_key().format(compressed=False)[1:]
+    assert recovered.to_bytes() == expected
+
+
+async def _with(cluster: LocalCluster, body: Any, **kwargs: Any) -> Any:
+    coordinator = cluster.coordinator(**kwargs)
+    try:
+        return await body(coordinator)
+    finally:
+        await coordinator.aclose()
+
+
+def test_fifty_signatures_from_the_pool_all_verify(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    async def body(coordinator: Coordinator) -> None:
+        made = await coordinator.fill_pool(wallet, (1, 2), (), 50)
+        assert made == 50
+        ids = set()
+        for k in range(50):
+            message = b"withdrawal %d " % k + secrets.token_bytes(8)
+            outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256, preferred=(1, 2))
+            assert outcome.signers == (1, 2) and not outcome.attempts
+            verify(outcome.signature, message, wallet)
+            ids.add(outcome.presignature_id)
+        assert len(ids) == 50
+
+    run(_with(cluster, body))
+
+
+def test_two_of_three_still_sign_with_one_node_stopped(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    third = cluster.nodes[2]
+    cluster.stop(third)
+    try:
+
+        async def body(coordinator: Coordinator) -> None:
+            message = b"node 3 is down"
+            outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256)
+            assert 3 not in outcome.signers
+            verify(outcome.signature, message, wallet)
+
+        run(_with(cluster, body))
+    finally:
+        run(cluster.up())
+
+
+class LyingClient(NodeClient):
+    """Node 2 as a compromised node: its partial signatures are off by one."""
+
+    async def sign(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        reply = await super().sign(*args, **kwargs)
+        reply["partial"] = f"{(int(reply['partial'], 16) + 1):064x}"
+        return reply
+
+
+def test_node_with_bad_partials_is_blamed_and_others_sign(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    liar = cluster.nodes[1]
+
+    async def body(coordinator: Coordinator) -> None:
+        coordinator.clients = {**coordinator.clients, 2: LyingClient(2, liar.url, liar.api_token)}
+        message = b"who lies?"
+        outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256, preferred=(1, 2))
+        assert 2 not in outcome.signers
+        assert any("bad partial from [2]" in a for a in outcome.attempts)
+        verify(outcome.signature, message, wallet)
+        blamed = [row for row in coordinator.store.blame() if row.operation == "sign"]
+        assert blamed and all(row.culprit == 2 for row in blamed)
+
+    run(_with(cluster, body))
+
+
+def test_twenty_concurrent_requests_never_share_a_presignature(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    async def body(coordinator: Coordinator) -> None:
+        await coordinator.fill_pool(wallet, (1, 3), (), 20)
+        messages = [b"concurrent %d" % k for k in range(20)]
+        outcomes = await asyncio.gather(
+            *(coordinator.sign("hot", m, HashScheme.KECCAK256, preferred=(1, 3)) for m in messages)
+        )
+        used = [o.presignature_id for o in outcomes]
+        assert len(set(used)) == 20
+        for outcome, message in zip(outcomes, messages, strict=True):
+            verify(outcome.signature, message, wallet)
+
+    run(_with(cluster, body))
+
+
+def node_presignature_state(cluster: LocalCluster, index: int, presignature_id: str) -> str:
+    db = cluster.nodes[index - 1].directory / "node.db"
+    with sqlite3.connect(db) as connection:
+        row = connection.execute(
+            "SELECT state FROM presignatures WHERE presignature_id = ?", (presignature_id,)
+        ).fetchone()
+    return "absent" if row is None else str(row[0])
+
+
+@pytest.mark.parametrize(
+    "failpoint", ["sign.before_consume", "sign.after_consume", "sign.after_partial"]
+)
+def test_kill_9_during_signing_never_reuses_a_presignature(
+    cluster: LocalCluster, wallet: WalletRow, failpoint: str
+) -> None:
+    node = cluster.nodes[1]  # node 2 dies
+
+    async def body(coordinator: Coordinator) -> str:
+        await coordinator.fill_pool(wallet, (1, 2), (), 1)
+        cluster.stop(node)
+        cluster.start(node, env={"TESSERA_FAILPOINTS": failpoint})
+        await cluster.wait_healthy(node)
+        message = b"crash at " + failpoint.encode()
+        outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256, preferred=(1, 2))
+        verify(outcome.signature, message, wallet)
+        assert outcome.signers != (1, 2)  # node 2 died; another set finished the job
+        crashed = next(a for a in outcome.attempts if "node 2 unavailable" in a)
+        assert crashed
+        return outcome.presignature_id
+
+    run(_with(cluster, body))
+    assert cluster.pid(node) is None  # the failpoint really killed it
+    cluster.stop(node)
+    run(cluster.up())
+
+    async def after(coordinator: Coordinator) -> None:
+        # the presignature the crash interrupted is never offered again
+        with coordinator.store.session() as session:
+            rows = session.execute(
+                text(
+                    "SELECT presignature_id, state FROM presignatures WHERE signers = '1,2' "
+                    "ORDER BY created_at DESC LIMIT 1"
+                )
+            ).all()
+        ((pid, state),) = rows
+        assert state == "used"
+        node1 = node_presignature_state(cluster, 1, pid)
+        node2 = node_presignature_state(cluster, 2, pid)
+        assert node1 == "consumed"  # node 1 answered before node 2 died
+        expected = "available" if failpoint == "sign.before_consume" else "consumed"
+        assert node2 == expected
+        for index in (1, 2):
+            client = coordinator.clients[index]
+            if node_presignature_state(cluster, index, pid) == "consumed":
+                with pytest.raises(NodeRefused) as refused:
+                    await client.sign(wallet.key_id, pid, b"again", "keccak256")
+                assert refused.value.code == "PRESIGNATURE_USED"
+        # and signing with node 2 goes on
+        message = b"after the crash"
+        outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256, preferred=(1, 2))
+        verify(outcome.signature, message, wallet)
+
+    run(_with(cluster, after))
+
+
+@pytest.mark.parametrize("failpoint", ["session.before_store", "session.after_store"])
+def test_kill_9_while_storing_a_presignature_leaves_no_half_state(
+    cluster: LocalCluster, wallet: WalletRow, failpoint: str
+) -> None:
+    node = cluster.nodes[2]  # node 3 dies while finishing a presign
+
+    async def body(coordinator: Coordinator) -> None:
+        cluster.stop(node)
+        cluster.start(node, env={"TESSERA_FAILPOINTS": failpoint})
+        await cluster.wait_healthy(node)
+        with pytest.raises(Exception):  # noqa: B017 - SessionFailed or a refused/ended node
+            await coordinator.presign(wallet, (2, 3), ())
+
+    run(_with(cluster, body))
+    cluster.stop(node)
+    run(cluster.up())
+    db = node.directory / "node.db"
+    with sqlite3.connect(db) as connection:
+        rows = connection.execute(
+            "SELECT state, length(sealed_secret) FROM presignatures WHERE signers = '2,3'"
+        ).fetchall()
+    # before_store: nothing written; after_store: one complete row that the coordinator never
+    # learned about (it stays unused: the coordinator only offers what every signer reported)
+    assert len(rows) == (0 if failpoint == "session.before_store" else 1)
+    assert all(state == "available" and length > 0 for state, length in rows)
+
+
+def test_refresh_keeps_the_address_and_kills_old_presignatures(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    async def body(coordinator: Coordinator) -> None:
+        await coordinator.fill_pool(wallet, (2, 3), (), 1)
+        before = coordinator.store.wallet("hot")
+        with coordinator.store.session() as session:
+            old_ids = [
+                str(pid)
+                for (pid,) in session.execute(
+                    text("SELECT presignature_id FROM presignatures WHERE state = 'available'")
+                )
+            ]
+        refreshed = await coordinator.refresh("hot")
+        assert refreshed.epoch == before.epoch + 1
+        old_key = codec.decode_key_public(before.key_public)
+        new_key = codec.decode_key_public(refreshed.key_public)
+        assert new_key.public_key == old_key.public_key
+        assert new_key.public_shares != old_key.public_shares
+        assert old_ids and coordinator.store.pools(refreshed.key_id) == {}
+        for pid in old_ids:
+            with pytest.raises(NodeRefused) as refused:
+                await coordinator.clients[2].sign(refreshed.key_id, pid, b"old", "keccak256")
+            assert refused.value.code in ("STALE_PRESIGNATURE", "PRESIGNATURE_USED")
+        message = b"after refresh"
+        outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256)
+        verify(outcome.signature, message, refreshed)
+
+    run(_with(cluster, body))
+
+
+# --- what a compromised coordinator sees and can do ------------------------------------------
+
+_SECRETS_SCRIPT = """
+import json, sys
+from pathlib import Path
+from sqlmodel import select
+from signer.node.runtime import NodeRuntime
+from signer.node.store import AuxRow
+runtime = NodeRuntime.open(Path(sys.argv[1]))
+service = runtime.service
+out = {}
+for row in runtime.store.active_keys():
+    share = service.key_share(bytes.fromhex(row.key_id))
+    out["share"] = share.secret_share.to_bytes(32, "big").hex()
+with runtime.store.session() as session:
+    aux_id = session.exec(select(AuxRow)).all()[-1].aux_id
+aux = service.aux_info(bytes.fromhex(aux_id))
+out["p"] = format(aux.own.paillier.p, "x")
+out["q"] = format(aux.own.paillier.q, "x")
+runtime.close()
+print(json.dumps(out))
+"""
+
+
+def node_secrets(directory: Path) -> dict[str, str]:
+    """A node's share and Paillier factors, read in a separate process from its token."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SECRETS_SCRIPT, str(directory)],
+        capture_output=True,
+        check=True,
+        timeout=120,
+    )
+    secrets_: dict[str, str] = json.loads(result.stdout)
+    return secrets_
+
+
+def test_coordinator_traffic_holds_no_secret(tmp_path: Path) -> None:
+    cluster = make_cluster(tmp_path, per_node=2)
+    traffic: list[dict[str, Any]] = []
+    run(cluster.up())
+    try:
+
+        async def body(coordinator: Coordinator) -> None:
+            wallet = await coordinator.create_wallet("cold")
+            await coordinator.presign(wallet, (1, 3), (0, 1))
+
+        run(_with(cluster, body, traffic=traffic))
+    finally:
+        cluster.down()
+    assert traffic
+    wire = json.dumps(traffic)
+    for node in cluster.nodes:
+        found = node_secrets(node.directory)
+        for name, value in found.items():
+            assert value not in wire, f"{node.node_id}'s {name} visible to the coordinator"
+    # every point-to-point body is ciphertext: it does not even parse as a protocol encoding
+    p2p = [e for e in traffic if not e["broadcast"]]
+    assert p2p
+    for envelope in p2p:
+        with pytest.raises(EncodingError):
+            decode(bytes.fromhex(envelope["body"]))
+        assert len(bytes.fromhex(envelope["salt"])) == 16
+
+
+def test_nodes_reject_forged_replayed_and_unpinned_envelopes(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    traffic: list[dict[str, Any]] = []
+
+    async def record(coordinator: Coordinator) -> None:
+        await coordinator.presign(wallet, (1, 2), ())
+
+    run(_with(cluster, record, traffic=traffic))
+    to_two = next(e for e in traffic if e["sender"] == 1 and e["recipient"] in (2, None))
+    client = cluster.client(cluster.nodes[1])
+
+    async def probe() -> None:
+        try:
+            # replay into the finished session: the node no longer knows it
+            with pytest.raises(NodeRefused) as refused:
+                await client.deliver(to_two["session"], [to_two])
+            assert refused.value.code == "UNKNOWN_SESSION"
+            # a live session: start one and feed it a forged and an unpinned envelope
+            spec = {
+                "protocol": "presign/v1",
+                "request": secrets.token_bytes(16).hex(),
+                "parties": [1, 2],
+                "threshold": 2,
+                "key_id": wallet.key_id,
+                "aux_id": wallet.aux_id,
+                "path": [],
+            }
+            started = await client.start(spec)
+            forged = {**to_two, "session": started["session"]}  # signature no longer matches
+            unpinned = {**to_two, "session": started["session"], "sender": 9}
+            reply = await client.deliver(started["session"], [forged, unpinned])
+            checks = sorted(r["check"] for r in reply["abort"]["rejected"])
+            assert checks == ["SIGNATURE", "UNKNOWN_SENDER"]
+            assert reply["status"] == "running"  # dropped, nothing else changed
+            stranger = NodeClient(2, cluster.nodes[1].url, "wrong-token")
+            assert (await stranger.health())["index"] == 2  # liveness is public, nothing else
+            with pytest.raises(NodeRefused) as refused:
+                await stranger.card()
+            assert refused.value.code == "UNAUTHORIZED"
+            await stranger.aclose()
+        finally:
+            await client.aclose()
+
+    run(probe())
+    Envelope.from_dict(to_two)  # the recorded envelope itself is well-formed
