@@ -10,7 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.cli import cluster_app, demo_command
 from hsm.cli import hsm_app
+from signer.demo import run_demo, run_wallet_demo
 from signer.errors import TesseraError
 from signer.node.cli import node_app
 from signer.primes import PrimePool, generate_safe_primes
@@ -23,6 +25,7 @@ primes_app = typer.Typer(help="Pregenerate safe primes for Paillier keys (aux-in
 app.add_typer(primes_app, name="primes")
 app.add_typer(hsm_app, name="hsm")
 app.add_typer(node_app, name="node")
+app.add_typer(cluster_app, name="cluster")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -33,20 +36,41 @@ PoolOption = Annotated[
 
 @app.command()
 def demo(
-    pool: Annotated[
-        Path | None,
-        typer.Option("--pool", help="Take the safe primes from this pool instead of generating."),
-    ] = None,
+    root: Annotated[
+        Path,
+        typer.Option(
+            "--dir", help="Cluster directory (created on first run, then reused).", file_okay=False
+        ),
+    ] = Path("var/demo"),
+    pool_depth: Annotated[
+        int, typer.Option("--pool-depth", min=1, max=1000, help="Presignatures to keep ready.")
+    ] = 3,
+    keep_running: Annotated[
+        bool, typer.Option("--keep-running", help="Leave the node processes running.")
+    ] = False,
+    in_process: Annotated[
+        bool,
+        typer.Option(
+            "--in-process", help="Instead: the protocols alone, all parties in this process."
+        ),
+    ] = False,
     proofs: Annotated[
         bool, typer.Option("--proofs", help="Instead: prove and verify each ZK proof once.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the timings as JSON.")] = False,
+    pool: Annotated[
+        Path | None,
+        typer.Option("--pool", help="With --in-process/--proofs: safe primes from this pool."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Run a 2-of-3 wallet in-process at production parameters: aux-info on fresh safe primes,
-    DKG, a BIP32 deposit address, presign and an Ethereum-style signature that recovers to that
-    address.  With --proofs, prove and verify every CGGMP21 proof between two parties."""
-    from signer.demo import run_demo, run_wallet_demo  # noqa: PLC0415  (keeps --help fast)
-
+    """The whole engine on this machine: a 2-of-3 cluster of node processes (SoftHSM2 tokens,
+    SQLite, identity keys, set up under --dir on first run), a wallet (aux-info + DKG), a
+    presignature pool, an EIP-1559 ETH transfer signed through the nodes, checked to recover to
+    the wallet's address and mined by an in-process EVM; balances and per-phase timings.
+    A second run reuses the cluster and the wallet."""
+    if not in_process and not proofs:
+        demo_command(root, pool_depth, keep_running, as_json)
+        return
     try:
         if proofs:
             steps = run_demo(pool)
@@ -71,7 +95,7 @@ def demo(
             }
         typer.echo(json.dumps(doc, indent=2))
         return
-    table = Table(title="Tessera — N = 3072 bits, m = 128, ℓ/ε/ℓ' = 256/512/1280")
+    table = Table(title="Tessera in-process — N = 3072 bits, m = 128, ℓ/ε/ℓ' = 256/512/1280")
     table.add_column("step")
     table.add_column("time", justify="right")
     table.add_column("detail")
