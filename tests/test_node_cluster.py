@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from coordinator.client import NodeClient, NodeRefused
 from coordinator.cluster import LocalCluster
+from coordinator.driver import SessionFailed
 from coordinator.engine import Coordinator
 from coordinator.store import WalletRow
 from signer.encoding import decode
@@ -389,3 +390,58 @@ def test_nodes_reject_forged_replayed_and_unpinned_envelopes(
 
     run(probe())
     Envelope.from_dict(to_two)  # the recorded envelope itself is well-formed
+
+
+def _share_blob(cluster: LocalCluster, index: int, key_id: str) -> bytes:
+    with sqlite3.connect(cluster.nodes[index - 1].directory / "node.db") as connection:
+        row = connection.execute(
+            "SELECT sealed_share FROM key_versions WHERE key_id = ? AND state = 'active'",
+            (key_id,),
+        ).fetchone()
+    blob: bytes = row[0]
+    return blob
+
+
+def _put_share_blob(cluster: LocalCluster, index: int, key_id: str, blob: bytes) -> None:
+    with sqlite3.connect(cluster.nodes[index - 1].directory / "node.db") as connection:
+        connection.execute(
+            "UPDATE key_versions SET sealed_share = ? WHERE key_id = ? AND state = 'active'",
+            (blob, key_id),
+        )
+
+
+def test_sealed_share_moved_to_another_node_or_key_does_not_open(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    """Node 2's database gets node 1's sealed share of the same key, then its own share of
+    another key: the token refuses both (the AAD binds node id and key id), node 2 refuses to
+    presign (HSM), and nothing is signed with a wrong share."""
+
+    async def second_wallet(coordinator: Coordinator) -> WalletRow:
+        return await coordinator.create_wallet("other")
+
+    other = run(_with(cluster, second_wallet))
+    own = _share_blob(cluster, 2, wallet.key_id)
+    node = cluster.nodes[1]
+    for planted in (_share_blob(cluster, 1, wallet.key_id), _share_blob(cluster, 2, other.key_id)):
+        cluster.stop(node)
+        _put_share_blob(cluster, 2, wallet.key_id, planted)
+        run(cluster.up())
+
+        async def attempt(coordinator: Coordinator) -> None:
+            with pytest.raises(SessionFailed) as failed:
+                await coordinator.presign(wallet, (2, 3), ())
+            assert "HSM" in failed.value.unavailable[2]
+            assert "authentication failed" in failed.value.unavailable[2]
+
+        run(_with(cluster, attempt))
+    cluster.stop(node)
+    _put_share_blob(cluster, 2, wallet.key_id, own)
+    run(cluster.up())
+
+    async def healed(coordinator: Coordinator) -> None:
+        message = b"own share back"
+        outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256, preferred=(2, 3))
+        verify(outcome.signature, message, wallet)
+
+    run(_with(cluster, healed))
