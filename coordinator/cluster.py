@@ -31,13 +31,42 @@ from coordinator.engine import Coordinator
 from coordinator.store import CoordinatorStore
 from signer.errors import TesseraError
 from signer.node.envelope import NodeCard
-from signer.node.runtime import NodeConfig
+from signer.node.runtime import NodeConfig, grow_roster, roster_from_json
 
 CLUSTER_FILE = "cluster.json"
 
 
 class ClusterError(TesseraError):
     pass
+
+
+def _init_nodes(nodes: list[tuple[int, Path, int, Path | None]]) -> None:
+    """`tessera node init` for each (index, directory, port, prime pool), in parallel.  Each node
+    is initialised in its own process: PKCS#11 module state (which SoftHSM2 configuration is
+    loaded, which tokens are open) is per process, as in production."""
+    pending = []
+    for index, directory, port, pool in nodes:
+        command = [
+            sys.executable,
+            "-m",
+            "signer.node",
+            "init",
+            "--dir",
+            str(directory),
+            "--node-id",
+            f"node-{index}",
+            "--index",
+            str(index),
+            "--port",
+            str(port),
+            *([] if pool is None else ["--prime-pool", str(pool)]),
+        ]
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603
+        pending.append((index, process))
+    for index, process in pending:
+        _, err = process.communicate(timeout=120)
+        if process.returncode != 0:
+            raise ClusterError(f"node-{index} init failed: {err.decode(errors='replace')}")
 
 
 @dataclass(frozen=True)
@@ -108,37 +137,18 @@ class LocalCluster:
         if not 2 <= threshold <= n <= 255:
             raise ClusterError(f"need 2 ≤ t ≤ n ≤ 255, got t = {threshold}, n = {n}")
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Each node is initialised in its own process: PKCS#11 module state (which SoftHSM2
-        # configuration is loaded, which tokens are open) is per process, as in production.
-        pending = []
-        for index in range(1, n + 1):
-            directory = root / "nodes" / f"node-{index}"
-            if (directory / "node.json").exists():
-                continue
-            own_pool = (prime_pools or {}).get(index)
-            pool = [] if own_pool is None else ["--prime-pool", str(own_pool)]
-            command = [
-                sys.executable,
-                "-m",
-                "signer.node",
-                "init",
-                "--dir",
-                str(directory),
-                "--node-id",
-                f"node-{index}",
-                "--index",
-                str(index),
-                "--port",
-                str(base_port + index),
-                *pool,
+        _init_nodes(
+            [
+                (
+                    index,
+                    root / "nodes" / f"node-{index}",
+                    base_port + index,
+                    (prime_pools or {}).get(index),
+                )
+                for index in range(1, n + 1)
+                if not (root / "nodes" / f"node-{index}" / "node.json").exists()
             ]
-            pending.append(
-                (index, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # noqa: S603
-            )
-        for index, process in pending:
-            _, err = process.communicate(timeout=120)
-            if process.returncode != 0:
-                raise ClusterError(f"node-{index} init failed: {err.decode(errors='replace')}")
+        )
         nodes = []
         for index in range(1, n + 1):
             directory = root / "nodes" / f"node-{index}"
@@ -147,6 +157,26 @@ class LocalCluster:
         cluster = cls(root, secrets.token_bytes(32), threshold, tuple(nodes))
         cluster.save()
         return cluster
+
+    def add_node(self, base_port: int, prime_pool: Path | None = None) -> LocalCluster:
+        """Initialise node n+1, add it to cluster.json and pin the grown roster on every node
+        as the operator (locally; existing cards unchanged).  Start it with `up()`; give it a
+        key with `Coordinator.reshare`."""
+        index = max(n.index for n in self.nodes) + 1
+        directory = self.root / "nodes" / f"node-{index}"
+        _init_nodes([(index, directory, base_port + index, prime_pool)])
+        config = NodeConfig.load(directory)
+        grown = LocalCluster(
+            self.root,
+            self.cluster_id,
+            self.threshold,
+            (*self.nodes, NodeEntry(index, f"node-{index}", config.url, directory)),
+        )
+        grown.save()
+        roster = roster_from_json(grown.roster())
+        for node in grown.nodes:
+            grow_roster(node.directory, roster)
+        return grown
 
     def roster(self) -> dict[str, Any]:
         cards = [

@@ -93,33 +93,39 @@ class Coordinator:
             raise
 
     # --- aux-info and wallets ------------------------------------------------------------------
-    async def ensure_aux(self) -> str:
-        parties = join_indices(self.parties)
-        existing = self.store.active_aux(parties)
+    async def ensure_aux(self, parties: tuple[int, ...] | None = None) -> str:
+        """The active aux-info of a committee (all nodes by default), run if there is none;
+        aux-info is reusable across every key of the same committee."""
+        committee = parties or self.parties
+        existing = self.store.active_aux(join_indices(committee))
         if existing is not None:
             return existing
-        return await self.run_aux_info()
+        return await self.run_aux_info(committee)
 
-    async def run_aux_info(self) -> str:
+    async def run_aux_info(self, parties: tuple[int, ...] | None = None) -> str:
+        """Fresh aux-info (new Paillier keys, proven again) for a committee."""
+        committee = parties or self.parties
         spec = {
             "protocol": "aux_info/v1",
             "request": new_request_id(),
-            "parties": list(self.parties),
-            "threshold": self.threshold,
+            "parties": list(committee),
+            "threshold": 2,
             "key_id": AUX_KEY_ID.hex(),
         }
         results = await self._run("aux-info", spec)
         aux_id = str(_same(results, "aux_id", "aux-info ids"))
-        self.store.add_aux(aux_id, join_indices(self.parties))
+        self.store.add_aux(aux_id, join_indices(committee))
         return aux_id
 
-    async def create_wallet(self, name: str) -> WalletRow:
-        aux_id = await self.ensure_aux()
+    async def create_wallet(self, name: str, parties: tuple[int, ...] | None = None) -> WalletRow:
+        """DKG among `parties` (all nodes by default) with the cluster's threshold."""
+        committee = parties or self.parties
+        aux_id = await self.ensure_aux(committee)
         key_id = secrets.token_bytes(16)
         spec = {
             "protocol": "keygen/v1",
             "request": new_request_id(),
-            "parties": list(self.parties),
+            "parties": list(committee),
             "threshold": self.threshold,
             "key_id": key_id.hex(),
         }
@@ -189,9 +195,11 @@ class Coordinator:
         return made
 
     # --- signing -------------------------------------------------------------------------------
-    def signer_sets(self, excluded: set[int]) -> list[tuple[int, ...]]:
-        usable = [i for i in self.parties if i not in excluded]
-        return [tuple(c) for c in itertools.combinations(usable, self.threshold)]
+    @staticmethod
+    def signer_sets(key: KeyPublic, excluded: set[int]) -> list[tuple[int, ...]]:
+        """Every t-subset of the key's committee without the excluded nodes."""
+        usable = [i for i in key.parties if i not in excluded]
+        return [tuple(c) for c in itertools.combinations(usable, key.threshold)]
 
     async def sign(
         self,
@@ -207,8 +215,8 @@ class Coordinator:
         excluded: set[int] = set()
         attempts: list[str] = []
         tried_fresh: set[tuple[int, ...]] = set()
-        for _ in range(4 * len(self.parties)):
-            sets = self.signer_sets(excluded)
+        for _ in range(4 * len(key.parties)):
+            sets = self.signer_sets(key, excluded)
             if not sets:
                 break
             if preferred in sets:
@@ -297,22 +305,52 @@ class Coordinator:
         """Fresh aux-info for the committee, then fresh shares of the same key (epoch + 1);
         old presignatures are revoked on every node and here."""
         wallet = self.store.wallet(wallet_name)
-        aux_id = await self.run_aux_info()
+        old = codec.decode_key_public(wallet.key_public)
+        return await self._reshare(wallet, old.parties, old.parties, old.threshold, refresh=True)
+
+    async def reshare(
+        self,
+        wallet_name: str,
+        new_parties: tuple[int, ...],
+        new_threshold: int,
+        dealers: tuple[int, ...] | None = None,
+    ) -> WalletRow:
+        """Move the wallet's key to a new committee (add, remove or replace nodes, change t):
+        fresh aux-info for the new committee, then the re-share session among the dealers
+        (by default every old holder that is not excluded by the caller) and the committee."""
+        wallet = self.store.wallet(wallet_name)
+        old = codec.decode_key_public(wallet.key_public)
+        chosen = dealers if dealers is not None else old.parties
+        return await self._reshare(
+            wallet, tuple(sorted(chosen)), tuple(sorted(new_parties)), new_threshold, False
+        )
+
+    async def _reshare(
+        self,
+        wallet: WalletRow,
+        dealers: tuple[int, ...],
+        committee: tuple[int, ...],
+        threshold: int,
+        refresh: bool,
+    ) -> WalletRow:
+        old = codec.decode_key_public(wallet.key_public)
+        aux_id = await self.run_aux_info(committee)
         spec = {
-            "protocol": "refresh/v1",
+            "protocol": "refresh/v1" if refresh else "reshare/v1",
             "request": new_request_id(),
-            "parties": list(self.parties),
-            "threshold": wallet.threshold,
+            "parties": sorted(set(dealers) | set(committee)),
+            "threshold": threshold,
             "key_id": wallet.key_id,
             "plan_old": wallet.key_public.hex(),
-            "dealers": list(self.parties),
-            "new_parties": list(self.parties),
+            "dealers": list(dealers),
+            "new_parties": list(committee),
         }
-        results = await self._run("refresh", spec)
+        results = await self._run("refresh" if refresh else "re-share", spec)
         key_public = bytes.fromhex(str(_same(results, "key_public", "key versions")))
         public = codec.decode_key_public(key_public)
-        old = codec.decode_key_public(wallet.key_public)
         if public.public_key != old.public_key or public.epoch != old.epoch + 1:
-            raise InconsistentReports("refresh changed the public key or skipped an epoch")
-        self.store.update_wallet(wallet.key_id, public.epoch, key_public, aux_id)
+            raise InconsistentReports("the new version changed the public key or skipped an epoch")
+        if public.parties != committee or public.threshold != threshold:
+            raise InconsistentReports("the new version is not for the planned committee")
+        self.store.update_wallet(wallet.key_id, public.epoch, key_public, aux_id, threshold)
         return self.store.wallet(wallet.key_id)

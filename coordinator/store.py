@@ -104,12 +104,16 @@ class CoordinatorStore:
             session.add(row)
             session.commit()
 
-    def update_wallet(self, key_id: str, epoch: int, key_public: bytes, aux_id: str) -> None:
+    def update_wallet(
+        self, key_id: str, epoch: int, key_public: bytes, aux_id: str, threshold: int
+    ) -> None:
+        """A new key version (refresh, re-share): its presignatures from before are revoked."""
         with self.session() as session:
             row = session.get(WalletRow, key_id)
             if row is None:
                 raise CoordinatorStoreError(f"no wallet {key_id[:16]}")
             row.epoch, row.key_public, row.aux_id = epoch, key_public, aux_id
+            row.threshold = threshold
             session.add(row)
             session.execute(
                 text(

@@ -52,11 +52,16 @@ def prime_pools(root: Path, n: int, per_node: int = 4) -> dict[int, Path]:
     return pools
 
 
-def make_cluster(root: Path, n: int = 3, t: int = 2, per_node: int = 4) -> LocalCluster:
+def make_cluster(root: Path, n: int = 3, t: int = 2, per_node: int = 6) -> LocalCluster:
     pools = prime_pools(root / "pools", n, per_node)
     return LocalCluster.create(
         root / "cluster", n, t, base_port=free_base_port(n), prime_pools=pools
     )
+
+
+def extra_pool(root: Path, index: int, per_node: int = 6) -> Path:
+    """The pool `prime_pools` would give node `index` (for a node added later)."""
+    return prime_pools(root / f"extra-{index}", index, per_node)[index]
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

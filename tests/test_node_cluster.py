@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from eth_keys import keys as eth_keys
-from node_cluster import make_cluster, run
+from node_cluster import extra_pool, make_cluster, run
 from sqlalchemy import text
 
 from coordinator.client import NodeClient, NodeRefused
@@ -445,3 +445,42 @@ def test_sealed_share_moved_to_another_node_or_key_does_not_open(
         verify(outcome.signature, message, wallet)
 
     run(_with(cluster, healed))
+
+
+def test_reshare_over_http_replaces_node_3_by_a_new_node_4(
+    cluster: LocalCluster, wallet: WalletRow, tmp_path: Path
+) -> None:
+    """Runs last: grows the cluster.  Node 4 is initialised and pinned by the operator, the
+    wallet moves from {1, 2, 3} to {1, 2, 4} (same address, epoch + 1, fresh aux-info), node 3
+    keeps no share, and {2, 4} sign."""
+    grown = cluster.add_node(
+        base_port=int(cluster.nodes[0].url.rsplit(":", 1)[1]) - 1,
+        prime_pool=extra_pool(tmp_path, 4),
+    )
+    run(grown.up())
+    try:
+
+        async def body(coordinator: Coordinator) -> None:
+            before = coordinator.store.wallet("hot")
+            moved = await coordinator.reshare("hot", (1, 2, 4), 2)
+            old_key = codec.decode_key_public(before.key_public)
+            new_key = codec.decode_key_public(moved.key_public)
+            assert new_key.public_key == old_key.public_key
+            assert new_key.parties == (1, 2, 4) and new_key.epoch == old_key.epoch + 1
+            message = b"signed by the new committee"
+            outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256, preferred=(2, 4))
+            assert outcome.signers == (2, 4)
+            verify(outcome.signature, message, moved)
+            with pytest.raises(SessionFailed) as failed:  # node 3 left: no share any more
+                await coordinator.presign(moved, (1, 3), ())
+            assert "NO_SHARE" in failed.value.unavailable[3]
+            assert "BAD_REQUEST" in failed.value.unavailable[1]  # 3 is not in the committee
+
+        run(_with(grown, body))
+        with sqlite3.connect(grown.nodes[2].directory / "node.db") as connection:
+            shares = connection.execute(
+                "SELECT sealed_share FROM key_versions WHERE key_id = ?", (wallet.key_id,)
+            ).fetchall()
+        assert shares and all(blob is None for (blob,) in shares)  # retired and erased
+    finally:
+        grown.stop(grown.nodes[3])

@@ -72,6 +72,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
             raise NodeError("UNAUTHORIZED", "missing or wrong bearer token")
 
     def service() -> NodeService:
+        runtime.reload_roster()
         if runtime.service is None:
             raise NodeError("NOT_PINNED", "no cluster roster pinned yet")
         return runtime.service

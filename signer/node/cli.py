@@ -12,7 +12,7 @@ from rich.console import Console
 
 from signer.errors import TesseraError
 from signer.node.app import create_app
-from signer.node.runtime import NodeRuntime, init_node
+from signer.node.runtime import NodeRuntime, grow_roster, init_node, roster_from_json
 
 node_app = typer.Typer(
     help=(
@@ -73,3 +73,24 @@ def run(directory: DirOption) -> None:
         )
     finally:
         runtime.close()
+
+
+@node_app.command("pin")
+def pin(
+    directory: DirOption,
+    roster: Annotated[
+        Path, typer.Option("--roster", help="Roster JSON: cluster_id and every node's card.")
+    ],
+) -> None:
+    """Pin (or grow) the cluster roster on this node, as its operator.  Cards already pinned
+    can never change; new ones can be added (to re-share a key to new nodes).  A running node
+    picks the new roster up at its next session."""
+    try:
+        grow_roster(directory, roster_from_json(json.loads(roster.read_text())))
+    except (OSError, ValueError) as exc:
+        errors.print(f"[red]error:[/red] cannot read {roster}: {exc}")
+        raise typer.Exit(1) from exc
+    except TesseraError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    typer.echo("roster pinned")

@@ -239,7 +239,8 @@ class NodeRuntime:
         self.keystore.close()
 
     def pin(self, roster: Roster) -> None:
-        """Pin the cluster roster (once; the same roster again is accepted, another refused)."""
+        """Pin the cluster roster over the API: once (the same roster again is accepted, any
+        other refused).  Growing it later is a local operator action (`grow_roster`)."""
         mine = roster.cards.get(self.config.index)
         if mine is None or mine != self.card:
             raise EnvelopeRejected(self.config.index, "FORMAT", "roster lacks this node's card")
@@ -247,6 +248,17 @@ class NodeRuntime:
         self.store.set_setting(_ROSTER_SETTING, encoded)  # raises if another roster is pinned
         if self.service is None:
             self._activate(roster)
+
+    def reload_roster(self) -> None:
+        """Pick up a roster grown by the operator (`tessera node pin`) since start-up."""
+        stored = self.store.setting(_ROSTER_SETTING)
+        if stored is None:
+            return
+        roster = roster_from_json(json.loads(stored))
+        if self.service is None:
+            self._activate(roster)
+        elif self.service.endpoint.roster != roster:
+            self.service.endpoint.roster = roster
 
     def _activate(self, roster: Roster) -> None:
         endpoint = Endpoint(self.config.index, self.keystore, self._kex, roster)
@@ -258,6 +270,34 @@ class NodeRuntime:
             endpoint,
             paillier_source(self.config.prime_pool),
         )
+
+
+def grow_roster(directory: Path, roster: Roster) -> None:
+    """Pin `roster` on the node in `directory` as the operator, locally: allowed at genesis, or
+    to add nodes — every card already pinned must stay exactly as it is, under the same cluster
+    id.  Not reachable over the API, so a compromised coordinator cannot add nodes of its own
+    (a re-share to them would hand it the key)."""
+    config = NodeConfig.load(directory)
+    store = NodeStore(config.db_path)
+    try:
+        card_doc = store.setting(_CARD_SETTING)
+        if card_doc is None:
+            raise NodeSetupError(config.db_path, "no node card (initialisation incomplete)")
+        card = NodeCard.from_dict(json.loads(card_doc))
+        if roster.cards.get(config.index) != card:
+            raise NodeSetupError(directory, "the roster lacks this node's own card")
+        stored = store.setting(_ROSTER_SETTING)
+        if stored is not None:
+            current = roster_from_json(json.loads(stored))
+            if current.cluster_id != roster.cluster_id:
+                raise NodeSetupError(directory, "the roster is for another cluster")
+            changed = [i for i, c in current.cards.items() if roster.cards.get(i) != c]
+            if changed:
+                raise NodeSetupError(directory, f"pinned cards {changed} would change or vanish")
+        encoded = json.dumps(roster_to_json(roster), sort_keys=True).encode()
+        store.set_setting(_ROSTER_SETTING, encoded, overwrite=True)
+    finally:
+        store.close()
 
 
 def roster_to_json(roster: Roster) -> dict[str, Any]:
