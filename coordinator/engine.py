@@ -44,6 +44,16 @@ class InconsistentReports(TesseraError):
     """Parties of one session reported different public outputs."""
 
 
+@dataclass(frozen=True)
+class PoolTarget:
+    """A presignature pool to keep filled: wallet name, signer set, derivation path, depth."""
+
+    wallet: str
+    signers: tuple[int, ...]
+    path: tuple[int, ...] = ()
+    depth: int = 8
+
+
 @dataclass
 class SignOutcome:
     signature: Signature
@@ -193,6 +203,24 @@ class Coordinator:
             await asyncio.gather(*(self.presign(wallet, signers, path) for _ in range(batch)))
             made += batch
         return made
+
+    async def keep_pools(
+        self, targets: Sequence[PoolTarget], stop: asyncio.Event, interval: float = 0.5
+    ) -> None:
+        """Keep every target pool at its depth in the background until `stop` is set: after
+        each pass, wait `interval` (or less, if stopped).  A failed presign is in the blame log
+        (`_run`); the keeper tries again on the next pass."""
+        while not stop.is_set():
+            for target in targets:
+                wallet = self.store.wallet(target.wallet)
+                try:
+                    await self.fill_pool(wallet, target.signers, target.path, target.depth)
+                except (SessionFailed, InconsistentReports):
+                    continue
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                continue
 
     # --- signing -------------------------------------------------------------------------------
     @staticmethod

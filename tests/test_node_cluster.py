@@ -23,7 +23,7 @@ from sqlalchemy import text
 from coordinator.client import NodeClient, NodeRefused
 from coordinator.cluster import LocalCluster
 from coordinator.driver import SessionFailed
-from coordinator.engine import Coordinator
+from coordinator.engine import Coordinator, PoolTarget
 from coordinator.store import WalletRow
 from signer.encoding import decode
 from signer.errors import EncodingError
@@ -153,6 +153,30 @@ def test_twenty_concurrent_requests_never_share_a_presignature(
         assert len(set(used)) == 20
         for outcome, message in zip(outcomes, messages, strict=True):
             verify(outcome.signature, message, wallet)
+
+    run(_with(cluster, body))
+
+
+def test_pool_keeper_refills_in_the_background(cluster: LocalCluster, wallet: WalletRow) -> None:
+    async def body(coordinator: Coordinator) -> None:
+        target = PoolTarget("hot", (2, 3), (), depth=3)
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(coordinator.keep_pools([target], stop, interval=0.1))
+        try:
+            for _ in range(3):
+                while coordinator.store.pool_depth(wallet.key_id, wallet.epoch, "2,3", "") < 3:
+                    await asyncio.sleep(0.1)
+                message = secrets.token_bytes(16)
+                outcome = await coordinator.sign(
+                    "hot", message, HashScheme.KECCAK256, preferred=(2, 3)
+                )
+                assert outcome.signers == (2, 3) and "presign" not in outcome.timings
+                verify(outcome.signature, message, wallet)
+            while coordinator.store.pool_depth(wallet.key_id, wallet.epoch, "2,3", "") < 3:
+                await asyncio.sleep(0.1)  # refilled after the last use
+        finally:
+            stop.set()
+            await keeper
 
     run(_with(cluster, body))
 
