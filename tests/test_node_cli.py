@@ -1,0 +1,93 @@
+"""`tessera cluster up|status|down` and `tessera node init|run|pin` through typer's runner, with
+real node processes and SoftHSM2 tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from node_cluster import free_base_port
+from typer.testing import CliRunner
+
+from signer.cli import app
+
+runner = CliRunner()
+
+
+def test_cluster_up_status_down(tmp_path: Path) -> None:
+    root = tmp_path / "cluster"
+    base = str(free_base_port(2))
+    up = runner.invoke(
+        app,
+        [
+            "cluster",
+            "up",
+            "--dir",
+            str(root),
+            "--nodes",
+            "2",
+            "--threshold",
+            "2",
+            "--base-port",
+            base,
+        ],
+    )
+    assert up.exit_code == 0, up.output
+    try:
+        status = runner.invoke(app, ["cluster", "status", "--dir", str(root), "--json"])
+        assert status.exit_code == 0, status.output
+        doc = json.loads(status.output)
+        assert [n["state"] for n in doc["nodes"]] == ["pinned", "pinned"]
+        assert doc["wallets"] == []
+        again = runner.invoke(app, ["cluster", "up", "--dir", str(root)])  # idempotent
+        assert again.exit_code == 0, again.output
+    finally:
+        down = runner.invoke(app, ["cluster", "down", "--dir", str(root)])
+        assert down.exit_code == 0, down.output
+    status = runner.invoke(app, ["cluster", "status", "--dir", str(root), "--json"])
+    assert all(n["state"].startswith("down") for n in json.loads(status.output)["nodes"])
+
+
+def test_node_init_refuses_an_existing_node_and_pin_refuses_changed_cards(tmp_path: Path) -> None:
+    directory = tmp_path / "node-1"
+    init = ["node", "init", "--dir", str(directory), "--node-id", "node-1", "--index", "1"]
+    first = runner.invoke(app, [*init, "--port", "20001"])
+    assert first.exit_code == 0, first.output
+    card = json.loads(first.output)
+    assert card["index"] == 1 and card["identity"]["algorithm"] in ("ed25519", "p256")
+    second = runner.invoke(app, [*init, "--port", "20002"])
+    assert second.exit_code == 1 and "already a node directory" in second.output
+    roster = tmp_path / "roster.json"
+    roster.write_text(json.dumps({"cluster_id": "ab" * 32, "cards": [card]}))
+    pinned = runner.invoke(app, ["node", "pin", "--dir", str(directory), "--roster", str(roster)])
+    assert pinned.exit_code == 0, pinned.output
+    roster.write_text(json.dumps({"cluster_id": "cd" * 32, "cards": [card]}))
+    other = runner.invoke(app, ["node", "pin", "--dir", str(directory), "--roster", str(roster)])
+    assert other.exit_code == 1 and "another cluster" in other.output
+    forged = {**card, "url": "http://elsewhere:1"}  # no longer self-signed
+    roster.write_text(json.dumps({"cluster_id": "ab" * 32, "cards": [forged]}))
+    bad = runner.invoke(app, ["node", "pin", "--dir", str(directory), "--roster", str(roster)])
+    assert bad.exit_code == 1 and "SIGNATURE" in bad.output
+
+
+def test_node_run_refuses_a_directory_that_is_not_a_node(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["node", "run", "--dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "node refuses to start" in result.output and "tessera node init" in result.output
+
+
+def test_every_command_has_help() -> None:
+    for command in (
+        ["node", "--help"],
+        ["node", "init", "--help"],
+        ["node", "run", "--help"],
+        ["node", "pin", "--help"],
+        ["cluster", "--help"],
+        ["cluster", "up", "--help"],
+        ["cluster", "status", "--help"],
+        ["cluster", "down", "--help"],
+        ["demo", "--help"],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 0, (command, result.output)
+        assert "Usage" in result.output
