@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from conftest import new_context, paillier_key, ring_pedersen
 
+from signer.arith import random_unit
 from signer.curve import Point, Q
 from signer.errors import ProofRejected
 from signer.params import ELL_PRIME
-from signer.zk import aff_g, enc, fac, log_star
+from signer.zk import aff_g, dec, enc, fac, log_star, mul
 
 PROVER = paillier_key(0)
 VERIFIER = paillier_key(1)
@@ -39,11 +40,25 @@ def _cases() -> dict[str, tuple[Any, Callable[[Any, Any], None]]]:
     ag_public = aff_g.AffGPublic(VERIFIER.public, PROVER.public, C, D, Y, Point.base_mul(x))
     ag_proof = aff_g.prove(ctx, ag_public, aff_g.AffGPrivate(x, y, rho_d, rho_y), PUBLIC, PROVER)
     fac_proof = fac.prove(ctx, PROVER, PUBLIC)
+    y_own = -secrets.randbelow(1 << dec.PLAINTEXT_BITS)
+    D_own, rho_own = PROVER.encrypt(y_own)
+    rho_h = random_unit(PROVER.n)
+    H = PROVER.powmod_n2(K, x) * PROVER.encrypt_with(0, rho_h) % PROVER.public.n2
+    star_public = mul.MulStarPublic(PROVER.public, K, H, Point.base_mul(x))
+    star_proof = mul.prove_star(ctx, star_public, mul.MulStarPrivate(x, rho_h), PUBLIC, PROVER)
+    dec_public = dec.DecPublic(PROVER.public, D_own, y_own % Q)
+    dec_proof = dec.prove(ctx, dec_public, dec.DecPrivate(y_own, rho_own), PUBLIC, PROVER)
+    group_public = dec.DecGroupPublic(PROVER.public, D_own, g * y_own, g)
+    group_private = dec.DecPrivate(y_own, rho_own)
+    group_proof = dec.prove_group(ctx, group_public, group_private, PUBLIC, PROVER)
     return {
         "enc": (enc_proof, lambda p, aux: enc.verify(ctx, enc_public, p, aux)),
         "log_star": (ls_proof, lambda p, aux: log_star.verify(ctx, ls_public, p, aux)),
         "aff_g": (ag_proof, lambda p, aux: aff_g.verify(ctx, ag_public, p, aux)),
         "fac": (fac_proof, lambda p, aux: fac.verify(ctx, PROVER.n, p, aux)),
+        "mul_star": (star_proof, lambda p, aux: mul.verify_star(ctx, star_public, p, aux)),
+        "dec": (dec_proof, lambda p, aux: dec.verify(ctx, dec_public, p, aux)),
+        "dec_group": (group_proof, lambda p, aux: dec.verify_group(ctx, group_public, p, aux)),
     }
 
 

@@ -1,4 +1,4 @@
-"""Wire format of all seven proofs (the `Wire` schema codec of signer/encoding.py): round trips,
+"""Wire format of every proof (the `Wire` schema codec of signer/encoding.py): round trips,
 truncation, trailing bytes, type tags, message names, missing / unknown / misordered fields,
 non-canonical and out-of-schema integers, points and lists — in bytes and in JSON.
 
@@ -38,7 +38,7 @@ from signer.curve import Point, Q
 from signer.encoding import TAG_BYTES, TAG_INT, TAG_POINT, ListOf, Nat, PointField, Wire, encode
 from signer.errors import Check, InvalidPoint
 from signer.params import ELL, ELL_PRIME, EPSILON, M_ITERATIONS
-from signer.zk import aff_g, fac, log_star, mod, prm, sch
+from signer.zk import aff_g, dec, fac, log_star, mod, mul, prm, sch
 from signer.zk import enc as zk_enc
 
 M = M_ITERATIONS
@@ -53,6 +53,9 @@ FAC_Z = isqrt(KEY.n) << (ELL + EPSILON)
 FAC_SIGMA = (KEY.n * AUX.n) << ELL
 FAC_W = AUX.n << (ELL + EPSILON + 1)
 FAC_V = (KEY.n * AUX.n) << (ELL + EPSILON + 1)
+MUL_Z = 1 << mul.Z_BITS
+DEC_B1 = 1 << (dec.PLAINTEXT_BITS + EPSILON)
+DEC_DOS = AUX.n << (dec.PLAINTEXT_BITS + EPSILON + 1)
 
 
 # --- one honest proof of each kind (as signer/demo.py makes them) ------------------------------
@@ -84,6 +87,38 @@ def _aff_g() -> Wire:
     return aff_g.prove(new_context(2), public, aff_g.AffGPrivate(x, y, rho, rho_y), AUX, KEY)
 
 
+def _mul() -> Wire:
+    x = secrets.randbelow(Q)
+    X, rho_x = KEY.encrypt(x)
+    Y, rho = KEY.encrypt(secrets.randbelow(Q))
+    C = KEY.powmod_n2(Y, x) * KEY.encrypt_with(0, rho) % KEY.public.n2
+    public = mul.MulPublic(KEY.public, X, Y, C)
+    return mul.prove(new_context(2), public, mul.MulPrivate(x, rho, rho_x), KEY)
+
+
+def _mul_star() -> Wire:
+    x = secrets.randbelow(Q - 1) + 1
+    C, rho = KEY.encrypt(secrets.randbelow(Q))
+    D = KEY.powmod_n2(C, x) * KEY.encrypt_with(0, rho) % KEY.public.n2
+    public = mul.MulStarPublic(KEY.public, C, D, Point.base_mul(x))
+    return mul.prove_star(new_context(2), public, mul.MulStarPrivate(x, rho), AUX, KEY)
+
+
+def _dec() -> Wire:
+    y = secrets.randbelow(1 << dec.PLAINTEXT_BITS)
+    C, rho = KEY.encrypt(y)
+    public = dec.DecPublic(KEY.public, C, y % Q)
+    return dec.prove(new_context(2), public, dec.DecPrivate(y, rho), AUX, KEY)
+
+
+def _dec_group() -> Wire:
+    y = -secrets.randbelow(1 << dec.PLAINTEXT_BITS)
+    C, rho = KEY.encrypt(y)
+    g = Point.base_mul(secrets.randbelow(Q - 1) + 1)
+    public = dec.DecGroupPublic(KEY.public, C, g * y, g)
+    return dec.prove_group(new_context(2), public, dec.DecPrivate(y, rho), AUX, KEY)
+
+
 def _sch() -> Wire:
     x = secrets.randbelow(Q - 1) + 1
     return sch.prove(new_context(5), Point.base_mul(x), x)
@@ -110,6 +145,16 @@ KINDS: dict[str, Kind] = {
         lambda s: {"z1": s * B1, "z2": s * B2, "z3": s * DOS, "z4": -s * DOS},
     ),
     "sch": Kind(sch.SchProof, _sch, lambda s: {"z": _ends(s, Q - 1, 0)}),
+    "mul": Kind(mul.MulProof, _mul, lambda s: {"z": s * MUL_Z}),
+    "mul_star": Kind(mul.MulStarProof, _mul_star, lambda s: {"z1": s * B1, "z2": -s * DOS}),
+    "dec": Kind(
+        dec.DecProof,
+        _dec,
+        lambda s: {"z1": s * DEC_B1, "z2": s * DEC_DOS, "gamma": _ends(s, Q - 1, 0)},
+    ),
+    "dec_group": Kind(
+        dec.DecGroupProof, _dec_group, lambda s: {"z1": -s * DEC_B1, "z2": s * DEC_DOS}
+    ),
     "mod": Kind(
         mod.ModProof,
         lambda: mod.prove(new_context(7), KEY),

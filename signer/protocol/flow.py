@@ -1,4 +1,5 @@
-"""A whole wallet lifecycle run in one process: aux-info, DKG, presign, sign.
+"""A whole wallet lifecycle run in one process: aux-info, DKG, presign, sign, and the
+identification that follows a presign whose output check failed.
 
 Used by `tessera demo` and the protocol benchmark.  Every party is a separate state machine
 exchanging only encoded messages through the in-process simulator — the same code the node
@@ -9,21 +10,26 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from signer.errors import CryptoMisuse
 from signer.paillier import PaillierSecretKey
 from signer.protocol.aux_info import AuxInfo, AuxInfoParty
-from signer.protocol.base import SessionConfig
+from signer.protocol.base import ProtocolAbort, SessionConfig
 from signer.protocol.keygen import KeygenParty, KeyShare
 from signer.protocol.presign import Presignature, PresignParty
+from signer.protocol.presign_identify import (
+    Identification,
+    IdentificationRequired,
+    PresignIdentifyParty,
+)
 from signer.protocol.reshare import PROTOCOL as PROTOCOL_RESHARE
 from signer.protocol.reshare import REFRESH_PROTOCOL as PROTOCOL_REFRESH
 from signer.protocol.reshare import RefreshParty, ReshareParty, ResharePlan, ReshareResult
 from signer.protocol.sign import HashScheme, Signature, combine, issue_partial
-from signer.protocol.simulate import Outcome, run
+from signer.protocol.simulate import Mutator, Outcome, run
 
 T = TypeVar("T")
 
@@ -104,3 +110,44 @@ def run_refresh(
             raise CryptoMisuse(f"refresh gave party {i} no share")
         new_shares[i] = result.share
     return new_shares, aux
+
+
+def run_identification(
+    aborts: Mapping[int, ProtocolAbort],
+    *,
+    seed: int = 0,
+    classes: Mapping[int, type[PresignIdentifyParty]] | None = None,
+    mutators: Mapping[int, Mutator] | None = None,
+) -> Outcome[Identification]:
+    """Run presign identification among the signers of a failed presign, given every signer's
+    `IdentificationRequired` abort.  `classes` (a party class per index) and `mutators` (as in
+    `simulate.run`) are the malicious-party harness of the tests."""
+    states = {}
+    for i, abort in aborts.items():
+        if not isinstance(abort, IdentificationRequired):
+            raise CryptoMisuse(f"party {i} aborted without identification: {abort}")
+        states[i] = abort.identification
+    signers = {state.signers for state in states.values()}
+    if len(signers) != 1 or sorted(states) != list(next(iter(signers))):
+        raise CryptoMisuse(f"identification needs every signer's state, got {sorted(states)}")
+    chosen = classes or {}
+    parties = [
+        chosen.get(i, PresignIdentifyParty)(state.session_config(), state)
+        for i, state in sorted(states.items())
+    ]
+    return run(parties, seed=seed, mutators=mutators)
+
+
+def verdicts(outcome: Outcome[Identification]) -> dict[int, frozenset[int]]:
+    """Each party's culprits: from its identification result or, if it aborted, its abort."""
+    named = {i: result.culprits for i, result in outcome.results.items()}
+    named.update({i: abort.culprits for i, abort in outcome.aborts.items()})
+    return named
+
+
+def identify_presign_failure(
+    aborts: Mapping[int, ProtocolAbort], *, seed: int = 0
+) -> dict[int, frozenset[int]]:
+    """After a presign whose output check failed at every signer: run the identification and
+    return the culprits each party names."""
+    return verdicts(run_identification(aborts, seed=seed))

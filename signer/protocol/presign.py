@@ -19,9 +19,12 @@ partial signature verifiable on its own: σ_j·Γ = m·Δ_j + r·S_j (see `sign.
 
 Checks (attacks.md §2 "Presign r1–r3"): every ciphertext in Z*_{N²}; Πenc, Πaff-g (twice),
 Πlog* (twice) from every peer, under our own parameters; Γ_j, Δ_j, S_j valid non-identity points;
-δ_j a scalar; the two consistency equations above; δ ≠ 0 and R ≠ O.  A failure of the
-consistency equations is detected but not yet attributed (CGGMP21's Πdec/Πmul identification
-is the next step, see docs/protocol.md).
+δ_j a scalar; the two consistency equations above; δ ≠ 0 and R ≠ O.  A failure of a consistency
+equation cannot be pinned on anyone from the data at hand: the party raises
+`IdentificationRequired` (code EQUATION, no culprit yet) carrying the state with which every
+signer runs the identification protocol (`presign_identify`: Πmul/Πmul*, Πaff-g and Πdec over
+the MtA ciphertexts, which names the parties who lied about δ_j or S_j).  To that end each party
+keeps the MtA ciphertexts it sent and received in round 2, with the witnesses of its own.
 """
 
 from __future__ import annotations
@@ -53,6 +56,13 @@ from signer.protocol.base import (
 )
 from signer.protocol.hd import Derivation, derive
 from signer.protocol.keygen import KeyShare
+from signer.protocol.presign_identify import (
+    Equation,
+    IdentificationRequired,
+    IdentificationState,
+    MtaReceived,
+    MtaSent,
+)
 from signer.zk import aff_g, enc, log_star
 from signer.zk.common import ProofContext
 
@@ -152,6 +162,9 @@ class PresignRounds(Party[R]):
         self._G_of: dict[int, int] = {self.me: self._G}
         self._beta: dict[int, int] = {}
         self._beta_hat: dict[int, int] = {}
+        # round-2 MtA pairs per peer, (for γ, for w): kept for identification
+        self._sent: dict[int, tuple[MtaSent, MtaSent]] = {}
+        self._received: dict[int, tuple[MtaReceived, MtaReceived]] = {}
         self._Gamma_of: dict[int, Point] = {self.me: self._Gamma_i}
         self._Gamma = Point.identity()
         self._delta = 0
@@ -253,6 +266,10 @@ class PresignRounds(Party[R]):
             ).to_bytes(),
         ]
         psi, psi_hat, psi_prime = parallel_map(lambda task: task(), tasks)
+        self._sent[j] = (
+            MtaSent(D, F, psi, y, s, r),
+            MtaSent(D_hat, F_hat, psi_hat, y_hat, s_hat, r_hat),
+        )
         return [self._Gamma_i, D, F, D_hat, F_hat, psi, psi_hat, psi_prime]
 
     def _round3(self, inbox: Inbox) -> Outgoing:
@@ -262,10 +279,11 @@ class PresignRounds(Party[R]):
         checked = parallel_map(lambda j: self._check_mta(j, inbox, wire), others)
         delta = self._k * self._gamma
         chi = self._k * self._w
-        for j, (Gamma_j, D, D_hat) in zip(others, checked, strict=True):
+        for j, (Gamma_j, received) in zip(others, checked, strict=True):
             self._Gamma_of[j] = Gamma_j
-            delta += own.decrypt_signed(D) + self._beta[j]
-            chi += own.decrypt_signed(D_hat) + self._beta_hat[j]
+            self._received[j] = received
+            delta += own.decrypt_signed(received[0].D) + self._beta[j]
+            chi += own.decrypt_signed(received[1].D) + self._beta_hat[j]
         self._Gamma = sum_points(self._Gamma_of[j] for j in self.config.parties)
         if self._Gamma.is_identity:
             raise self._abort(wire, Check.IDENTITY_POINT, [], "Γ is the identity")
@@ -284,8 +302,10 @@ class PresignRounds(Party[R]):
             broadcast=[self._delta, Delta_i, S_i], p2p=dict(zip(others, proofs, strict=True))
         )
 
-    def _check_mta(self, j: int, inbox: Inbox, wire: int) -> tuple[Point, int, int]:
-        """Verify party j's MtA responses to us; returns (Γ_j, D_{i,j}, D̂_{i,j})."""
+    def _check_mta(
+        self, j: int, inbox: Inbox, wire: int
+    ) -> tuple[Point, tuple[MtaReceived, MtaReceived]]:
+        """Verify party j's MtA responses to us; returns Γ_j and the (D, F, Πaff-g) pairs."""
         own, mine = self.aux.own.paillier, self.aux.own
         with self.blame(j, wire):
             fields = as_list(inbox.p2p[j], 8, "MtA response")
@@ -298,9 +318,8 @@ class PresignRounds(Party[R]):
             own.public.validate_ciphertext(D_hat, "D_hat")
             key_j.validate_ciphertext(F, "F")
             key_j.validate_ciphertext(F_hat, "F_hat")
-            psi, psi_hat = (
-                aff_g.AffGProof.from_bytes(expect_blob(v, "proof")) for v in fields[5:7]
-            )
+            blobs = [expect_blob(v, "proof") for v in fields[5:7]]
+            psi, psi_hat = (aff_g.AffGProof.from_bytes(blob) for blob in blobs)
             psi_prime = log_star.LogStarProof.from_bytes(expect_blob(fields[7], "proof"))
             W_j = self._weights[j]
             checks: list[Callable[[], None]] = [
@@ -321,7 +340,7 @@ class PresignRounds(Party[R]):
                 ),
             ]
             parallel_map(lambda check: check(), checks)
-        return Gamma_j, D, D_hat
+        return Gamma_j, (MtaReceived(D, F, blobs[0]), MtaReceived(D_hat, F_hat, blobs[1]))
 
     def _build_presignature(self, inbox: Inbox) -> Presignature:
         wire = self._wire_round(3, False)
@@ -343,9 +362,9 @@ class PresignRounds(Party[R]):
                 log_star.verify(self._ctx(j), public, proof, mine)
         delta = sum(deltas.values()) % Q
         if delta == 0 or Point.base_mul(delta) != sum_points(Deltas.values()):
-            raise self._abort(wire, Check.EQUATION, [], "δ·G ≠ Σ Δ_j (identification pending)")
+            raise self._identification_required(wire, Equation.DELTA, deltas, S, "δ·G ≠ Σ Δ_j")
         if sum_points(S.values()) != self.derivation.public_key * delta:
-            raise self._abort(wire, Check.EQUATION, [], "Σ S_j ≠ δ·Y (identification pending)")
+            raise self._identification_required(wire, Equation.CHI, deltas, S, "Σ S_j ≠ δ·Y")
         R = self._Gamma * pow(delta, -1, Q)
         public_data = PresignaturePublic(
             presignature_id=self.session_id,
@@ -358,6 +377,40 @@ class PresignRounds(Party[R]):
             S=tuple(S[j] for j in signers),
         )
         return Presignature(public_data, self.me, self._k, self._chi)
+
+    def _identification_required(
+        self,
+        wire: int,
+        equation: Equation,
+        deltas: dict[int, int],
+        S: dict[int, Point],
+        detail: str,
+    ) -> IdentificationRequired:
+        """The abort of a failed output check, with what identification needs (in memory)."""
+        delta = equation is Equation.DELTA
+        pick = 0 if delta else 1
+        state = IdentificationState(
+            protocol=self.PROTOCOL,
+            session_id=self.session_id,
+            key_id=self.config.key_id,
+            equation=equation,
+            signers=self.config.parties,
+            me=self.me,
+            aux=self.aux,
+            K=dict(self._K_of),
+            G=dict(self._G_of),
+            X=dict(self._Gamma_of) if delta else dict(self._weights),
+            Gamma=self._Gamma,
+            deltas=dict(deltas),
+            S=dict(S),
+            sent={j: pair[pick] for j, pair in self._sent.items()},
+            received={j: pair[pick] for j, pair in self._received.items()},
+            x=self._gamma if delta else self._w,
+            x_rho=self._nu if delta else 0,
+        )
+        return IdentificationRequired(
+            self.PROTOCOL, wire, f"{detail}: every signer runs identification", state
+        )
 
 
 class PresignParty(PresignRounds[Presignature]):
