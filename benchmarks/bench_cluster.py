@@ -97,7 +97,9 @@ async def bench(root: Path, signatures: int, concurrency: int) -> dict[str, Any]
         for k in range(signatures):
             message = b"withdrawal %d" % k
             t0 = time.perf_counter()
-            outcome = await coordinator.sign("first", message, HashScheme.KECCAK256, preferred=(1, 2))
+            outcome = await coordinator.sign(
+                "first", message, HashScheme.KECCAK256, preferred=(1, 2)
+            )
             latencies.append(time.perf_counter() - t0)
             _verify(coordinator, "first", message, outcome.signature)
         record("one signature, warm pool, over HTTP (coordinator → verified)", latencies)
@@ -106,7 +108,10 @@ async def bench(root: Path, signatures: int, concurrency: int) -> dict[str, Any]
         messages = [b"concurrent %d" % k for k in range(batch)]
         t0 = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(coordinator.sign("first", m, HashScheme.KECCAK256, preferred=(1, 2)) for m in messages)
+            *(
+                coordinator.sign("first", m, HashScheme.KECCAK256, preferred=(1, 2))
+                for m in messages
+            )
         )
         elapsed = time.perf_counter() - t0
         for outcome, message in zip(outcomes, messages, strict=True):
