@@ -12,6 +12,7 @@ from rich.table import Table
 
 from coordinator.cli import cluster_app, demo_command
 from hsm.cli import hsm_app
+from policies.cli import officer_app, policy_app
 from signer.demo import run_demo, run_wallet_demo
 from signer.errors import TesseraError
 from signer.node.cli import node_app
@@ -26,6 +27,8 @@ app.add_typer(primes_app, name="primes")
 app.add_typer(hsm_app, name="hsm")
 app.add_typer(node_app, name="node")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(officer_app, name="officer")
+app.add_typer(policy_app, name="policy")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
