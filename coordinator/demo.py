@@ -70,13 +70,19 @@ async def _timed(
 
 
 async def run_cluster_demo(
-    root: Path, pool_depth: int = 3, keep_running: bool = False
+    root: Path,
+    pool_depth: int = 3,
+    keep_running: bool = False,
+    prime_pools: dict[int, Path] | None = None,
+    base_port: int = 18100,
 ) -> DemoReport:
     reused = (root / CLUSTER_FILE).exists()
     report = DemoReport(root, reused)
 
     async def setup() -> LocalCluster:
-        return LocalCluster.load(root) if reused else LocalCluster.create(root, 3, 2)
+        if reused:
+            return LocalCluster.load(root)
+        return LocalCluster.create(root, 3, 2, base_port=base_port, prime_pools=prime_pools)
 
     cluster = await _timed(
         report,

@@ -72,6 +72,9 @@ def demo(
     the wallet's address and mined by an in-process EVM; balances and per-phase timings.
     A second run reuses the cluster and the wallet."""
     if not in_process and not proofs:
+        if pool is not None:
+            errors.print("--pool applies to --in-process and --proofs only")
+            raise typer.Exit(2)
         demo_command(root, pool_depth, keep_running, as_json)
         return
     try:

@@ -24,7 +24,7 @@ def test_wallet_demo_signs_for_its_deposit_address(tmp_path: Path) -> None:
     from eth_keys.datatypes import Signature as EthSignature
 
     pool = _pool(tmp_path, 6)
-    result = runner.invoke(app, ["demo", "--pool", str(pool), "--json"])
+    result = runner.invoke(app, ["demo", "--in-process", "--pool", str(pool), "--json"])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     names = [s["step"] for s in doc["steps"]]
@@ -51,9 +51,15 @@ def test_demo_with_pool_proves_and_verifies_everything(tmp_path: Path) -> None:
 
 def test_demo_with_empty_pool_fails_cleanly(tmp_path: Path) -> None:
     pool = _pool(tmp_path, 2)
-    result = runner.invoke(app, ["demo", "--pool", str(pool)])
+    result = runner.invoke(app, ["demo", "--in-process", "--pool", str(pool)])
     assert result.exit_code == 1
     assert "holds 2, need 6" in result.output
+
+
+def test_pool_is_only_for_the_in_process_modes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--pool", str(tmp_path / "p.json")])
+    assert result.exit_code == 2
+    assert "--pool" in result.output and "--in-process" in result.output
 
 
 def test_primes_generate_and_count(tmp_path: Path) -> None:

@@ -1,0 +1,38 @@
+"""The main job, `tessera demo`: a 2-of-3 cluster of node processes signs an EIP-1559 transfer
+that an in-process EVM mines; a second run reuses cluster, wallet and pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eth_account import Account
+from node_cluster import free_base_port, prime_pools, run
+
+from coordinator.demo import run_cluster_demo
+
+
+def test_demo_signs_and_mines_then_reuses_everything(tmp_path: Path) -> None:
+    pools = prime_pools(tmp_path / "pools", 3, per_node=2)
+    root = tmp_path / "demo"
+    first = run(run_cluster_demo(root, 2, prime_pools=pools, base_port=free_base_port(3)))
+    assert not first.reused_cluster
+    names = [phase.name for phase in first.phases]
+    assert "create wallet" in names and "submit to the EVM" in names
+    assert first.signature is not None and first.signers == (1, 2)
+    assert first.recovered == first.wallet_address
+    assert Account.recover_transaction(first.raw_transaction) == first.wallet_address
+    value = 3 * 10**18 // 2
+    assert first.balances_after[first.recipient] == value
+    assert (
+        first.balances_before[first.wallet_address] - first.balances_after[first.wallet_address]
+        == value + first.gas_fee
+    )
+    assert first.pool_left == 1
+
+    second = run(run_cluster_demo(root, 2))
+    assert second.reused_cluster
+    names = [phase.name for phase in second.phases]
+    assert "wallet (reused)" in names and "create wallet" not in names
+    assert second.wallet_address == first.wallet_address
+    assert second.recovered == second.wallet_address
+    assert second.transaction_hash != first.transaction_hash
