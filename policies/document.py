@@ -907,6 +907,48 @@ def _line(text: str, index: int) -> str | None:
     return lines[index] if 0 <= index < len(lines) else None
 
 
+#: Deepest nesting of JSON/YAML collections accepted.  Checked by a scan before any parser
+#: runs: the C JSON decoder recurses on the C stack, and libraries loaded in the same process
+#: (py-evm, py_ecc) raise Python's recursion limit to 100 000, so "[[[[…" could crash the
+#: process instead of raising RecursionError.
+MAX_NESTING = 64
+
+
+def _nesting_depth(text: str, limit: int, quotes: str) -> int:
+    """The deepest [ / { nesting, stopping once `limit` is passed.  Brackets inside strings
+    delimited by `quotes` are skipped: '"' for JSON; none for YAML, where whether a quote
+    starts a string depends on context — counting every bracket only over-estimates."""
+    depth = deepest = 0
+    quote = ""
+    escaped = False
+    for char in text:
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = ""
+            continue
+        if char in quotes:
+            quote = char
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif char in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _block_depth(text: str) -> int:
+    """Distinct indentation levels of YAML block structure (a bound on its nesting)."""
+    levels = {len(line) - len(line.lstrip(" ")) for line in text.splitlines() if line.strip()}
+    return len(levels)
+
+
 def parse_structured_text(
     text: str,
     *,
@@ -918,6 +960,13 @@ def parse_structured_text(
     ``{`` or ``[``); syntax errors become `error_type` with line and column."""
     if as_json is None:
         as_json = text.lstrip().startswith(("{", "["))
+    if len(text) > MAX_FILE_BYTES:
+        raise error_type("$", None, f"more than {MAX_FILE_BYTES} characters", source=source)
+    depth = _nesting_depth(text, MAX_NESTING, '"' if as_json else "")
+    if not as_json:
+        depth = max(depth, _block_depth(text))
+    if depth > MAX_NESTING:
+        raise error_type("$", None, f"nested too deeply (more than {MAX_NESTING})", source=source)
     try:
         if as_json:
             return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)

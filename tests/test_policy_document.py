@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from policies.canonical import canonical_json
 from policies.document import (
     AMOUNT_CONTEXT,
+    MAX_NESTING,
     PolicyDocument,
     amount_str,
     load_policy,
@@ -880,3 +881,39 @@ def test_any_intent_object_is_accepted_or_an_intent_error(changes: dict[str, Any
 def test_yaml_beyond_json_is_refused(text: str, reason: str) -> None:
     with pytest.raises(PolicySchemaError, match=reason):
         parse_structured_text(text, source="x.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,
+        '{"a": ' * 50_000,
+        "a: it's\nb: " + "[" * 100_000,  # an apostrophe must not hide the brackets after it
+        "a: " + "{b: " * 50_000,
+    ],
+)
+def test_deep_nesting_is_refused_before_parsing_even_with_a_raised_recursion_limit(
+    text: str,
+) -> None:
+    """py-evm and py_ecc raise the recursion limit to 100 000 when imported (the coordinator
+    loads them); the C JSON decoder then overflows the C stack on "[[[[…" instead of raising
+    RecursionError.  The nesting check runs before any parser."""
+    import sys
+
+    saved = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        with pytest.raises(PolicySchemaError, match="nested too deeply"):
+            parse_structured_text(text, source="deep")
+    finally:
+        sys.setrecursionlimit(saved)
+
+
+def test_ordinary_nesting_and_brackets_in_json_strings_are_fine() -> None:
+    assert parse_structured_text('{"a": "' + "[" * 200 + '"}', source="s") == {"a": "[" * 200}
+    nested: object = 1
+    for _ in range(MAX_NESTING - 1):
+        nested = [nested]
+    import json
+
+    assert parse_structured_text(json.dumps(nested), source="s") == nested
