@@ -92,6 +92,7 @@ T = TypeVar("T")
 
 KEK_LABEL_PREFIX = "tessera/kek/v1/"
 IDENTITY_LABEL_PREFIX = "tessera/identity/v1/"
+OFFICER_LABEL_PREFIX = "tessera/officer/v1/"
 KEK_BITS = 256
 _SELF_TEST_MESSAGE = b"tessera/hsm/self-test"
 
@@ -149,6 +150,10 @@ def kek_label(node_id: str) -> str:
 
 def identity_label(node_id: str) -> str:
     return IDENTITY_LABEL_PREFIX + node_id
+
+
+def officer_label(officer_id: str) -> str:
+    return OFFICER_LABEL_PREFIX + officer_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,22 +487,36 @@ class KeyStore:
         self, node_id: str, create: bool, algorithm: IdentityAlgorithm | Literal["auto"]
     ) -> tuple[PrivateKey, IdentityPublicKey, bool]:
         label = identity_label(node_id)
+        return self._signing_key(
+            label,
+            create,
+            algorithm,
+            lambda: NodeKeysMissing(self.label, node_id, f"no identity key pair {label!r}"),
+        )
+
+    def _signing_key(
+        self,
+        label: str,
+        create: bool,
+        algorithm: IdentityAlgorithm | Literal["auto"],
+        missing: Callable[[], HsmError],
+    ) -> tuple[PrivateKey, IdentityPublicKey, bool]:
+        """Find (or create) a non-extractable signing key pair by label, checking its
+        protection attributes and curve (node identity keys and officer keys alike)."""
         private = self._find_one(ObjectClass.PRIVATE_KEY, label)
         public = self._find_one(ObjectClass.PUBLIC_KEY, label)
         created = False
         if private is None and public is None:
             if not create:
-                raise NodeKeysMissing(self.label, node_id, f"no identity key pair {label!r}")
+                raise missing()
             public, private, _ = generate_identity(
                 self._session, self._token.slot, self.label, label, algorithm
             )
             created = True
-            log.info("token %r: created identity key pair %r", self.label, label)
+            log.info("token %r: created signing key pair %r", self.label, label)
         if private is None or public is None:
-            missing = "private" if private is None else "public"
-            raise KeyPolicyViolation(
-                self.label, label, f"the {missing} half of the pair is missing"
-            )
+            half = "private" if private is None else "public"
+            raise KeyPolicyViolation(self.label, label, f"the {half} half of the pair is missing")
         if not isinstance(private, PrivateKey) or not isinstance(public, PublicKey):
             raise KeyPolicyViolation(self.label, label, "objects of the wrong class")
         have_algorithm = identity_algorithm_of(private)
@@ -610,6 +629,45 @@ class KeyStore:
                 self.label, "unseal", f"the token returned {len(plaintext)} bytes"
             )
         return plaintext
+
+    # -- officer keys --------------------------------------------------------------------
+
+    def officer_key(
+        self,
+        officer_id: str,
+        *,
+        create: bool = False,
+        algorithm: IdentityAlgorithm | Literal["auto"] = "auto",
+    ) -> IdentityPublicKey:
+        """A security officer's signing key in this token (created if asked and absent): the
+        same protection as a node identity key — sensitive, never extractable."""
+        check_context_field("officer_id", officer_id)
+        label = officer_label(officer_id)
+
+        def find() -> IdentityPublicKey:
+            def missing() -> HsmError:
+                return NodeKeysMissing(self.label, None, f"no officer key pair {label!r}")
+
+            return self._signing_key(label, create, algorithm, missing)[1]
+
+        return self._run("officer key", find)
+
+    def sign_officer(self, officer_id: str, message: bytes) -> bytes:
+        """Sign `message` with an officer key inside the token (see `hsm.identity.sign_with`)."""
+        check_context_field("officer_id", officer_id)
+        if not isinstance(message, bytes | bytearray | memoryview):
+            raise SealContextError("message", f"must be bytes, got {type(message).__name__}")
+        data = bytes(message)
+        label = officer_label(officer_id)
+
+        def sign() -> bytes:
+            def missing() -> HsmError:
+                return NodeKeysMissing(self.label, None, f"no officer key pair {label!r}")
+
+            private, public, _ = self._signing_key(label, False, "auto", missing)
+            return sign_with(private, public.algorithm, data)
+
+        return self._run("officer signature", sign)
 
     # -- identity ------------------------------------------------------------------------
 

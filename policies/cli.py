@@ -22,6 +22,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hsm.errors import HsmError
+from hsm.identity import IdentityAlgorithm
+from hsm.officer import create_token_officer, is_token_reference, open_token_officer
 from policies.audit import (
     Checkpoint,
     TrustedHead,
@@ -44,7 +47,7 @@ from policies.governance import count_signatures
 from policies.intent import load_intent
 from policies.keys import (
     ALGORITHMS,
-    LocalOfficerSigner,
+    OfficerSigner,
     Purpose,
     create_key_file,
     load_key_file,
@@ -131,7 +134,7 @@ def _reported() -> Iterator[None]:
     """Every policy error becomes one line on stderr and exit code 1."""
     try:
         yield
-    except PolicyError as exc:
+    except (PolicyError, HsmError) as exc:
         _fail(str(exc))
 
 
@@ -171,7 +174,11 @@ def _write_new(path: Path, text: str) -> None:
         raise StoreError(str(path), f"cannot write ({exc.strerror})") from exc
 
 
-def _signer(key: Path, passphrase_file: Path | None) -> LocalOfficerSigner:
+def _signer(key: Path, passphrase_file: Path | None) -> OfficerSigner:
+    """The officer's signer: an encrypted key file, or a reference to a key in a PKCS#11 token
+    (`create-key --token-config`), whose PIN comes from the token's own configuration."""
+    if is_token_reference(key):
+        return open_token_officer(key)
     return load_key_file(key, read_passphrase(passphrase_file))
 
 
@@ -196,12 +203,30 @@ def create_key(
         str, typer.Option("--algorithm", help=f"One of {', '.join(ALGORITHMS)}.")
     ] = "ed25519",
     passphrase_file: PassphraseOption = None,
+    token_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-config",
+            help=(
+                "Generate the key inside a PKCS#11 token instead (its tessera-hsm.json from "
+                "`tessera hsm init`); --out then gets a reference file, not the key."
+            ),
+            dir_okay=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Create an officer key file, encrypted under a passphrase; print the public key to put
-    in the policy's officers list."""
+    """Create an officer key — an encrypted key file, or a non-extractable key in a PKCS#11
+    token — and print the public key to put in the policy's officers list."""
+    signer: OfficerSigner
     with _reported():
-        signer = create_key_file(out, officer_id, algorithm, read_passphrase(passphrase_file))
+        if token_config is not None:
+            if algorithm not in ("ed25519", "p256"):
+                _fail(f"--algorithm {algorithm!r}: use ed25519 or p256")
+            chosen: IdentityAlgorithm = "ed25519" if algorithm == "ed25519" else "p256"
+            signer = create_token_officer(token_config, officer_id, out, chosen)
+        else:
+            signer = create_key_file(out, officer_id, algorithm, read_passphrase(passphrase_file))
     entry = {
         "id": signer.officer_id,
         "algorithm": signer.algorithm,
