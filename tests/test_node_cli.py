@@ -4,6 +4,7 @@ real node processes and SoftHSM2 tokens."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 from node_cluster import free_base_port
@@ -91,3 +92,21 @@ def test_every_command_has_help() -> None:
         result = runner.invoke(app, command)
         assert result.exit_code == 0, (command, result.output)
         assert "Usage" in result.output
+
+
+def test_node_refuses_to_start_with_a_wrong_pin_or_a_missing_token(tmp_path: Path) -> None:
+    directory = tmp_path / "node-1"
+    init = ["node", "init", "--dir", str(directory), "--node-id", "node-1", "--index", "1"]
+    assert runner.invoke(app, [*init, "--port", "20011"]).exit_code == 0
+    pin = directory / "hsm-pin"
+    real = pin.read_text()
+    pin.write_text("Wrong-Pin-0000000\n")
+    wrong = runner.invoke(app, ["node", "run", "--dir", str(directory)])
+    assert wrong.exit_code == 1 and "node refuses to start" in wrong.output
+    assert "Wrong-Pin" not in wrong.output and real.strip() not in wrong.output
+    assert "PIN" in wrong.output or "login" in wrong.output.lower()
+    pin.write_text(real)
+    shutil.rmtree(directory / "token" / "tokens")  # the token vanishes
+    (directory / "token" / "tokens").mkdir()
+    missing = runner.invoke(app, ["node", "run", "--dir", str(directory)])
+    assert missing.exit_code == 1 and "node refuses to start" in missing.output
