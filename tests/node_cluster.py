@@ -54,8 +54,9 @@ def prime_pools(root: Path, n: int, per_node: int = 4) -> dict[int, Path]:
 
 def make_cluster(root: Path, n: int = 3, t: int = 2, per_node: int = 6) -> LocalCluster:
     pools = prime_pools(root / "pools", n, per_node)
+    # one spare port: a test may add node n + 1 (LocalCluster.add_node uses base + n + 1)
     return LocalCluster.create(
-        root / "cluster", n, t, base_port=free_base_port(n), prime_pools=pools
+        root / "cluster", n, t, base_port=free_base_port(n + 1), prime_pools=pools
     )
 
 
