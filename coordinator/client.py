@@ -77,6 +77,10 @@ class NodeClient:
         )
         return result
 
+    async def cancel(self, session: str) -> bool:
+        result: dict[str, Any] = await self._call("DELETE", f"/v1/sessions/{session}")
+        return bool(result.get("cancelled"))
+
     async def sign(
         self, key_id: str, presignature_id: str, message: bytes, scheme: str
     ) -> dict[str, Any]:

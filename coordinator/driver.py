@@ -140,4 +140,8 @@ class SessionDriver:
         if all(status.get(j) == "done" for j in parties):
             return results
         stalled = tuple(j for j in parties if status.get(j) == "running")
+        if session:  # free the nodes still waiting, so stalled sessions cannot pile up
+            await asyncio.gather(
+                *(self.clients[j].cancel(session) for j in stalled), return_exceptions=True
+            )
         raise SessionFailed(protocol, aborts, unavailable, stalled)

@@ -113,6 +113,42 @@ def test_two_of_three_still_sign_with_one_node_stopped(
         run(cluster.up())
 
 
+def test_a_failed_session_is_cancelled_on_the_nodes_left_waiting(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    third = cluster.nodes[2]
+    cluster.stop(third)
+    try:
+
+        async def body(coordinator: Coordinator) -> None:
+            one = coordinator.clients[1]
+            assert (await one.health())["sessions"] == 0
+            with pytest.raises(SessionFailed) as failed:
+                await coordinator.presign(wallet, (1, 3), ())
+            assert 3 in failed.value.unavailable and failed.value.stalled == (1,)
+            assert (await one.health())["sessions"] == 0  # cancelled, not left to expire
+            spec = {
+                "protocol": "presign/v1",
+                "request": secrets.token_bytes(16).hex(),
+                "parties": [1, 2],
+                "threshold": 2,
+                "key_id": wallet.key_id,
+                "aux_id": wallet.aux_id,
+                "path": [],
+            }
+            started = await one.start(spec)
+            assert (await one.health())["sessions"] == 1
+            assert await one.cancel(started["session"]) is True
+            assert await one.cancel(started["session"]) is False
+            with pytest.raises(NodeRefused) as refused:
+                await one.deliver(started["session"], [])
+            assert refused.value.code == "UNKNOWN_SESSION"
+
+        run(_with(cluster, body))
+    finally:
+        run(cluster.up())
+
+
 class LyingClient(NodeClient):
     """Node 2 as a compromised node: its partial signatures are off by one."""
 

@@ -7,6 +7,7 @@ the node's bearer token.  Bodies are JSON; binary values are hex.  Errors are
   POST /v1/roster                        pin the cluster roster (once)
   POST /v1/sessions                      start a protocol session → first envelopes
   POST /v1/sessions/{session}/envelopes  deliver relayed envelopes → envelopes to relay next
+  DELETE /v1/sessions/{session}          forget a session the coordinator gave up on
   POST /v1/sign                          partial signature with a named presignature
   GET  /v1/keys                          active key versions (public data)
   GET  /v1/keys/{key_id}/presignatures   available presignature ids (by signers and path)
@@ -105,6 +106,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
             "node_id": runtime.config.node_id,
             "index": runtime.config.index,
             "pinned": runtime.service is not None,
+            "sessions": 0 if runtime.service is None else runtime.service.running_sessions,
         }
 
     @app.get("/v1/card", dependencies=guard)
@@ -128,6 +130,14 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
             raise NodeError("BAD_REQUEST", "session id is not hex") from exc
         envelopes = [Envelope.from_dict(doc) for doc in batch.envelopes]
         return service().deliver(instance, envelopes).to_json()
+
+    @app.delete("/v1/sessions/{session}", dependencies=guard)
+    def cancel(session: str) -> dict[str, Any]:
+        try:
+            instance = bytes.fromhex(session)
+        except ValueError as exc:
+            raise NodeError("BAD_REQUEST", "session id is not hex") from exc
+        return {"cancelled": service().cancel(instance)}
 
     @app.post("/v1/sign", dependencies=guard)
     def sign(request: SignRequest) -> dict[str, Any]:

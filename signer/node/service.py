@@ -275,6 +275,17 @@ class NodeService:
                 reply.abort = {**(reply.abort or {}), "rejected": rejected}
             return reply
 
+    def cancel(self, instance: bytes) -> bool:
+        """Forget a running session (the coordinator gave up on it); True if there was one."""
+        with self._lock:
+            session = self._sessions.pop(instance, None)
+        return session is not None
+
+    @property
+    def running_sessions(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
     def _reply(self, instance: bytes, session: _Session, outgoing: list[Message]) -> SessionReply:
         if session.status == "running" and session.party.done:
             failpoint("session.before_store")
