@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import shutil
 import sys
@@ -26,11 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import coincurve
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import describe, fmt, summarise
+from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
 from coordinator.cluster import LocalCluster
 from coordinator.engine import Coordinator
 from signer.node import codec
@@ -51,14 +48,7 @@ async def bench(root: Path, signatures: int, concurrency: int) -> dict[str, Any]
         stats = results[name] = summarise(samples)
         print(f"  {name:<58} median {fmt(stats['median']):>10}  p90 {fmt(stats['p90']):>10}")
 
-    key = coincurve.PrivateKey()
-    digest = hashlib.sha256(b"baseline").digest()
-    baseline = []
-    for _ in range(2000):
-        t0 = time.perf_counter()
-        key.sign(digest, hasher=None)
-        baseline.append(time.perf_counter() - t0)
-    record("baseline: libsecp256k1 sign", baseline)
+    record("baseline: libsecp256k1 sign", baseline_sign_samples())
 
     if root.exists():
         shutil.rmtree(root)

@@ -11,7 +11,6 @@ are generated once up front (aux-info takes primes from a pool in production).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -20,11 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import coincurve
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.machine import describe, fmt, summarise
+from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
 from signer.paillier import PaillierSecretKey
 from signer.primes import generate_safe_primes
 from signer.protocol.base import Message, Party
@@ -143,14 +140,7 @@ def main() -> None:
         print(line, flush=True)
 
     print("machine:", json.dumps(describe()))
-    key = coincurve.PrivateKey()
-    digest = hashlib.sha256(b"baseline").digest()
-    samples = []
-    for _ in range(2000):
-        t0 = time.perf_counter()
-        key.sign(digest, hasher=None)
-        samples.append(time.perf_counter() - t0)
-    record("baseline: libsecp256k1 sign", samples)
+    record("baseline: libsecp256k1 sign", baseline_sign_samples())
     print("generating 10 safe primes for the aux-info runs …", flush=True)
     primes = generate_safe_primes(10)
     paillier = {

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import statistics
+import time
 from collections.abc import Sequence
 from importlib.metadata import version
 
+import coincurve
 import gmpy2
 
 
@@ -29,6 +32,19 @@ def describe() -> dict[str, str]:
         "coincurve": version("coincurve"),
         "platform": platform.platform(),
     }
+
+
+def baseline_sign_samples(count: int = 2000) -> list[float]:
+    """Seconds per single-key libsecp256k1 signature (coincurve): the physical limit every
+    benchmark reports next to its own figures."""
+    key = coincurve.PrivateKey()
+    digest = hashlib.sha256(b"baseline").digest()
+    samples = []
+    for _ in range(count):
+        start = time.perf_counter()
+        key.sign(digest, hasher=None)
+        samples.append(time.perf_counter() - start)
+    return samples
 
 
 def summarise(samples: Sequence[float]) -> dict[str, float]:

@@ -15,6 +15,7 @@ running, and pins the roster on nodes that have none.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -194,12 +195,11 @@ class LocalCluster:
             pid = int(self._pid_file(node).read_text())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            reaped, _ = os.waitpid(pid, os.WNOHANG)  # our child that died: reap it
-            if reaped == pid:
+        # Our own child that died is a zombie until reaped; another process's child (started by
+        # an earlier `tessera cluster up`) is not ours to reap.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return None
-        except ChildProcessError:
-            pass  # not our child (started by another `tessera cluster up`)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

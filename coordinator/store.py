@@ -12,14 +12,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import text
 from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
 
 from signer.errors import TesseraError
+from signer.node.store import sqlite_engine
 
 
 class CoordinatorStoreError(TesseraError):
@@ -72,20 +71,9 @@ class BlameRow(_CoordinatorTable, table=True):
     detail: str
 
 
-def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
-
-
 class CoordinatorStore:
     def __init__(self, path: Path) -> None:
-        self.engine: Engine = create_engine(
-            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
-        )
-        event.listen(self.engine, "connect", _pragmas)
+        self.engine = sqlite_engine(path)
         _CoordinatorTable.metadata.create_all(self.engine)
 
     @contextmanager

@@ -149,6 +149,16 @@ def require_group_element(point: Point, where: str) -> Point:
     return point
 
 
+def evaluate_polynomial(coefficients: Sequence[int], x: int) -> int:
+    """f(x) mod q for f = Σ_k a_k·X^k (a Shamir/Feldman polynomial at a public index)."""
+    return sum(a * pow(x, k, Q) for k, a in enumerate(coefficients)) % Q
+
+
+def evaluate_committed(commitments: Sequence[Point], x: int) -> Point:
+    """Σ_k x^k·F[k] for Feldman commitments F[k] = a_k·G: the public image f(x)·G."""
+    return sum_points(F * pow(x, k, Q) for k, F in enumerate(commitments))
+
+
 def lagrange_coefficient(i: int, indices: Sequence[int], x: int = 0) -> int:
     """λᵢ(x) = Π_{j≠i} (x − j)/(i − j) mod q over the evaluation points `indices`.
 

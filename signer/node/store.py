@@ -93,6 +93,16 @@ def _pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def sqlite_engine(path: Path) -> Engine:
+    """An engine on a SQLite file in WAL mode with synchronous=FULL (the node's and the
+    coordinator's databases): usable from several threads, writers wait up to 10 s."""
+    engine = create_engine(
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
+    )
+    event.listen(engine, "connect", _pragmas)
+    return engine
+
+
 def join_indices(parties: tuple[int, ...]) -> str:
     return ",".join(str(i) for i in parties)
 
@@ -104,10 +114,7 @@ def join_path(path: tuple[int, ...]) -> str:
 class NodeStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.engine: Engine = create_engine(
-            f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
-        )
-        event.listen(self.engine, "connect", _pragmas)
+        self.engine = sqlite_engine(path)
         _NodeTable.metadata.create_all(self.engine)
 
     @contextmanager

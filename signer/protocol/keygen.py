@@ -22,7 +22,14 @@ import secrets
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from signer.curve import Point, Q, lagrange_coefficient, sum_points
+from signer.curve import (
+    Point,
+    Q,
+    evaluate_committed,
+    evaluate_polynomial,
+    lagrange_coefficient,
+    sum_points,
+)
 from signer.encoding import Encodable, encode
 from signer.errors import Check, CryptoMisuse, InvalidParameter
 from signer.protocol.base import (
@@ -163,7 +170,7 @@ class KeygenParty(Party[KeyShare]):
         self._rid_joint = b""
 
     def _evaluate(self, x: int) -> int:
-        return sum(a * pow(x, k, Q) for k, a in enumerate(self._coefficients)) % Q
+        return evaluate_polynomial(self._coefficients, x)
 
     def _opening(self) -> list[Encodable]:
         return [self._rid, self._chain, self._feldman, self._schnorr.A, self._salt]
@@ -193,7 +200,7 @@ class KeygenParty(Party[KeyShare]):
                 salt = expect_bytes(salt, 32, "u")
                 share = shares[j] = expect_scalar(inbox.p2p[j], "share")
             self._check_opening(_COMMIT_TAG, j, [rid, chain, points, A, salt], round_number)
-            expected = sum_points(P * pow(me, k, Q) for k, P in enumerate(points))
+            expected = evaluate_committed(points, me)
             if Point.base_mul(share) != expected:
                 raise self._abort(round_number, Check.SHARE, [j], "f_j(i)·G ≠ Σ_k i^k·F_j[k]")
             self._openings[j] = (rid, chain, points, A)
@@ -216,9 +223,7 @@ class KeygenParty(Party[KeyShare]):
         round_number = self._wire_round(3, False)
         # Σ_k F_k: the commitments to the joint polynomial, from which every X_j is computed.
         joint = [sum_points(self._openings[j][2][k] for j in parties) for k in range(t)]
-        public_shares = tuple(
-            sum_points(C * pow(j, k, Q) for k, C in enumerate(joint)) for j in parties
-        )
+        public_shares = tuple(evaluate_committed(joint, j) for j in parties)
         for j in self.config.others:
             with self.blame(j, round_number):
                 z = expect_scalar(as_list(inbox.broadcast[j], 1, "Schnorr response")[0], "z")

@@ -38,7 +38,14 @@ import secrets
 from dataclasses import dataclass
 from typing import ClassVar
 
-from signer.curve import Point, Q, lagrange_coefficient, sum_points
+from signer.curve import (
+    Point,
+    Q,
+    evaluate_committed,
+    evaluate_polynomial,
+    lagrange_coefficient,
+    sum_points,
+)
 from signer.encoding import Encodable, encode
 from signer.errors import Check, CryptoMisuse, InvalidParameter
 from signer.protocol.base import (
@@ -165,7 +172,7 @@ class ReshareParty(Party[ReshareResult]):
         return self.plan.digest()
 
     def _evaluate(self, x: int) -> int:
-        return sum(a * pow(x, k, Q) for k, a in enumerate(self._coefficients)) % Q
+        return evaluate_polynomial(self._coefficients, x)
 
     def _opening(self) -> list[Encodable]:
         return [list(self._feldman), self._salt]
@@ -210,11 +217,9 @@ class ReshareParty(Party[ReshareResult]):
                     round_number, Check.EQUATION, [j], "F_j[0] ≠ λ_j·X_j (changes the key)"
                 )
             if j in shares:
-                expected = sum_points(P * pow(me, k, Q) for k, P in enumerate(points))
+                expected = evaluate_committed(points, me)
                 if Point.base_mul(shares[j]) != expected:
-                    raise self._abort(
-                        round_number, Check.SHARE, [j], "f_j(i)·G ≠ Σ_k i^k·F_j[k]"
-                    )
+                    raise self._abort(round_number, Check.SHARE, [j], "f_j(i)·G ≠ Σ_k i^k·F_j[k]")
             self._openings[j] = points
         if self._is_dealer:
             self._openings[me] = self._feldman
@@ -235,9 +240,7 @@ class ReshareParty(Party[ReshareResult]):
             raise self._abort(
                 round_number, Check.IDENTITY_POINT, [], "joint polynomial degree below t′−1"
             )
-        public_shares = tuple(
-            sum_points(C * pow(j, k, Q) for k, C in enumerate(joint)) for j in plan.new_parties
-        )
+        public_shares = tuple(evaluate_committed(joint, j) for j in plan.new_parties)
         try:
             return KeyPublic(
                 key_id=plan.old.key_id,
@@ -305,4 +308,3 @@ class RefreshParty(ReshareParty):
 
     def __init__(self, config: SessionConfig, share: KeyShare) -> None:
         super().__init__(config, ResharePlan.refresh(share.public_data()), share)
-
