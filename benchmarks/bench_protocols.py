@@ -62,18 +62,21 @@ def critical_path() -> float:
 
 def measure(
     fn: Callable[[], Any], runs: int, outputs: list[Any] | None = None
-) -> tuple[list[float], list[float]]:
-    """Wall time and critical path of `runs` calls; the calls' results go to `outputs`."""
-    totals, paths = [], []
+) -> tuple[list[float], list[float], list[float]]:
+    """Wall time, critical path and CPU time (all threads of the process: every party's compute
+    summed, the measure peers.md calls "total") of `runs` calls; results go to `outputs`."""
+    totals, paths, cpus = [], [], []
     for _ in range(runs):
         _work.clear()
+        c0 = time.process_time()
         t0 = time.perf_counter()
         result = fn()
         totals.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         paths.append(critical_path())
         if outputs is not None:
             outputs.append(result)
-    return totals, paths
+    return totals, paths, cpus
 
 
 MESSAGE = b"benchmark: unsigned transaction bytes"
@@ -131,12 +134,20 @@ def main() -> None:
     Party.receive = _timed_receive  # type: ignore[method-assign]
     results: dict[str, dict[str, float]] = {}
 
-    def record(name: str, totals: list[float], paths: list[float] | None = None) -> None:
+    def record(
+        name: str,
+        totals: list[float],
+        paths: list[float] | None = None,
+        cpus: list[float] | None = None,
+    ) -> None:
         stats = results[name] = summarise(totals)
         line = f"  {name:<44} median {fmt(stats['median']):>10}  p90 {fmt(stats['p90']):>10}"
         if paths is not None:
             stats["critical_path_median"] = summarise(paths)["median"]
             line += f"  critical path {fmt(stats['critical_path_median']):>10}"
+        if cpus is not None:
+            stats["cpu_median"] = summarise(cpus)["median"]
+            line += f"  cpu {fmt(stats['cpu_median']):>10}"
         print(line, flush=True)
 
     print("machine:", json.dumps(describe()))
@@ -149,12 +160,13 @@ def main() -> None:
     runs, aux_runs = max(args.runs, 2), max(args.aux_runs, 2)
     for t, n in ((2, 3), (3, 5)):
         bench_config(t, n, paillier, runs, aux_runs, record)
-    print("\n| operation | runs | median | p90 | critical path (median) |")
-    print("|---|--:|--:|--:|--:|")
+    print("\n| operation | runs | median (wall) | p90 | critical path | CPU, all parties |")
+    print("|---|--:|--:|--:|--:|--:|")
     for name, stats in results.items():
         path = fmt(stats["critical_path_median"]) if "critical_path_median" in stats else ""
+        cpu = fmt(stats["cpu_median"]) if "cpu_median" in stats else ""
         cells = f"{int(stats['runs'])} | {fmt(stats['median'])} | {fmt(stats['p90'])}"
-        print(f"| {name} | {cells} | {path} |")
+        print(f"| {name} | {cells} | {path} | {cpu} |")
     if args.json:
         args.json.write_text(json.dumps({"machine": describe(), "results": results}, indent=2))
 

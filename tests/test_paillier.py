@@ -45,6 +45,27 @@ def test_crt_powmod_matches_plain(base: int, exp: int) -> None:
     assert KEY.powmod_n2(base, exp) == pow(base, exp, KEY.public.n2)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(min_value=1, max_value=N - 1), plaintexts)
+def test_teichmuller_encryption_matches_plain_pow(rho: int, m: int) -> None:
+    """Own-key encryption computes ρ^N mod N² through the Teichmüller lift; it must equal
+    (1+N)^m·ρ^N mod N² computed the textbook way, for every unit ρ (including ρ ≡ ±1 mod p)."""
+    from math import gcd
+
+    if gcd(rho, N) != 1:
+        return
+    n2 = KEY.public.n2
+    expected = pow(1 + N, m % N, n2) * pow(rho, N, n2) % n2
+    assert KEY.encrypt_with(m, rho) == expected
+    assert KEY.encrypt_public(m, rho) == expected
+
+
+@pytest.mark.parametrize("rho", [1, 2, N - 1, KEY.p - 1, KEY.q + 1, KEY.p * 2 + 1])
+def test_teichmuller_encryption_edge_randomisers(rho: int) -> None:
+    n2 = KEY.public.n2
+    assert KEY.encrypt_with(7, rho) == pow(1 + N, 7, n2) * pow(rho, N, n2) % n2
+
+
 @given(st.integers(min_value=-(2**300), max_value=2**300))
 def test_powmod_secret_signed(exp: int) -> None:
     assert powmod_secret(3, exp, N) == pow(3, exp, N)
