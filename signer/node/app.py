@@ -11,6 +11,8 @@ the node's bearer token.  Bodies are JSON; binary values are hex.  Errors are
   POST /v1/sign                          partial signature with a named presignature
   GET  /v1/keys                          active key versions (public data)
   GET  /v1/keys/{key_id}/presignatures   available presignature ids (by signers and path)
+  GET  /v1/quarantine                    active quarantine entries (read-only: clearing one
+                                         is a local operator action, `tessera node quarantine`)
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from signer.errors import TesseraError
 from signer.node.envelope import Envelope, EnvelopeRejected
 from signer.node.runtime import NodeRuntime, roster_from_json
 from signer.node.service import NodeError, NodeService, SessionSpec
-from signer.node.store import StoreError
+from signer.node.store import QuarantineRow, StoreError
 from signer.protocol.sign import HashScheme
 
 _STATUS = {
@@ -41,6 +43,7 @@ _STATUS = {
     "PRESIGNATURE_USED": 409,
     "STALE_PRESIGNATURE": 409,
     "STALE_PLAN": 409,
+    "QUARANTINED": 409,
     "DUPLICATE_SESSION": 409,
     "ROSTER_PINNED": 409,
     "BUSY": 503,
@@ -107,6 +110,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
             "index": runtime.config.index,
             "pinned": runtime.service is not None,
             "sessions": 0 if runtime.service is None else runtime.service.running_sessions,
+            "quarantined": len(runtime.store.quarantines()),
         }
 
     @app.get("/v1/card", dependencies=guard)
@@ -167,4 +171,24 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
             "counts": runtime.store.presignature_counts(key_id),
         }
 
+    @app.get("/v1/quarantine", dependencies=guard)
+    def quarantine() -> list[dict[str, Any]]:
+        return [quarantine_json(row) for row in runtime.store.quarantines()]
+
     return app
+
+
+def quarantine_json(row: QuarantineRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "parties": sorted(row.members),
+        "key_id": row.key_id,
+        "protocol": row.protocol,
+        "session": row.session,
+        "code": row.code,
+        "detail": row.detail,
+        "created_at": row.created_at,
+        "cleared_at": row.cleared_at,
+        "cleared_reason": row.cleared_reason,
+    }

@@ -11,8 +11,9 @@ import uvicorn
 from rich.console import Console
 
 from signer.errors import TesseraError
-from signer.node.app import create_app
-from signer.node.runtime import NodeRuntime, grow_roster, init_node, roster_from_json
+from signer.node.app import create_app, quarantine_json
+from signer.node.runtime import NodeConfig, NodeRuntime, grow_roster, init_node, roster_from_json
+from signer.node.store import NodeStore
 
 node_app = typer.Typer(
     help=(
@@ -94,3 +95,58 @@ def pin(
         errors.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
     typer.echo("roster pinned")
+
+
+quarantine_app = typer.Typer(
+    help=(
+        "Parties this node refuses to work with after a failed session (attacks.md A03): a "
+        "named culprit, or a party set whose failure named nobody.  Entries are cleared only "
+        "here, by the node's operator, never over the API."
+    ),
+    no_args_is_help=True,
+)
+node_app.add_typer(quarantine_app, name="quarantine")
+
+
+def _open_store(directory: Path) -> NodeStore:
+    try:
+        return NodeStore(NodeConfig.load(directory).db_path)
+    except TesseraError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    directory: DirOption,
+    include_cleared: Annotated[
+        bool, typer.Option("--all", help="Also show cleared entries.")
+    ] = False,
+) -> None:
+    """Print the entries as JSON (active ones unless --all)."""
+    store = _open_store(directory)
+    try:
+        rows = store.quarantines(include_cleared=include_cleared)
+    finally:
+        store.close()
+    typer.echo(json.dumps([quarantine_json(row) for row in rows], indent=2))
+
+
+@quarantine_app.command("clear")
+def quarantine_clear(
+    directory: DirOption,
+    entry: Annotated[int, typer.Option("--entry", min=1, help="Entry id (from `list`).")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why it no longer applies (kept with the entry).")
+    ],
+) -> None:
+    """Lift one entry after investigation; the entry and the reason stay on record."""
+    store = _open_store(directory)
+    try:
+        row = store.clear_quarantine(entry, reason)
+    except TesseraError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    typer.echo(json.dumps(quarantine_json(row), indent=2))

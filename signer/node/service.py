@@ -7,6 +7,12 @@ result is stored before the status says "done": key shares, aux-info secrets and
 presignatures sealed by the node's HSM (AAD: node id, key or object id, version, purpose).
 An aborted session stores nothing and reports the culprits and the failed check.
 
+A failed session is a security event (attacks.md A03), never a retryable error: the parties it
+names are quarantined, and a cryptographic failure that names nobody freezes its party set, in
+this node's own database — so no coordinator can turn failures into an oracle by retrying.  A
+presign whose output check failed keeps its identification state (in memory, for the session
+TTL) until the coordinator runs `presign_identify/v1`, which names the party that lied.
+
 Signing consumes the presignature durably *before* computing the partial signature
 (`store.consume_presignature`), so a crash at any point can lose a presignature but never
 reuse one; a presignature is only usable for its key version, signer set and path.
@@ -20,16 +26,30 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from signer.errors import CryptoMisuse, EncodingError, InvalidParameter, TesseraError
+from signer.errors import Check, CryptoMisuse, EncodingError, InvalidParameter, TesseraError
 from signer.node import codec
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard
 from signer.node.faults import failpoint
-from signer.node.store import NodeStore, PresignatureRow, StoreError, join_indices, join_path
+from signer.node.store import (
+    NodeStore,
+    PresignatureRow,
+    QuarantineRow,
+    StoreError,
+    join_indices,
+    join_path,
+)
 from signer.paillier import PaillierSecretKey
 from signer.protocol.aux_info import AuxInfo, AuxInfoParty
 from signer.protocol.base import Message, Party, ProtocolAbort, SessionConfig
 from signer.protocol.keygen import KeygenParty, KeyShare
 from signer.protocol.presign import Presignature, PresignParty
+from signer.protocol.presign_identify import PROTOCOL as IDENTIFY_PROTOCOL
+from signer.protocol.presign_identify import (
+    Identification,
+    IdentificationRequired,
+    IdentificationState,
+    PresignIdentifyParty,
+)
 from signer.protocol.reshare import PROTOCOL as RESHARE_PROTOCOL
 from signer.protocol.reshare import (
     REFRESH_PROTOCOL,
@@ -43,6 +63,11 @@ from signer.protocol.sign import HashScheme, issue_partial
 #: A session that made no progress for this long is forgotten (the coordinator retries).
 SESSION_TTL_SECONDS = 600.0
 MAX_SESSIONS = 256
+
+#: Failures that name nobody and freeze nothing: both are found before any secret is used
+#: (round-1 session contexts that differ — e.g. a node on an older key version — and a message
+#: from a party outside the session), so their outcome cannot depend on a secret.
+NOT_SECURITY_EVENTS = frozenset({Check.MISMATCH, Check.PARTY_INDEX})
 
 
 class NodeError(TesseraError):
@@ -159,13 +184,17 @@ class _Session:
 
 
 def abort_json(abort: ProtocolAbort) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "protocol": abort.protocol,
         "round": abort.round,
         "code": abort.code.value,
         "culprits": sorted(abort.culprits),
         "detail": abort.detail,
     }
+    if isinstance(abort, IdentificationRequired):
+        # the request id of the identification session every signer is now ready to run
+        doc["identification"] = abort.identification.request().hex()
+    return doc
 
 
 class NodeService:
@@ -185,6 +214,7 @@ class NodeService:
         self.endpoint = endpoint
         self._paillier = paillier_source
         self._sessions: dict[bytes, _Session] = {}
+        self._identifications: dict[bytes, tuple[IdentificationState, float]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -226,6 +256,8 @@ class NodeService:
     def start(self, spec: SessionSpec) -> SessionReply:
         if self.index not in spec.parties:
             raise NodeError("NOT_A_PARTY", f"party {self.index} is not in {list(spec.parties)}")
+        if spec.protocol != IDENTIFY_PROTOCOL:  # identifying a culprit is always allowed
+            self._refuse_quarantined(spec.parties)
         try:
             config = SessionConfig(
                 spec.protocol, spec.parties, self.index, spec.threshold, spec.key_id, spec.request
@@ -270,6 +302,7 @@ class NodeService:
                     outgoing.extend(abort.outgoing)
                     session.status = "aborted"
                     session.abort = abort_json(abort)
+                    self._on_abort(instance, session.spec, abort)
             reply = self._reply(instance, session, outgoing)
             if rejected:
                 reply.abort = {**(reply.abort or {}), "rejected": rejected}
@@ -303,6 +336,57 @@ class NodeService:
         for instance, session in list(self._sessions.items()):
             if now - session.touched > SESSION_TTL_SECONDS:
                 del self._sessions[instance]
+        for request, (_, kept) in list(self._identifications.items()):
+            if now - kept > SESSION_TTL_SECONDS:
+                del self._identifications[request]
+
+    # --- quarantine (attacks.md A03) -------------------------------------------------------------
+    def _refuse_quarantined(self, parties: Sequence[int]) -> None:
+        row = self.store.blocking(tuple(parties))
+        if row is not None:
+            raise NodeError(
+                "QUARANTINED",
+                f"{row.describe()}; only this node's operator can clear it "
+                "(tessera node quarantine clear)",
+            )
+
+    def _quarantine(
+        self,
+        kind: str,
+        parties: Sequence[int],
+        spec: SessionSpec,
+        session: bytes,
+        code: str,
+        detail: str,
+    ) -> None:
+        self.store.quarantine(
+            QuarantineRow(
+                kind=kind,
+                parties=join_indices(tuple(sorted(parties))),
+                key_id=spec.key_id.hex(),
+                protocol=spec.protocol,
+                session=session.hex(),
+                code=code,
+                detail=detail[:1000],
+                created_at=time.time(),
+            )
+        )
+
+    def _on_abort(self, instance: bytes, spec: SessionSpec, abort: ProtocolAbort) -> None:
+        """Record the failure where no coordinator can undo it: named parties are quarantined;
+        a failure that names nobody freezes the party set (unless it cannot depend on a secret,
+        NOT_SECURITY_EVENTS).  A failed presign output check also keeps the state its
+        identification needs; the set stays frozen until the operator clears it."""
+        if isinstance(abort, IdentificationRequired):
+            state = abort.identification
+            with self._lock:
+                self._identifications[state.request()] = (state, time.monotonic())
+        culprits = sorted(abort.culprits - {self.index})
+        code = abort.code.value
+        for culprit in culprits:
+            self._quarantine("party", [culprit], spec, instance, code, abort.detail)
+        if not culprits and abort.code not in NOT_SECURITY_EVENTS:
+            self._quarantine("signer_set", spec.parties, spec, instance, code, abort.detail)
 
     def _party(
         self, spec: SessionSpec, config: SessionConfig
@@ -316,6 +400,19 @@ class NodeService:
             aux = self.aux_info(spec.aux_id)
             party = PresignParty(config, key, aux, spec.path)
             return party, lambda p: self._finish_presign(p, spec)
+        if spec.protocol == IDENTIFY_PROTOCOL:
+            with self._lock:
+                kept = self._identifications.get(spec.request)
+            if kept is None:
+                raise NodeError(
+                    "UNKNOWN_SESSION", "no failed presign awaits identification under this request"
+                )
+            state = kept[0]
+            if state.session_config() != config:
+                raise NodeError(
+                    "BAD_REQUEST", "identification spec differs from the failed presign"
+                )
+            return PresignIdentifyParty(config, state), lambda r: self._finish_identify(r, spec)
         if spec.protocol in (RESHARE_PROTOCOL, REFRESH_PROTOCOL):
             old = codec.decode_key_public(spec.plan_old)
             if old.key_id != spec.key_id:
@@ -378,6 +475,30 @@ class NodeService:
         )
         return {"presignature_id": pid, "public": encoded.hex(), "epoch": key_row.epoch}
 
+    def _finish_identify(self, result: Identification, spec: SessionSpec) -> dict[str, Any]:
+        """Every party this node found lying is quarantined; the identification state is gone."""
+        with self._lock:
+            self._identifications.pop(spec.request, None)
+        for finding in result.findings:
+            if finding.party != self.index:
+                self._quarantine(
+                    "party",
+                    [finding.party],
+                    spec,
+                    result.session_id,
+                    finding.check.value,
+                    f"identification of {result.equation.value}: {finding.detail}",
+                )
+        return {
+            "failed_session": result.session_id.hex(),
+            "equation": result.equation.value,
+            "culprits": sorted(result.culprits),
+            "findings": [
+                {"party": f.party, "check": f.check.value, "detail": f.detail}
+                for f in result.findings
+            ],
+        }
+
     def _finish_reshare(self, result: ReshareResult) -> dict[str, Any]:
         encoded = codec.encode_key_public(result.key)
         self._store_key(result.share, encoded, result.key.key_id, result.key.epoch)
@@ -398,6 +519,7 @@ class NodeService:
         public = codec.decode_presignature_public(
             row.public, codec.decode_key_public(key_row.public)
         )
+        self._refuse_quarantined(public.signers)
         failpoint("sign.before_consume")
         try:
             consumed = self.store.consume_presignature(pid)  # durable before anything leaves

@@ -12,6 +12,11 @@ The presignature life cycle is the part that must survive crashes:
 
 Two concurrent `consume` calls on one id cannot both succeed: SQLite serialises writers and
 the second UPDATE matches no row.
+
+Quarantine (attacks.md A03): a protocol failure is a security event, never a retryable error.
+A party that an abort or an identification names is quarantined; a cryptographic failure that
+names nobody freezes its exact party set.  Entries block new sessions and signatures until the
+node's operator clears them locally (`tessera node quarantine clear`); they are never deleted.
 """
 
 from __future__ import annotations
@@ -82,6 +87,39 @@ class PresignatureRow(_NodeTable, table=True):
     state: str = Field(index=True)  # available | consumed | revoked
     created_at: float
     consumed_at: float | None = None
+
+
+class QuarantineRow(_NodeTable, table=True):
+    __tablename__ = "quarantine"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  # party (named culprit) | signer_set (failure that named nobody)
+    parties: str  # "3" or "1,3"
+    key_id: str  # hex key id (or the aux-info marker) of the failed session
+    protocol: str
+    session: str  # hex instance id of the failed session
+    code: str
+    detail: str
+    created_at: float
+    cleared_at: float | None = None
+    cleared_reason: str | None = None
+
+    @property
+    def members(self) -> frozenset[int]:
+        return frozenset(int(i) for i in self.parties.split(","))
+
+    def blocks(self, parties: frozenset[int]) -> bool:
+        """A named party blocks every session it is in; a frozen set every session that
+        contains all of its members (the same suspects, together again)."""
+        if self.kind == "party":
+            return bool(self.members & parties)
+        return self.members <= parties
+
+    def describe(self) -> str:
+        what = f"party {self.parties}" if self.kind == "party" else f"party set [{self.parties}]"
+        return (
+            f"{what} quarantined (entry {self.id}: {self.protocol} session "
+            f"{self.session[:16]}, {self.code}: {self.detail})"
+        )
 
 
 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -291,3 +329,51 @@ class NodeStore:
                 {"key": key_id},
             )
             return {str(state): int(count) for state, count in rows}
+
+    # --- quarantine ------------------------------------------------------------------------------
+    def quarantine(self, row: QuarantineRow) -> QuarantineRow:
+        """Record an entry, unless an active one of the same kind and parties exists (that one
+        is returned): repeated failures of the same suspects add nothing to what is blocked."""
+        with self.session() as session:
+            existing = session.exec(
+                select(QuarantineRow).where(
+                    QuarantineRow.kind == row.kind,
+                    QuarantineRow.parties == row.parties,
+                    QuarantineRow.cleared_at == None,  # noqa: E711 (SQL IS NULL)
+                )
+            ).first()
+            if existing is not None:
+                return existing
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def quarantines(self, *, include_cleared: bool = False) -> list[QuarantineRow]:
+        with self.session() as session:
+            query = select(QuarantineRow).order_by(QuarantineRow.id)  # type: ignore[arg-type]
+            if not include_cleared:
+                query = query.where(QuarantineRow.cleared_at == None)  # noqa: E711
+            return list(session.exec(query))
+
+    def blocking(self, parties: tuple[int, ...]) -> QuarantineRow | None:
+        """The first active entry that forbids a session among `parties`, if any."""
+        members = frozenset(parties)
+        return next((row for row in self.quarantines() if row.blocks(members)), None)
+
+    def clear_quarantine(self, entry: int, reason: str) -> QuarantineRow:
+        """The operator's decision that an entry no longer applies (kept, marked cleared)."""
+        if not reason.strip():
+            raise StoreError(f"quarantine entry {entry}", "clearing needs a reason")
+        with self.session() as session:
+            row = session.get(QuarantineRow, entry)
+            if row is None:
+                raise StoreError(f"quarantine entry {entry}", "no such entry")
+            if row.cleared_at is not None:
+                raise StoreError(f"quarantine entry {entry}", "already cleared")
+            row.cleared_at = time.time()
+            row.cleared_reason = reason.strip()
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+            return row
