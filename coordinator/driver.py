@@ -24,8 +24,10 @@ from signer.errors import TesseraError
 
 class SessionFailed(TesseraError):
     """A session without output: `aborts` maps each reporting node to its abort (code,
-    culprits, detail), `unavailable` the nodes that did not answer, `stalled` the nodes still
-    waiting for messages that never came."""
+    culprits, detail), `unavailable` the nodes that did not answer or refused (`refused`: their
+    error codes), `stalled` the nodes still waiting for messages that never came.
+    `identified` is filled in when a presign identification ran after the failure: each
+    reporting node's culprits."""
 
     def __init__(
         self,
@@ -33,17 +35,21 @@ class SessionFailed(TesseraError):
         aborts: dict[int, dict[str, Any]],
         unavailable: dict[int, str],
         stalled: tuple[int, ...],
+        refused: dict[int, str] | None = None,
     ) -> None:
         self.protocol = protocol
         self.aborts = aborts
         self.unavailable = unavailable
         self.stalled = stalled
+        self.refused = refused or {}
+        self.identified: dict[int, frozenset[int]] = {}
         super().__init__(self.describe())
 
     @property
     def blamed(self) -> frozenset[int]:
-        """Parties named as culprits by at least one node."""
-        return frozenset(c for a in self.aborts.values() for c in a.get("culprits", []))
+        """Parties named as culprits by at least one node (by an abort or an identification)."""
+        named = {c for a in self.aborts.values() for c in a.get("culprits", [])}
+        return frozenset(named.union(*self.identified.values()))
 
     def describe(self) -> str:
         parts = [f"{self.protocol} failed"]
@@ -56,6 +62,9 @@ class SessionFailed(TesseraError):
             parts.append(f"unavailable {dict(sorted(self.unavailable.items()))}")
         if self.stalled:
             parts.append(f"stalled {list(self.stalled)}")
+        if self.identified:
+            named = {i: sorted(c) for i, c in sorted(self.identified.items())}
+            parts.append(f"identification named {named}")
         return "; ".join(parts)
 
 
@@ -91,6 +100,7 @@ class SessionDriver:
         protocol = str(spec["protocol"])
         aborts: dict[int, dict[str, Any]] = {}
         unavailable: dict[int, str] = {}
+        refused: dict[int, str] = {}
         status: dict[int, str] = {}
         results: dict[int, dict[str, Any]] = {}
         session = ""
@@ -99,6 +109,8 @@ class SessionDriver:
             nonlocal session
             if isinstance(reply, NodeUnavailable | NodeRefused):
                 unavailable[index] = str(reply)
+                if isinstance(reply, NodeRefused):
+                    refused[index] = reply.code
                 status[index] = "failed"
                 return []
             if isinstance(reply, BaseException):
@@ -144,4 +156,4 @@ class SessionDriver:
             await asyncio.gather(
                 *(self.clients[j].cancel(session) for j in stalled), return_exceptions=True
             )
-        raise SessionFailed(protocol, aborts, unavailable, stalled)
+        raise SessionFailed(protocol, aborts, unavailable, stalled, refused)

@@ -8,6 +8,12 @@ identically by every party; each partial signature is checked on its own before 
 the final signature is verified before it is returned.  When a node is down or blamed, the
 coordinator retries with another signer set (a presignature from the pool if one exists,
 otherwise an interactive presign on the spot).
+
+A failed session is classified (`coordinator.failures`): only operational failures are ever
+retried with the same party set.  A presign whose output check failed is followed by the
+identification session; named culprits are suspended, and a cryptographic failure that names
+nobody suspends its party set (attacks.md A03) — in this store, and independently in every
+node's quarantine.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
 from coordinator.driver import SessionDriver, SessionFailed, new_request_id
+from coordinator.failures import FailureKind, classify
 from coordinator.store import CoordinatorStore, PresignatureRow, WalletRow
 from signer.errors import TesseraError
 from signer.node import codec
@@ -42,6 +49,11 @@ class SigningFailed(TesseraError):
 
 class InconsistentReports(TesseraError):
     """Parties of one session reported different public outputs."""
+
+
+class SetSuspended(TesseraError):
+    """The coordinator will not run a session among these parties: a failure suspended one of
+    them (or the set) and no operator has cleared it."""
 
 
 @dataclass(frozen=True)
@@ -96,11 +108,68 @@ class Coordinator:
                 )
 
     async def _run(self, operation: str, spec: dict[str, Any]) -> dict[int, dict[str, Any]]:
+        parties = tuple(int(i) for i in spec["parties"])
+        suspended = self.store.suspended(parties)
+        if suspended is not None:
+            raise SetSuspended(
+                f"{operation} among {list(parties)}: suspended (entry {suspended.id}, "
+                f"{suspended.operation}: {suspended.reason})"
+            )
         try:
             return await self.driver.run(spec)
         except SessionFailed as failure:
             self._blame(operation, failure)
+            if classify(failure).kind is FailureKind.IDENTIFICATION:
+                await self._identify(failure, spec)
+            self._suspend(operation, failure, spec)
             raise
+
+    async def _identify(self, failure: SessionFailed, spec: dict[str, Any]) -> None:
+        """Run presign identification among the failed presign's signers (every one of them
+        kept what it needs); each node's verdict goes to `failure.identified` and the blame
+        log.  If it cannot complete, the failure stays unattributed."""
+        request = classify(failure).identification
+        if request is None:
+            return
+        identify = {
+            "protocol": "presign_identify/v1",
+            "request": request,
+            "parties": list(spec["parties"]),
+            "threshold": len(spec["parties"]),
+            "key_id": spec["key_id"],
+        }
+        try:
+            results = await self.driver.run(identify)
+        except SessionFailed as inner:
+            self._blame("presign-identify", inner)
+            failure.identified = {
+                i: frozenset(int(c) for c in a.get("culprits", [])) for i, a in inner.aborts.items()
+            }
+            return
+        failure.identified = {
+            i: frozenset(int(c) for c in r.get("culprits", [])) for i, r in results.items()
+        }
+        for reporter, result in results.items():
+            for finding in result.get("findings", []):
+                self.store.record_blame(
+                    "presign-identify",
+                    reporter,
+                    int(finding["party"]),
+                    str(finding["check"]),
+                    str(finding["detail"]),
+                )
+
+    def _suspend(self, operation: str, failure: SessionFailed, spec: dict[str, Any]) -> None:
+        """Never again (until an operator says so): named culprits, or the whole party set if
+        a cryptographic failure named nobody."""
+        verdict = classify(failure)
+        key_id = str(spec.get("key_id", ""))
+        if verdict.kind is FailureKind.ATTRIBUTED:
+            for culprit in sorted(verdict.culprits):
+                self.store.suspend("party", (culprit,), key_id, operation, str(failure))
+        elif verdict.security_event:
+            parties = tuple(int(i) for i in spec["parties"])
+            self.store.suspend("signer_set", parties, key_id, operation, str(failure))
 
     # --- aux-info and wallets ------------------------------------------------------------------
     async def ensure_aux(self, parties: tuple[int, ...] | None = None) -> str:
@@ -209,25 +278,33 @@ class Coordinator:
     ) -> None:
         """Keep every target pool at its depth in the background until `stop` is set: after
         each pass, wait `interval` (or less, if stopped).  A failed presign is in the blame log
-        (`_run`); the keeper tries again on the next pass."""
+        (`_run`); the keeper tries a target again on the next pass only after an operational
+        failure (node down, stall) — after any other failure it leaves the target alone."""
+        paused: set[PoolTarget] = set()
         while not stop.is_set():
             for target in targets:
+                if target in paused or self.store.suspended(target.signers) is not None:
+                    continue
                 wallet = self.store.wallet(target.wallet)
                 try:
                     await self.fill_pool(wallet, target.signers, target.path, target.depth)
-                except (SessionFailed, InconsistentReports):
-                    continue
+                except SessionFailed as failure:
+                    if not classify(failure).retry_same_set:
+                        paused.add(target)  # never retried on its own (A03)
+                except (InconsistentReports, SetSuspended):
+                    paused.add(target)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval)
             except TimeoutError:
                 continue
 
     # --- signing -------------------------------------------------------------------------------
-    @staticmethod
-    def signer_sets(key: KeyPublic, excluded: set[int]) -> list[tuple[int, ...]]:
-        """Every t-subset of the key's committee without the excluded nodes."""
+    def signer_sets(self, key: KeyPublic, excluded: set[int]) -> list[tuple[int, ...]]:
+        """Every t-subset of the key's committee without the excluded nodes and without the
+        suspended parties and sets."""
         usable = [i for i in key.parties if i not in excluded]
-        return [tuple(c) for c in itertools.combinations(usable, key.threshold)]
+        subsets = (tuple(c) for c in itertools.combinations(usable, key.threshold))
+        return [s for s in subsets if self.store.suspended(s) is None]
 
     async def sign(
         self,
@@ -243,8 +320,9 @@ class Coordinator:
         excluded: set[int] = set()
         attempts: list[str] = []
         tried_fresh: set[tuple[int, ...]] = set()
+        refused_sets: set[tuple[int, ...]] = set()  # a node refused them (QUARANTINED)
         for _ in range(4 * len(key.parties)):
-            sets = self.signer_sets(key, excluded)
+            sets = [s for s in self.signer_sets(key, excluded) if s not in refused_sets]
             if not sets:
                 break
             if preferred in sets:
@@ -261,13 +339,19 @@ class Coordinator:
             started = time.perf_counter()
             timings: dict[str, float] = {}
             if chosen is None:
-                signers = next((s for s in sets if s not in tried_fresh), sets[0])
+                untried = [s for s in sets if s not in tried_fresh]
+                if not untried:
+                    break  # a set is presigned with at most once per request
+                signers = untried[0]
                 tried_fresh.add(signers)
                 try:
                     fresh = await self.presign(wallet, signers, steps)
                 except SessionFailed as failure:
-                    attempts.append(f"presign {list(signers)}: {failure}")
-                    excluded |= set(failure.unavailable) | set(failure.blamed)
+                    verdict = classify(failure)
+                    attempts.append(f"presign {list(signers)}: {verdict.kind}: {failure}")
+                    excluded |= verdict.exclude
+                    if verdict.kind is FailureKind.QUARANTINED:
+                        refused_sets.add(signers)
                     continue
                 row = self.store.take_presignature(
                     wallet.key_id, wallet.epoch, fresh.signers, fresh.path
@@ -286,12 +370,15 @@ class Coordinator:
                 continue
             except NodeRefused as exc:
                 attempts.append(f"{list(signers)}: node {exc.index} refused {exc.code}")
-                if exc.code not in ("PRESIGNATURE_USED", "UNKNOWN_PRESIGNATURE"):
+                if exc.code == "QUARANTINED":
+                    refused_sets.add(signers)  # the node is honest; the set is not usable
+                elif exc.code not in ("PRESIGNATURE_USED", "UNKNOWN_PRESIGNATURE"):
                     excluded.add(exc.index)
                 continue
             except PartialSignatureInvalid as exc:
                 for culprit in exc.culprits:
                     self.store.record_blame("sign", None, culprit, "EQUATION", str(exc))
+                    self.store.suspend("party", (culprit,), wallet.key_id, "sign", str(exc))
                 attempts.append(f"{list(signers)}: bad partial from {sorted(exc.culprits)}")
                 excluded |= set(exc.culprits)
                 continue

@@ -110,3 +110,47 @@ def test_node_refuses_to_start_with_a_wrong_pin_or_a_missing_token(tmp_path: Pat
     (directory / "token" / "tokens").mkdir()
     missing = runner.invoke(app, ["node", "run", "--dir", str(directory)])
     assert missing.exit_code == 1 and "node refuses to start" in missing.output
+
+
+def test_node_quarantine_list_and_clear_are_local_operator_commands(tmp_path: Path) -> None:
+    """The entry a failed session leaves (written here as the node would) is listed, cleared
+    with a reason that stays on record, and cannot be cleared twice or without a reason."""
+    from signer.node.runtime import NodeConfig
+    from signer.node.store import NodeStore, QuarantineRow
+
+    directory = tmp_path / "node-1"
+    init = ["node", "init", "--dir", str(directory), "--node-id", "node-1", "--index", "1"]
+    assert runner.invoke(app, [*init, "--port", "20003"]).exit_code == 0
+    store = NodeStore(NodeConfig.load(directory).db_path)
+    store.quarantine(
+        QuarantineRow(
+            kind="party",
+            parties="3",
+            key_id="ab" * 16,
+            protocol="presign_identify/v1",
+            session="cd" * 32,
+            code="EQUATION",
+            detail="Πdec of party 3 rejected",
+            created_at=1.0,
+        )
+    )
+    store.close()
+    listed = runner.invoke(app, ["node", "quarantine", "list", "--dir", str(directory)])
+    assert listed.exit_code == 0, listed.output
+    (entry,) = json.loads(listed.output)
+    assert entry["kind"] == "party" and entry["parties"] == [3] and entry["cleared_at"] is None
+    clear = ["node", "quarantine", "clear", "--dir", str(directory), "--entry", str(entry["id"])]
+    no_reason = runner.invoke(app, clear)
+    assert no_reason.exit_code == 2 and "--reason" in no_reason.output
+    cleared = runner.invoke(app, [*clear, "--reason", "node 3 re-provisioned"])
+    assert cleared.exit_code == 0, cleared.output
+    assert json.loads(cleared.output)["cleared_reason"] == "node 3 re-provisioned"
+    again = runner.invoke(app, [*clear, "--reason", "twice"])
+    assert again.exit_code == 1 and "already cleared" in again.output
+    empty = runner.invoke(app, ["node", "quarantine", "list", "--dir", str(directory)])
+    assert json.loads(empty.output) == []
+    listing = ["node", "quarantine", "list", "--dir", str(directory)]
+    everything = runner.invoke(app, [*listing, "--all"])
+    assert [e["cleared_reason"] for e in json.loads(everything.output)] == ["node 3 re-provisioned"]
+    missing = runner.invoke(app, ["node", "quarantine", "list", "--dir", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "error" in missing.output

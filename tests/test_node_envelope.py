@@ -8,13 +8,10 @@ import secrets
 from dataclasses import replace
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from node_local import make_endpoints
 
-from hsm.identity import IdentityPublicKey
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard, Roster
 from signer.protocol.base import Message
 
@@ -22,40 +19,8 @@ CLUSTER = b"c" * 32
 SESSION = secrets.token_bytes(32)
 
 
-class SoftwareIdentity:
-    """An Ed25519 identity outside any token (the HSM-backed one is tested in test_hsm_*)."""
-
-    def __init__(self) -> None:
-        self._key = Ed25519PrivateKey.generate()
-        raw = self._key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
-        self._public = IdentityPublicKey("ed25519", raw)
-
-    def identity_public_key(self) -> IdentityPublicKey:
-        return self._public
-
-    def sign_identity(self, message: bytes) -> bytes:
-        return self._key.sign(message)
-
-
 def make_cluster(n: int = 3, cluster: bytes = CLUSTER) -> dict[int, Endpoint]:
-    identities = {i: SoftwareIdentity() for i in range(1, n + 1)}
-    kex = {i: X25519PrivateKey.generate() for i in identities}
-    cards = {
-        i: NodeCard(
-            f"node-{i}",
-            i,
-            identities[i].identity_public_key(),
-            kex[i].public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            ),
-            f"http://127.0.0.1:{9000 + i}",
-        ).signed_by(identities[i])
-        for i in identities
-    }
-    roster = Roster(cluster, cards)
-    return {i: Endpoint(i, identities[i], kex[i], roster) for i in identities}
+    return make_endpoints(n, cluster)
 
 
 def p2p(sender: int, recipient: int, payload: bytes = b"share") -> Message:

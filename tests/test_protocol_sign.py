@@ -175,6 +175,54 @@ def test_interactive_signing() -> None:
     check_independently(signatures[0], message, HashScheme.SHA256D)
 
 
+@pytest.mark.parametrize(
+    ("change", "what"),
+    [
+        ({"message": b"another transaction"}, "message"),
+        ({"path": (6,)}, "derivation path"),
+    ],
+)
+def test_A20_different_inputs_abort_in_round_one_blaming_nobody(
+    change: dict[str, Any], what: str
+) -> None:
+    """A caller that gives party 3 another message or path than party 1 (a compromised
+    coordinator) must not get 3 blamed later for a partial or an output check that could not
+    match: the inputs are part of the round-1 session context, so both abort with MISMATCH
+    before any secret is used, naming nobody."""
+    key, aux = keys(2, 3), aux_info(3)
+    cfgs = configs("interactive_sign/v1", (1, 3), 2, b"wallet")
+    inputs: dict[str, Any] = {"message": b"cold wallet sweep", "path": (5,)}
+    parties = [
+        SignParty(
+            c,
+            key[c.me],
+            aux[c.me],
+            (inputs | change if c.me == 3 else inputs)["message"],
+            HashScheme.SHA256D,
+            (inputs | change if c.me == 3 else inputs)["path"],
+        )
+        for c in cfgs
+    ]
+    outcome = run(parties)
+    assert not outcome.results
+    for i in (1, 3):
+        abort = outcome.aborts[i]
+        assert abort.code == Check.MISMATCH and abort.culprits == frozenset(), abort
+        assert abort.round == 1 and what in SignParty.SESSION_CONTEXT
+
+
+def test_A20_presign_with_different_paths_aborts_in_round_one() -> None:
+    key, aux = keys(2, 3), aux_info(3)
+    cfgs = configs("presign/v1", (1, 3), 2, b"wallet")
+    parties = [PresignParty(c, key[c.me], aux[c.me], (0, c.me)) for c in cfgs]
+    outcome = run(parties)
+    assert not outcome.results
+    assert {i: (a.code, a.culprits) for i, a in outcome.aborts.items()} == {
+        1: (Check.MISMATCH, frozenset()),
+        3: (Check.MISMATCH, frozenset()),
+    }
+
+
 class WrongSigma(SignParty):
     def _round(self, number: int, inbox: Any) -> Any:
         out = super()._round(number, inbox)

@@ -181,6 +181,7 @@ class _Session:
     status: str = "running"
     result: dict[str, Any] | None = None
     abort: dict[str, Any] | None = None
+    halted: str | None = None  # set when a new quarantine entry blocks this running session
 
 
 def abort_json(abort: ProtocolAbort) -> dict[str, Any]:
@@ -288,7 +289,7 @@ class NodeService:
             outgoing: list[Message] = []
             rejected: list[dict[str, Any]] = []
             for envelope in envelopes:
-                if session.status != "running":
+                if session.status != "running" or session.halted:
                     break
                 try:
                     message = self.endpoint.open(envelope)
@@ -303,6 +304,18 @@ class NodeService:
                     session.status = "aborted"
                     session.abort = abort_json(abort)
                     self._on_abort(instance, session.spec, abort)
+            if session.status == "running" and session.halted:
+                # Another session's failure quarantined a party of this one: stop here, send
+                # nothing more, so concurrent sessions cannot multiply what a failure tells.
+                outgoing = []
+                session.status = "aborted"
+                session.abort = {
+                    "protocol": session.spec.protocol,
+                    "round": 0,
+                    "code": "QUARANTINED",
+                    "culprits": [],
+                    "detail": session.halted,
+                }
             reply = self._reply(instance, session, outgoing)
             if rejected:
                 reply.abort = {**(reply.abort or {}), "rejected": rejected}
@@ -387,6 +400,19 @@ class NodeService:
             self._quarantine("party", [culprit], spec, instance, code, abort.detail)
         if not culprits and abort.code not in NOT_SECURITY_EVENTS:
             self._quarantine("signer_set", spec.parties, spec, instance, code, abort.detail)
+        self._halt_blocked(instance)
+
+    def _halt_blocked(self, failed: bytes) -> None:
+        """Mark every other running session that the quarantine now blocks (identification
+        excepted: it is how a culprit gets named); each stops at its next delivery."""
+        with self._lock:
+            running = [(i, s) for i, s in self._sessions.items() if i != failed]
+        for _, other in running:
+            if other.spec.protocol == IDENTIFY_PROTOCOL or other.halted:
+                continue
+            row = self.store.blocking(other.spec.parties)
+            if row is not None:
+                other.halted = row.describe()
 
     def _party(
         self, spec: SessionSpec, config: SessionConfig
@@ -489,6 +515,7 @@ class NodeService:
                     finding.check.value,
                     f"identification of {result.equation.value}: {finding.detail}",
                 )
+        self._halt_blocked(b"")
         return {
             "failed_session": result.session_id.hex(),
             "equation": result.equation.value,

@@ -171,13 +171,22 @@ class PresignRounds(Party[R]):
         self._chi = 0
 
     # --- helpers -----------------------------------------------------------------------------
-    SESSION_CONTEXT: ClassVar[str] = "key version or aux-info"
+    SESSION_CONTEXT: ClassVar[str] = "key version, aux-info or derivation path"
 
     def session_context(self) -> bytes:
-        """Every signer must hold the same key version (epoch) and aux-info: an old share and
-        a refreshed one never presign together (reshare.py)."""
+        """Every signer must hold the same key version (epoch) and aux-info — an old share and
+        a refreshed one never presign together (reshare.py) — and derive the same child key:
+        signers given different paths would otherwise fail the output check later and reach
+        identification over a mismatch no party caused (a coordinator framing an honest one)."""
         return hashlib.sha256(
-            encode(["tessera/presign/context/v1", self.key.fingerprint(), self.aux.aux_id()])
+            encode(
+                [
+                    "tessera/presign/context/v2",
+                    self.key.fingerprint(),
+                    self.aux.aux_id(),
+                    list(self.derivation.path),
+                ]
+            )
         ).digest()
 
     def _ctx(self, prover: int) -> ProofContext:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from eth_hash.auto import keccak
 
 from signer.curve import Point, Q
+from signer.encoding import encode
 from signer.errors import Check, CryptoMisuse, TesseraError
 from signer.protocol.aux_info import AuxInfo
 from signer.protocol.base import Inbox, Outgoing, RoundSpec, SessionConfig, as_list, expect_scalar
@@ -173,6 +174,16 @@ class SignParty(PresignRounds[Signature]):
         self.message, self.scheme = message, scheme
         self._presignature: Presignature | None = None
         self._own_sigma = 0
+
+    SESSION_CONTEXT: ClassVar[str] = "key version, aux-info, derivation path or message"
+
+    def session_context(self) -> bytes:
+        """Also the message digest: a signer given another message than its peers would issue
+        a partial that fails their check, and be blamed for what the caller did."""
+        digest = message_digest(self.message, self.scheme)
+        return hashlib.sha256(
+            encode(["tessera/sign/context/v1", super().session_context(), digest])
+        ).digest()
 
     def _round(self, number: int, inbox: Inbox) -> Outgoing:
         if number <= len(self.PRESIGN_ROUNDS):

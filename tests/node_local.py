@@ -1,0 +1,173 @@
+"""Key-share nodes in one process, for tests that need a malicious node's *protocol* behaviour
+(a party class of the malicious-party harness) behind the real node logic: `NodeService` with a
+real SQLite store and real signed/encrypted envelopes, driven by the real coordinator through
+`LocalClient`, an in-process stand-in for the HTTP client.
+
+What is replaced, and why: the identity key and the sealing KEK live in software here
+(`SoftwareIdentity`, `SoftwareSealer`: AES-256-GCM with the same AAD as `hsm.sealing`), so that
+several nodes fit in one process — SoftHSM2 allows one logged-in session per process.  The
+HSM-backed versions of both run in the multi-process cluster tests."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from conftest import paillier_key
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from coordinator.client import NodeRefused
+from hsm.identity import IdentityPublicKey
+from hsm.sealing import NONCE_BYTES, SealContext, encode_blob, parse_blob
+from signer.node.envelope import Endpoint, Envelope, NodeCard, Roster
+from signer.node.service import NodeError, NodeService, SessionSpec
+from signer.node.store import NodeStore
+from signer.protocol.base import Party, SessionConfig
+from signer.protocol.presign import PresignParty
+from signer.protocol.sign import HashScheme
+
+
+class SoftwareIdentity:
+    """An Ed25519 identity outside any token."""
+
+    def __init__(self) -> None:
+        self._key = Ed25519PrivateKey.generate()
+        raw = self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self._public = IdentityPublicKey("ed25519", raw)
+
+    def identity_public_key(self) -> IdentityPublicKey:
+        return self._public
+
+    def sign_identity(self, message: bytes) -> bytes:
+        return self._key.sign(message)
+
+
+def make_endpoints(n: int, cluster: bytes = b"c" * 32) -> dict[int, Endpoint]:
+    """n endpoints of one cluster, every card pinned by every node."""
+    identities = {i: SoftwareIdentity() for i in range(1, n + 1)}
+    kex = {i: X25519PrivateKey.generate() for i in identities}
+    cards = {
+        i: NodeCard(
+            f"node-{i}",
+            i,
+            identities[i].identity_public_key(),
+            kex[i].public_key().public_bytes(
+                serialization.Encoding.Raw, serialization.PublicFormat.Raw
+            ),
+            f"http://127.0.0.1:{9000 + i}",
+        ).signed_by(identities[i])
+        for i in identities
+    }
+    roster = Roster(cluster, cards)
+    return {i: Endpoint(i, identities[i], kex[i], roster) for i in identities}
+
+
+class SoftwareSealer:
+    """AES-256-GCM under a key in memory, with `hsm.sealing`'s blob format and AAD."""
+
+    def __init__(self) -> None:
+        self._aead = AESGCM(AESGCM.generate_key(bit_length=256))
+
+    def seal(
+        self, plaintext: bytes, *, node_id: str, key_id: str, share_version: int, purpose: str
+    ) -> bytes:
+        context = SealContext(node_id, key_id, share_version, purpose)
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return encode_blob(nonce, self._aead.encrypt(nonce, plaintext, context.aad()))
+
+    def unseal(
+        self, blob: bytes, *, node_id: str, key_id: str, share_version: int, purpose: str
+    ) -> bytes:
+        context = SealContext(node_id, key_id, share_version, purpose)
+        parsed = parse_blob(blob, context)
+        return self._aead.decrypt(parsed.nonce, parsed.ciphertext_and_tag, context.aad())
+
+
+class ScriptedNode(NodeService):
+    """A node whose presign party class a test can swap for a malicious one (None: honest);
+    `starts` counts the sessions it was asked to start, by protocol."""
+
+    presign_class: type[PresignParty] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.starts: dict[str, int] = {}
+
+    def start(self, spec: SessionSpec) -> Any:
+        self.starts[spec.protocol] = self.starts.get(spec.protocol, 0) + 1
+        return super().start(spec)
+
+    def _party(
+        self, spec: SessionSpec, config: SessionConfig
+    ) -> tuple[Party[Any], Callable[[Any], dict[str, Any]]]:
+        party, finish = super()._party(spec, config)
+        if spec.protocol == "presign/v1" and self.presign_class is not None:
+            key = self.key_share(spec.key_id)
+            party = self.presign_class(config, key, self.aux_info(spec.aux_id), spec.path)
+        return party, finish
+
+
+def make_nodes(root: Path, n: int, paillier_offset: int = 0) -> dict[int, ScriptedNode]:
+    """n nodes with their own SQLite files under `root`; node i's aux-info uses fixture Paillier
+    key i + paillier_offset (a test-only speed-up: no prime generation)."""
+    root.mkdir(parents=True, exist_ok=True)
+    endpoints = make_endpoints(n)
+    return {
+        i: ScriptedNode(
+            f"node-{i}",
+            i,
+            NodeStore(root / f"node-{i}.db"),
+            SoftwareSealer(),
+            endpoints[i],
+            lambda i=i: paillier_key(i + paillier_offset),  # type: ignore[misc]
+        )
+        for i in endpoints
+    }
+
+
+class LocalClient:
+    """`coordinator.client.NodeClient`'s interface over a `NodeService` in this process; a
+    node's refusal becomes `NodeRefused` exactly as over HTTP."""
+
+    def __init__(self, index: int, node: NodeService) -> None:
+        self.index = index
+        self.node = node
+
+    def _refused(self, exc: NodeError) -> NodeRefused:
+        return NodeRefused(self.index, 409, exc.code, exc.detail)
+
+    async def aclose(self) -> None:
+        return None
+
+    async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.node.start(SessionSpec.from_json(spec)).to_json()
+        except NodeError as exc:
+            raise self._refused(exc) from exc
+
+    async def deliver(self, session: str, envelopes: list[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            batch = [Envelope.from_dict(doc) for doc in envelopes]
+            return self.node.deliver(bytes.fromhex(session), batch).to_json()
+        except NodeError as exc:
+            raise self._refused(exc) from exc
+
+    async def cancel(self, session: str) -> bool:
+        return self.node.cancel(bytes.fromhex(session))
+
+    async def sign(
+        self, key_id: str, presignature_id: str, message: bytes, scheme: str
+    ) -> dict[str, Any]:
+        try:
+            return self.node.sign(
+                bytes.fromhex(key_id), bytes.fromhex(presignature_id), message, HashScheme(scheme)
+            )
+        except NodeError as exc:
+            raise self._refused(exc) from exc
