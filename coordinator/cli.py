@@ -14,6 +14,7 @@ from rich.table import Table
 from coordinator.client import NodeRefused, NodeUnavailable
 from coordinator.cluster import LocalCluster
 from coordinator.demo import DemoReport, run_cluster_demo
+from coordinator.store import CoordinatorStore, SuspensionRow
 from signer.errors import TesseraError
 from signer.node import codec
 
@@ -91,6 +92,8 @@ def status(
             try:
                 health: dict[str, Any] = await client.health()
                 state = "pinned" if health.get("pinned") else "not pinned"
+                if health.get("quarantined"):
+                    state += f", {health['quarantined']} quarantine entries"
             except (NodeUnavailable, NodeRefused) as exc:
                 state = f"down ({type(exc).__name__})"
             finally:
@@ -130,6 +133,51 @@ def status(
             f"wallet {entry['name']} ({entry['threshold']}, epoch {entry['epoch']}): "
             f"pools {entry['pools'] or 'empty'}"
         )
+
+
+def _suspension_json(row: SuspensionRow) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "parties": sorted(row.members),
+        "key_id": row.key_id,
+        "operation": row.operation,
+        "reason": row.reason,
+        "created_at": row.created_at,
+        "cleared_at": row.cleared_at,
+        "cleared_reason": row.cleared_reason,
+    }
+
+
+@cluster_app.command("suspensions")
+def suspensions(
+    root: RootOption = Path("var/cluster"),
+    include_cleared: Annotated[bool, typer.Option("--all", help="Also cleared ones.")] = False,
+) -> None:
+    """Parties and party sets the coordinator stopped using after a failure (JSON).  Each node
+    keeps its own quarantine as well: `tessera node quarantine list`."""
+    try:
+        store = CoordinatorStore(LocalCluster.load(root).root / "coordinator.db")
+    except TesseraError as exc:
+        raise _fail(exc, "cannot open the coordinator") from exc
+    rows = store.suspensions(include_cleared=include_cleared)
+    typer.echo(json.dumps([_suspension_json(row) for row in rows], indent=2))
+
+
+@cluster_app.command("clear-suspension")
+def clear_suspension(
+    entry: Annotated[int, typer.Option("--entry", min=1, help="Entry id (from `suspensions`).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it no longer applies.")],
+    root: RootOption = Path("var/cluster"),
+) -> None:
+    """Let the coordinator use a party (set) again; the nodes' own entries stay until their
+    operators clear them."""
+    try:
+        store = CoordinatorStore(LocalCluster.load(root).root / "coordinator.db")
+        row = store.clear_suspension(entry, reason)
+    except TesseraError as exc:
+        raise _fail(exc, "cannot clear") from exc
+    typer.echo(json.dumps(_suspension_json(row), indent=2))
 
 
 def print_demo(report: DemoReport) -> None:

@@ -42,6 +42,7 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
         assert doc["wallets"] == []
         again = runner.invoke(app, ["cluster", "up", "--dir", str(root)])  # idempotent
         assert again.exit_code == 0, again.output
+        _coordinator_suspensions_are_listed_and_cleared(root)
     finally:
         down = runner.invoke(app, ["cluster", "down", "--dir", str(root)])
         assert down.exit_code == 0, down.output
@@ -83,7 +84,11 @@ def test_every_command_has_help() -> None:
         ["node", "init", "--help"],
         ["node", "run", "--help"],
         ["node", "pin", "--help"],
+        ["node", "quarantine", "list", "--help"],
+        ["node", "quarantine", "clear", "--help"],
         ["cluster", "--help"],
+        ["cluster", "suspensions", "--help"],
+        ["cluster", "clear-suspension", "--help"],
         ["cluster", "up", "--help"],
         ["cluster", "status", "--help"],
         ["cluster", "down", "--help"],
@@ -154,3 +159,23 @@ def test_node_quarantine_list_and_clear_are_local_operator_commands(tmp_path: Pa
     assert [e["cleared_reason"] for e in json.loads(everything.output)] == ["node 3 re-provisioned"]
     missing = runner.invoke(app, ["node", "quarantine", "list", "--dir", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "error" in missing.output
+
+
+def _coordinator_suspensions_are_listed_and_cleared(root: Path) -> None:
+    from coordinator.store import CoordinatorStore
+
+    store = CoordinatorStore(root / "coordinator.db")
+    row = store.suspend("signer_set", (1, 2), "ab" * 16, "presign", "echo mismatch, nobody named")
+    listed = runner.invoke(app, ["cluster", "suspensions", "--dir", str(root)])
+    assert listed.exit_code == 0, listed.output
+    assert [(e["kind"], e["parties"]) for e in json.loads(listed.output)] == [
+        ("signer_set", [1, 2])
+    ]
+    clear = ["cluster", "clear-suspension", "--dir", str(root), "--entry", str(row.id)]
+    cleared = runner.invoke(app, [*clear, "--reason", "investigated"])
+    assert cleared.exit_code == 0, cleared.output
+    assert json.loads(cleared.output)["cleared_reason"] == "investigated"
+    again = runner.invoke(app, [*clear, "--reason", "twice"])
+    assert again.exit_code == 1 and "no such active entry" in again.output
+    empty = runner.invoke(app, ["cluster", "suspensions", "--dir", str(root)])
+    assert json.loads(empty.output) == []
