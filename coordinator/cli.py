@@ -14,7 +14,7 @@ from rich.table import Table
 from coordinator.client import NodeRefused, NodeUnavailable
 from coordinator.cluster import LocalCluster
 from coordinator.demo import DemoReport, run_cluster_demo
-from coordinator.store import CoordinatorStore, SuspensionRow
+from coordinator.store import CoordinatorStore
 from signer.errors import TesseraError
 from signer.node import codec
 
@@ -135,20 +135,6 @@ def status(
         )
 
 
-def _suspension_json(row: SuspensionRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "parties": sorted(row.members),
-        "key_id": row.key_id,
-        "operation": row.operation,
-        "reason": row.reason,
-        "created_at": row.created_at,
-        "cleared_at": row.cleared_at,
-        "cleared_reason": row.cleared_reason,
-    }
-
-
 @cluster_app.command("suspensions")
 def suspensions(
     root: RootOption = Path("var/cluster"),
@@ -161,7 +147,7 @@ def suspensions(
     except TesseraError as exc:
         raise _fail(exc, "cannot open the coordinator") from exc
     rows = store.suspensions(include_cleared=include_cleared)
-    typer.echo(json.dumps([_suspension_json(row) for row in rows], indent=2))
+    typer.echo(json.dumps([row.to_json() for row in rows], indent=2))
 
 
 @cluster_app.command("clear-suspension")
@@ -177,7 +163,7 @@ def clear_suspension(
         row = store.clear_suspension(entry, reason)
     except TesseraError as exc:
         raise _fail(exc, "cannot clear") from exc
-    typer.echo(json.dumps(_suspension_json(row), indent=2))
+    typer.echo(json.dumps(row.to_json(), indent=2))
 
 
 def print_demo(report: DemoReport) -> None:

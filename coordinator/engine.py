@@ -432,10 +432,12 @@ class Coordinator:
     ) -> WalletRow:
         """Move the wallet's key to a new committee (add, remove or replace nodes, change t):
         fresh aux-info for the new committee, then the re-share session among the dealers
-        (by default every old holder that is not excluded by the caller) and the committee."""
+        (by default every old holder that is not suspended — the way to move a key away from
+        a quarantined node) and the committee."""
         wallet = self.store.wallet(wallet_name)
         old = codec.decode_key_public(wallet.key_public)
-        chosen = dealers if dealers is not None else old.parties
+        usable = tuple(i for i in old.parties if self.store.suspended((i,)) is None)
+        chosen = dealers if dealers is not None else usable
         return await self._reshare(
             wallet, tuple(sorted(chosen)), tuple(sorted(new_parties)), new_threshold, False
         )

@@ -20,7 +20,13 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, select
 
 from signer.errors import TesseraError
-from signer.node.store import sqlite_engine
+from signer.node.store import (
+    ExclusionFields,
+    add_exclusion,
+    clear_exclusion,
+    list_exclusions,
+    sqlite_engine,
+)
 
 
 class CoordinatorStoreError(TesseraError):
@@ -73,29 +79,13 @@ class BlameRow(_CoordinatorTable, table=True):
     detail: str
 
 
-class SuspensionRow(_CoordinatorTable, table=True):
-    """A party (kind "party") or party set (kind "signer_set") the coordinator stops using after
-    a failure classified by `coordinator.failures` — never retried until an operator clears it."""
+class SuspensionRow(ExclusionFields, _CoordinatorTable, table=True):
+    """A party or party set the coordinator stops using after a failure classified by
+    `coordinator.failures` — never retried until an operator clears it."""
 
     __tablename__ = "suspensions"
-    id: int | None = Field(default=None, primary_key=True)
-    kind: str
-    parties: str
-    key_id: str
     operation: str
     reason: str
-    created_at: float
-    cleared_at: float | None = None
-    cleared_reason: str | None = None
-
-    @property
-    def members(self) -> frozenset[int]:
-        return frozenset(int(i) for i in self.parties.split(","))
-
-    def blocks(self, parties: frozenset[int]) -> bool:
-        if self.kind == "party":
-            return bool(self.members & parties)
-        return self.members <= parties
 
 
 class CoordinatorStore:
@@ -256,51 +246,25 @@ class CoordinatorStore:
         self, kind: str, parties: tuple[int, ...], key_id: str, operation: str, reason: str
     ) -> SuspensionRow:
         """Record a suspension unless an active one of the same kind and parties exists."""
-        joined = ",".join(str(i) for i in sorted(parties))
+        row = SuspensionRow(
+            kind=kind,
+            parties=",".join(str(i) for i in sorted(parties)),
+            key_id=key_id,
+            operation=operation,
+            reason=reason[:1000],
+            created_at=time.time(),
+        )
         with self.session() as session:
-            existing = session.exec(
-                select(SuspensionRow).where(
-                    SuspensionRow.kind == kind,
-                    SuspensionRow.parties == joined,
-                    SuspensionRow.cleared_at == None,  # noqa: E711 (SQL IS NULL)
-                )
-            ).first()
-            if existing is not None:
-                return existing
-            row = SuspensionRow(
-                kind=kind,
-                parties=joined,
-                key_id=key_id,
-                operation=operation,
-                reason=reason[:1000],
-                created_at=time.time(),
-            )
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+            return add_exclusion(session, SuspensionRow, row)
 
     def suspensions(self, *, include_cleared: bool = False) -> list[SuspensionRow]:
         with self.session() as session:
-            query = select(SuspensionRow).order_by(SuspensionRow.id)  # type: ignore[arg-type]
-            if not include_cleared:
-                query = query.where(SuspensionRow.cleared_at == None)  # noqa: E711
-            return list(session.exec(query))
+            return list_exclusions(session, SuspensionRow, include_cleared)
 
     def suspended(self, parties: tuple[int, ...]) -> SuspensionRow | None:
         members = frozenset(parties)
         return next((row for row in self.suspensions() if row.blocks(members)), None)
 
     def clear_suspension(self, entry: int, reason: str) -> SuspensionRow:
-        if not reason.strip():
-            raise CoordinatorStoreError(f"suspension {entry}: clearing needs a reason")
         with self.session() as session:
-            row = session.get(SuspensionRow, entry)
-            if row is None or row.cleared_at is not None:
-                raise CoordinatorStoreError(f"suspension {entry}: no such active entry")
-            row.cleared_at = time.time()
-            row.cleared_reason = reason.strip()
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+            return clear_exclusion(session, SuspensionRow, entry, reason)

@@ -176,6 +176,6 @@ def _coordinator_suspensions_are_listed_and_cleared(root: Path) -> None:
     assert cleared.exit_code == 0, cleared.output
     assert json.loads(cleared.output)["cleared_reason"] == "investigated"
     again = runner.invoke(app, [*clear, "--reason", "twice"])
-    assert again.exit_code == 1 and "no such active entry" in again.output
+    assert again.exit_code == 1 and "already cleared" in again.output
     empty = runner.invoke(app, ["cluster", "suspensions", "--dir", str(root)])
     assert json.loads(empty.output) == []

@@ -110,10 +110,10 @@ def verify(signature: Any, message: bytes, wallet: WalletRow) -> None:
 def test_T03b_delta_lie_over_nodes_is_identified_and_the_liar_quarantined(
     nodes: dict[int, ScriptedNode], wallets: dict[str, WalletRow], store_path: Path
 ) -> None:
-    wallet = wallets["two"]
     engine = coordinator(nodes, 2, store_path)
 
     async def body() -> None:
+        wallet = await engine.create_wallet("t03b")  # its own: this test re-shares it at the end
         pooled = await engine.presign(wallet, (1, 3), ())  # honest, before the lie
         nodes[3].presign_class = LyingDelta
         with pytest.raises(SessionFailed) as failed:
@@ -149,9 +149,16 @@ def test_T03b_delta_lie_over_nodes_is_identified_and_the_liar_quarantined(
         with pytest.raises(SetSuspended):
             await engine.presign(wallet, (1, 3), ())
         message = b"after the liar"
-        outcome = await engine.sign("two", message, HashScheme.KECCAK256, preferred=(1, 3))
+        outcome = await engine.sign("t03b", message, HashScheme.KECCAK256, preferred=(1, 3))
         assert outcome.signers == (1, 2)
         verify(outcome.signature, message, wallet)
+
+        # the way out: re-share the key to the honest nodes; the liar is no dealer by default
+        moved = await engine.reshare("t03b", (1, 2), 2)
+        assert moved.epoch == wallet.epoch + 1 and moved.key_public != wallet.key_public
+        assert codec.decode_key_public(moved.key_public).parties == (1, 2)
+        outcome = await engine.sign("t03b", b"moved", HashScheme.KECCAK256)
+        verify(outcome.signature, b"moved", moved)
 
     run(body())
 

@@ -29,7 +29,7 @@ from signer.errors import TesseraError
 from signer.node.envelope import Envelope, EnvelopeRejected
 from signer.node.runtime import NodeRuntime, roster_from_json
 from signer.node.service import NodeError, NodeService, SessionSpec
-from signer.node.store import QuarantineRow, StoreError
+from signer.node.store import StoreError
 from signer.protocol.sign import HashScheme
 
 _STATUS = {
@@ -173,22 +173,6 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
 
     @app.get("/v1/quarantine", dependencies=guard)
     def quarantine() -> list[dict[str, Any]]:
-        return [quarantine_json(row) for row in runtime.store.quarantines()]
+        return [row.to_json() for row in runtime.store.quarantines()]
 
     return app
-
-
-def quarantine_json(row: QuarantineRow) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "parties": sorted(row.members),
-        "key_id": row.key_id,
-        "protocol": row.protocol,
-        "session": row.session,
-        "code": row.code,
-        "detail": row.detail,
-        "created_at": row.created_at,
-        "cleared_at": row.cleared_at,
-        "cleared_reason": row.cleared_reason,
-    }

@@ -11,7 +11,7 @@ import uvicorn
 from rich.console import Console
 
 from signer.errors import TesseraError
-from signer.node.app import create_app, quarantine_json
+from signer.node.app import create_app
 from signer.node.runtime import NodeConfig, NodeRuntime, grow_roster, init_node, roster_from_json
 from signer.node.store import NodeStore
 
@@ -129,7 +129,7 @@ def quarantine_list(
         rows = store.quarantines(include_cleared=include_cleared)
     finally:
         store.close()
-    typer.echo(json.dumps([quarantine_json(row) for row in rows], indent=2))
+    typer.echo(json.dumps([row.to_json() for row in rows], indent=2))
 
 
 @quarantine_app.command("clear")
@@ -149,4 +149,4 @@ def quarantine_clear(
         raise typer.Exit(1) from exc
     finally:
         store.close()
-    typer.echo(json.dumps(quarantine_json(row), indent=2))
+    typer.echo(json.dumps(row.to_json(), indent=2))

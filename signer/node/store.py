@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
@@ -89,16 +89,15 @@ class PresignatureRow(_NodeTable, table=True):
     consumed_at: float | None = None
 
 
-class QuarantineRow(_NodeTable, table=True):
-    __tablename__ = "quarantine"
+class ExclusionFields(SQLModel):
+    """What a quarantine entry (node) and a suspension (coordinator) share: a party (kind
+    "party", a named culprit) or a party set (kind "signer_set", a failure that named nobody),
+    active until cleared with a reason."""
+
     id: int | None = Field(default=None, primary_key=True)
-    kind: str  # party (named culprit) | signer_set (failure that named nobody)
+    kind: str
     parties: str  # "3" or "1,3"
     key_id: str  # hex key id (or the aux-info marker) of the failed session
-    protocol: str
-    session: str  # hex instance id of the failed session
-    code: str
-    detail: str
     created_at: float
     cleared_at: float | None = None
     cleared_reason: str | None = None
@@ -114,12 +113,69 @@ class QuarantineRow(_NodeTable, table=True):
             return bool(self.members & parties)
         return self.members <= parties
 
+    def to_json(self) -> dict[str, Any]:
+        return {**self.model_dump(), "parties": sorted(self.members)}
+
+
+class QuarantineRow(ExclusionFields, _NodeTable, table=True):
+    __tablename__ = "quarantine"
+    protocol: str
+    session: str  # hex instance id of the failed session
+    code: str
+    detail: str
+
     def describe(self) -> str:
         what = f"party {self.parties}" if self.kind == "party" else f"party set [{self.parties}]"
         return (
             f"{what} quarantined (entry {self.id}: {self.protocol} session "
             f"{self.session[:16]}, {self.code}: {self.detail})"
         )
+
+
+E = TypeVar("E", bound=ExclusionFields)
+
+
+def add_exclusion(session: Session, model: type[E], row: E) -> E:
+    """Insert `row` unless an active entry of the same kind and parties exists (returned
+    instead): repeated failures of the same suspects add nothing to what is blocked."""
+    existing = session.exec(
+        select(model).where(
+            model.kind == row.kind,
+            model.parties == row.parties,
+            model.cleared_at == None,  # noqa: E711 (SQL IS NULL)
+        )
+    ).first()
+    if existing is not None:
+        return existing
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def list_exclusions(session: Session, model: type[E], include_cleared: bool) -> list[E]:
+    query = select(model).order_by(model.id)  # type: ignore[arg-type]
+    if not include_cleared:
+        query = query.where(model.cleared_at == None)  # noqa: E711
+    return list(session.exec(query))
+
+
+def clear_exclusion(session: Session, model: type[E], entry: int, reason: str) -> E:
+    """Mark an entry cleared (it is kept); StoreError if it is unknown, already cleared, or
+    the reason is empty."""
+    if not reason.strip():
+        raise StoreError(f"entry {entry}", "clearing needs a reason")
+    row = session.get(model, entry)
+    if row is None:
+        raise StoreError(f"entry {entry}", "no such entry")
+    if row.cleared_at is not None:
+        raise StoreError(f"entry {entry}", "already cleared")
+    row.cleared_at = time.time()
+    row.cleared_reason = reason.strip()
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
 
 
 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -332,29 +388,12 @@ class NodeStore:
 
     # --- quarantine ------------------------------------------------------------------------------
     def quarantine(self, row: QuarantineRow) -> QuarantineRow:
-        """Record an entry, unless an active one of the same kind and parties exists (that one
-        is returned): repeated failures of the same suspects add nothing to what is blocked."""
         with self.session() as session:
-            existing = session.exec(
-                select(QuarantineRow).where(
-                    QuarantineRow.kind == row.kind,
-                    QuarantineRow.parties == row.parties,
-                    QuarantineRow.cleared_at == None,  # noqa: E711 (SQL IS NULL)
-                )
-            ).first()
-            if existing is not None:
-                return existing
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+            return add_exclusion(session, QuarantineRow, row)
 
     def quarantines(self, *, include_cleared: bool = False) -> list[QuarantineRow]:
         with self.session() as session:
-            query = select(QuarantineRow).order_by(QuarantineRow.id)  # type: ignore[arg-type]
-            if not include_cleared:
-                query = query.where(QuarantineRow.cleared_at == None)  # noqa: E711
-            return list(session.exec(query))
+            return list_exclusions(session, QuarantineRow, include_cleared)
 
     def blocking(self, parties: tuple[int, ...]) -> QuarantineRow | None:
         """The first active entry that forbids a session among `parties`, if any."""
@@ -363,17 +402,5 @@ class NodeStore:
 
     def clear_quarantine(self, entry: int, reason: str) -> QuarantineRow:
         """The operator's decision that an entry no longer applies (kept, marked cleared)."""
-        if not reason.strip():
-            raise StoreError(f"quarantine entry {entry}", "clearing needs a reason")
         with self.session() as session:
-            row = session.get(QuarantineRow, entry)
-            if row is None:
-                raise StoreError(f"quarantine entry {entry}", "no such entry")
-            if row.cleared_at is not None:
-                raise StoreError(f"quarantine entry {entry}", "already cleared")
-            row.cleared_at = time.time()
-            row.cleared_reason = reason.strip()
-            session.add(row)
-            session.commit()
-            session.refresh(row)
-            return row
+            return clear_exclusion(session, QuarantineRow, entry, reason)
