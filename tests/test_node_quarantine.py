@@ -30,8 +30,9 @@ from coordinator.failures import CONFIGURATION_CODES, FailureKind, classify
 from coordinator.store import CoordinatorStore, WalletRow
 from signer.encoding import encode
 from signer.node import codec
-from signer.node.service import NodeError, SessionSpec
-from signer.node.store import StoreError
+from signer.node.envelope import Envelope
+from signer.node.service import NodeError, NodeService, SessionSpec
+from signer.node.store import NodeStore, StoreError
 from signer.protocol.base import Message
 from signer.protocol.presign import PresignParty
 from signer.protocol.sign import HashScheme, message_digest
@@ -265,6 +266,69 @@ def test_pool_keeper_leaves_a_target_alone_after_a_security_event(
 
     run(body())
     assert nodes[3].starts.get("presign/v1", 0) == before + 1
+
+
+class Equivocating(LocalClient):
+    """Node 3 signs a second, different round-1 broadcast and hands both to the (honest)
+    coordinator, which relays every envelope to every other party."""
+
+    async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
+        reply = await super().start(spec)
+        twins = []
+        for doc in reply["envelopes"]:
+            envelope = Envelope.from_dict(doc)
+            if envelope.broadcast:
+                body = envelope.body[:-1] + bytes([envelope.body[-1] ^ 1])
+                message = Message(
+                    envelope.protocol, envelope.session, envelope.round, 3, None, body, True
+                )
+                twins.append(self.node.endpoint.seal(message).to_dict())
+        reply["envelopes"] = [*reply["envelopes"], *twins]
+        return reply
+
+
+def test_T12a_equivocation_is_proven_by_two_signatures_and_the_sender_quarantined(
+    nodes: dict[int, ScriptedNode], wallets: dict[str, WalletRow]
+) -> None:
+    wallet = wallets["three"]
+    clients: Any = {i: LocalClient(i, node) for i, node in nodes.items()}
+    clients[3] = Equivocating(3, nodes[3])
+    with pytest.raises(SessionFailed) as failed:
+        run(SessionDriver(clients).run(presign_spec(wallet, (1, 2, 3))))
+    for honest in (1, 2):
+        abort = failed.value.aborts[honest]
+        assert (abort["code"], abort["culprits"], abort["round"]) == ("EQUIVOCATION", [3], 1)
+        assert entries(nodes[honest]) == {("party", frozenset({3}))}
+    assert classify(failed.value).culprits == {3}
+
+
+def test_A20_a_replayed_request_cannot_make_an_honest_node_sign_twice(
+    nodes: dict[int, ScriptedNode], wallets: dict[str, WalletRow]
+) -> None:
+    """A coordinator that cancels a session and starts the same request again — on the same
+    node or after a restart — would get two different signed round-1 messages of an honest node,
+    enough to frame it for equivocation.  The node refuses the second start, durably."""
+    wallet = wallets["two"]
+    spec = SessionSpec.from_json(presign_spec(wallet, (1, 2)))
+    first = nodes[2].start(spec)
+    assert first.status == "running" and first.envelopes
+    assert nodes[2].cancel(first.session)
+    with pytest.raises(NodeError) as again:
+        nodes[2].start(spec)
+    assert again.value.code == "DUPLICATE_SESSION"
+    node = nodes[2]
+    restarted = NodeService(
+        node.node_id,
+        node.index,
+        NodeStore(node.store.path),
+        node.sealer,
+        node.endpoint,
+        node._paillier,
+    )
+    with pytest.raises(NodeError) as after_restart:
+        restarted.start(spec)
+    assert after_restart.value.code == "DUPLICATE_SESSION"
+    restarted.store.close()
 
 
 def test_clearing_is_the_operators_and_lifts_exactly_one_entry(

@@ -267,6 +267,16 @@ class NodeService:
         except (InvalidParameter, EncodingError, CryptoMisuse, StoreError) as exc:
             raise NodeError("BAD_REQUEST", str(exc)) from exc
         instance = config.instance()
+        try:
+            # Durable and before round 1: this node never signs two different round-1
+            # messages for one session, not even after a restart, so two validly signed
+            # different payloads from one sender always prove that sender lied — a coordinator
+            # cannot replay a request id to frame an honest node for equivocation.
+            self.store.record_session_start(instance.hex(), spec.protocol)
+        except StoreError as exc:
+            raise NodeError(
+                "DUPLICATE_SESSION", "this node already started a session with this request id"
+            ) from exc
         with self._lock:
             self._expire()
             if instance in self._sessions:

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, create_engine, select
 
@@ -87,6 +88,15 @@ class PresignatureRow(_NodeTable, table=True):
     state: str = Field(index=True)  # available | consumed | revoked
     created_at: float
     consumed_at: float | None = None
+
+
+class SessionStartRow(_NodeTable, table=True):
+    """Every session instance this node ever started: an instance is started at most once."""
+
+    __tablename__ = "session_starts"
+    instance: str = Field(primary_key=True)  # hex
+    protocol: str
+    started_at: float
 
 
 class ExclusionFields(SQLModel):
@@ -385,6 +395,20 @@ class NodeStore:
                 {"key": key_id},
             )
             return {str(state): int(count) for state, count in rows}
+
+    # --- sessions ------------------------------------------------------------------------------
+    def record_session_start(self, instance: str, protocol: str) -> None:
+        """Durably note that this node starts `instance`; StoreError if it ever did before."""
+        with self.session() as session:
+            if session.get(SessionStartRow, instance) is not None:
+                raise StoreError(f"session {instance[:16]}", "already started on this node")
+            session.add(
+                SessionStartRow(instance=instance, protocol=protocol, started_at=time.time())
+            )
+            try:
+                session.commit()
+            except IntegrityError as exc:  # a concurrent start of the same instance won
+                raise StoreError(f"session {instance[:16]}", "already started") from exc
 
     # --- quarantine ------------------------------------------------------------------------------
     def quarantine(self, row: QuarantineRow) -> QuarantineRow:
