@@ -167,7 +167,8 @@ class Coordinator:
         if verdict.kind is FailureKind.ATTRIBUTED:
             for culprit in sorted(verdict.culprits):
                 self.store.suspend("party", (culprit,), key_id, operation, str(failure))
-        elif verdict.security_event:
+        elif verdict.security_event or verdict.kind is FailureKind.QUARANTINED:
+            # (a node's own quarantine is mirrored too, so the set is not offered again)
             parties = tuple(int(i) for i in spec["parties"])
             self.store.suspend("signer_set", parties, key_id, operation, str(failure))
 
@@ -320,9 +321,8 @@ class Coordinator:
         excluded: set[int] = set()
         attempts: list[str] = []
         tried_fresh: set[tuple[int, ...]] = set()
-        refused_sets: set[tuple[int, ...]] = set()  # a node refused them (QUARANTINED)
         for _ in range(4 * len(key.parties)):
-            sets = [s for s in self.signer_sets(key, excluded) if s not in refused_sets]
+            sets = self.signer_sets(key, excluded)  # suspended sets are left out
             if not sets:
                 break
             if preferred in sets:
@@ -349,9 +349,7 @@ class Coordinator:
                 except SessionFailed as failure:
                     verdict = classify(failure)
                     attempts.append(f"presign {list(signers)}: {verdict.kind}: {failure}")
-                    excluded |= verdict.exclude
-                    if verdict.kind is FailureKind.QUARANTINED:
-                        refused_sets.add(signers)
+                    excluded |= verdict.exclude  # a quarantined set is now suspended (_run)
                     continue
                 row = self.store.take_presignature(
                     wallet.key_id, wallet.epoch, fresh.signers, fresh.path
@@ -370,8 +368,8 @@ class Coordinator:
                 continue
             except NodeRefused as exc:
                 attempts.append(f"{list(signers)}: node {exc.index} refused {exc.code}")
-                if exc.code == "QUARANTINED":
-                    refused_sets.add(signers)  # the node is honest; the set is not usable
+                if exc.code == "QUARANTINED":  # the node is honest; the set is not usable
+                    self.store.suspend("signer_set", signers, wallet.key_id, "sign", str(exc))
                 elif exc.code not in ("PRESIGNATURE_USED", "UNKNOWN_PRESIGNATURE"):
                     excluded.add(exc.index)
                 continue

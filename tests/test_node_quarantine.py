@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from signer.encoding import encode
 from signer.node import codec
 from signer.node.envelope import Envelope
 from signer.node.service import NodeError, NodeService, SessionSpec
-from signer.node.store import NodeStore, StoreError
+from signer.node.store import NodeStore, QuarantineRow, StoreError
 from signer.protocol.base import Message
 from signer.protocol.presign import PresignParty
 from signer.protocol.sign import HashScheme, message_digest
@@ -329,6 +330,42 @@ def test_A20_a_replayed_request_cannot_make_an_honest_node_sign_twice(
         restarted.start(spec)
     assert after_restart.value.code == "DUPLICATE_SESSION"
     restarted.store.close()
+
+
+def test_coordinator_mirrors_a_nodes_quarantine_and_signs_around_it(
+    nodes: dict[int, ScriptedNode], wallets: dict[str, WalletRow], store_path: Path
+) -> None:
+    """Node 1 holds an entry against 3 that the coordinator never saw (an earlier failure under
+    another coordinator): the refusal is mirrored as a suspension, the request is served by
+    another set, and the next request does not ask node 1 about 3 again."""
+    wallet = wallets["two"]
+    nodes[1].store.quarantine(
+        QuarantineRow(
+            kind="party",
+            parties="3",
+            key_id=wallet.key_id,
+            protocol="presign/v1",
+            session="00" * 32,
+            code="RANGE",
+            detail="an earlier Πenc of party 3 failed",
+            created_at=time.time(),
+        )
+    )
+    engine = coordinator(nodes, 2, store_path)
+
+    async def body() -> None:
+        first = await engine.sign("two", b"around", HashScheme.KECCAK256, preferred=(1, 3))
+        assert first.signers != (1, 3) and any("QUARANTINED" in a for a in first.attempts)
+        verify(first.signature, b"around", wallet)
+        assert [(r.kind, r.members) for r in engine.store.suspensions()] == [
+            ("signer_set", frozenset({1, 3}))
+        ]
+        before = nodes[1].starts.get("presign/v1", 0)
+        second = await engine.sign("two", b"again", HashScheme.KECCAK256, preferred=(1, 3))
+        assert second.signers != (1, 3) and not any("QUARANTINED" in a for a in second.attempts)
+        assert nodes[1].starts.get("presign/v1", 0) <= before + 1  # at most the (1, 2) presign
+
+    run(body())
 
 
 def test_clearing_is_the_operators_and_lifts_exactly_one_entry(
