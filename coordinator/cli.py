@@ -14,6 +14,8 @@ from rich.table import Table
 from coordinator.client import NodeRefused, NodeUnavailable
 from coordinator.cluster import LocalCluster
 from coordinator.demo import DemoReport, run_cluster_demo
+from coordinator.engine import PoolTarget
+from coordinator.evm import address_of
 from coordinator.store import CoordinatorStore
 from signer.errors import TesseraError
 from signer.node import codec
@@ -133,6 +135,98 @@ def status(
             f"wallet {entry['name']} ({entry['threshold']}, epoch {entry['epoch']}): "
             f"pools {entry['pools'] or 'empty'}"
         )
+
+
+def _indices(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{what} must be comma-separated party indices") from exc
+    if not values or any(i < 1 for i in values) or len(set(values)) != len(values):
+        raise typer.BadParameter(f"{what} must be distinct indices ≥ 1, e.g. 1,2")
+    return tuple(sorted(values))
+
+
+def _path(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in text.split("/") if part)
+    except ValueError as exc:
+        raise typer.BadParameter("path must look like 0/5 (non-hardened indices)") from exc
+    if any(not 0 <= step < 2**31 for step in steps):
+        raise typer.BadParameter("path steps must be non-hardened: 0 ≤ step < 2^31")
+    return steps
+
+
+@cluster_app.command("wallet")
+def wallet(
+    name: Annotated[str, typer.Option("--name", help="Wallet name (unique in the cluster).")],
+    root: RootOption = Path("var/cluster"),
+) -> None:
+    """Create a wallet on the running cluster: aux-info for the committee if there is none yet
+    (the nodes generate fresh safe primes), then a t-of-n DKG.  Prints its key and address."""
+    async def create() -> dict[str, Any]:
+        coordinator = LocalCluster.load(root).coordinator()
+        try:
+            row = await coordinator.create_wallet(name)
+        finally:
+            await coordinator.aclose()
+        key = codec.decode_key_public(row.key_public)
+        return {
+            "name": row.name,
+            "key_id": row.key_id,
+            "threshold": f"{key.threshold}-of-{len(key.parties)}",
+            "public_key": key.public_key.to_bytes().hex(),
+            "address": str(address_of(key.public_key)),
+        }
+
+    try:
+        doc = asyncio.run(create())
+    except TesseraError as exc:
+        raise _fail(exc, "wallet creation failed") from exc
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@cluster_app.command("pools")
+def pools(
+    wallet_name: Annotated[str, typer.Option("--wallet", help="Wallet name or key id.")],
+    signers: Annotated[str, typer.Option("--signers", help="Signer set, e.g. 1,2 (t nodes).")],
+    depth: Annotated[int, typer.Option("--depth", min=1, max=10_000, help="Pool depth.")] = 8,
+    path: Annotated[str, typer.Option("--path", help="BIP32 path, e.g. 0/5.")] = "",
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Keep the pool full in the background until interrupted."),
+    ] = False,
+    root: RootOption = Path("var/cluster"),
+) -> None:
+    """Fill a presignature pool (wallet, signer set, path) to a depth; with --keep, keep
+    refilling it as presignatures are used, until Ctrl-C.  A failed presign that is not
+    operational (see docs/nodes.md) stops the keeper for that pool."""
+    parties, steps = _indices(signers, "--signers"), _path(path)
+
+    async def fill() -> int:
+        coordinator = LocalCluster.load(root).coordinator()
+        try:
+            row = coordinator.store.wallet(wallet_name)
+            made = await coordinator.fill_pool(row, parties, steps, depth)
+            if keep:
+                stop = asyncio.Event()
+                target = PoolTarget(row.name, parties, steps, depth)
+                console.print(f"keeping {row.name} [{signers}] m/{path} at {depth}; Ctrl-C stops")
+                try:
+                    await coordinator.keep_pools([target], stop)
+                except asyncio.CancelledError:
+                    stop.set()
+            return made
+        finally:
+            await coordinator.aclose()
+
+    try:
+        made = asyncio.run(fill())
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except TesseraError as exc:
+        raise _fail(exc, "pool fill failed") from exc
+    typer.echo(json.dumps({"wallet": wallet_name, "signers": list(parties), "made": made}))
 
 
 @cluster_app.command("suspensions")

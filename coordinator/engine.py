@@ -29,7 +29,7 @@ from typing import Any
 from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
 from coordinator.driver import SessionDriver, SessionFailed, new_request_id
 from coordinator.failures import FailureKind, classify
-from coordinator.store import CoordinatorStore, PresignatureRow, WalletRow
+from coordinator.store import CoordinatorStore, CoordinatorStoreError, PresignatureRow, WalletRow
 from signer.errors import TesseraError
 from signer.node import codec
 from signer.node.store import join_indices, join_path
@@ -200,6 +200,8 @@ class Coordinator:
     async def create_wallet(self, name: str, parties: tuple[int, ...] | None = None) -> WalletRow:
         """DKG among `parties` (all nodes by default) with the cluster's threshold."""
         committee = parties or self.parties
+        if any(w.name == name for w in self.store.wallets()):
+            raise CoordinatorStoreError(f"a wallet named {name!r} exists")  # before any DKG
         aux_id = await self.ensure_aux(committee)
         key_id = secrets.token_bytes(16)
         spec = {

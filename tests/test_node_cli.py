@@ -3,14 +3,20 @@ real node processes and SoftHSM2 tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
-from node_cluster import free_base_port
+from node_cluster import free_base_port, make_cluster, run
 from typer.testing import CliRunner
 
 from signer.cli import app
+from signer.protocol.sign import HashScheme
 
 runner = CliRunner()
 
@@ -88,6 +94,8 @@ def test_every_command_has_help() -> None:
         ["node", "quarantine", "clear", "--help"],
         ["cluster", "--help"],
         ["cluster", "suspensions", "--help"],
+        ["cluster", "wallet", "--help"],
+        ["cluster", "pools", "--help"],
         ["cluster", "clear-suspension", "--help"],
         ["cluster", "up", "--help"],
         ["cluster", "status", "--help"],
@@ -179,3 +187,72 @@ def _coordinator_suspensions_are_listed_and_cleared(root: Path) -> None:
     assert again.exit_code == 1 and "already cleared" in again.output
     empty = runner.invoke(app, ["cluster", "suspensions", "--dir", str(root)])
     assert json.loads(empty.output) == []
+
+
+def test_cluster_wallet_and_pools_commands(tmp_path: Path) -> None:
+    """An operator creates a wallet and fills a presignature pool on a running cluster
+    (nodes with fixture prime pools: the test-only speed-up of node_cluster.make_cluster)."""
+    cluster = make_cluster(tmp_path)
+    run(cluster.up())
+    root = str(cluster.root)
+    try:
+        created = runner.invoke(app, ["cluster", "wallet", "--dir", root, "--name", "ops"])
+        assert created.exit_code == 0, created.output
+        doc = json.loads(created.output)
+        assert doc["threshold"] == "2-of-3" and doc["address"].startswith("0x")
+        again = runner.invoke(app, ["cluster", "wallet", "--dir", root, "--name", "ops"])
+        assert again.exit_code == 1 and "exists" in again.output
+        pools = ["cluster", "pools", "--dir", root, "--wallet", "ops", "--signers", "1,3"]
+        filled = runner.invoke(app, [*pools, "--depth", "2"])
+        assert filled.exit_code == 0, filled.output
+        assert json.loads(filled.output)["made"] == 2
+        topped = runner.invoke(app, [*pools, "--depth", "2"])
+        assert json.loads(topped.output)["made"] == 0  # already at depth
+        status = runner.invoke(app, ["cluster", "status", "--dir", root, "--json"])
+        (wallet,) = json.loads(status.output)["wallets"]
+        assert wallet["name"] == "ops" and wallet["pools"] == {"1,3 m/": 2}
+        bad = runner.invoke(app, [*pools[:-1], "1,x"])
+        assert bad.exit_code == 2 and "--signers" in bad.output
+        unknown = runner.invoke(app, [*pools[:5], "nope", *pools[6:]])
+        assert unknown.exit_code == 1 and "nope" in unknown.output
+        _keeper_refills_until_interrupted(cluster, pools)
+    finally:
+        cluster.down()
+
+
+def _keeper_refills_until_interrupted(cluster: Any, pools: list[str]) -> None:
+    """`pools --keep` as its own process: a signature takes a presignature from the pool, the
+    keeper puts one back, and Ctrl-C (SIGINT) ends it cleanly."""
+    command = [sys.executable, "-c", "from signer.cli import app; app()", *pools]
+    keeper = subprocess.Popen(
+        [*command, "--depth", "2", "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert keeper.stdout is not None
+        assert "keeping" in keeper.stdout.readline()
+
+        async def sign_and_wait() -> int:
+            coordinator = cluster.coordinator()
+            try:
+                await coordinator.sign("ops", b"take one", HashScheme.KECCAK256, preferred=(1, 3))
+                wallet = coordinator.store.wallet("ops")
+                for _ in range(600):  # the keeper refills within a presign or two
+                    depth = coordinator.store.pool_depth(wallet.key_id, wallet.epoch, "1,3", "")
+                    if depth == 2:
+                        return depth
+                    await asyncio.sleep(0.1)
+                return depth
+            finally:
+                await coordinator.aclose()
+
+        assert run(sign_and_wait()) == 2
+        keeper.send_signal(signal.SIGINT)
+        assert keeper.wait(timeout=60) == 0
+    finally:
+        if keeper.poll() is None:
+            keeper.kill()
+            keeper.wait()
