@@ -24,6 +24,7 @@ from signer.node.store import (
     ExclusionFields,
     add_exclusion,
     clear_exclusion,
+    first_blocking,
     list_exclusions,
     sqlite_engine,
 )
@@ -262,8 +263,7 @@ class CoordinatorStore:
             return list_exclusions(session, SuspensionRow, include_cleared)
 
     def suspended(self, parties: tuple[int, ...]) -> SuspensionRow | None:
-        members = frozenset(parties)
-        return next((row for row in self.suspensions() if row.blocks(members)), None)
+        return first_blocking(self.suspensions(), parties)
 
     def clear_suspension(self, entry: int, reason: str) -> SuspensionRow:
         with self.session() as session:

@@ -170,6 +170,12 @@ def list_exclusions(session: Session, model: type[E], include_cleared: bool) -> 
     return list(session.exec(query))
 
 
+def first_blocking(rows: list[E], parties: tuple[int, ...]) -> E | None:
+    """The first of the active `rows` that forbids a session among `parties`, if any."""
+    members = frozenset(parties)
+    return next((row for row in rows if row.blocks(members)), None)
+
+
 def clear_exclusion(session: Session, model: type[E], entry: int, reason: str) -> E:
     """Mark an entry cleared (it is kept); StoreError if it is unknown, already cleared, or
     the reason is empty."""
@@ -421,8 +427,7 @@ class NodeStore:
 
     def blocking(self, parties: tuple[int, ...]) -> QuarantineRow | None:
         """The first active entry that forbids a session among `parties`, if any."""
-        members = frozenset(parties)
-        return next((row for row in self.quarantines() if row.blocks(members)), None)
+        return first_blocking(self.quarantines(), parties)
 
     def clear_quarantine(self, entry: int, reason: str) -> QuarantineRow:
         """The operator's decision that an entry no longer applies (kept, marked cleared)."""
