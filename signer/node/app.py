@@ -30,6 +30,7 @@ from signer.node.envelope import Envelope, EnvelopeRejected
 from signer.node.runtime import NodeRuntime, roster_from_json
 from signer.node.service import NodeError, NodeService, SessionSpec
 from signer.node.store import StoreError
+from signer.problems import ErrorCode
 from signer.protocol.sign import HashScheme
 
 _STATUS = {
@@ -73,12 +74,12 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
     def authorised(authorization: str = Header(default="")) -> None:
         expected = f"Bearer {runtime.api_token}"
         if not secrets.compare_digest(authorization.encode(), expected.encode()):
-            raise NodeError("UNAUTHORIZED", "missing or wrong bearer token")
+            raise NodeError(ErrorCode.UNAUTHORIZED, "missing or wrong bearer token")
 
     def service() -> NodeService:
         runtime.reload_roster()
         if runtime.service is None:
-            raise NodeError("NOT_PINNED", "no cluster roster pinned yet")
+            raise NodeError(ErrorCode.NOT_PINNED, "no cluster roster pinned yet")
         return runtime.service
 
     @app.exception_handler(NodeError)
@@ -131,7 +132,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         try:
             instance = bytes.fromhex(session)
         except ValueError as exc:
-            raise NodeError("BAD_REQUEST", "session id is not hex") from exc
+            raise NodeError(ErrorCode.BAD_REQUEST, "session id is not hex") from exc
         envelopes = [Envelope.from_dict(doc) for doc in batch.envelopes]
         return service().deliver(instance, envelopes).to_json()
 
@@ -140,7 +141,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         try:
             instance = bytes.fromhex(session)
         except ValueError as exc:
-            raise NodeError("BAD_REQUEST", "session id is not hex") from exc
+            raise NodeError(ErrorCode.BAD_REQUEST, "session id is not hex") from exc
         return {"cancelled": service().cancel(instance)}
 
     @app.post("/v1/sign", dependencies=guard)
@@ -165,7 +166,7 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
             parties = tuple(int(i) for i in signers.split(","))
             steps = tuple(int(i) for i in path.split("/")) if path else ()
         except ValueError as exc:
-            raise NodeError("BAD_REQUEST", "signers/path malformed") from exc
+            raise NodeError(ErrorCode.BAD_REQUEST, "signers/path malformed") from exc
         return {
             "available": runtime.store.available_presignatures(key_id, parties, steps),
             "counts": runtime.store.presignature_counts(key_id),

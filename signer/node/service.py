@@ -39,6 +39,7 @@ from signer.node.store import (
     join_path,
 )
 from signer.paillier import PaillierSecretKey
+from signer.problems import ErrorCode
 from signer.protocol.aux_info import AuxInfo, AuxInfoParty
 from signer.protocol.base import Message, Party, ProtocolAbort, SessionConfig
 from signer.protocol.keygen import KeygenParty, KeyShare
@@ -71,12 +72,22 @@ NOT_SECURITY_EVENTS = frozenset({Check.MISMATCH, Check.PARTY_INDEX})
 
 
 class NodeError(TesseraError):
-    """A request the node refuses; `code` is stable for clients (e.g. UNKNOWN_SESSION)."""
+    """A request the node refuses; `code` is stable for clients (`signer.problems.ErrorCode`),
+    `culprit` and `check` say whom and what, when known.  Crosses HTTP as a `Problem`."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        culprit: int | None = None,
+        check: str | None = None,
+    ) -> None:
         self.code = code
         self.detail = detail
-        super().__init__(f"{code}: {detail}")
+        self.culprit = culprit
+        self.check = check
+        super().__init__(f"{code.value}: {detail}")
 
 
 class Sealer(Protocol):
@@ -123,7 +134,7 @@ class SessionSpec:
                 new_parties=tuple(_ints(doc.get("new_parties", []), "new_parties")),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise NodeError("BAD_REQUEST", f"session spec: {exc}") from exc
+            raise NodeError(ErrorCode.BAD_REQUEST, f"session spec: {exc}") from exc
         return spec
 
     def to_json(self) -> dict[str, Any]:
@@ -237,12 +248,14 @@ class NodeService:
     def key_share(self, key_id: bytes) -> KeyShare:
         row = self.store.active_key(key_id.hex())
         if row.sealed_share is None:
-            raise NodeError("NO_SHARE", f"this node holds no share of key {key_id.hex()[:16]}")
+            raise NodeError(
+                ErrorCode.NO_SHARE, f"this node holds no share of key {key_id.hex()[:16]}"
+            )
         public = codec.decode_key_public(row.public)
         secret = self._unseal(row.sealed_share, key_id.hex(), row.epoch, "key_share")
         share = codec.key_share(public, secret)
         if share.index != self.index:
-            raise NodeError("CORRUPT", "stored share belongs to another party index")
+            raise NodeError(ErrorCode.CORRUPT, "stored share belongs to another party index")
         return share
 
     def aux_info(self, aux_id: bytes) -> AuxInfo:
@@ -250,13 +263,17 @@ class NodeService:
         secret = self._unseal(row.sealed_secret, aux_id.hex(), 0, "aux_info")
         aux = codec.aux_info(row.public, self.index, secret)
         if aux.aux_id() != aux_id:
-            raise NodeError("CORRUPT", f"aux-info record {aux_id.hex()[:16]} does not match its id")
+            raise NodeError(
+                ErrorCode.CORRUPT, f"aux-info record {aux_id.hex()[:16]} does not match its id"
+            )
         return aux
 
     # --- sessions ------------------------------------------------------------------------------
     def start(self, spec: SessionSpec) -> SessionReply:
         if self.index not in spec.parties:
-            raise NodeError("NOT_A_PARTY", f"party {self.index} is not in {list(spec.parties)}")
+            raise NodeError(
+                ErrorCode.NOT_A_PARTY, f"party {self.index} is not in {list(spec.parties)}"
+            )
         if spec.protocol != IDENTIFY_PROTOCOL:  # identifying a culprit is always allowed
             self._refuse_quarantined(spec.parties)
         try:
@@ -265,7 +282,7 @@ class NodeService:
             )
             party, finish = self._party(spec, config)
         except (InvalidParameter, EncodingError, CryptoMisuse, StoreError) as exc:
-            raise NodeError("BAD_REQUEST", str(exc)) from exc
+            raise NodeError(ErrorCode.BAD_REQUEST, str(exc)) from exc
         instance = config.instance()
         try:
             # Durable and before round 1: this node never signs two different round-1
@@ -275,14 +292,17 @@ class NodeService:
             self.store.record_session_start(instance.hex(), spec.protocol)
         except StoreError as exc:
             raise NodeError(
-                "DUPLICATE_SESSION", "this node already started a session with this request id"
+                ErrorCode.DUPLICATE_SESSION,
+                "this node already started a session with this request id",
             ) from exc
         with self._lock:
             self._expire()
             if instance in self._sessions:
-                raise NodeError("DUPLICATE_SESSION", "a session with this request id is running")
+                raise NodeError(
+                    ErrorCode.DUPLICATE_SESSION, "a session with this request id is running"
+                )
             if len(self._sessions) >= MAX_SESSIONS:
-                raise NodeError("BUSY", f"{MAX_SESSIONS} sessions are running")
+                raise NodeError(ErrorCode.BUSY, f"{MAX_SESSIONS} sessions are running")
             session = _Session(spec, party, finish)
             self._sessions[instance] = session
         with session.lock:
@@ -293,7 +313,7 @@ class NodeService:
         with self._lock:
             session = self._sessions.get(instance)
         if session is None:
-            raise NodeError("UNKNOWN_SESSION", f"no running session {instance.hex()[:16]}")
+            raise NodeError(ErrorCode.UNKNOWN_SESSION, f"no running session {instance.hex()[:16]}")
         with session.lock:
             session.touched = time.monotonic()
             outgoing: list[Message] = []
@@ -368,7 +388,7 @@ class NodeService:
         row = self.store.blocking(tuple(parties))
         if row is not None:
             raise NodeError(
-                "QUARANTINED",
+                ErrorCode.QUARANTINED,
                 f"{row.describe()}; only this node's operator can clear it "
                 "(tessera node quarantine clear)",
             )
@@ -441,30 +461,33 @@ class NodeService:
                 kept = self._identifications.get(spec.request)
             if kept is None:
                 raise NodeError(
-                    "UNKNOWN_SESSION", "no failed presign awaits identification under this request"
+                    ErrorCode.UNKNOWN_SESSION,
+                    "no failed presign awaits identification under this request",
                 )
             state = kept[0]
             if state.session_config() != config:
                 raise NodeError(
-                    "BAD_REQUEST", "identification spec differs from the failed presign"
+                    ErrorCode.BAD_REQUEST, "identification spec differs from the failed presign"
                 )
             return PresignIdentifyParty(config, state), lambda r: self._finish_identify(r, spec)
         if spec.protocol in (RESHARE_PROTOCOL, REFRESH_PROTOCOL):
             old = codec.decode_key_public(spec.plan_old)
             if old.key_id != spec.key_id:
-                raise NodeError("BAD_REQUEST", "plan is for another key")
+                raise NodeError(ErrorCode.BAD_REQUEST, "plan is for another key")
             plan = ResharePlan(old, spec.dealers, spec.new_parties, spec.threshold)
             share = self.key_share(spec.key_id) if self.index in plan.dealers else None
             if share is not None and share.public_data() != old:
                 raise NodeError(
-                    "STALE_PLAN", "the plan's key version is not this node's active one"
+                    ErrorCode.STALE_PLAN, "the plan's key version is not this node's active one"
                 )
             if spec.protocol == REFRESH_PROTOCOL:
                 if share is None or not plan.is_refresh:
-                    raise NodeError("BAD_REQUEST", "a refresh re-shares to the same committee")
+                    raise NodeError(
+                        ErrorCode.BAD_REQUEST, "a refresh re-shares to the same committee"
+                    )
                 return RefreshParty(config, share), self._finish_reshare
             return ReshareParty(config, plan, share), self._finish_reshare
-        raise NodeError("BAD_REQUEST", f"unknown protocol {spec.protocol!r}")
+        raise NodeError(ErrorCode.BAD_REQUEST, f"unknown protocol {spec.protocol!r}")
 
     # --- results -------------------------------------------------------------------------------
     def _store_key(
@@ -549,10 +572,12 @@ class NodeService:
         pid = presignature_id.hex()
         row = self.store.presignature(pid)
         if row is None or row.key_id != key_id.hex():
-            raise NodeError("UNKNOWN_PRESIGNATURE", f"no presignature {pid[:16]} for this key")
+            raise NodeError(
+                ErrorCode.UNKNOWN_PRESIGNATURE, f"no presignature {pid[:16]} for this key"
+            )
         key_row = self.store.active_key(key_id.hex())
         if row.epoch != key_row.epoch:
-            raise NodeError("STALE_PRESIGNATURE", "made for an older key version")
+            raise NodeError(ErrorCode.STALE_PRESIGNATURE, "made for an older key version")
         public = codec.decode_presignature_public(
             row.public, codec.decode_key_public(key_row.public)
         )
@@ -561,7 +586,7 @@ class NodeService:
         try:
             consumed = self.store.consume_presignature(pid)  # durable before anything leaves
         except StoreError as exc:
-            raise NodeError("PRESIGNATURE_USED", str(exc)) from exc
+            raise NodeError(ErrorCode.PRESIGNATURE_USED, str(exc)) from exc
         failpoint("sign.after_consume")
         secret = self._unseal(consumed.sealed_secret, pid, consumed.epoch, "presignature")
         presignature = codec.presignature(public, secret)

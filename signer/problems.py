@@ -1,0 +1,175 @@
+"""One error model across the process boundary: the problem form and its codes.
+
+Every refusal that crosses HTTP — from a node to the coordinator today, from the signer API to
+its clients later — is one JSON object in the shape of RFC 9457 ("Problem Details for HTTP
+APIs"), served as ``application/problem+json``:
+
+  type     ``urn:tessera:problem:<code>`` — stable, one per code
+  title    the code's one-line meaning (the same for every instance of the code)
+  status   the HTTP status (also the response's)
+  code     an `ErrorCode` value: what clients switch on, never the text
+  detail   what went wrong in this instance, for a human; never an echo of the input
+  culprit  the party index to blame, when there is one (e.g. the sender of a bad envelope)
+  check    the failed check (a `signer.errors.Check` value or an envelope check), when known
+  node     the party index of the node that answered, when a node answered
+
+`ErrorCode` is the single definition of the codes: the node raises them, the coordinator
+turns them back into typed exceptions (`coordinator.client`), and `docs/errors.md` lists them
+(a static test keeps that table and this enum equal).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: A `detail` is cut to this many characters, so no reply can grow with its input.
+MAX_DETAIL_CHARS = 500
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ErrorCode(StrEnum):
+    """Stable code of a refusal; `STATUS` gives its HTTP status and `TITLE` its meaning."""
+
+    # the request itself
+    BAD_REQUEST = "BAD_REQUEST"
+    VALIDATION = "VALIDATION"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    URI_TOO_LONG = "URI_TOO_LONG"
+    HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    # the node's state
+    NOT_PINNED = "NOT_PINNED"
+    ROSTER_PINNED = "ROSTER_PINNED"
+    NOT_A_PARTY = "NOT_A_PARTY"
+    UNKNOWN_SESSION = "UNKNOWN_SESSION"
+    DUPLICATE_SESSION = "DUPLICATE_SESSION"
+    SESSION_FAILED = "SESSION_FAILED"
+    ENVELOPE_REJECTED = "ENVELOPE_REJECTED"
+    UNKNOWN_KEY = "UNKNOWN_KEY"
+    NO_SHARE = "NO_SHARE"
+    UNKNOWN_PRESIGNATURE = "UNKNOWN_PRESIGNATURE"
+    PRESIGNATURE_USED = "PRESIGNATURE_USED"
+    STALE_PRESIGNATURE = "STALE_PRESIGNATURE"
+    STALE_PLAN = "STALE_PLAN"
+    PLAN_IN_FLIGHT = "PLAN_IN_FLIGHT"
+    QUARANTINED = "QUARANTINED"
+    # the node cannot serve now
+    BUSY = "BUSY"
+    HSM = "HSM"
+    CORRUPT = "CORRUPT"
+    INTERNAL = "INTERNAL"
+
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.VALIDATION: 422,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.URI_TOO_LONG: 414,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.NOT_PINNED: 409,
+    ErrorCode.ROSTER_PINNED: 409,
+    ErrorCode.NOT_A_PARTY: 403,
+    ErrorCode.UNKNOWN_SESSION: 404,
+    ErrorCode.DUPLICATE_SESSION: 409,
+    ErrorCode.SESSION_FAILED: 409,
+    ErrorCode.ENVELOPE_REJECTED: 400,
+    ErrorCode.UNKNOWN_KEY: 404,
+    ErrorCode.NO_SHARE: 404,
+    ErrorCode.UNKNOWN_PRESIGNATURE: 404,
+    ErrorCode.PRESIGNATURE_USED: 409,
+    ErrorCode.STALE_PRESIGNATURE: 409,
+    ErrorCode.STALE_PLAN: 409,
+    ErrorCode.PLAN_IN_FLIGHT: 409,
+    ErrorCode.QUARANTINED: 409,
+    ErrorCode.BUSY: 503,
+    ErrorCode.HSM: 503,
+    ErrorCode.CORRUPT: 500,
+    ErrorCode.INTERNAL: 500,
+}
+
+TITLE: dict[ErrorCode, str] = {
+    ErrorCode.BAD_REQUEST: "the request is malformed",
+    ErrorCode.VALIDATION: "a field of the request is missing or invalid",
+    ErrorCode.UNAUTHORIZED: "missing or wrong credentials",
+    ErrorCode.NOT_FOUND: "no such route",
+    ErrorCode.METHOD_NOT_ALLOWED: "the route does not take this method",
+    ErrorCode.PAYLOAD_TOO_LARGE: "the request body exceeds the limit",
+    ErrorCode.URI_TOO_LONG: "the request target (path and query) exceeds the limit",
+    ErrorCode.HEADERS_TOO_LARGE: "the request headers exceed the limit",
+    ErrorCode.REQUEST_TIMEOUT: "the request was not received in time",
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: "the request body is not JSON",
+    ErrorCode.NOT_PINNED: "no cluster roster is pinned on this node yet",
+    ErrorCode.ROSTER_PINNED: "the roster is already pinned",
+    ErrorCode.NOT_A_PARTY: "this node is not a party of the session",
+    ErrorCode.UNKNOWN_SESSION: "no such running session",
+    ErrorCode.DUPLICATE_SESSION: "this session instance was already started",
+    ErrorCode.SESSION_FAILED: "the session has failed and takes no more messages",
+    ErrorCode.ENVELOPE_REJECTED: "a relayed envelope was rejected",
+    ErrorCode.UNKNOWN_KEY: "no active version of this key on this node",
+    ErrorCode.NO_SHARE: "this node holds no share of the key",
+    ErrorCode.UNKNOWN_PRESIGNATURE: "no such presignature for this key",
+    ErrorCode.PRESIGNATURE_USED: "the presignature was already consumed or revoked",
+    ErrorCode.STALE_PRESIGNATURE: "the presignature is for another key version",
+    ErrorCode.STALE_PLAN: "the re-share plan is not for this node's key version",
+    ErrorCode.PLAN_IN_FLIGHT: "another re-share or refresh of this key version is in flight",
+    ErrorCode.QUARANTINED: "a party of the request is quarantined by this node",
+    ErrorCode.BUSY: "the node is at its session limit",
+    ErrorCode.HSM: "the node's HSM could not complete the operation",
+    ErrorCode.CORRUPT: "the node's stored state is inconsistent",
+    ErrorCode.INTERNAL: "an unexpected error; the operation was not completed",
+}
+
+
+def clip(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    """`text` cut to `limit` characters (marked), so a detail never grows with the input."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class Problem(BaseModel):
+    """The wire form of a refusal (RFC 9457 members plus Tessera's `code`, `culprit`,
+    `check` and `node`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: str
+    title: str
+    status: Annotated[int, Field(ge=400, le=599)]
+    code: ErrorCode
+    detail: Annotated[str, Field(max_length=MAX_DETAIL_CHARS)]
+    culprit: int | None = None
+    check: str | None = None
+    node: int | None = None
+
+    @classmethod
+    def of(
+        cls,
+        code: ErrorCode,
+        detail: str,
+        *,
+        culprit: int | None = None,
+        check: str | None = None,
+        node: int | None = None,
+    ) -> Problem:
+        return cls(
+            type=f"urn:tessera:problem:{code.value.lower().replace('_', '-')}",
+            title=TITLE[code],
+            status=STATUS[code],
+            code=code,
+            detail=clip(detail),
+            culprit=culprit,
+            check=check,
+            node=node,
+        )
