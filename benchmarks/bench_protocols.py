@@ -108,7 +108,13 @@ def bench_config(
             partials[i] = issue_partial(presignature, MESSAGE, HashScheme.KECCAK256)
             slowest = max(slowest, time.perf_counter() - s0)
         c0 = time.perf_counter()
-        combine(fresh[signers[0]].public, MESSAGE, HashScheme.KECCAK256, partials)
+        combine(
+            fresh[signers[0]].public,
+            MESSAGE,
+            HashScheme.KECCAK256,
+            partials,
+            shares[signers[0]].public_data(),
+        )
         done = time.perf_counter()
         online.append(done - t0)
         per_party.append(slowest + (done - c0))

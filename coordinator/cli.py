@@ -92,10 +92,10 @@ def status(
         for node in cluster.nodes:
             client = cluster.client(node)
             try:
-                health: dict[str, Any] = await client.health()
-                state = "pinned" if health.get("pinned") else "not pinned"
-                if health.get("quarantined"):
-                    state += f", {health['quarantined']} quarantine entries"
+                health = await client.health()
+                state = "pinned" if health.pinned else "not pinned"
+                if health.quarantined:
+                    state += f", {health.quarantined} quarantine entries"
             except (NodeUnavailable, NodeRefused) as exc:
                 state = f"down ({type(exc).__name__})"
             finally:

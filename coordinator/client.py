@@ -1,12 +1,66 @@
-"""HTTP client for one key-share node's API (`signer/node/app.py`)."""
+"""HTTP client for one key-share node's API (`signer/node/app.py`).
+
+A refusal arrives as a `signer.problems.Problem` and becomes `NodeRefused` with its
+`ErrorCode`; a reply is parsed into its `signer.node.api` model, so the coordinator never
+works on an unchecked dict.  An error body that is not a problem (a proxy, a crashed worker)
+still becomes a typed refusal, with a code derived from the status.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from signer.errors import TesseraError
+from signer.node.api import (
+    CancelReply,
+    Health,
+    PresignatureListing,
+    SessionState,
+    SignReply,
+)
+from signer.node.confirmation import (
+    ActivationBody,
+    ActivationReply,
+    ConfirmationBody,
+    KeyVersionState,
+)
+from signer.problems import ErrorCode, Problem, clip
+from signer.protocol.sign import PartialSignatureInvalid
+
+M = TypeVar("M", bound=BaseModel)
+
+#: The code of a refusal whose body is not a problem, by HTTP status: each code's own status
+#: where exactly one code has it, else the generic code of its class.
+_BY_STATUS: dict[int, ErrorCode] = {
+    408: ErrorCode.REQUEST_TIMEOUT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    414: ErrorCode.URI_TOO_LONG,
+    431: ErrorCode.HEADERS_TOO_LARGE,
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    422: ErrorCode.VALIDATION,
+    503: ErrorCode.BUSY,
+}
+
+
+def problem_of(index: int, response: httpx.Response) -> Problem:
+    """The problem a refusal carries, or one made up from its status (detail: the body's
+    start, clipped) when the body is not a problem."""
+    try:
+        return Problem.model_validate_json(response.content)
+    except ValidationError:
+        status = response.status_code
+        if status in _BY_STATUS:
+            code = _BY_STATUS[status]
+        else:
+            code = ErrorCode.INTERNAL if status >= 500 else ErrorCode.BAD_REQUEST
+        text = clip(response.text or f"HTTP {status}", 200)
+        return Problem.of(code, f"not a problem body (HTTP {status}): {text}", node=index)
 
 
 class NodeUnavailable(TesseraError):
@@ -19,14 +73,30 @@ class NodeUnavailable(TesseraError):
 
 
 class NodeRefused(TesseraError):
-    """The node answered with an error: `code` is its stable error code."""
+    """The node answered with a refusal: `code` is its stable `ErrorCode`, `problem` the
+    whole problem (culprit, check, node)."""
 
-    def __init__(self, index: int, status: int, code: str, detail: str) -> None:
+    def __init__(self, index: int, problem: Problem) -> None:
         self.index = index
-        self.status = status
-        self.code = code
-        self.detail = detail
-        super().__init__(f"node {index} refused ({status} {code}): {detail}")
+        self.problem = problem
+        self.status = problem.status
+        self.code = problem.code
+        self.detail = problem.detail
+        super().__init__(
+            f"node {index} refused ({problem.status} {problem.code}): {problem.detail}"
+        )
+
+    @classmethod
+    def of(cls, index: int, code: ErrorCode, detail: str) -> NodeRefused:
+        return cls(index, Problem.of(code, detail, node=index))
+
+
+class NodeReplyInvalid(TesseraError):
+    """The node answered 2xx with a body that is not the route's model."""
+
+    def __init__(self, index: int, detail: str) -> None:
+        self.index = index
+        super().__init__(f"node {index} sent a malformed reply: {detail}")
 
 
 class NodeClient:
@@ -48,17 +118,21 @@ class NodeClient:
         except httpx.HTTPError as exc:
             raise NodeUnavailable(self.index, f"{type(exc).__name__}: {exc}") from exc
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                code, detail = str(body["error"]), str(body["detail"])
-            except (ValueError, KeyError, TypeError):
-                code, detail = "HTTP", response.text[:500]
-            raise NodeRefused(self.index, response.status_code, code, detail)
-        return response.json()
+            raise NodeRefused(self.index, problem_of(self.index, response))
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise NodeReplyInvalid(self.index, "not JSON") from exc
 
-    async def health(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("GET", "/v1/health")
-        return result
+    async def _model(self, model: type[M], method: str, path: str, **kwargs: Any) -> M:
+        body = await self._call(method, path, **kwargs)
+        try:
+            return model.model_validate(body)
+        except ValidationError as exc:
+            raise NodeReplyInvalid(self.index, f"not a {model.__name__}") from exc
+
+    async def health(self) -> Health:
+        return await self._model(Health, "GET", "/v1/health")
 
     async def card(self) -> dict[str, Any]:
         result: dict[str, Any] = await self._call("GET", "/v1/card")
@@ -67,34 +141,63 @@ class NodeClient:
     async def pin(self, roster: dict[str, Any]) -> None:
         await self._call("POST", "/v1/roster", json=roster)
 
-    async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call("POST", "/v1/sessions", json=spec)
-        return result
+    async def start(self, spec: dict[str, Any]) -> SessionState:
+        return await self._model(SessionState, "POST", "/v1/sessions", json=spec)
 
-    async def deliver(self, session: str, envelopes: list[dict[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "POST", f"/v1/sessions/{session}/envelopes", json={"envelopes": envelopes}
+    async def deliver(self, session: str, envelopes: list[dict[str, Any]]) -> SessionState:
+        return await self._model(
+            SessionState,
+            "POST",
+            f"/v1/sessions/{session}/envelopes",
+            json={"envelopes": envelopes},
         )
-        return result
 
     async def cancel(self, session: str) -> bool:
-        result: dict[str, Any] = await self._call("DELETE", f"/v1/sessions/{session}")
-        return bool(result.get("cancelled"))
+        reply = await self._model(CancelReply, "DELETE", f"/v1/sessions/{session}")
+        return reply.cancelled
 
     async def sign(
         self, key_id: str, presignature_id: str, message: bytes, scheme: str
-    ) -> dict[str, Any]:
+    ) -> SignReply:
         body = {
             "key_id": key_id,
             "presignature_id": presignature_id,
             "message": message.hex(),
             "scheme": scheme,
         }
-        result: dict[str, Any] = await self._call("POST", "/v1/sign", json=body)
-        return result
+        try:
+            return await self._model(SignReply, "POST", "/v1/sign", json=body)
+        except NodeReplyInvalid as exc:
+            # a signer that answers with something that is not a partial is to blame
+            raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
 
-    async def presignatures(self, key_id: str, signers: str, path: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._call(
-            "GET", f"/v1/keys/{key_id}/presignatures", params={"signers": signers, "path": path}
+    async def presignatures(self, key_id: str, signers: str, path: str) -> PresignatureListing:
+        return await self._model(
+            PresignatureListing,
+            "GET",
+            f"/v1/keys/{key_id}/presignatures",
+            params={"signers": signers, "path": path},
         )
-        return result
+
+    # --- key versions: storage confirmations (signer/node/confirmation.py) ----------------------
+    async def versions(self, key_id: str) -> list[KeyVersionState]:
+        body = await self._call("GET", f"/v1/keys/{key_id}/versions")
+        try:
+            return [KeyVersionState.model_validate(item) for item in body]
+        except (TypeError, ValidationError) as exc:
+            raise NodeReplyInvalid(self.index, "not a list of KeyVersionState") from exc
+
+    async def confirmation(self, key_id: str, epoch: int) -> ConfirmationBody:
+        """The node's signed statement that it stored its share of pending version `epoch`."""
+        return await self._model(
+            ConfirmationBody, "POST", f"/v1/keys/{key_id}/versions/{epoch}/confirmation"
+        )
+
+    async def activate(
+        self, key_id: str, epoch: int, statements: list[ConfirmationBody]
+    ) -> ActivationReply:
+        """Hand the node the complete set of statements for its pending version `epoch`."""
+        body = ActivationBody(statements=statements).model_dump()
+        return await self._model(
+            ActivationReply, "POST", f"/v1/keys/{key_id}/versions/{epoch}/activate", json=body
+        )

@@ -23,14 +23,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
 from coordinator.engine import Coordinator
+from coordinator.health import NodeHealth
 from coordinator.store import CoordinatorStore
 from signer.errors import TesseraError
+from signer.node.api import Health
 from signer.node.envelope import NodeCard
 from signer.node.runtime import NodeConfig, grow_roster, roster_from_json
 
@@ -247,7 +250,7 @@ class LocalCluster:
     def clients(self) -> dict[int, NodeClient]:
         return {n.index: self.client(n) for n in self.nodes}
 
-    async def wait_healthy(self, node: NodeEntry, timeout: float = 60.0) -> dict[str, Any]:
+    async def wait_healthy(self, node: NodeEntry, timeout: float = 60.0) -> Health:
         client = self.client(node)
         deadline = time.monotonic() + timeout
         try:
@@ -270,7 +273,7 @@ class LocalCluster:
         roster = self.roster()
         for node in self.nodes:
             health = await self.wait_healthy(node)
-            if not health.get("pinned"):
+            if not health.pinned:
                 client = self.client(node)
                 try:
                     await client.pin(roster)
@@ -281,6 +284,14 @@ class LocalCluster:
         for node in self.nodes:
             self.stop(node)
 
-    def coordinator(self, traffic: list[dict[str, Any]] | None = None) -> Coordinator:
+    def coordinator(
+        self,
+        traffic: list[dict[str, Any]] | None = None,
+        health: Callable[[Mapping[int, NodeClient]], NodeHealth] | None = None,
+    ) -> Coordinator:
+        """A coordinator over this cluster; `health` builds its node health tracker from the
+        clients (tests inject one with their own clock)."""
         store = CoordinatorStore(self.root / "coordinator.db")
-        return Coordinator(self.clients(), self.threshold, store, traffic)
+        clients = self.clients()
+        tracker = None if health is None else health(clients)
+        return Coordinator(clients, self.threshold, store, traffic, tracker)

@@ -18,8 +18,10 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
+from coordinator.client import NodeClient, NodeRefused, NodeReplyInvalid, NodeUnavailable
 from signer.errors import TesseraError
+from signer.node.api import SessionState
+from signer.problems import ErrorCode
 
 
 class SessionFailed(TesseraError):
@@ -35,7 +37,7 @@ class SessionFailed(TesseraError):
         aborts: dict[int, dict[str, Any]],
         unavailable: dict[int, str],
         stalled: tuple[int, ...],
-        refused: dict[int, str] | None = None,
+        refused: dict[int, ErrorCode] | None = None,
     ) -> None:
         self.protocol = protocol
         self.aborts = aborts
@@ -100,14 +102,15 @@ class SessionDriver:
         protocol = str(spec["protocol"])
         aborts: dict[int, dict[str, Any]] = {}
         unavailable: dict[int, str] = {}
-        refused: dict[int, str] = {}
+        refused: dict[int, ErrorCode] = {}
         status: dict[int, str] = {}
         results: dict[int, dict[str, Any]] = {}
         session = ""
 
-        def absorb(index: int, reply: dict[str, Any] | BaseException) -> list[dict[str, Any]]:
+        def absorb(index: int, reply: SessionState | BaseException) -> list[dict[str, Any]]:
             nonlocal session
-            if isinstance(reply, NodeUnavailable | NodeRefused):
+            if isinstance(reply, NodeUnavailable | NodeRefused | NodeReplyInvalid):
+                # (a reply that is not a SessionState is as good as no reply: operational)
                 unavailable[index] = str(reply)
                 if isinstance(reply, NodeRefused):
                     refused[index] = reply.code
@@ -115,15 +118,13 @@ class SessionDriver:
                 return []
             if isinstance(reply, BaseException):
                 raise reply
-            session = str(reply["session"])
-            status[index] = str(reply["status"])
-            if reply.get("result") is not None:
-                results[index] = reply["result"]
-            abort = reply.get("abort")
-            if abort and reply["status"] == "aborted":
-                aborts[index] = abort
-            envelopes: list[dict[str, Any]] = reply.get("envelopes", [])
-            return envelopes
+            session = reply.session
+            status[index] = reply.status
+            if reply.result is not None:
+                results[index] = reply.result
+            if reply.abort is not None and reply.status == "aborted":
+                aborts[index] = reply.abort.model_dump(exclude_none=True)
+            return reply.envelopes
 
         started = await asyncio.gather(
             *(self.clients[i].start(spec) for i in parties), return_exceptions=True

@@ -20,23 +20,67 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
+from coordinator.client import NodeClient, NodeRefused, NodeReplyInvalid, NodeUnavailable
 from coordinator.driver import SessionDriver, SessionFailed, new_request_id
 from coordinator.failures import FailureKind, classify
-from coordinator.store import CoordinatorStore, CoordinatorStoreError, PresignatureRow, WalletRow
+from coordinator.health import OPERATIONAL_CODES, NodeHealth
+from coordinator.store import (
+    CoordinatorStore,
+    CoordinatorStoreError,
+    PendingVersionRow,
+    PresignatureRow,
+    WalletRow,
+)
 from signer.errors import TesseraError
 from signer.node import codec
+from signer.node.api import AUX_KEY_ID, MAX_SIGN_MESSAGE_BYTES
+from signer.node.confirmation import ConfirmationBody
 from signer.node.store import join_indices, join_path
+from signer.problems import ErrorCode
 from signer.protocol.keygen import KeyPublic
 from signer.protocol.sign import HashScheme, PartialSignatureInvalid, Signature, combine
 
-AUX_KEY_ID = b"aux-info"
+#: A signer's refusal with one of these codes comes before it consumes anything
+#: (`NodeService.sign` consumes only after every check; the limits and validation refuse before
+#: the route runs).  PRESIGNATURE_USED, HSM (the unseal comes after the consume) and INTERNAL
+#: are not here: after them the presignature may be spent.
+NOTHING_CONSUMED = frozenset(
+    {
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.VALIDATION,
+        ErrorCode.UNAUTHORIZED,
+        ErrorCode.NOT_FOUND,
+        ErrorCode.METHOD_NOT_ALLOWED,
+        ErrorCode.PAYLOAD_TOO_LARGE,
+        ErrorCode.URI_TOO_LONG,
+        ErrorCode.HEADERS_TOO_LARGE,
+        ErrorCode.REQUEST_TIMEOUT,
+        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode.NOT_PINNED,
+        ErrorCode.UNKNOWN_KEY,
+        ErrorCode.NO_SHARE,
+        ErrorCode.UNKNOWN_PRESIGNATURE,
+        ErrorCode.STALE_PRESIGNATURE,
+        ErrorCode.QUARANTINED,
+    }
+)
+#: ...of which these also say the presignature can never sign (unknown to a signer, or for
+#: another key version): it stays used rather than being offered again.
+NEVER_USABLE = frozenset(
+    {
+        ErrorCode.UNKNOWN_KEY,
+        ErrorCode.NO_SHARE,
+        ErrorCode.UNKNOWN_PRESIGNATURE,
+        ErrorCode.STALE_PRESIGNATURE,
+    }
+)
 
 
 class SigningFailed(TesseraError):
@@ -49,6 +93,40 @@ class SigningFailed(TesseraError):
 
 class InconsistentReports(TesseraError):
     """Parties of one session reported different public outputs."""
+
+
+class SignRequestInvalid(TesseraError):
+    """A signing request no node would accept (refused before any presignature is taken)."""
+
+
+class ReshareUnconfirmed(TesseraError):
+    """A re-share or refresh ran but its new version is not active on every node.
+
+    `confirmed` False: some members of the new committee gave no storage confirmation
+    (`failed` says why); the wallet stays on the old version, which every node still holds.
+    `confirmed` True: the set is complete and the wallet moved to the new version, but the
+    nodes in `failed` have not received it yet.  Either way `Coordinator.confirm_pending`
+    retries; nothing is lost meanwhile."""
+
+    def __init__(self, key_id: str, epoch: int, *, confirmed: bool, failed: dict[int, str]) -> None:
+        self.key_id = key_id
+        self.epoch = epoch
+        self.confirmed = confirmed
+        self.failed = failed
+        nodes = sorted(failed)
+        reasons = "; ".join(f"node {j}: {failed[j]}" for j in nodes)
+        if confirmed:
+            what = (
+                f"epoch {epoch} of key {key_id[:16]} is confirmed and the wallet is on it, but "
+                f"nodes {nodes} have not activated it yet"
+            )
+        else:
+            what = (
+                f"epoch {epoch} of key {key_id[:16]} is not confirmed: no storage confirmation "
+                f"from nodes {nodes}; the wallet stays on epoch {epoch - 1}, which every node "
+                "still holds"
+            )
+        super().__init__(f"{what} ({reasons}); retry with confirm_pending")
 
 
 class SetSuspended(TesseraError):
@@ -75,6 +153,12 @@ class SignOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+def _failure_rank(failure: BaseException) -> int:
+    if isinstance(failure, NodeUnavailable):
+        return 0
+    return 1 if isinstance(failure, NodeRefused) else 2
+
+
 def _same(results: Mapping[int, dict[str, Any]], field_name: str, what: str) -> Any:
     values = {str(r[field_name]) for r in results.values()}
     if len(values) != 1:
@@ -89,12 +173,15 @@ class Coordinator:
         threshold: int,
         store: CoordinatorStore,
         traffic: list[dict[str, Any]] | None = None,
+        health: NodeHealth | None = None,
     ) -> None:
         self.clients = clients
         self.parties = tuple(sorted(clients))
         self.threshold = threshold
         self.store = store
         self.driver = SessionDriver(clients, traffic)
+        # nodes that failed operationally are not chosen until a health check sees them back
+        self.health = health if health is not None else NodeHealth(clients)
 
     async def aclose(self) -> None:
         for client in self.clients.values():
@@ -118,6 +205,10 @@ class Coordinator:
         try:
             return await self.driver.run(spec)
         except SessionFailed as failure:
+            for index, reason in failure.unavailable.items():
+                code = failure.refused.get(index)
+                if code is None or code in OPERATIONAL_CODES:
+                    self.health.mark_down(index, reason)
             self._blame(operation, failure)
             if classify(failure).kind is FailureKind.IDENTIFICATION:
                 await self._identify(failure, spec)
@@ -182,8 +273,12 @@ class Coordinator:
             return existing
         return await self.run_aux_info(committee)
 
-    async def run_aux_info(self, parties: tuple[int, ...] | None = None) -> str:
-        """Fresh aux-info (new Paillier keys, proven again) for a committee."""
+    async def run_aux_info(
+        self, parties: tuple[int, ...] | None = None, replaces: str | None = None
+    ) -> str:
+        """Fresh aux-info (new Paillier keys, proven again) for a committee.  `replaces`: the
+        aux-info this one replaces (refresh, re-share); its moduli must not come back, which
+        every node that holds it checks (AuxInfoParty, issue 9 item 4)."""
         committee = parties or self.parties
         spec = {
             "protocol": "aux_info/v1",
@@ -192,6 +287,8 @@ class Coordinator:
             "threshold": 2,
             "key_id": AUX_KEY_ID.hex(),
         }
+        if replaces:
+            spec["aux_id"] = replaces
         results = await self._run("aux-info", spec)
         aux_id = str(_same(results, "aux_id", "aux-info ids"))
         self.store.add_aux(aux_id, join_indices(committee))
@@ -285,9 +382,12 @@ class Coordinator:
         failure (node down, stall) — after any other failure it leaves the target alone."""
         paused: set[PoolTarget] = set()
         while not stop.is_set():
+            down = await self.health.refresh()
             for target in targets:
                 if target in paused or self.store.suspended(target.signers) is not None:
                     continue
+                if down & set(target.signers):
+                    continue  # tried again once a health check sees the node back
                 wallet = self.store.wallet(target.wallet)
                 try:
                     await self.fill_pool(wallet, target.signers, target.path, target.depth)
@@ -303,9 +403,10 @@ class Coordinator:
 
     # --- signing -------------------------------------------------------------------------------
     def signer_sets(self, key: KeyPublic, excluded: set[int]) -> list[tuple[int, ...]]:
-        """Every t-subset of the key's committee without the excluded nodes and without the
-        suspended parties and sets."""
-        usable = [i for i in key.parties if i not in excluded]
+        """Every t-subset of the key's committee without the excluded nodes, the nodes down
+        (`self.health`) and the suspended parties and sets."""
+        down = self.health.down()
+        usable = [i for i in key.parties if i not in excluded and i not in down]
         subsets = (tuple(c) for c in itertools.combinations(usable, key.threshold))
         return [s for s in subsets if self.store.suspended(s) is None]
 
@@ -317,14 +418,30 @@ class Coordinator:
         path: Sequence[int] = (),
         preferred: tuple[int, ...] | None = None,
     ) -> SignOutcome:
+        # Checked here, before a presignature is taken: a request every node would refuse
+        # must not spend one (an empty message once spent two).
+        if not isinstance(message, bytes) or not message:
+            raise SignRequestInvalid("the message is empty")
+        if len(message) > MAX_SIGN_MESSAGE_BYTES:
+            raise SignRequestInvalid(f"the message is over {MAX_SIGN_MESSAGE_BYTES} bytes")
+        if not isinstance(scheme, HashScheme):
+            raise SignRequestInvalid(f"unknown hash scheme {scheme!r}")
         wallet = self.store.wallet(wallet_name)
         key = codec.decode_key_public(wallet.key_public)
         steps = tuple(path)
         excluded: set[int] = set()
         attempts: list[str] = []
         tried_fresh: set[tuple[int, ...]] = set()
+        await self.health.refresh()  # a node back since its last failure may be chosen again
+        checked = False
         for _ in range(4 * len(key.parties)):
             sets = self.signer_sets(key, excluded)  # suspended sets are left out
+            if not sets and not checked and self.health.down() & set(key.parties):
+                # Only nodes still in their back-off stand in the way: rather than fail the
+                # request, check them now (once per request).
+                checked = True
+                await self.health.refresh(force=True)
+                sets = self.signer_sets(key, excluded)
             if not sets:
                 break
             if preferred in sets:
@@ -366,13 +483,21 @@ class Coordinator:
                 signature = await self._sign_with(wallet, key, signers, row, message, scheme)
             except NodeUnavailable as exc:
                 attempts.append(f"{list(signers)}: node {exc.index} unavailable")
+                self.health.mark_down(exc.index, str(exc))
                 excluded.add(exc.index)
                 continue
             except NodeRefused as exc:
                 attempts.append(f"{list(signers)}: node {exc.index} refused {exc.code}")
-                if exc.code == "QUARANTINED":  # the node is honest; the set is not usable
+                if exc.code is ErrorCode.VALIDATION:
+                    break  # the nodes refuse the request itself: no other set would take it
+                if exc.code is ErrorCode.QUARANTINED:  # the node is honest; the set is not usable
                     self.store.suspend("signer_set", signers, wallet.key_id, "sign", str(exc))
-                elif exc.code not in ("PRESIGNATURE_USED", "UNKNOWN_PRESIGNATURE"):
+                elif exc.code not in (
+                    ErrorCode.PRESIGNATURE_USED,
+                    ErrorCode.UNKNOWN_PRESIGNATURE,
+                ):
+                    if exc.code in OPERATIONAL_CODES:
+                        self.health.mark_down(exc.index, str(exc))
                     excluded.add(exc.index)
                 continue
             except PartialSignatureInvalid as exc:
@@ -403,17 +528,26 @@ class Coordinator:
             ),
             return_exceptions=True,
         )
+        failed = [r for r in replies if isinstance(r, BaseException)]
+        if failed:
+            refusals = [r for r in failed if isinstance(r, NodeRefused)]
+            codes = {r.code for r in refusals}
+            if len(refusals) == len(replies) and codes <= NOTHING_CONSUMED - NEVER_USABLE:
+                # Every signer refused before consuming: no partial exists anywhere, and no
+                # node failed to answer (it might have consumed), so the presignature is
+                # intact — back to the pool.  If any signer answered or timed out, it is spent.
+                self.store.release_presignature(row.presignature_id)
+            # an unreachable node first (it is excluded), then a refusal, then anything else
+            failed.sort(key=_failure_rank)
+            raise failed[0]
         partials: dict[int, int] = {}
         for index, reply in zip(signers, replies, strict=True):
-            if isinstance(reply, BaseException):
+            if isinstance(reply, BaseException):  # (none is left: narrows the type)
                 raise reply
-            if reply.get("index") != index or reply.get("presignature_id") != row.presignature_id:
+            if reply.index != index or reply.presignature_id != row.presignature_id:
                 raise PartialSignatureInvalid(frozenset({index}), "answer for something else")
-            try:
-                partials[index] = int(str(reply["partial"]), 16)
-            except (KeyError, ValueError) as exc:
-                raise PartialSignatureInvalid(frozenset({index}), "malformed partial") from exc
-        return combine(public, message, scheme, partials)
+            partials[index] = int(reply.partial, 16)
+        return combine(public, message, scheme, partials, key)
 
     # --- refresh and re-share --------------------------------------------------------------------
     async def refresh(self, wallet_name: str) -> WalletRow:
@@ -451,7 +585,13 @@ class Coordinator:
         refresh: bool,
     ) -> WalletRow:
         old = codec.decode_key_public(wallet.key_public)
-        aux_id = await self.run_aux_info(committee)
+        in_flight = self.store.pending(wallet.key_id)
+        if in_flight is not None:  # the nodes refuse it too (PLAN_IN_FLIGHT); ask nothing
+            raise CoordinatorStoreError(
+                f"wallet {wallet.name!r} has pending epoch {in_flight.epoch}: confirm_pending "
+                "(or, if it can never be confirmed, abandon_pending) first"
+            )
+        aux_id = await self.run_aux_info(committee, replaces=wallet.aux_id)
         spec = {
             "protocol": "refresh/v1" if refresh else "reshare/v1",
             "request": new_request_id(),
@@ -462,12 +602,145 @@ class Coordinator:
             "dealers": list(dealers),
             "new_parties": list(committee),
         }
-        results = await self._run("refresh" if refresh else "re-share", spec)
-        key_public = bytes.fromhex(str(_same(results, "key_public", "key versions")))
+        try:
+            results = await self._run("refresh" if refresh else "re-share", spec)
+        except SessionFailed:
+            # The session can fail on some parties only (a stall, a withheld message): if every
+            # member of the new committee still finished with one version, it can be confirmed
+            # like any other — otherwise the members that finished keep a pending copy that can
+            # never be, which their operators discard (docs/nodes.md "Key versions").
+            held = await self._held_by_every_member(wallet.key_id, old.epoch + 1, committee)
+            if held is None:
+                raise
+            key_public = held
+        else:
+            key_public = bytes.fromhex(str(_same(results, "key_public", "key versions")))
         public = codec.decode_key_public(key_public)
         if public.public_key != old.public_key or public.epoch != old.epoch + 1:
             raise InconsistentReports("the new version changed the public key or skipped an epoch")
         if public.parties != committee or public.threshold != threshold:
             raise InconsistentReports("the new version is not for the planned committee")
-        self.store.update_wallet(wallet.key_id, public.epoch, key_public, aux_id, threshold)
-        return self.store.wallet(wallet.key_id)
+        # Every party now holds the new version *pending*, next to the old one (still active
+        # and signing).  The wallet follows only once it is confirmed (`_confirm`).
+        pending = PendingVersionRow(
+            key_id=wallet.key_id,
+            epoch=public.epoch,
+            key_public=key_public,
+            aux_id=aux_id,
+            threshold=threshold,
+            parties=join_indices(tuple(sorted(set(dealers) | set(committee)))),
+            created_at=time.time(),
+        )
+        self.store.put_pending(pending)
+        return await self._confirm(pending)
+
+    async def _held_by_every_member(
+        self, key_id: str, epoch: int, committee: tuple[int, ...]
+    ) -> bytes | None:
+        """The pending version `epoch` of the key if every member reports the same one, else
+        None.  (The members' storage confirmations are what proves it; this only decides
+        whether asking for them can succeed.)"""
+        replies = await asyncio.gather(
+            *(self.clients[j].versions(key_id) for j in committee), return_exceptions=True
+        )
+        found: set[str] = set()
+        for reply in replies:
+            if isinstance(reply, NodeUnavailable | NodeRefused | NodeReplyInvalid):
+                return None
+            if isinstance(reply, BaseException):
+                raise reply
+            pending = [v for v in reply if v.epoch == epoch and v.state == "pending" and v.share]
+            if len(pending) != 1:
+                return None
+            found.add(pending[0].key_public)
+        if len(found) != 1:
+            return None
+        return bytes.fromhex(found.pop())
+
+    async def confirm_pending(self, wallet_name: str) -> WalletRow:
+        """Finish a re-share or refresh whose confirmation did not complete (a node was down,
+        or its statements were lost): collect the storage confirmations that are missing, or
+        deliver the complete set again to every node.  Both are idempotent on the nodes."""
+        wallet = self.store.wallet(wallet_name)
+        pending = self.store.pending(wallet.key_id)
+        if pending is None:
+            raise CoordinatorStoreError(f"wallet {wallet.name!r} has no pending key version")
+        return await self._confirm(pending)
+
+    def abandon_pending(self, wallet_name: str) -> None:
+        """Forget a pending version that can never be confirmed (its nodes' operators discard
+        their copies: `tessera node key discard-pending`).  Refused once it is confirmed: the
+        nodes may already be on it."""
+        wallet = self.store.wallet(wallet_name)
+        pending = self.store.pending(wallet.key_id)
+        if pending is None:
+            raise CoordinatorStoreError(f"wallet {wallet.name!r} has no pending key version")
+        if pending.statements is not None:
+            raise CoordinatorStoreError(f"epoch {pending.epoch} is confirmed: confirm_pending")
+        self.store.drop_pending(wallet.key_id)
+
+    async def _confirm(self, pending: PendingVersionRow) -> WalletRow:
+        """Storage confirmations from every member of the new committee, then the set to every
+        node of the session (dealers ∪ committee), each of which then retires its old share in
+        one transaction.  The wallet moves to the new version only once the set is complete:
+        before, it stays on the old one, which every node still holds
+        (signer/node/confirmation.py)."""
+        key_id, epoch = pending.key_id, pending.epoch
+        public = codec.decode_key_public(pending.key_public)
+        if pending.statements is None:
+            replies = await asyncio.gather(
+                *(self.clients[j].confirmation(key_id, epoch) for j in public.parties),
+                return_exceptions=True,
+            )
+            statements: list[ConfirmationBody] = []
+            missing: dict[int, str] = {}
+            expected = public.fingerprint().hex()
+            for j, reply in zip(public.parties, replies, strict=True):
+                if isinstance(reply, NodeUnavailable | NodeRefused | NodeReplyInvalid):
+                    missing[j] = str(reply)
+                elif isinstance(reply, BaseException):
+                    raise reply
+                elif (reply.signer, reply.key_id, reply.epoch, reply.fingerprint) != (
+                    j,
+                    key_id,
+                    epoch,
+                    expected,
+                ):  # (the nodes check the signatures; this only catches a wrong answer early)
+                    missing[j] = f"node {j} confirmed something else"
+                else:
+                    statements.append(reply)
+            if missing:
+                raise ReshareUnconfirmed(key_id, epoch, confirmed=False, failed=missing)
+            encoded = json.dumps([s.model_dump() for s in statements])
+            self.store.set_pending_statements(key_id, encoded)
+        else:
+            statements = [
+                ConfirmationBody.model_validate(s) for s in json.loads(pending.statements)
+            ]
+        parties = tuple(int(i) for i in pending.parties.split(","))
+        delivered = await asyncio.gather(
+            *(self.clients[j].activate(key_id, epoch, statements) for j in parties),
+            return_exceptions=True,
+        )
+        failed: dict[int, str] = {}
+        for j, outcome in zip(parties, delivered, strict=True):
+            if isinstance(outcome, NodeUnavailable | NodeRefused | NodeReplyInvalid):
+                if (
+                    j not in public.parties
+                    and isinstance(outcome, NodeRefused)
+                    and outcome.code is ErrorCode.NO_PENDING_VERSION
+                ):
+                    continue  # a leaving dealer that never finished: nothing to activate there
+                failed[j] = str(outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        # Confirmed: every new share is stored, so the wallet follows the new version even if
+        # some nodes have yet to receive the set (they keep it pending; confirm_pending again).
+        if self.store.wallet(key_id).epoch != epoch:  # (a retry must not revoke new pools)
+            self.store.update_wallet(
+                key_id, epoch, pending.key_public, pending.aux_id, pending.threshold
+            )
+        if failed:
+            raise ReshareUnconfirmed(key_id, epoch, confirmed=True, failed=failed)
+        self.store.drop_pending(key_id)
+        return self.store.wallet(key_id)

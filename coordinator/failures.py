@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from coordinator.driver import SessionFailed
+from signer.errors import Check
+from signer.problems import ErrorCode
 
 #: Abort codes found before any secret is used: the party sets' inputs differ (a node on an
 #: older key version, a message from outside the session).  Not a security event, but not worth
-#: repeating with the same set either.
-CONFIGURATION_CODES = frozenset({"MISMATCH", "PARTY_INDEX"})
+#: repeating with the same set either.  (Abort reports carry `Check` values; StrEnum members
+#: compare equal to them.)
+CONFIGURATION_CODES: frozenset[str] = frozenset({Check.MISMATCH, Check.PARTY_INDEX})
 
 #: A node's refusal (or its halt of a running session) because of its quarantine.
-QUARANTINED = "QUARANTINED"
+QUARANTINED = ErrorCode.QUARANTINED
 
 
 class FailureKind(StrEnum):

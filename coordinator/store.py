@@ -49,6 +49,22 @@ class WalletRow(_CoordinatorTable, table=True):
     created_at: float
 
 
+class PendingVersionRow(_CoordinatorTable, table=True):
+    """A re-share or refresh whose new version is not yet active everywhere: until every
+    member's storage confirmation is in (`statements` None) the wallet stays on its old
+    version; once they are, the set is kept here until every node has it (`confirm_pending`)."""
+
+    __tablename__ = "pending_versions"
+    key_id: str = Field(primary_key=True)
+    epoch: int
+    key_public: bytes
+    aux_id: str
+    threshold: int
+    parties: str  # dealers ∪ new committee: every node the confirmations go to
+    statements: str | None = None  # JSON list of signer.node.confirmation.ConfirmationBody
+    created_at: float
+
+
 class AuxSetRow(_CoordinatorTable, table=True):
     __tablename__ = "aux_sets"
     aux_id: str = Field(primary_key=True)
@@ -144,6 +160,37 @@ class CoordinatorStore:
         with self.session() as session:
             return list(session.exec(select(WalletRow)))
 
+    # --- pending key versions ------------------------------------------------------------------
+    def put_pending(self, row: PendingVersionRow) -> None:
+        with self.session() as session:
+            existing = session.get(PendingVersionRow, row.key_id)
+            if existing is not None:
+                raise CoordinatorStoreError(
+                    f"key {row.key_id[:16]} has pending epoch {existing.epoch}: confirm it first"
+                )
+            session.add(row)
+            session.commit()
+
+    def pending(self, key_id: str) -> PendingVersionRow | None:
+        with self.session() as session:
+            return session.get(PendingVersionRow, key_id)
+
+    def set_pending_statements(self, key_id: str, statements: str) -> None:
+        with self.session() as session:
+            row = session.get(PendingVersionRow, key_id)
+            if row is None:
+                raise CoordinatorStoreError(f"no pending version of key {key_id[:16]}")
+            row.statements = statements
+            session.add(row)
+            session.commit()
+
+    def drop_pending(self, key_id: str) -> None:
+        with self.session() as session:
+            row = session.get(PendingVersionRow, key_id)
+            if row is not None:
+                session.delete(row)
+                session.commit()
+
     # --- aux-info ------------------------------------------------------------------------------
     def add_aux(self, aux_id: str, parties: str) -> None:
         with self.session() as session:
@@ -198,6 +245,20 @@ class CoordinatorStore:
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
                     session.refresh(row)
                     return row
+
+    def release_presignature(self, presignature_id: str) -> bool:
+        """Return a taken presignature to the pool: only for one that every signer refused
+        before consuming anything (`Coordinator._sign_with` decides); True if it was used."""
+        with self.session() as session:
+            released = session.execute(
+                text(
+                    "UPDATE presignatures SET state = 'available' "
+                    "WHERE presignature_id = :id AND state = 'used'"
+                ),
+                {"id": presignature_id},
+            )
+            session.commit()
+            return bool(released.rowcount == 1)  # type: ignore[attr-defined]
 
     def pool_depth(self, key_id: str, epoch: int, signers: str, path: str) -> int:
         with self.session() as session:

@@ -158,7 +158,7 @@ def run_wallet_demo(pool: Path | None = None) -> WalletDemo:
     message = b"demo: unsigned EIP-1559 transfer of 0.1 ETH " + secrets.token_bytes(8)
     signature = timings.timed(
         "sign (partials + combine + verify)",
-        lambda: sign(presignatures, message, HashScheme.KECCAK256),
+        lambda: sign(presignatures, message, HashScheme.KECCAK256, share.public_data()),
     )
     recovered = EthSignature(
         vrs=(signature.recovery_id, signature.r, signature.s)

@@ -62,49 +62,65 @@ def encode(value: Encodable) -> bytes:
     raise TypeError(f"cannot encode {type(value).__name__}")
 
 
-def _decode_at(data: bytes, pos: int, where: str, max_int_bytes: int) -> tuple[Encodable, int]:
-    if pos + 5 > len(data):
+#: Deepest nesting of lists the decoder accepts (the outermost list is depth 1).  The deepest
+#: legitimate value is 4 levels: a `Wire` message with a `ListOf` field
+#: ([name, [[field, [items]]]]) and presign identification's round-1 broadcast inside the
+#: round-1 wrapper ([nonce, context, [H, [[j, D, F, proof]]]]); node codec records go to 3 and
+#: proofs travel as nested *bytes*, decoded by their own call.  16 leaves room for new formats;
+#: anything deeper is an attack on the decoder — ~1000 levels fit in 18 KB (attacks.md A17).
+MAX_DEPTH = 16
+
+
+def _decode_at(
+    data: bytes, pos: int, limit: int, where: str, max_int_bytes: int, depth: int
+) -> tuple[Encodable, int]:
+    """Decode the value whose frame starts at `pos` and must end by `limit`.
+
+    Offsets only: no level copies its payload, only leaves (bytes, integers, points, strings)
+    are materialised, so a large payload nested deep costs its size once (attacks.md A17)."""
+    if pos + 5 > limit:
         raise EncodingError(where, Check.DECODE, "truncated header")
     tag, length = struct.unpack_from(">BI", data, pos)
     start, end = pos + 5, pos + 5 + length
-    if end > len(data):
+    if end > limit:
         raise EncodingError(where, Check.DECODE, f"length {length} runs past the end")
-    payload = data[start:end]
     if tag == TAG_BYTES:
-        return payload, end
+        return data[start:end], end
     if tag == TAG_INT:
-        if not payload or payload[0] not in (0, 1):
+        if not length or data[start] not in (0, 1):
             raise EncodingError(where, Check.DECODE, "integer without a valid sign byte")
-        body = payload[1:]
-        if len(body) > max_int_bytes:  # before any integer is built (attacks.md A17)
-            raise EncodingError(where, Check.RANGE, f"integer of {len(body)} bytes is too long")
-        if body[:1] == b"\x00":
+        negative = data[start] == 1
+        if length - 1 > max_int_bytes:  # before any integer is built (attacks.md A17)
+            raise EncodingError(where, Check.RANGE, f"integer of {length - 1} bytes is too long")
+        if length > 1 and data[start + 1] == 0:
             raise EncodingError(where, Check.DECODE, "non-minimal integer (leading zero byte)")
-        if payload[0] == 1 and not body:
+        if negative and length == 1:
             raise EncodingError(where, Check.DECODE, "negative zero")
-        magnitude = int.from_bytes(body, "big")
-        return (-magnitude if payload[0] == 1 else magnitude), end
+        magnitude = int.from_bytes(data[start + 1 : end], "big")
+        return (-magnitude if negative else magnitude), end
     if tag == TAG_POINT:
         if length != POINT_BYTES:
             raise EncodingError(where, Check.BAD_POINT, f"point of {length} bytes")
-        return Point.from_bytes(payload, where), end
+        return Point.from_bytes(data[start:end], where), end
     if tag == TAG_STR:
         try:
-            return payload.decode(), end
+            return data[start:end].decode(), end
         except UnicodeDecodeError as exc:
             raise EncodingError(where, Check.DECODE, "invalid UTF-8") from exc
     if tag == TAG_LIST:
+        if depth >= MAX_DEPTH:  # before looking inside: the recursion stays ≤ MAX_DEPTH deep
+            raise EncodingError(where, Check.LENGTH, f"lists nested deeper than {MAX_DEPTH}")
         if length < 4:
             raise EncodingError(where, Check.DECODE, "list without a count")
-        (count,) = struct.unpack_from(">I", payload, 0)
+        (count,) = struct.unpack_from(">I", data, start)
         if count > length:  # every item takes ≥ 5 bytes; cheap bound before looping
             raise EncodingError(where, Check.DECODE, f"list count {count} exceeds its length")
         items: list[Encodable] = []
-        inner = 4
+        inner = start + 4
         for k in range(count):
-            item, inner = _decode_at(payload, inner, f"{where}[{k}]", max_int_bytes)
+            item, inner = _decode_at(data, inner, end, f"{where}[{k}]", max_int_bytes, depth + 1)
             items.append(item)
-        if inner != len(payload):
+        if inner != end:
             raise EncodingError(where, Check.DECODE, "trailing bytes inside list")
         return items, end
     raise EncodingError(where, Check.DECODE, f"unknown type tag {tag:#04x}")
@@ -113,15 +129,17 @@ def _decode_at(data: bytes, pos: int, where: str, max_int_bytes: int) -> tuple[E
 def decode(
     data: bytes, where: str = "message", max_int_bits: int = 8 * MAX_ENCODED_BYTES
 ) -> Encodable:
-    """Strict inverse of `encode`: rejects trailing bytes and every non-canonical form, and any
-    integer longer than `max_int_bits` before converting it."""
+    """Strict inverse of `encode`: rejects trailing bytes and every non-canonical form, any
+    integer longer than `max_int_bits` before converting it, and lists nested deeper than
+    `MAX_DEPTH` (EncodingError naming `where`, which callers make name the sender)."""
     if not isinstance(data, bytes | bytearray):
         raise EncodingError(where, Check.DECODE, "not bytes")
     if len(data) > MAX_ENCODED_BYTES:
         raise EncodingError(where, Check.LENGTH, f"{len(data)} bytes exceeds {MAX_ENCODED_BYTES}")
-    value, end = _decode_at(bytes(data), 0, where, (max_int_bits + 7) // 8)
-    if end != len(data):
-        raise EncodingError(where, Check.DECODE, f"{len(data) - end} trailing bytes")
+    raw = bytes(data)
+    value, end = _decode_at(raw, 0, len(raw), where, (max_int_bits + 7) // 8, 0)
+    if end != len(raw):
+        raise EncodingError(where, Check.DECODE, f"{len(raw) - end} trailing bytes")
     return value
 
 

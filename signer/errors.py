@@ -33,6 +33,10 @@ class Check(StrEnum):
     DUPLICATE = "DUPLICATE"  # a value that must be unique across parties is not
     FIELD = "FIELD"  # missing or unknown field in a structured message
     MISMATCH = "MISMATCH"  # parties run with different inputs (key version, re-share plan)
+    # The party's own round handling failed with an error that is no verdict about any peer
+    # (a bug, RecursionError, MemoryError…): the party fails for good, naming nobody, and the
+    # node treats it as an unattributed security event (base.py `Party`, attacks.md A17).
+    INTERNAL = "INTERNAL"
 
 
 class TesseraError(Exception):

@@ -143,6 +143,8 @@ class PaillierSecretKey(Wire):
             raise CryptoMisuse("Paillier factors must be distinct and give a 3072-bit modulus")
         if p % 4 != 3 or q % 4 != 3:
             raise CryptoMisuse("Paillier factors must be Blum primes (≡ 3 mod 4)")
+        if gcd(p, q) != 1:  # else the CRT inverses below do not exist (ZeroDivisionError)
+            raise CryptoMisuse("Paillier factors must be coprime")
         setattr_ = object.__setattr__
         setattr_(self, "public", PaillierPublicKey(p * q))
         setattr_(self, "phi", (p - 1) * (q - 1))

@@ -20,8 +20,9 @@ turns them back into typed exceptions (`coordinator.client`), and `docs/errors.m
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +61,9 @@ class ErrorCode(StrEnum):
     STALE_PRESIGNATURE = "STALE_PRESIGNATURE"
     STALE_PLAN = "STALE_PLAN"
     PLAN_IN_FLIGHT = "PLAN_IN_FLIGHT"
+    NO_PENDING_VERSION = "NO_PENDING_VERSION"
+    CONFIRMATION_REJECTED = "CONFIRMATION_REJECTED"
+    CONFIRMATION_CONFLICT = "CONFIRMATION_CONFLICT"
     QUARANTINED = "QUARANTINED"
     # the node cannot serve now
     BUSY = "BUSY"
@@ -93,6 +97,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.STALE_PRESIGNATURE: 409,
     ErrorCode.STALE_PLAN: 409,
     ErrorCode.PLAN_IN_FLIGHT: 409,
+    ErrorCode.NO_PENDING_VERSION: 404,
+    ErrorCode.CONFIRMATION_REJECTED: 400,
+    ErrorCode.CONFIRMATION_CONFLICT: 409,
     ErrorCode.QUARANTINED: 409,
     ErrorCode.BUSY: 503,
     ErrorCode.HSM: 503,
@@ -125,6 +132,9 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.STALE_PRESIGNATURE: "the presignature is for another key version",
     ErrorCode.STALE_PLAN: "the re-share plan is not for this node's key version",
     ErrorCode.PLAN_IN_FLIGHT: "another re-share or refresh of this key version is in flight",
+    ErrorCode.NO_PENDING_VERSION: "this node holds no such pending (unconfirmed) key version",
+    ErrorCode.CONFIRMATION_REJECTED: "a storage confirmation of a key version is invalid",
+    ErrorCode.CONFIRMATION_CONFLICT: "this node confirmed another version of this key epoch",
     ErrorCode.QUARANTINED: "a party of the request is quarantined by this node",
     ErrorCode.BUSY: "the node is at its session limit",
     ErrorCode.HSM: "the node's HSM could not complete the operation",
@@ -136,6 +146,19 @@ TITLE: dict[ErrorCode, str] = {
 def clip(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
     """`text` cut to `limit` characters (marked), so a detail never grows with the input."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def validation_detail(errors: Sequence[Mapping[str, Any]], limit: int = 5) -> str:
+    """What a pydantic validation said, by field path and message — never the input value
+    (pydantic's errors carry it under ``input``, which is dropped here), so a refusal cannot
+    echo a huge or unserialisable body (NaN, Infinity)."""
+    parts = []
+    for error in list(errors)[:limit]:
+        where = ".".join(str(step) for step in error.get("loc", ())) or "body"
+        parts.append(f"{where}: {clip(str(error.get('msg', 'invalid')), 120)}")
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    return clip("; ".join(parts))
 
 
 class Problem(BaseModel):

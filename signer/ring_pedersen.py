@@ -130,6 +130,11 @@ class RingPedersenSecret(Wire):
     def _build(cls, values: dict[str, Any]) -> RingPedersenSecret:
         paillier = PaillierSecretKey._build({"p": values["p"], "q": values["q"]})
         params = RingPedersenParams(paillier.n, values["s"], values["t"])
+        # A typed error before any exponentiation: a t ≡ 0 mod p has no inverse (the CRT
+        # powmod would raise ZeroDivisionError), and s, t must be units anyway.
+        for name in ("s", "t"):
+            if not is_unit(values[name], paillier.n):
+                raise EncodingError(cls.WIRE_NAME, Check.NOT_UNIT, f"{name} not in Z*_N")
         if (
             not 0 < values["lam"] < paillier.phi
             or paillier.powmod_n(params.t, values["lam"]) != params.s

@@ -24,9 +24,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from coordinator.client import NodeRefused
 from hsm.identity import IdentityPublicKey
 from hsm.sealing import NONCE_BYTES, SealContext, encode_blob, parse_blob
-from signer.node.envelope import Endpoint, Envelope, NodeCard, Roster
+from signer.node.api import Health, SessionState, SignReply
+from signer.node.confirmation import (
+    ActivationBody,
+    ActivationReply,
+    ConfirmationBody,
+    KeyConfirmation,
+    KeyVersionState,
+)
+from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard, Roster
 from signer.node.service import NodeError, NodeService, SessionSpec
 from signer.node.store import NodeStore
+from signer.problems import ErrorCode, Problem
 from signer.protocol.base import Party, SessionConfig
 from signer.protocol.presign import PresignParty
 from signer.protocol.sign import HashScheme
@@ -134,40 +143,88 @@ def make_nodes(root: Path, n: int, paillier_offset: int = 0) -> dict[int, Script
 
 class LocalClient:
     """`coordinator.client.NodeClient`'s interface over a `NodeService` in this process; a
-    node's refusal becomes `NodeRefused` exactly as over HTTP."""
+    node's refusal becomes `NodeRefused` with the same `Problem` the HTTP app would send
+    (`signer.node.app`: NodeError as is, a rejected envelope as ENVELOPE_REJECTED naming its
+    sender), and replies are the same `signer.node.api` models."""
 
     def __init__(self, index: int, node: NodeService) -> None:
         self.index = index
         self.node = node
 
-    def _refused(self, exc: NodeError) -> NodeRefused:
-        return NodeRefused(self.index, 409, exc.code, exc.detail)
+    def _refused(self, exc: NodeError | EnvelopeRejected) -> NodeRefused:
+        if isinstance(exc, EnvelopeRejected):
+            problem = Problem.of(
+                ErrorCode.ENVELOPE_REJECTED,
+                exc.detail,
+                culprit=exc.sender,
+                check=exc.check,
+                node=self.index,
+            )
+        else:
+            problem = Problem.of(
+                exc.code, exc.detail, culprit=exc.culprit, check=exc.check, node=self.index
+            )
+        return NodeRefused(self.index, problem)
 
     async def aclose(self) -> None:
         return None
 
-    async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def health(self) -> Health:
+        return Health(
+            node_id=self.node.node_id,
+            index=self.index,
+            pinned=True,
+            sessions=self.node.running_sessions,
+            quarantined=len(self.node.store.quarantines()),
+        )
+
+    async def start(self, spec: dict[str, Any]) -> SessionState:
         try:
-            return self.node.start(SessionSpec.from_json(spec)).to_json()
+            reply = self.node.start(SessionSpec.from_json(spec))
         except NodeError as exc:
             raise self._refused(exc) from exc
+        return SessionState.model_validate(reply.to_json())
 
-    async def deliver(self, session: str, envelopes: list[dict[str, Any]]) -> dict[str, Any]:
+    async def deliver(self, session: str, envelopes: list[dict[str, Any]]) -> SessionState:
         try:
             batch = [Envelope.from_dict(doc) for doc in envelopes]
-            return self.node.deliver(bytes.fromhex(session), batch).to_json()
-        except NodeError as exc:
+            reply = self.node.deliver(bytes.fromhex(session), batch)
+        except (NodeError, EnvelopeRejected) as exc:
             raise self._refused(exc) from exc
+        return SessionState.model_validate(reply.to_json())
 
     async def cancel(self, session: str) -> bool:
         return self.node.cancel(bytes.fromhex(session))
 
     async def sign(
         self, key_id: str, presignature_id: str, message: bytes, scheme: str
-    ) -> dict[str, Any]:
+    ) -> SignReply:
         try:
             return self.node.sign(
                 bytes.fromhex(key_id), bytes.fromhex(presignature_id), message, HashScheme(scheme)
+            )
+        except NodeError as exc:
+            raise self._refused(exc) from exc
+
+    async def versions(self, key_id: str) -> list[KeyVersionState]:
+        return self.node.versions(bytes.fromhex(key_id))
+
+    async def confirmation(self, key_id: str, epoch: int) -> ConfirmationBody:
+        try:
+            return self.node.confirm(bytes.fromhex(key_id), epoch).to_body()
+        except NodeError as exc:
+            raise self._refused(exc) from exc
+
+    async def activate(
+        self, key_id: str, epoch: int, statements: list[ConfirmationBody]
+    ) -> ActivationReply:
+        # through the route's own body model, as over HTTP
+        body = ActivationBody.model_validate(ActivationBody(statements=statements).model_dump())
+        try:
+            return self.node.activate(
+                bytes.fromhex(key_id),
+                epoch,
+                [KeyConfirmation.from_body(s) for s in body.statements],
             )
         except NodeError as exc:
             raise self._refused(exc) from exc

@@ -628,7 +628,9 @@ def test_threshold_signed_transfer_accepted(chain: InProcessChain) -> None:
 
     tx = eip1559(chain, sender, value=ETHER // 10)
     presignatures = flow.run_presign(shares, aux, (1, 3), ())
-    signature = flow.sign(presignatures, tx.signing_payload(), HashScheme.KECCAK256)
+    signature = flow.sign(
+        presignatures, tx.signing_payload(), HashScheme.KECCAK256, shares[1].public_data()
+    )
     assert signature.public_key == public_key
     raw = tx.attach(signature)
     assert recover_sender(raw) == sender

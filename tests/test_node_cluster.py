@@ -28,7 +28,9 @@ from coordinator.store import WalletRow
 from signer.encoding import decode
 from signer.errors import EncodingError
 from signer.node import codec
+from signer.node.api import SignReply
 from signer.node.envelope import Envelope
+from signer.problems import ErrorCode
 from signer.protocol.sign import HashScheme, Signature, message_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -122,11 +124,11 @@ def test_a_failed_session_is_cancelled_on_the_nodes_left_waiting(
 
         async def body(coordinator: Coordinator) -> None:
             one = coordinator.clients[1]
-            assert (await one.health())["sessions"] == 0
+            assert (await one.health()).sessions == 0
             with pytest.raises(SessionFailed) as failed:
                 await coordinator.presign(wallet, (1, 3), ())
             assert 3 in failed.value.unavailable and failed.value.stalled == (1,)
-            assert (await one.health())["sessions"] == 0  # cancelled, not left to expire
+            assert (await one.health()).sessions == 0  # cancelled, not left to expire
             spec = {
                 "protocol": "presign/v1",
                 "request": secrets.token_bytes(16).hex(),
@@ -137,12 +139,12 @@ def test_a_failed_session_is_cancelled_on_the_nodes_left_waiting(
                 "path": [],
             }
             started = await one.start(spec)
-            assert (await one.health())["sessions"] == 1
-            assert await one.cancel(started["session"]) is True
-            assert await one.cancel(started["session"]) is False
+            assert (await one.health()).sessions == 1
+            assert await one.cancel(started.session) is True
+            assert await one.cancel(started.session) is False
             with pytest.raises(NodeRefused) as refused:
-                await one.deliver(started["session"], [])
-            assert refused.value.code == "UNKNOWN_SESSION"
+                await one.deliver(started.session, [])
+            assert refused.value.code is ErrorCode.UNKNOWN_SESSION
 
         run(_with(cluster, body))
     finally:
@@ -152,10 +154,9 @@ def test_a_failed_session_is_cancelled_on_the_nodes_left_waiting(
 class LyingClient(NodeClient):
     """Node 2 as a compromised node: its partial signatures are off by one."""
 
-    async def sign(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def sign(self, *args: Any, **kwargs: Any) -> SignReply:
         reply = await super().sign(*args, **kwargs)
-        reply["partial"] = f"{(int(reply['partial'], 16) + 1):064x}"
-        return reply
+        return reply.model_copy(update={"partial": f"{(int(reply.partial, 16) + 1):064x}"})
 
 
 def test_node_with_bad_partials_is_blamed_and_others_sign(
@@ -281,7 +282,7 @@ def test_kill_9_during_signing_never_reuses_a_presignature(
             if node_presignature_state(cluster, index, pid) == "consumed":
                 with pytest.raises(NodeRefused) as refused:
                     await client.sign(wallet.key_id, pid, b"again", "keccak256")
-                assert refused.value.code == "PRESIGNATURE_USED"
+                assert refused.value.code is ErrorCode.PRESIGNATURE_USED
         # and signing with node 2 goes on
         message = b"after the crash"
         outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256, preferred=(1, 2))
@@ -346,7 +347,10 @@ def test_refresh_keeps_the_address_and_kills_old_presignatures(
         for pid in old_ids:
             with pytest.raises(NodeRefused) as refused:
                 await coordinator.clients[2].sign(refreshed.key_id, pid, b"old", "keccak256")
-            assert refused.value.code in ("STALE_PRESIGNATURE", "PRESIGNATURE_USED")
+            assert refused.value.code in (
+                ErrorCode.STALE_PRESIGNATURE,
+                ErrorCode.PRESIGNATURE_USED,
+            )
         message = b"after refresh"
         outcome = await coordinator.sign("hot", message, HashScheme.KECCAK256)
         verify(outcome.signature, message, refreshed)
@@ -435,7 +439,7 @@ def test_nodes_reject_forged_replayed_and_unpinned_envelopes(
             # replay into the finished session: the node no longer knows it
             with pytest.raises(NodeRefused) as refused:
                 await client.deliver(to_two["session"], [to_two])
-            assert refused.value.code == "UNKNOWN_SESSION"
+            assert refused.value.code is ErrorCode.UNKNOWN_SESSION
             # a live session: start one and feed it a forged and an unpinned envelope
             spec = {
                 "protocol": "presign/v1",
@@ -447,17 +451,18 @@ def test_nodes_reject_forged_replayed_and_unpinned_envelopes(
                 "path": [],
             }
             started = await client.start(spec)
-            forged = {**to_two, "session": started["session"]}  # signature no longer matches
-            unpinned = {**to_two, "session": started["session"], "sender": 9}
-            reply = await client.deliver(started["session"], [forged, unpinned])
-            checks = sorted(r["check"] for r in reply["abort"]["rejected"])
+            forged = {**to_two, "session": started.session}  # signature no longer matches
+            unpinned = {**to_two, "session": started.session, "sender": 9}
+            reply = await client.deliver(started.session, [forged, unpinned])
+            assert reply.abort is not None
+            checks = sorted(r["check"] for r in reply.abort.rejected)
             assert checks == ["SIGNATURE", "UNKNOWN_SENDER"]
-            assert reply["status"] == "running"  # dropped, nothing else changed
+            assert reply.status == "running"  # dropped, nothing else changed
             stranger = NodeClient(2, cluster.nodes[1].url, "wrong-token")
-            assert (await stranger.health())["index"] == 2  # liveness is public, nothing else
+            assert (await stranger.health()).index == 2  # liveness is public, nothing else
             with pytest.raises(NodeRefused) as refused:
                 await stranger.card()
-            assert refused.value.code == "UNAUTHORIZED"
+            assert refused.value.code is ErrorCode.UNAUTHORIZED
             await stranger.aclose()
         finally:
             await client.aclose()

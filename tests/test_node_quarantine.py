@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import paillier_key
 from hypothesis import given
 from hypothesis import strategies as st
 from node_cluster import run
@@ -31,9 +32,11 @@ from coordinator.failures import CONFIGURATION_CODES, FailureKind, classify
 from coordinator.store import CoordinatorStore, WalletRow
 from signer.encoding import encode
 from signer.node import codec
+from signer.node.api import SessionState
 from signer.node.envelope import Envelope
 from signer.node.service import NodeError, NodeService, SessionSpec
 from signer.node.store import NodeStore, QuarantineRow, StoreError
+from signer.problems import ErrorCode
 from signer.protocol.base import Message
 from signer.protocol.presign import PresignParty
 from signer.protocol.sign import HashScheme, message_digest
@@ -138,7 +141,7 @@ def test_T03b_delta_lie_over_nodes_is_identified_and_the_liar_quarantined(
                 b"with the liar",
                 HashScheme.KECCAK256,
             )
-        assert refused.value.code == "QUARANTINED"
+        assert refused.value.code is ErrorCode.QUARANTINED
         assert "[1,3]" in refused.value.detail or "party 3" in refused.value.detail
         row = nodes[1].store.presignature(pooled.presignature_id)
         assert row is not None and row.state == "available"
@@ -156,7 +159,15 @@ def test_T03b_delta_lie_over_nodes_is_identified_and_the_liar_quarantined(
         verify(outcome.signature, message, wallet)
 
         # the way out: re-share the key to the honest nodes; the liar is no dealer by default
-        moved = await engine.reshare("t03b", (1, 2), 2)
+        # (its fresh aux-info must not bring back a replaced modulus: other fixture keys)
+        sources = {j: node._paillier for j, node in nodes.items()}
+        for j, node in nodes.items():
+            node._paillier = lambda j=j: paillier_key(j + 6)  # type: ignore[misc]
+        try:
+            moved = await engine.reshare("t03b", (1, 2), 2)
+        finally:
+            for j, node in nodes.items():
+                node._paillier = sources[j]
         assert moved.epoch == wallet.epoch + 1 and moved.key_public != wallet.key_public
         assert codec.decode_key_public(moved.key_public).parties == (1, 2)
         outcome = await engine.sign("t03b", b"moved", HashScheme.KECCAK256)
@@ -190,7 +201,10 @@ def test_T03c_no_oracle_even_through_a_compromised_coordinator(
                     assert set(failure.aborts) >= {1, 2}
                     assert all(a["code"] == "EQUIVOCATION" for a in failure.aborts.values())
                 else:
-                    assert failure.refused == {1: "QUARANTINED", 2: "QUARANTINED"}
+                    assert failure.refused == {
+                        1: ErrorCode.QUARANTINED,
+                        2: ErrorCode.QUARANTINED,
+                    }
                     refused += 1
         return succeeded, failed, refused
 
@@ -273,10 +287,10 @@ class Equivocating(LocalClient):
     """Node 3 signs a second, different round-1 broadcast and hands both to the (honest)
     coordinator, which relays every envelope to every other party."""
 
-    async def start(self, spec: dict[str, Any]) -> dict[str, Any]:
+    async def start(self, spec: dict[str, Any]) -> SessionState:
         reply = await super().start(spec)
         twins = []
-        for doc in reply["envelopes"]:
+        for doc in reply.envelopes:
             envelope = Envelope.from_dict(doc)
             if envelope.broadcast:
                 body = envelope.body[:-1] + bytes([envelope.body[-1] ^ 1])
@@ -284,8 +298,7 @@ class Equivocating(LocalClient):
                     envelope.protocol, envelope.session, envelope.round, 3, None, body, True
                 )
                 twins.append(self.node.endpoint.seal(message).to_dict())
-        reply["envelopes"] = [*reply["envelopes"], *twins]
-        return reply
+        return reply.model_copy(update={"envelopes": [*reply.envelopes, *twins]})
 
 
 def test_T12a_equivocation_is_proven_by_two_signatures_and_the_sender_quarantined(
@@ -316,7 +329,7 @@ def test_A20_a_replayed_request_cannot_make_an_honest_node_sign_twice(
     assert nodes[2].cancel(first.session)
     with pytest.raises(NodeError) as again:
         nodes[2].start(spec)
-    assert again.value.code == "DUPLICATE_SESSION"
+    assert again.value.code is ErrorCode.DUPLICATE_SESSION
     node = nodes[2]
     restarted = NodeService(
         node.node_id,
@@ -328,7 +341,7 @@ def test_A20_a_replayed_request_cannot_make_an_honest_node_sign_twice(
     )
     with pytest.raises(NodeError) as after_restart:
         restarted.start(spec)
-    assert after_restart.value.code == "DUPLICATE_SESSION"
+    assert after_restart.value.code is ErrorCode.DUPLICATE_SESSION
     restarted.store.close()
 
 
@@ -443,7 +456,7 @@ def test_T03d_timeouts_and_cryptographic_failures_are_distinct() -> None:
     pending = classify(failure({1: {"code": "EQUATION", "culprits": [], "identification": "ab"}}))
     assert pending.kind is FailureKind.IDENTIFICATION and pending.identification == "ab"
     quarantined = classify(
-        failure(unavailable={1: "refused"}, refused={1: "QUARANTINED"}, stalled=(2,))
+        failure(unavailable={1: "refused"}, refused={1: ErrorCode.QUARANTINED}, stalled=(2,))
     )
     assert quarantined.kind is FailureKind.QUARANTINED and quarantined.exclude == frozenset()
     assert not quarantined.retry_same_set

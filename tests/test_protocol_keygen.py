@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from signer.curve import Point, Q, lagrange_coefficient
 from signer.encoding import decode, encode
 from signer.errors import Check, CryptoMisuse, InvalidParameter
-from signer.protocol.base import ProtocolAbort, SessionConfig
+from signer.protocol.base import MessageRefused, ProtocolAbort, SessionConfig
 from signer.protocol.keygen import KeygenParty, KeyShare
 from signer.protocol.simulate import Outcome, Stalled, run
 
@@ -86,12 +87,18 @@ def test_engine_rejects_misuse() -> None:
     with pytest.raises(CryptoMisuse):
         _ = first.result
     own = first.start()[0]
-    with pytest.raises(ProtocolAbort) as err:
-        first.receive(own)  # a message claiming to come from ourselves
-    assert err.value.code == Check.PARTY_INDEX and err.value.culprits == frozenset()
-    with pytest.raises(ProtocolAbort):  # an aborted session stays aborted
-        first.receive(message)
+    with pytest.raises(MessageRefused) as refused:
+        first.receive(own)  # a message claiming to come from ourselves: refused, not fatal
+    assert refused.value.check == Check.PARTY_INDEX
     with pytest.raises(CryptoMisuse):
+        first.start()
+    with pytest.raises(ProtocolAbort) as err:
+        first.receive(replace(message, round=99))
+    assert err.value.code == Check.DECODE and err.value.culprits == frozenset({2})
+    with pytest.raises(ProtocolAbort) as again:  # an aborted session stays aborted
+        first.receive(message)
+    assert again.value is err.value
+    with pytest.raises(ProtocolAbort):
         first.start()
 
 
@@ -188,13 +195,12 @@ def test_wrong_schnorr_response() -> None:
     assert_clean_abort(run(parties), 3, Check.EQUATION, HONEST_5)
 
 
-def test_wire_rewrite_of_an_echoed_broadcast_is_a_split_view() -> None:
-    """Changing party 3's round-4 message on the wire (its own echo still covers the original)
-    is indistinguishable from equivocation: everyone aborts, nobody is blamed."""
+def test_wire_rewrite_of_an_echoed_broadcast_is_blamed_on_its_sender() -> None:
+    """Party 3 sends everyone a wrong z while its own echo covers the original: the echoes
+    disagree, but the authenticated z is verified first and names 3 (the echo rule, base.py;
+    before it, this was an unattributed EQUIVOCATION)."""
     outcome = keygen(3, 5, mutators={3: rewrite(PROVE, lambda p: [(p[0] + 1) % Q])})
-    for i in HONEST_5:
-        assert outcome.aborts[i].code == Check.EQUIVOCATION
-        assert outcome.aborts[i].culprits == frozenset()
+    assert_clean_abort(outcome, 3, Check.EQUATION, HONEST_5)
 
 
 def test_T12a_equivocated_commitment_caught_by_echo() -> None:

@@ -96,7 +96,7 @@ def test_any_three_of_five_sign(data: st.DataObject) -> None:
     path = tuple(data.draw(st.lists(st.integers(0, 2**31 - 1), max_size=2)))
     presignatures = flow.run_presign(keys(3, 5), aux_info(5), signers, path)
     message = secrets.token_bytes(data.draw(st.integers(1, 64)))
-    signature = flow.sign(presignatures, message, HashScheme.SHA256D)
+    signature = flow.sign(presignatures, message, HashScheme.SHA256D, keys(3, 5)[1].public_data())
     check_independently(signature, message, HashScheme.SHA256D)
 
 

@@ -59,7 +59,8 @@ def sign_once(
 ) -> None:
     presignatures = flow.run_presign(shares, aux, signers, (0, 7))
     message = b"withdrawal " + secrets.token_bytes(8)
-    signature = flow.sign(presignatures, message, HashScheme.KECCAK256)
+    key = next(iter(shares.values())).public_data()
+    signature = flow.sign(presignatures, message, HashScheme.KECCAK256, key)
     check_independently(signature, message, HashScheme.KECCAK256)
 
 
@@ -320,7 +321,9 @@ def test_opening_that_does_not_match_the_commitment() -> None:
 def test_T12c_split_view_acknowledgement_leaves_everyone_on_the_old_version() -> None:
     """Member 4 acknowledges to party 1 with a different (invalid) proof than to the others:
     the echo of the acknowledgement round catches it and no honest party outputs the new
-    version, so all stay on the old one (Kudelski ING GG18 re-sharing split view)."""
+    version, so all stay on the old one (Kudelski ING GG18 re-sharing split view).  Party 1
+    verifies the invalid proof it received before the echo and names 4 (the echo rule,
+    base.py); the others only see the echo mismatch."""
     plan, old = _plan_2_of_3_to_3_of_4()
 
     def other_proof(payload: Any) -> Any:
@@ -328,7 +331,9 @@ def test_T12c_split_view_acknowledgement_leaves_everyone_on_the_old_version() ->
 
     outcome = reshare(plan, old, mutators={4: rewrite(ACK, other_proof, to=1)})
     assert not outcome.results
-    for i in (1, 2, 3):
+    assert outcome.aborts[1].code == Check.EQUATION
+    assert outcome.aborts[1].culprits == frozenset({4})
+    for i in (2, 3):
         assert outcome.aborts[i].code == Check.EQUIVOCATION
         assert outcome.aborts[i].culprits == frozenset()
 

@@ -18,6 +18,7 @@ from protocol_fixtures import aux_info, keys
 from signer.curve import Point, Q
 from signer.errors import Check, CryptoMisuse, InvalidParameter
 from signer.protocol.hd import derive
+from signer.protocol.keygen import KeyShare
 from signer.protocol.presign import Presignature, PresignatureReused, PresignParty
 from signer.protocol.sign import (
     HashScheme,
@@ -42,11 +43,11 @@ def presign(
 
 
 def sign_with(
-    presignatures: dict[int, Presignature], message: bytes, scheme: HashScheme
+    presignatures: dict[int, Presignature], message: bytes, scheme: HashScheme, key: KeyShare
 ) -> Signature:
     partials = {i: issue_partial(p, message, scheme) for i, p in presignatures.items()}
     any_public = next(iter(presignatures.values())).public
-    return combine(any_public, message, scheme, partials)
+    return combine(any_public, message, scheme, partials, key.public_data())
 
 
 def check_independently(signature: Signature, message: bytes, scheme: HashScheme) -> None:
@@ -78,7 +79,7 @@ def test_matrix_presign_and_sign(t: int, n: int, path: tuple[int, ...]) -> None:
     key = keys(t, n)[signers[0]]
     assert public.derivation == derive(key.public_key, key.chain_code, path)
     message = b"\x02\xf8\x70 an unsigned EIP-1559 transaction " + bytes(path)
-    signature = sign_with(outcome.results, message, HashScheme.KECCAK256)
+    signature = sign_with(outcome.results, message, HashScheme.KECCAK256, key)
     assert signature.public_key == public.derivation.public_key
     check_independently(signature, message, HashScheme.KECCAK256)
 
@@ -89,7 +90,9 @@ def test_other_t_subsets_of_n_sign(signers: tuple[int, ...]) -> None:
     outcome = presign(3, 5, signers)
     message = b"withdrawal"
     check_independently(
-        sign_with(outcome.results, message, HashScheme.SHA256D), message, HashScheme.SHA256D
+        sign_with(outcome.results, message, HashScheme.SHA256D, keys(3, 5)[1]),
+        message,
+        HashScheme.SHA256D,
     )
 
 
@@ -121,7 +124,7 @@ def test_T11e_presignature_bound_to_its_signer_set() -> None:
     public = outcome.results[1].public
     partials = {1: issue_partial(outcome.results[1], b"m", HashScheme.KECCAK256), 3: 5}
     with pytest.raises(CryptoMisuse):
-        combine(public, b"m", HashScheme.KECCAK256, partials)
+        combine(public, b"m", HashScheme.KECCAK256, partials, keys(2, 3)[1].public_data())
 
 
 def test_T03a_bad_partial_is_named() -> None:
@@ -132,17 +135,23 @@ def test_T03a_bad_partial_is_named() -> None:
     }
     partials[3] = (partials[3] + 1) % Q
     with pytest.raises(PartialSignatureInvalid) as err:
-        combine(outcome.results[1].public, message, HashScheme.KECCAK256, partials)
+        combine(
+            outcome.results[1].public,
+            message,
+            HashScheme.KECCAK256,
+            partials,
+            keys(3, 5)[1].public_data(),
+        )
     assert err.value.culprits == frozenset({3})
 
 
 def test_T10a_rerandomised_nonce_depends_on_the_message() -> None:
     outcome = presign(2, 3, (2, 3))
     presig_R = outcome.results[2].public.R
-    signature = sign_with(outcome.results, b"message A", HashScheme.KECCAK256)
+    signature = sign_with(outcome.results, b"message A", HashScheme.KECCAK256, keys(2, 3)[2])
     assert signature.r != presig_R.x_coordinate() % Q  # R' = h·R, never R itself
     other = presign(2, 3, (2, 3))
-    r_a = sign_with(dict(other.results), b"message A", HashScheme.KECCAK256).r
+    r_a = sign_with(dict(other.results), b"message A", HashScheme.KECCAK256, keys(2, 3)[2]).r
     assert r_a != signature.r  # fresh presignature, fresh R
 
 
@@ -151,7 +160,7 @@ def test_T10b_no_raw_digest_api() -> None:
     handed in is treated as a message and hashed again."""
     outcome = presign(2, 3, (1, 3))
     digest = bytes(range(32))
-    signature = sign_with(outcome.results, digest, HashScheme.KECCAK256)
+    signature = sign_with(outcome.results, digest, HashScheme.KECCAK256, keys(2, 3)[1])
     assert signature.digest != digest and signature.digest == message_digest(
         digest, HashScheme.KECCAK256
     )
@@ -368,7 +377,7 @@ def test_matrix_4_of_7_with_hd() -> None:
     outcome = presign(4, 7, (2, 4, 6, 7), (3, 1))
     assert not outcome.aborts
     message = b"4-of-7 treasury transfer"
-    signature = sign_with(outcome.results, message, HashScheme.KECCAK256)
     key = keys(4, 7)[2]
+    signature = sign_with(outcome.results, message, HashScheme.KECCAK256, key)
     assert signature.public_key == derive(key.public_key, key.chain_code, (3, 1)).public_key
     check_independently(signature, message, HashScheme.KECCAK256)

@@ -1,6 +1,9 @@
 """The node's HTTP API (FastAPI), for the coordinator only: every route but /v1/health needs
-the node's bearer token.  Bodies are JSON; binary values are hex.  Errors are
-``{"error": CODE, "detail": text}`` with a 4xx/5xx status (`docs/nodes.md` lists the codes).
+the node's bearer token.  Bodies are JSON; binary values are hex; their models are in
+`signer.node.api`.  Every refusal — a node error, a validation error, an unknown route, an
+oversize or slow request (`signer.node.limits`), an unexpected exception — is a
+`signer.problems.Problem` served as ``application/problem+json`` (`docs/errors.md` lists the
+codes).  Bad input is never answered with a 5xx, and a refusal never echoes the input.
 
   GET  /v1/health                        node id, index, whether the roster is pinned
   GET  /v1/card                          the node's self-signed card
@@ -11,65 +14,98 @@ the node's bearer token.  Bodies are JSON; binary values are hex.  Errors are
   POST /v1/sign                          partial signature with a named presignature
   GET  /v1/keys                          active key versions (public data)
   GET  /v1/keys/{key_id}/presignatures   available presignature ids (by signers and path)
+  GET  /v1/keys/{key_id}/versions        every version of the key here: pending/active/retired
+  POST /v1/keys/{key_id}/versions/{epoch}/confirmation
+                                         this node's signed storage confirmation of its pending
+                                         version (signer/node/confirmation.py)
+  POST /v1/keys/{key_id}/versions/{epoch}/activate
+                                         activate the pending version with the complete set of
+                                         confirmations (old share erased, in one transaction)
   GET  /v1/quarantine                    active quarantine entries (read-only: clearing one
                                          is a local operator action, `tessera node quarantine`)
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
 
 from hsm.errors import HsmError
 from signer.errors import TesseraError
+from signer.node.api import (
+    CancelReply,
+    EnvelopeBatch,
+    Health,
+    KeyVersion,
+    Pinned,
+    PresignatureListing,
+    SessionStart,
+    SessionState,
+    SignReply,
+    SignRequest,
+)
+from signer.node.confirmation import (
+    ActivationBody,
+    ActivationReply,
+    ConfirmationBody,
+    KeyConfirmation,
+    KeyVersionState,
+)
 from signer.node.envelope import Envelope, EnvelopeRejected
+from signer.node.limits import RequestLimits
 from signer.node.runtime import NodeRuntime, roster_from_json
 from signer.node.service import NodeError, NodeService, SessionSpec
 from signer.node.store import StoreError
-from signer.problems import ErrorCode
-from signer.protocol.sign import HashScheme
+from signer.problems import PROBLEM_MEDIA_TYPE, ErrorCode, Problem, validation_detail
 
-_STATUS = {
-    "BAD_REQUEST": 400,
-    "NOT_A_PARTY": 400,
-    "UNAUTHORIZED": 401,
-    "NOT_PINNED": 409,
-    "UNKNOWN_SESSION": 404,
-    "UNKNOWN_PRESIGNATURE": 404,
-    "NO_SHARE": 404,
-    "PRESIGNATURE_USED": 409,
-    "STALE_PRESIGNATURE": 409,
-    "STALE_PLAN": 409,
-    "QUARANTINED": 409,
-    "DUPLICATE_SESSION": 409,
-    "ROSTER_PINNED": 409,
-    "BUSY": 503,
-    "HSM": 503,
-    "CORRUPT": 500,
+log = logging.getLogger("tessera.node")
+
+#: Starlette's own refusals (unknown route, wrong method, a malformed body it could not parse)
+#: by status; anything else it raises is a bad request.
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
-class EnvelopeBatch(BaseModel):
-    envelopes: list[dict[str, Any]] = Field(max_length=4096)
+#: Path parameters of the key-version routes (module level: FastAPI resolves the annotations).
+KeyIdPath = Annotated[str, Path(pattern=r"^([0-9a-f]{2}){1,64}$")]
+EpochPath = Annotated[int, Path(ge=0, le=2**32)]
+#: The other path and query parameters, checked at the door like bodies: a session instance
+#: id (SHA-256), a signer set ("1,2": up to MAX_SESSION_PARTIES indices) and a derivation path
+#: ("0/5": at most 255 non-hardened steps).
+SessionPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+SignersQuery = Annotated[str, Query(pattern=r"^[0-9]{1,5}(,[0-9]{1,5}){1,15}$")]
+DerivationQuery = Annotated[str, Query(pattern=r"^([0-9]{1,10}(/[0-9]{1,10}){0,254})?$")]
 
 
-class SignRequest(BaseModel):
-    key_id: str = Field(pattern=r"^[0-9a-f]{2,128}$")
-    presignature_id: str = Field(pattern=r"^[0-9a-f]{64}$")
-    message: str = Field(pattern=r"^([0-9a-f]{2})+$", max_length=2 * 1024 * 1024)
-    scheme: HashScheme
+def problem_response(problem: Problem, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        problem.model_dump_json(exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
 
 
-def error(code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=_STATUS.get(code, 400))
-
-
-def create_app(runtime: NodeRuntime) -> FastAPI:
+def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
+    """The node's API; `limits` override `RequestLimits`' defaults (tests use small ones)."""
     app = FastAPI(title=f"Tessera node {runtime.config.node_id}", docs_url=None, redoc_url=None)
+    node = runtime.config.index
+    app.add_middleware(RequestLimits, node=node, **limits)
+
+    def problem(
+        code: ErrorCode, detail: str, *, culprit: int | None = None, check: str | None = None
+    ) -> Response:
+        return problem_response(Problem.of(code, detail, culprit=culprit, check=check, node=node))
 
     def authorised(authorization: str = Header(default="")) -> None:
         expected = f"Bearer {runtime.api_token}"
@@ -83,69 +119,90 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         return runtime.service
 
     @app.exception_handler(NodeError)
-    async def node_error(_: Request, exc: NodeError) -> JSONResponse:
-        return error(exc.code, exc.detail)
+    async def node_error(_: Request, exc: NodeError) -> Response:
+        return problem(exc.code, exc.detail, culprit=exc.culprit, check=exc.check)
 
     @app.exception_handler(EnvelopeRejected)
-    async def envelope_error(_: Request, exc: EnvelopeRejected) -> JSONResponse:
-        return error("BAD_REQUEST", str(exc))
+    async def envelope_error(_: Request, exc: EnvelopeRejected) -> Response:
+        return problem(ErrorCode.ENVELOPE_REJECTED, exc.detail, culprit=exc.sender, check=exc.check)
 
     @app.exception_handler(StoreError)
-    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
-        return error("ROSTER_PINNED" if "roster" in exc.what else "BAD_REQUEST", str(exc))
+    async def store_error(_: Request, exc: StoreError) -> Response:
+        code = ErrorCode.ROSTER_PINNED if "roster" in exc.what else ErrorCode.BAD_REQUEST
+        return problem(code, str(exc))
 
     @app.exception_handler(HsmError)
-    async def hsm_error(_: Request, exc: HsmError) -> JSONResponse:
-        return error("HSM", str(exc))
+    async def hsm_error(_: Request, exc: HsmError) -> Response:
+        return problem(ErrorCode.HSM, str(exc))
 
     @app.exception_handler(TesseraError)
-    async def tessera_error(_: Request, exc: TesseraError) -> JSONResponse:
-        return error("BAD_REQUEST", str(exc))
+    async def tessera_error(_: Request, exc: TesseraError) -> Response:
+        return problem(ErrorCode.BAD_REQUEST, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's default handler echoes the input, which fails on NaN/Infinity (a 500) and
+        # grows with the body; the field path and the message are enough.
+        return problem(ErrorCode.VALIDATION, validation_detail(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        detail = exc.detail if isinstance(exc.detail, str) else code.value
+        return problem_response(
+            Problem.of(code, detail, node=node), headers=dict(exc.headers or {})
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Logged here with the traceback; the reply says nothing of it (nor of the input).
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem(ErrorCode.INTERNAL, "unexpected error; see the node's log")
 
     guard = [Depends(authorised)]
 
     @app.get("/v1/health")
-    def health() -> dict[str, Any]:
-        return {
-            "node_id": runtime.config.node_id,
-            "index": runtime.config.index,
-            "pinned": runtime.service is not None,
-            "sessions": 0 if runtime.service is None else runtime.service.running_sessions,
-            "quarantined": len(runtime.store.quarantines()),
-        }
+    def health() -> Health:
+        return Health(
+            node_id=runtime.config.node_id,
+            index=runtime.config.index,
+            pinned=runtime.service is not None,
+            sessions=0 if runtime.service is None else runtime.service.running_sessions,
+            quarantined=len(runtime.store.quarantines()),
+        )
 
     @app.get("/v1/card", dependencies=guard)
     def card() -> dict[str, Any]:
         return runtime.card.to_dict()
 
     @app.post("/v1/roster", dependencies=guard)
-    def pin(body: dict[str, Any]) -> dict[str, Any]:
+    def pin(body: dict[str, Any]) -> Pinned:
         runtime.pin(roster_from_json(body))
-        return {"pinned": True}
+        return Pinned(pinned=True)
 
     @app.post("/v1/sessions", dependencies=guard)
-    def start(body: dict[str, Any]) -> dict[str, Any]:
-        return service().start(SessionSpec.from_json(body)).to_json()
+    def start(body: SessionStart) -> SessionState:
+        return SessionState.model_validate(service().start(SessionSpec.from_start(body)).to_json())
 
     @app.post("/v1/sessions/{session}/envelopes", dependencies=guard)
-    def deliver(session: str, batch: EnvelopeBatch) -> dict[str, Any]:
+    def deliver(session: SessionPath, batch: EnvelopeBatch) -> SessionState:
         try:
             instance = bytes.fromhex(session)
         except ValueError as exc:
             raise NodeError(ErrorCode.BAD_REQUEST, "session id is not hex") from exc
         envelopes = [Envelope.from_dict(doc) for doc in batch.envelopes]
-        return service().deliver(instance, envelopes).to_json()
+        return SessionState.model_validate(service().deliver(instance, envelopes).to_json())
 
     @app.delete("/v1/sessions/{session}", dependencies=guard)
-    def cancel(session: str) -> dict[str, Any]:
+    def cancel(session: SessionPath) -> CancelReply:
         try:
             instance = bytes.fromhex(session)
         except ValueError as exc:
             raise NodeError(ErrorCode.BAD_REQUEST, "session id is not hex") from exc
-        return {"cancelled": service().cancel(instance)}
+        return CancelReply(cancelled=service().cancel(instance))
 
     @app.post("/v1/sign", dependencies=guard)
-    def sign(request: SignRequest) -> dict[str, Any]:
+    def sign(request: SignRequest) -> SignReply:
         return service().sign(
             bytes.fromhex(request.key_id),
             bytes.fromhex(request.presignature_id),
@@ -154,23 +211,38 @@ def create_app(runtime: NodeRuntime) -> FastAPI:
         )
 
     @app.get("/v1/keys", dependencies=guard)
-    def keys() -> list[dict[str, Any]]:
+    def keys() -> list[KeyVersion]:
         return [
-            {"key_id": row.key_id, "epoch": row.epoch, "key_public": row.public.hex()}
+            KeyVersion(key_id=row.key_id, epoch=row.epoch, key_public=row.public.hex())
             for row in runtime.store.active_keys()
         ]
 
     @app.get("/v1/keys/{key_id}/presignatures", dependencies=guard)
-    def presignatures(key_id: str, signers: str, path: str = "") -> dict[str, Any]:
+    def presignatures(
+        key_id: KeyIdPath, signers: SignersQuery, path: DerivationQuery = ""
+    ) -> PresignatureListing:
         try:
             parties = tuple(int(i) for i in signers.split(","))
             steps = tuple(int(i) for i in path.split("/")) if path else ()
         except ValueError as exc:
             raise NodeError(ErrorCode.BAD_REQUEST, "signers/path malformed") from exc
-        return {
-            "available": runtime.store.available_presignatures(key_id, parties, steps),
-            "counts": runtime.store.presignature_counts(key_id),
-        }
+        return PresignatureListing(
+            available=runtime.store.available_presignatures(key_id, parties, steps),
+            counts=runtime.store.presignature_counts(key_id),
+        )
+
+    @app.get("/v1/keys/{key_id}/versions", dependencies=guard)
+    def versions(key_id: KeyIdPath) -> list[KeyVersionState]:
+        return service().versions(bytes.fromhex(key_id))
+
+    @app.post("/v1/keys/{key_id}/versions/{epoch}/confirmation", dependencies=guard)
+    def confirmation(key_id: KeyIdPath, epoch: EpochPath) -> ConfirmationBody:
+        return service().confirm(bytes.fromhex(key_id), epoch).to_body()
+
+    @app.post("/v1/keys/{key_id}/versions/{epoch}/activate", dependencies=guard)
+    def activate(key_id: KeyIdPath, epoch: EpochPath, body: ActivationBody) -> ActivationReply:
+        statements = [KeyConfirmation.from_body(s) for s in body.statements]
+        return service().activate(bytes.fromhex(key_id), epoch, statements)
 
     @app.get("/v1/quarantine", dependencies=guard)
     def quarantine() -> list[dict[str, Any]]:

@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
+from starlette.types import ASGIApp
 
 from signer.errors import TesseraError
 from signer.node.app import create_app
+from signer.node.limits import SERVER_HEAD_BYTES
 from signer.node.runtime import NodeConfig, NodeRuntime, grow_roster, init_node, roster_from_json
 from signer.node.store import NodeStore
 
@@ -66,14 +68,34 @@ def run(directory: DirOption) -> None:
         errors.print(f"[red]error:[/red] node refuses to start: {exc}")
         raise typer.Exit(1) from exc
     try:
-        uvicorn.run(
-            create_app(runtime),
-            host=runtime.config.host,
-            port=runtime.config.port,
-            log_level="warning",
-        )
+        uvicorn.Server(
+            server_config(create_app(runtime), runtime.config.host, runtime.config.port)
+        ).run()
     finally:
         runtime.close()
+
+
+def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
+    """How `run` serves the API (the HTTP tests serve through this too).
+
+    The h11 parser (uvicorn's pure-Python HTTP/1.1; httptools is not installed) buffers up to
+    `SERVER_HEAD_BYTES` of request head, well above the target and header limits that
+    `RequestLimits` answers with 414/431 problems; only a bigger head is dropped by the server
+    (a plain 400, connection closed).  Idle keep-alive connections close after 5 s; at most
+    512 connections are served at once (more get uvicorn's plain 503: far above the
+    coordinator's use, which MAX_SESSIONS bounds at 256 sessions); a shutdown waits 10 s for
+    requests in flight.  The body size and read time are enforced by `RequestLimits`."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="h11",
+        log_level="warning",
+        h11_max_incomplete_event_size=SERVER_HEAD_BYTES,
+        timeout_keep_alive=5,
+        limit_concurrency=512,
+        timeout_graceful_shutdown=10,
+    )
 
 
 @node_app.command("pin")
@@ -150,3 +172,65 @@ def quarantine_clear(
     finally:
         store.close()
     typer.echo(json.dumps(row.to_json(), indent=2))
+
+
+key_app = typer.Typer(
+    help=(
+        "Key versions on this node: a re-share or refresh leaves a *pending* version that "
+        "becomes active only with a storage confirmation from every member of the new "
+        "committee; until then the old version stays active.  Discarding a pending version "
+        "is a local operator action, never an API call."
+    ),
+    no_args_is_help=True,
+)
+node_app.add_typer(key_app, name="key")
+
+
+@key_app.command("list")
+def key_list(
+    directory: DirOption,
+    key_id: Annotated[str, typer.Option("--key", help="Key id (hex).")],
+) -> None:
+    """Print every version of the key (state, whether a share is held) and its event log."""
+    store = _open_store(directory)
+    try:
+        versions = [
+            {"epoch": r.epoch, "state": r.state, "share": r.sealed_share is not None}
+            for r in store.key_versions(key_id)
+        ]
+        events = [e.model_dump() for e in store.key_events(key_id)]
+    finally:
+        store.close()
+    typer.echo(json.dumps({"versions": versions, "events": events}, indent=2))
+
+
+@key_app.command("discard-pending")
+def key_discard_pending(
+    directory: DirOption,
+    key_id: Annotated[str, typer.Option("--key", help="Key id (hex).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the key's event log).")],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help=(
+                "Discard even though this node already signed a storage confirmation for it. "
+                "Only safe when that version can never be activated (a member of its committee "
+                "holds no pending copy of it): otherwise the others may activate it and retire "
+                "their old shares while this node drops its new one."
+            ),
+        ),
+    ] = False,
+) -> None:
+    """Drop the key's pending version (its new share erased) so that another re-share or
+    refresh can start; the active version is untouched.  Refused after this node confirmed the
+    version, unless --force; the node never confirms another version of that epoch."""
+    store = _open_store(directory)
+    try:
+        row = store.discard_pending(key_id, reason, force=force)
+    except TesseraError as exc:
+        errors.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    finally:
+        store.close()
+    typer.echo(json.dumps({"discarded": {"key_id": row.key_id, "epoch": row.epoch}}, indent=2))

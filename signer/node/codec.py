@@ -135,15 +135,17 @@ def encode_presignature_public(public: PresignaturePublic) -> bytes:
             public.Gamma,
             list(public.Delta),
             list(public.S),
+            public.key_version,
         ]
     )
 
 
 def decode_presignature_public(data: bytes, key: KeyPublic) -> PresignaturePublic:
     """The public data of a presignature on `key`; the derivation is recomputed from the key,
-    so a stored row cannot point the signature at another child key."""
+    so a stored row cannot point the signature at another child key.  The key version it was
+    made with is kept as stored: `sign.combine` refuses it unless it is `key`'s."""
     where = "presignature"
-    fields = as_list(decode(data, where), 8, where)
+    fields = as_list(decode(data, where), 9, where)
     presignature_id = expect_bytes(fields[0], 32, f"{where}.id")
     key_id = fields[1]
     if key_id != key.key_id:
@@ -153,6 +155,7 @@ def decode_presignature_public(data: bytes, key: KeyPublic) -> PresignaturePubli
     return PresignaturePublic(
         presignature_id=presignature_id,
         key_id=key.key_id,
+        key_version=expect_bytes(fields[8], 32, f"{where}.key version"),
         signers=signers,
         derivation=derive(key.public_key, key.chain_code, path),
         R=expect_point(fields[4], f"{where}.R"),

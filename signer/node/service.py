@@ -5,7 +5,10 @@ Every session is created from a `SessionSpec` (what to run, with whom) and then 
 each call returns the envelopes to relay next and the session's status.  On completion the
 result is stored before the status says "done": key shares, aux-info secrets and
 presignatures sealed by the node's HSM (AAD: node id, key or object id, version, purpose).
-An aborted session stores nothing and reports the culprits and the failed check.
+An aborted session stores nothing and reports the culprits and the failed check.  A re-share or
+refresh stores its output as a *pending* key version; the old one stays active until `activate`
+gets a storage confirmation from every member of the new committee (`confirm`,
+signer/node/confirmation.py), and one such plan per key is in flight at a time.
 
 A failed session is a security event (attacks.md A03), never a retryable error: the parties it
 names are quarantined, and a cryptographic failure that names nobody freezes its party set, in
@@ -26,11 +29,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from signer.curve import Point
 from signer.errors import Check, CryptoMisuse, EncodingError, InvalidParameter, TesseraError
 from signer.node import codec
+from signer.node.api import AbortReport, SessionStart, SignReply
+from signer.node.confirmation import (
+    ActivationReply,
+    ConfirmationRejected,
+    KeyConfirmation,
+    KeyVersionState,
+    check_set,
+)
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard
 from signer.node.faults import failpoint
 from signer.node.store import (
+    KeyConfirmationRow,
+    KeyVersionRow,
     NodeStore,
     PresignatureRow,
     QuarantineRow,
@@ -39,10 +55,10 @@ from signer.node.store import (
     join_path,
 )
 from signer.paillier import PaillierSecretKey
-from signer.problems import ErrorCode
+from signer.problems import ErrorCode, validation_detail
 from signer.protocol.aux_info import AuxInfo, AuxInfoParty
-from signer.protocol.base import Message, Party, ProtocolAbort, SessionConfig
-from signer.protocol.keygen import KeygenParty, KeyShare
+from signer.protocol.base import Message, MessageRefused, Party, ProtocolAbort, SessionConfig
+from signer.protocol.keygen import KeygenParty, KeyPublic, KeyShare
 from signer.protocol.presign import Presignature, PresignParty
 from signer.protocol.presign_identify import PROTOCOL as IDENTIFY_PROTOCOL
 from signer.protocol.presign_identify import (
@@ -104,8 +120,9 @@ class Sealer(Protocol):
 
 @dataclass(frozen=True)
 class SessionSpec:
-    """What the coordinator asks a node to run.  Validated here; the protocol validates the
-    rest (and every party checks, in round 1, that the others run on the same inputs)."""
+    """What the coordinator asks a node to run.  Validated at the door, before anything is
+    recorded (`signer.node.api.SessionStart`); the protocol validates the rest (and every party
+    checks, in round 1, that the others run on the same inputs)."""
 
     protocol: str
     request: bytes
@@ -119,23 +136,30 @@ class SessionSpec:
     new_parties: tuple[int, ...] = ()
 
     @classmethod
+    def from_start(cls, start: SessionStart) -> SessionSpec:
+        """The spec of a validated `POST /v1/sessions` body (`signer.node.api.SessionStart`:
+        the door's checks — protocol, id lengths, party and path bounds — are all there)."""
+        return cls(
+            protocol=start.protocol,
+            request=bytes.fromhex(start.request),
+            parties=tuple(start.parties),
+            threshold=start.threshold,
+            key_id=bytes.fromhex(start.key_id),
+            path=tuple(start.path),
+            aux_id=bytes.fromhex(start.aux_id),
+            plan_old=bytes.fromhex(start.plan_old),
+            dealers=tuple(start.dealers),
+            new_parties=tuple(start.new_parties),
+        )
+
+    @classmethod
     def from_json(cls, doc: dict[str, Any]) -> SessionSpec:
+        """`from_start` of a JSON document; a refusal is `VALIDATION` naming the field."""
         try:
-            spec = cls(
-                protocol=str(doc["protocol"]),
-                request=bytes.fromhex(str(doc["request"])),
-                parties=tuple(_ints(doc["parties"], "parties")),
-                threshold=_int(doc["threshold"], "threshold"),
-                key_id=bytes.fromhex(str(doc.get("key_id", ""))),
-                path=tuple(_ints(doc.get("path", []), "path")),
-                aux_id=bytes.fromhex(str(doc.get("aux_id", ""))),
-                plan_old=bytes.fromhex(str(doc.get("plan_old", ""))),
-                dealers=tuple(_ints(doc.get("dealers", []), "dealers")),
-                new_parties=tuple(_ints(doc.get("new_parties", []), "new_parties")),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise NodeError(ErrorCode.BAD_REQUEST, f"session spec: {exc}") from exc
-        return spec
+            start = SessionStart.model_validate(doc)
+        except ValidationError as exc:
+            raise NodeError(ErrorCode.VALIDATION, validation_detail(exc.errors())) from exc
+        return cls.from_start(start)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -150,18 +174,6 @@ class SessionSpec:
             "dealers": list(self.dealers),
             "new_parties": list(self.new_parties),
         }
-
-
-def _int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where} must be an integer")
-    return value
-
-
-def _ints(value: object, where: str) -> list[int]:
-    if not isinstance(value, list) or len(value) > 4096:
-        raise TypeError(f"{where} must be a list of integers")
-    return [_int(v, where) for v in value]
 
 
 @dataclass
@@ -196,17 +208,21 @@ class _Session:
 
 
 def abort_json(abort: ProtocolAbort) -> dict[str, Any]:
-    doc: dict[str, Any] = {
-        "protocol": abort.protocol,
-        "round": abort.round,
-        "code": abort.code.value,
-        "culprits": sorted(abort.culprits),
-        "detail": abort.detail,
-    }
-    if isinstance(abort, IdentificationRequired):
+    """The abort's wire report (`signer.node.api.AbortReport`, checked as it is built)."""
+    report = AbortReport(
+        protocol=abort.protocol,
+        round=abort.round,
+        code=abort.code.value,
+        culprits=sorted(abort.culprits),
+        detail=abort.detail,
         # the request id of the identification session every signer is now ready to run
-        doc["identification"] = abort.identification.request().hex()
-    return doc
+        identification=(
+            abort.identification.request().hex()
+            if isinstance(abort, IdentificationRequired)
+            else None
+        ),
+    )
+    return report.model_dump(exclude_none=True, exclude={"rejected"})
 
 
 class NodeService:
@@ -246,7 +262,7 @@ class NodeService:
 
     # --- loading state -------------------------------------------------------------------------
     def key_share(self, key_id: bytes) -> KeyShare:
-        row = self.store.active_key(key_id.hex())
+        row = self._active_key(key_id)
         if row.sealed_share is None:
             raise NodeError(
                 ErrorCode.NO_SHARE, f"this node holds no share of key {key_id.hex()[:16]}"
@@ -258,6 +274,12 @@ class NodeService:
             raise NodeError(ErrorCode.CORRUPT, "stored share belongs to another party index")
         return share
 
+    def _active_key(self, key_id: bytes) -> KeyVersionRow:
+        try:
+            return self.store.active_key(key_id.hex())
+        except StoreError as exc:
+            raise NodeError(ErrorCode.UNKNOWN_KEY, str(exc)) from exc
+
     def aux_info(self, aux_id: bytes) -> AuxInfo:
         row = self.store.aux(aux_id.hex())
         secret = self._unseal(row.sealed_secret, aux_id.hex(), 0, "aux_info")
@@ -267,6 +289,20 @@ class NodeService:
                 ErrorCode.CORRUPT, f"aux-info record {aux_id.hex()[:16]} does not match its id"
             )
         return aux
+
+    def _replaced_moduli(self, aux_id: bytes) -> frozenset[int]:
+        """The Paillier moduli of the aux-info that an aux_info/v1 session replaces (its spec's
+        `aux_id`, set for refresh and re-share): none of them may come back, neither a peer's
+        nor our own (AuxInfoParty, issue 9 item 4).  A node without that record (a new
+        committee member) has nothing to compare; the members that hold it check."""
+        if not aux_id:
+            return frozenset()
+        try:
+            row = self.store.aux(aux_id.hex())
+        except StoreError:
+            return frozenset()
+        _, params = codec.decode_aux_public(row.public)
+        return frozenset(p.n for p in params)
 
     # --- sessions ------------------------------------------------------------------------------
     def start(self, spec: SessionSpec) -> SessionReply:
@@ -303,10 +339,21 @@ class NodeService:
                 )
             if len(self._sessions) >= MAX_SESSIONS:
                 raise NodeError(ErrorCode.BUSY, f"{MAX_SESSIONS} sessions are running")
+            if spec.protocol in (RESHARE_PROTOCOL, REFRESH_PROTOCOL):
+                # Under the lock that also inserts the session: two plans started at once
+                # cannot both pass (and a finishing session stores its pending version before
+                # it leaves `_sessions`, so one of the two checks always sees it).
+                self._refuse_plan_in_flight(spec.key_id)
             session = _Session(spec, party, finish)
             self._sessions[instance] = session
         with session.lock:
-            outgoing = party.start()
+            try:
+                outgoing = party.start()
+            except ProtocolAbort as abort:  # e.g. INTERNAL in round 1: a failed session
+                outgoing = list(abort.outgoing)
+                session.status = "aborted"
+                session.abort = abort_json(abort)
+                self._on_abort(instance, session.spec, abort)
             return self._reply(instance, session, outgoing)
 
     def deliver(self, instance: bytes, envelopes: Sequence[Envelope]) -> SessionReply:
@@ -326,10 +373,16 @@ class NodeService:
                     if message.session != instance:
                         raise EnvelopeRejected(envelope.sender, "FORMAT", "another session")
                     outgoing.extend(session.party.receive(message))
-                except (EnvelopeRejected, CryptoMisuse) as exc:
-                    # Not from a pinned peer, or altered: drop it, report it, keep waiting.
+                except (EnvelopeRejected, CryptoMisuse, MessageRefused) as exc:
+                    # Not from a pinned peer, altered, or from a pinned node that is not a party
+                    # of this session: drop it, report it, keep waiting — one signed envelope
+                    # from outside the session must not end it (attacks.md A17).
                     rejected.append(_rejection(envelope, exc))
                 except ProtocolAbort as abort:
+                    # Any failure inside the party, INTERNAL included, arrives here as a
+                    # ProtocolAbort (base.py): never a 500.  INTERNAL names nobody and is not
+                    # in NOT_SECURITY_EVENTS, so it freezes the party set like any
+                    # unattributed failure.
                     outgoing.extend(abort.outgoing)
                     session.status = "aborted"
                     session.abort = abort_json(abort)
@@ -365,7 +418,13 @@ class NodeService:
     def _reply(self, instance: bytes, session: _Session, outgoing: list[Message]) -> SessionReply:
         if session.status == "running" and session.party.done:
             failpoint("session.before_store")
-            session.result = session.finish(session.party.result)
+            try:
+                session.result = session.finish(session.party.result)
+            except NodeError:
+                # nothing was stored (the store refused the output): over on this node
+                with self._lock:
+                    self._sessions.pop(instance, None)
+                raise
             session.status = "done"
             failpoint("session.after_store")
         envelopes = [self.endpoint.seal(m) for m in outgoing]
@@ -382,6 +441,32 @@ class NodeService:
         for request, (_, kept) in list(self._identifications.items()):
             if now - kept > SESSION_TTL_SECONDS:
                 del self._identifications[request]
+
+    def _refuse_plan_in_flight(self, key_id: bytes) -> None:
+        """One re-share or refresh per key at a time (caller holds `self._lock`).  Two plans of
+        one version that both complete leave the nodes split between two new versions with no
+        old share left (attacks.md A12 T12c, done with concurrent plans instead of a split
+        broadcast), so a plan is in flight — and a second one refused — while this node runs a
+        re-share session of the key (until it aborts, is cancelled or expires) and while it
+        holds a pending version of the key (until that is activated by a complete set of
+        confirmations, or discarded by this node's operator: `tessera node key
+        discard-pending`).  Neither can lock the key for good: a session ends within the TTL,
+        and the operator can always discard."""
+        for other in self._sessions.values():
+            if other.spec.protocol in (RESHARE_PROTOCOL, REFRESH_PROTOCOL) and (
+                other.spec.key_id == key_id
+            ):
+                raise NodeError(
+                    ErrorCode.PLAN_IN_FLIGHT,
+                    f"a {other.spec.protocol} session of key {key_id.hex()[:16]} is running here",
+                )
+        pending = self.store.pending_key(key_id.hex())
+        if pending is not None:
+            raise NodeError(
+                ErrorCode.PLAN_IN_FLIGHT,
+                f"key {key_id.hex()[:16]} epoch {pending.epoch} is pending here: it is activated "
+                "by its storage confirmations, or discarded by this node's operator",
+            )
 
     # --- quarantine (attacks.md A03) -------------------------------------------------------------
     def _refuse_quarantined(self, parties: Sequence[int]) -> None:
@@ -450,12 +535,13 @@ class NodeService:
         if spec.protocol == "keygen/v1":
             return KeygenParty(config), self._finish_keygen
         if spec.protocol == "aux_info/v1":
-            return AuxInfoParty(config, self._paillier()), self._finish_aux
+            previous = self._replaced_moduli(spec.aux_id)
+            return AuxInfoParty(config, self._paillier(), previous), self._finish_aux
         if spec.protocol == "presign/v1":
             key = self.key_share(spec.key_id)
             aux = self.aux_info(spec.aux_id)
             party = PresignParty(config, key, aux, spec.path)
-            return party, lambda p: self._finish_presign(p, spec)
+            return party, lambda p: self._finish_presign(p, spec, key.epoch)
         if spec.protocol == IDENTIFY_PROTOCOL:
             with self._lock:
                 kept = self._identifications.get(spec.request)
@@ -476,7 +562,10 @@ class NodeService:
                 raise NodeError(ErrorCode.BAD_REQUEST, "plan is for another key")
             plan = ResharePlan(old, spec.dealers, spec.new_parties, spec.threshold)
             share = self.key_share(spec.key_id) if self.index in plan.dealers else None
-            if share is not None and share.public_data() != old:
+            current = self._active_public(spec.key_id)
+            if (share is not None and share.public_data() != old) or (
+                current is not None and current != old  # a member that is no dealer, too
+            ):
                 raise NodeError(
                     ErrorCode.STALE_PLAN, "the plan's key version is not this node's active one"
                 )
@@ -510,29 +599,38 @@ class NodeService:
         self.store.put_aux(aux_id.hex(), aux.parties, codec.encode_aux_public(aux), sealed)
         return {"aux_id": aux_id.hex(), "parties": list(aux.parties)}
 
-    def _finish_presign(self, presignature: Presignature, spec: SessionSpec) -> dict[str, Any]:
+    def _finish_presign(
+        self, presignature: Presignature, spec: SessionSpec, epoch: int
+    ) -> dict[str, Any]:
+        """Stored under the epoch of the share the session started with, never the epoch active
+        at the end: a re-share activated meanwhile must not relabel an old-share presignature
+        as the new version's (its partials would then fail and blame an honest node)."""
         public = presignature.public
-        key_row = self.store.active_key(spec.key_id.hex())
         encoded = codec.encode_presignature_public(public)
         pid = public.presignature_id.hex()
         sealed = self._seal(
-            codec.take_presignature_secret(presignature), pid, key_row.epoch, "presignature"
+            codec.take_presignature_secret(presignature), pid, epoch, "presignature"
         )
-        self.store.put_presignature(
-            PresignatureRow(
-                presignature_id=pid,
-                key_id=spec.key_id.hex(),
-                epoch=key_row.epoch,
-                signers=join_indices(public.signers),
-                path=join_path(public.derivation.path),
-                aux_id=spec.aux_id.hex(),
-                public=encoded,
-                sealed_secret=sealed,
-                state="available",
-                created_at=time.time(),
-            )
+        row = PresignatureRow(
+            presignature_id=pid,
+            key_id=spec.key_id.hex(),
+            epoch=epoch,
+            signers=join_indices(public.signers),
+            path=join_path(public.derivation.path),
+            aux_id=spec.aux_id.hex(),
+            public=encoded,
+            sealed_secret=sealed,
+            state="available",
+            created_at=time.time(),
         )
-        return {"presignature_id": pid, "public": encoded.hex(), "epoch": key_row.epoch}
+        try:
+            self.store.put_presignature(row)  # refused unless that version is still active
+        except StoreError as exc:
+            raise NodeError(
+                ErrorCode.STALE_PRESIGNATURE,
+                f"key version {epoch} was replaced while this presign ran; nothing stored",
+            ) from exc
+        return {"presignature_id": pid, "public": encoded.hex(), "epoch": epoch}
 
     def _finish_identify(self, result: Identification, spec: SessionSpec) -> dict[str, Any]:
         """Every party this node found lying is quarantined; the identification state is gone."""
@@ -560,14 +658,159 @@ class NodeService:
         }
 
     def _finish_reshare(self, result: ReshareResult) -> dict[str, Any]:
-        encoded = codec.encode_key_public(result.key)
-        self._store_key(result.share, encoded, result.key.key_id, result.key.epoch)
-        return {**_key_result(result.key, encoded), "member": result.share is not None}
+        """The new version is stored *pending*: the old one stays active and usable until every
+        member of the new committee has confirmed storing its share (`activate`).  A relay that
+        withheld the last echo from some parties can make only some of them finish; erasing
+        the old share here would then lose the key (signer/node/confirmation.py)."""
+        key = result.key
+        encoded = codec.encode_key_public(key)
+        sealed = None
+        if result.share is not None:
+            secret = codec.encode_share_secret(result.share)
+            sealed = self._seal(secret, key.key_id.hex(), key.epoch, "key_share")
+        try:
+            self.store.put_pending_version(key.key_id.hex(), key.epoch, encoded, sealed)
+        except StoreError as exc:  # (the in-flight rule makes this unreachable by a relay)
+            raise NodeError(ErrorCode.STALE_PLAN, str(exc)) from exc
+        return {
+            **_key_result(key, encoded),
+            "member": result.share is not None,
+            "state": "pending",
+            "fingerprint": key.fingerprint().hex(),
+        }
+
+    # --- key versions: confirmation and activation ------------------------------------------------
+    def _active_public(self, key_id: bytes) -> KeyPublic | None:
+        try:
+            row = self.store.active_key(key_id.hex())
+        except StoreError:
+            return None
+        return codec.decode_key_public(row.public)
+
+    def _version(self, key_id: bytes, epoch: int) -> tuple[KeyVersionRow, KeyPublic]:
+        row = self.store.key_version(key_id.hex(), epoch)
+        if row is None or row.state == "retired":
+            state = "unknown" if row is None else row.state
+            raise NodeError(
+                ErrorCode.NO_PENDING_VERSION,
+                f"key {key_id.hex()[:16]} epoch {epoch} is {state} on this node",
+            )
+        return row, codec.decode_key_public(row.public)
+
+    def confirm(self, key_id: bytes, epoch: int) -> KeyConfirmation:
+        """This node's signed statement that it durably stored its share of its pending version
+        (key, epoch).  The share is read back from the database and checked against its public
+        share first, so the statement is about what is on disk.  At most one version per
+        (key, epoch) is ever confirmed: the statement is recorded before it is returned, and
+        asking again returns the same one (also once the version is active)."""
+        row, public = self._version(key_id, epoch)
+        if self.index not in public.parties or row.sealed_share is None:
+            raise NodeError(
+                ErrorCode.NOT_A_PARTY, "only a member of the new committee confirms its share"
+            )
+        if row.state == "active":
+            mine = self.store.confirmation(key_id.hex(), epoch, self.index)
+            if mine is None or mine.fingerprint != public.fingerprint().hex():
+                raise NodeError(ErrorCode.NO_PENDING_VERSION, "active without a confirmation")
+            return self._statement(mine)
+        secret = self._unseal(row.sealed_share, key_id.hex(), epoch, "key_share")
+        share = codec.key_share(public, secret)
+        if share.index != self.index or Point.base_mul(share.secret_share) != public.public_share(
+            self.index
+        ):
+            raise NodeError(ErrorCode.CORRUPT, "stored pending share does not match its version")
+        cluster = self.endpoint.roster.cluster_id
+        statement = KeyConfirmation.issue(self.endpoint.signer, cluster, self.index, public)
+        record = KeyConfirmationRow(
+            key_id=key_id.hex(),
+            epoch=epoch,
+            signer=self.index,
+            fingerprint=statement.fingerprint.hex(),
+            signature=statement.signature,
+            origin="signed",
+            created_at=time.time(),
+        )
+        try:
+            recorded = self.store.record_own_confirmation(record, row.public)
+        except StoreError as exc:
+            code = (
+                ErrorCode.CONFIRMATION_CONFLICT
+                if "another version" in exc.detail
+                else ErrorCode.NO_PENDING_VERSION
+            )
+            raise NodeError(code, str(exc)) from exc
+        return self._statement(recorded)
+
+    def _statement(self, row: KeyConfirmationRow) -> KeyConfirmation:
+        return KeyConfirmation(
+            self.endpoint.roster.cluster_id,
+            bytes.fromhex(row.key_id),
+            row.epoch,
+            bytes.fromhex(row.fingerprint),
+            row.signer,
+            row.signature,
+        )
+
+    def activate(
+        self, key_id: bytes, epoch: int, statements: Sequence[KeyConfirmation]
+    ) -> ActivationReply:
+        """Activate the pending version (key, epoch) given a complete, valid set of storage
+        confirmations — one from every member of its committee, for exactly its fingerprint —
+        in one transaction: old share erased, old presignatures revoked.  A repeated delivery
+        of a valid set for the already active version changes nothing."""
+        row, public = self._version(key_id, epoch)
+        try:
+            check_set(statements, public, self.endpoint.roster)
+        except ConfirmationRejected as exc:
+            raise NodeError(
+                ErrorCode.CONFIRMATION_REJECTED, str(exc), culprit=exc.sender, check=exc.check
+            ) from exc
+        received = [
+            KeyConfirmationRow(
+                key_id=key_id.hex(),
+                epoch=epoch,
+                signer=s.signer,
+                fingerprint=s.fingerprint.hex(),
+                signature=s.signature,
+                origin="received",
+                created_at=time.time(),
+            )
+            for s in statements
+        ]
+        try:
+            activated = self.store.activate_pending(key_id.hex(), epoch, row.public, received)
+        except StoreError as exc:
+            raise NodeError(ErrorCode.NO_PENDING_VERSION, str(exc)) from exc
+        return ActivationReply(
+            key_id=key_id.hex(),
+            epoch=epoch,
+            state="active",
+            activated=activated,
+            fingerprint=public.fingerprint().hex(),
+        )
+
+    def versions(self, key_id: bytes) -> list[KeyVersionState]:
+        """Every version of the key this node knows, with its state (public data only)."""
+        out = []
+        for row in self.store.key_versions(key_id.hex()):
+            public = codec.decode_key_public(row.public)
+            out.append(
+                KeyVersionState(
+                    epoch=row.epoch,
+                    state=row.state,
+                    fingerprint=public.fingerprint().hex(),
+                    parties=list(public.parties),
+                    threshold=public.threshold,
+                    share=row.sealed_share is not None,
+                    key_public=row.public.hex(),
+                )
+            )
+        return out
 
     # --- signing -------------------------------------------------------------------------------
     def sign(
         self, key_id: bytes, presignature_id: bytes, message: bytes, scheme: HashScheme
-    ) -> dict[str, Any]:
+    ) -> SignReply:
         """This node's partial signature on `message` with one of its presignatures."""
         pid = presignature_id.hex()
         row = self.store.presignature(pid)
@@ -575,7 +818,7 @@ class NodeService:
             raise NodeError(
                 ErrorCode.UNKNOWN_PRESIGNATURE, f"no presignature {pid[:16]} for this key"
             )
-        key_row = self.store.active_key(key_id.hex())
+        key_row = self._active_key(key_id)
         if row.epoch != key_row.epoch:
             raise NodeError(ErrorCode.STALE_PRESIGNATURE, "made for an older key version")
         public = codec.decode_presignature_public(
@@ -592,12 +835,14 @@ class NodeService:
         presignature = codec.presignature(public, secret)
         partial = issue_partial(presignature, message, scheme)
         failpoint("sign.after_partial")
-        return {"index": self.index, "presignature_id": pid, "partial": f"{partial:064x}"}
+        return SignReply(index=self.index, presignature_id=pid, partial=f"{partial:064x}")
 
 
 def _rejection(envelope: Envelope, exc: TesseraError) -> dict[str, Any]:
     if isinstance(exc, EnvelopeRejected):
         return {"sender": exc.sender, "check": exc.check, "detail": exc.detail}
+    if isinstance(exc, MessageRefused):
+        return {"sender": exc.sender, "check": exc.check.value, "detail": exc.detail}
     return {"sender": envelope.sender, "check": "MISDIRECTED", "detail": str(exc)}
 
 

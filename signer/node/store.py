@@ -13,6 +13,22 @@ The presignature life cycle is the part that must survive crashes:
 Two concurrent `consume` calls on one id cannot both succeed: SQLite serialises writers and
 the second UPDATE matches no row.
 
+Key versions (`key_versions.state`; `signer/node/confirmation.py` says why):
+
+  keygen ─────────────────────────────────────────────▶ active
+  re-share/refresh output ──▶ pending ──activate()──▶ active   (one transaction: the old
+                                 │                              active version retired, its
+                                 │                              share erased, its presignatures
+                                 │                              revoked, the set of storage
+                                 │                              confirmations kept)
+                                 └──discard_pending()──▶ (row deleted, logged in key_events)
+
+At most one pending version per key; the active one stays usable until activation.  The
+confirmations this node signed are kept for good (`key_confirmations`, origin "signed"): its
+primary key (key, epoch, signer) is what stops a node from ever confirming two versions of one
+epoch, even across a discard.  Databases made before pending versions existed need nothing:
+`state` is a plain string and the two new tables are created on open.
+
 Quarantine (attacks.md A03): a protocol failure is a security event, never a retryable error.
 A party that an abort or an identification names is quarantined; a cryptographic failure that
 names nobody freezes its exact party set.  Entries block new sessions and signatures until the
@@ -61,8 +77,34 @@ class KeyVersionRow(_NodeTable, table=True):
     epoch: int = Field(primary_key=True)
     public: bytes  # codec.encode_key_public
     sealed_share: bytes | None  # None: this node holds no share of this version
-    state: str = Field(index=True)  # active | retired
+    state: str = Field(index=True)  # pending | active | retired
     created_at: float
+
+
+class KeyConfirmationRow(_NodeTable, table=True):
+    """A storage confirmation (`signer.node.confirmation.KeyConfirmation`) this node signed
+    (origin "signed") or received in the set that activated a version (origin "received")."""
+
+    __tablename__ = "key_confirmations"
+    key_id: str = Field(primary_key=True)  # hex
+    epoch: int = Field(primary_key=True)  # the confirmed (new) version's epoch
+    signer: int = Field(primary_key=True)
+    fingerprint: str  # hex KeyPublic.fingerprint() of the confirmed version
+    signature: bytes
+    origin: str  # signed | received
+    created_at: float
+
+
+class KeyEventRow(_NodeTable, table=True):
+    """What happened to a key version, for the operator: pending, activated, discarded."""
+
+    __tablename__ = "key_events"
+    id: int | None = Field(default=None, primary_key=True)
+    key_id: str = Field(index=True)
+    epoch: int
+    action: str
+    detail: str
+    at: float
 
 
 class AuxRow(_NodeTable, table=True):
@@ -213,6 +255,21 @@ def sqlite_engine(path: Path) -> Engine:
     return engine
 
 
+def _lock_key(session: Session, key_id: str) -> None:
+    """Start the transaction with a write (rewriting the key's rows as they are), so that it
+    holds SQLite's write lock before it reads: the checks that follow and the writes they allow
+    are one serialised step (the driver would otherwise begin the transaction only at the first
+    write, after the reads, and an operator's discard could slip between a confirmation's check
+    and its record)."""
+    session.execute(
+        text("UPDATE key_versions SET state = state WHERE key_id = :key"), {"key": key_id}
+    )
+
+
+def _event(key_id: str, epoch: int, action: str, detail: str) -> KeyEventRow:
+    return KeyEventRow(key_id=key_id, epoch=epoch, action=action, detail=detail, at=time.time())
+
+
 def join_indices(parties: tuple[int, ...]) -> str:
     return ",".join(str(i) for i in parties)
 
@@ -307,6 +364,180 @@ class NodeStore:
     def active_keys(self) -> list[KeyVersionRow]:
         with self.session() as session:
             return list(session.exec(select(KeyVersionRow).where(KeyVersionRow.state == "active")))
+
+    def key_version(self, key_id: str, epoch: int) -> KeyVersionRow | None:
+        with self.session() as session:
+            return session.get(KeyVersionRow, (key_id, epoch))
+
+    def key_versions(self, key_id: str) -> list[KeyVersionRow]:
+        with self.session() as session:
+            query = select(KeyVersionRow).where(KeyVersionRow.key_id == key_id)
+            return list(session.exec(query.order_by(KeyVersionRow.epoch)))  # type: ignore[arg-type]
+
+    def pending_key(self, key_id: str) -> KeyVersionRow | None:
+        """The key's pending (unconfirmed) version, if any: at most one exists."""
+        with self.session() as session:
+            return session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "pending"
+                )
+            ).first()
+
+    def put_pending_version(
+        self, key_id: str, epoch: int, public: bytes, sealed_share: bytes | None
+    ) -> None:
+        """Store a re-share's output as the key's pending version; nothing else changes (the
+        active version, its share and its presignatures stay until `activate_pending`)."""
+        with self.session() as session:
+            _lock_key(session, key_id)
+            pending = session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "pending"
+                )
+            ).first()
+            if pending is not None:
+                raise StoreError(f"key {key_id[:16]}", f"epoch {pending.epoch} is pending")
+            newer = session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.epoch >= epoch
+                )
+            ).first()
+            if newer is not None:
+                raise StoreError(f"key {key_id[:16]}", f"epoch {newer.epoch} is already stored")
+            session.add(
+                KeyVersionRow(
+                    key_id=key_id,
+                    epoch=epoch,
+                    public=public,
+                    sealed_share=sealed_share,
+                    state="pending",
+                    created_at=time.time(),
+                )
+            )
+            member = "with" if sealed_share is not None else "without"
+            session.add(_event(key_id, epoch, "pending", f"re-share output stored {member} share"))
+            session.commit()
+
+    def confirmation(self, key_id: str, epoch: int, signer: int) -> KeyConfirmationRow | None:
+        with self.session() as session:
+            return session.get(KeyConfirmationRow, (key_id, epoch, signer))
+
+    def confirmations(self, key_id: str, epoch: int) -> list[KeyConfirmationRow]:
+        with self.session() as session:
+            query = select(KeyConfirmationRow).where(
+                KeyConfirmationRow.key_id == key_id, KeyConfirmationRow.epoch == epoch
+            )
+            return list(session.exec(query.order_by(KeyConfirmationRow.signer)))  # type: ignore[arg-type]
+
+    def record_own_confirmation(self, row: KeyConfirmationRow, public: bytes) -> KeyConfirmationRow:
+        """Durably note the statement this node signs for its pending version `public`, and
+        return what is on record: the same statement again if this version was confirmed
+        before; StoreError if the version is not pending here or if this node ever confirmed
+        another version of this (key, epoch) — it never signs two."""
+        with self.session() as session:
+            _lock_key(session, row.key_id)
+            existing = session.get(KeyConfirmationRow, (row.key_id, row.epoch, row.signer))
+            if existing is not None:
+                if existing.fingerprint != row.fingerprint:
+                    raise StoreError(
+                        f"key {row.key_id[:16]} epoch {row.epoch}",
+                        "this node already confirmed another version of this epoch",
+                    )
+                return existing
+            version = session.get(KeyVersionRow, (row.key_id, row.epoch))
+            if version is None or version.state != "pending" or version.public != public:
+                raise StoreError(f"key {row.key_id[:16]} epoch {row.epoch}", "not pending here")
+            session.add(row)
+            session.add(_event(row.key_id, row.epoch, "confirmed", "storage confirmation signed"))
+            session.commit()
+            session.refresh(row)
+            return row
+
+    def activate_pending(
+        self, key_id: str, epoch: int, public: bytes, received: list[KeyConfirmationRow]
+    ) -> bool:
+        """Make the pending version `public` the active one, in one transaction: the set of
+        confirmations that proves every new share is stored is kept, the old active version
+        retired and its share erased, and its unused presignatures revoked.  True if activated
+        now, False if it already was (a repeated delivery); StoreError if it is not pending."""
+        where = f"key {key_id[:16]} epoch {epoch}"
+        with self.session() as session:
+            _lock_key(session, key_id)
+            version = session.get(KeyVersionRow, (key_id, epoch))
+            if version is not None and version.state == "active" and version.public == public:
+                return False
+            if version is None or version.state != "pending" or version.public != public:
+                raise StoreError(where, "no such pending version here")
+            for row in received:
+                existing = session.get(KeyConfirmationRow, (row.key_id, row.epoch, row.signer))
+                if existing is None:
+                    session.add(row)
+                elif existing.fingerprint != row.fingerprint:
+                    raise StoreError(where, f"party {row.signer}'s statement differs on record")
+            for old in session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
+                )
+            ):
+                old.state = "retired"
+                old.sealed_share = None
+                session.add(old)
+            for presignature in session.exec(
+                select(PresignatureRow).where(
+                    PresignatureRow.key_id == key_id, PresignatureRow.state == "available"
+                )
+            ):
+                presignature.state = "revoked"
+                session.add(presignature)
+            version.state = "active"
+            session.add(version)
+            detail = f"activated with {len(received)} storage confirmations"
+            session.add(_event(key_id, epoch, "activated", detail))
+            session.commit()
+            return True
+
+    def discard_pending(self, key_id: str, reason: str, *, force: bool = False) -> KeyVersionRow:
+        """The operator's decision to drop the key's pending version (its share erased, the row
+        deleted, the decision logged in key_events).  Refused if this node already signed a
+        storage confirmation for it, unless `force`: with the statement out, the others may
+        still activate that version and retire their old shares, so only the operator who knows
+        it can never be confirmed (some member holds no pending version of it) may force it.
+        The signed statement stays on record either way: this node never confirms another
+        version of that epoch."""
+        if not reason.strip():
+            raise StoreError(f"key {key_id[:16]}", "discarding needs a reason")
+        with self.session() as session:
+            _lock_key(session, key_id)
+            pending = session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "pending"
+                )
+            ).first()
+            if pending is None:
+                raise StoreError(f"key {key_id[:16]}", "no pending version")
+            signed = session.exec(
+                select(KeyConfirmationRow).where(
+                    KeyConfirmationRow.key_id == key_id,
+                    KeyConfirmationRow.epoch == pending.epoch,
+                    KeyConfirmationRow.origin == "signed",
+                )
+            ).first()
+            if signed is not None and not force:
+                raise StoreError(
+                    f"key {key_id[:16]} epoch {pending.epoch}",
+                    "this node signed a storage confirmation for it: the others may activate "
+                    "it; discard only with --force once it can never be confirmed",
+                )
+            forced = " (forced, after confirming)" if signed is not None else ""
+            session.add(_event(key_id, pending.epoch, "discarded", reason.strip() + forced))
+            session.delete(pending)
+            session.commit()
+            return pending
+
+    def key_events(self, key_id: str) -> list[KeyEventRow]:
+        with self.session() as session:
+            query = select(KeyEventRow).where(KeyEventRow.key_id == key_id)
+            return list(session.exec(query.order_by(KeyEventRow.id)))  # type: ignore[arg-type]
 
     # --- aux-info ------------------------------------------------------------------------------
     def put_aux(self, aux_id: str, parties: tuple[int, ...], public: bytes, sealed: bytes) -> None:

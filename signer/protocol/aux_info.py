@@ -13,6 +13,11 @@ a square, no factor ≤ 2²⁰ (MODULUS_*); s_j, t_j ∈ Z*_N \\ {±1}, s_j ≠ 
 Πmod, Πprm (m = 128) and Πfac under *my* parameters; no two parties with the same modulus
 (DUPLICATE) — checked after the proofs, so that a party copying another's modulus is caught by
 its proofs (it cannot prove knowledge of the factors) and the victim is never blamed.
+A refresh or re-share replaces an aux-info set: given the moduli of the set being replaced
+(`previous`), a party whose opened N_j is one of them is named (DUPLICATE) when its opening is
+checked — an honest party's modulus comes from fresh safe primes and never repeats, so only a
+party that kept (or copied) an old key can trip it, and a refresh that kept a modulus would keep
+whatever an old Paillier key leaked (issue 9 item 4, attacks.md A01).
 The output is reusable for every key of the same party set (README "On reusability").
 """
 
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -73,8 +79,18 @@ class AuxInfoParty(Party[AuxInfo]):
         RoundSpec(broadcast=True, p2p=True, echo=True),
     )
 
-    def __init__(self, config: SessionConfig, paillier: PaillierSecretKey) -> None:
-        """`paillier` must be fresh: from newly generated safe primes or a prime pool."""
+    def __init__(
+        self,
+        config: SessionConfig,
+        paillier: PaillierSecretKey,
+        previous: Iterable[int] = (),
+    ) -> None:
+        """`paillier` must be fresh: from newly generated safe primes or a prime pool.
+        `previous`: the moduli of the aux-info this run replaces (refresh, re-share); none of
+        them may come back, neither from a peer nor as our own."""
+        self._previous = frozenset(previous)
+        if paillier.n in self._previous:
+            raise CryptoMisuse("own Paillier key is the one being replaced; generate a fresh one")
         super().__init__(config)
         self._secret = RingPedersenSecret.generate(paillier)
         self._rho = secrets.token_bytes(32)
@@ -125,6 +141,10 @@ class AuxInfoParty(Party[AuxInfo]):
                 self._rhos[j] = rho
             if self._params[j].n == self._secret.params.n:  # only I know mine is fresh
                 raise self._abort(round_number, Check.DUPLICATE, [j], "party reuses my modulus")
+            if self._params[j].n in self._previous:
+                raise self._abort(
+                    round_number, Check.DUPLICATE, [j], "modulus of the aux-info being replaced"
+                )
 
     def _finish(self, inbox: Inbox) -> AuxInfo:
         round_number = self._wire_round(3, False)

@@ -5,7 +5,15 @@ and at most one point-to-point payload to each other party; once a party holds e
 round r it computes round r + 1.  A round marked `echo` is followed by an echo round in which
 every party broadcasts a digest of all broadcast payloads it received (its own included); a
 mismatch means somebody equivocated and the session aborts before anything of the next round is
-sent (CGGMP21 §3 "reliable broadcast"; attacks.md A12).
+sent (CGGMP21 §3 "reliable broadcast"; attacks.md A12).  The payloads of the echoed round are
+still verified first, so that a cheater cannot hide a bad proof behind a false echo digest
+(`_advance`, "the echo rule").
+
+A party fails for good on the first error inside its round handling, whatever its type (as
+h11's connection state machine does): a `ProtocolAbort` is kept, any other exception becomes one
+with `Check.INTERNAL` and no culprit, and every later `start`/`receive` raises the kept abort, so
+no party is ever left half-advanced.  Only a refusal that changes nothing — a message of another
+session (`CryptoMisuse`) or from outside the party set (`MessageRefused`) — leaves it running.
 
 Every rejection is a `ProtocolAbort` naming the culprits and the failed check.  The sender of a
 message is the authenticated transport identity (the node layer signs messages); a payload never
@@ -63,6 +71,18 @@ class ProtocolAbort(TesseraError):
         super().__init__(
             f"{protocol} aborted in round {round_number}: {code.value} ({who}): {detail}"
         )
+
+
+class MessageRefused(TesseraError):
+    """A message this party does not take, without changing its state: the sender is not
+    another party of the session (on a node: a pinned node that is not in this session, which
+    must not be able to abort it with one signed envelope; attacks.md A17)."""
+
+    def __init__(self, sender: int, check: Check, detail: str) -> None:
+        self.sender = sender
+        self.check = check
+        self.detail = detail
+        super().__init__(f"message from {sender} refused: {check.value}: {detail}")
 
 
 @dataclass(frozen=True)
@@ -179,6 +199,7 @@ class Party(ABC, Generic[R]):
         self._nonces = {self.me: secrets.token_bytes(32)}
         self._commitments: dict[int, bytes] = {}  # commit-then-open protocols
         self._session_id: bytes | None = None
+        self._pending: R | None = None  # an output computed, awaiting its echo check
 
     # --- public interface --------------------------------------------------------------------
     @property
@@ -198,18 +219,35 @@ class Party(ABC, Generic[R]):
             raise CryptoMisuse("session id is known only after round 1")
         return self._session_id
 
+    @property
+    def aborted(self) -> ProtocolAbort | None:
+        """The abort this party failed with (terminal), or None."""
+        return self._aborted
+
     def start(self) -> list[Message]:
+        if self._aborted is not None:
+            raise self._aborted
         if self._started:
             raise CryptoMisuse("start() called twice")
         self._started = True
-        return self._run_round(1, Inbox())
+        try:
+            return self._run_round(1, Inbox())
+        except ProtocolAbort as abort:
+            self._fail(abort, [])
+            raise
+        except Exception as exc:
+            raise self._fail(exc, []) from exc
 
     def receive(self, message: Message) -> list[Message]:
-        """Consume one message; returns the messages to send (possibly none)."""
+        """Consume one message; returns the messages to send (possibly none).
+
+        Raises the party's terminal `ProtocolAbort` once it failed; `MessageRefused` or
+        `CryptoMisuse` for a message it does not take, which changes nothing."""
         if self._aborted is not None:
             raise self._aborted
         if self._result is not None or not self._started:
             raise CryptoMisuse("receive() outside a running session")
+        self._admit(message)
         out: list[Message] = []
         try:
             self._store(message)
@@ -217,11 +255,28 @@ class Party(ABC, Generic[R]):
                 out.extend(self._advance())
             return out
         except ProtocolAbort as abort:
-            # Messages completed before the failure (e.g. our echo) still go out, so that the
-            # other honest parties reach the same verdict instead of waiting for us.
-            abort.outgoing = tuple(out)
-            self._aborted = abort
+            self._fail(abort, out)
             raise
+        except Exception as exc:
+            raise self._fail(exc, out) from exc
+
+    def _fail(self, exc: Exception, out: list[Message]) -> ProtocolAbort:
+        """Make the party terminal: keep `exc` as its abort, or wrap any other exception —
+        a bug, RecursionError, MemoryError, or a project error raised outside `blame` — in a
+        `Check.INTERNAL` abort chained from it.  That names nobody: an error of our own code is
+        no evidence against a peer (attacks.md A20), and a node freezes the party set for it
+        like for any unattributed failure."""
+        if isinstance(exc, ProtocolAbort):
+            abort = exc
+        else:
+            detail = f"{type(exc).__name__} in round handling: {exc}"
+            abort = self._abort(max(self._current, 1), Check.INTERNAL, [], detail[:500])
+            abort.__cause__ = exc
+        # Messages completed before the failure (e.g. our echo) still go out, so that the
+        # other honest parties reach the same verdict instead of waiting for us.
+        abort.outgoing = tuple(out)
+        self._aborted = abort
+        return abort
 
     # --- schedule ----------------------------------------------------------------------------
     def _build_schedule(self) -> list[tuple[int, bool]]:
@@ -242,12 +297,22 @@ class Party(ABC, Generic[R]):
         return ProtocolAbort(self.PROTOCOL, round_number, code, frozenset(culprits), detail)
 
     # --- collection --------------------------------------------------------------------------
-    def _store(self, message: Message) -> None:
-        wire_round = message.round
+    def _admit(self, message: Message) -> None:
+        """Refusals that leave the party as it was: nothing here reads or changes its state
+        beyond the config, so a message nobody in the session sent cannot end the session."""
         if message.protocol != self.PROTOCOL or message.session != self._instance:
             raise CryptoMisuse("message for another session delivered to this party")
         if message.sender not in self.config.others:
-            raise self._abort(wire_round, Check.PARTY_INDEX, [], f"unknown sender {message.sender}")
+            raise MessageRefused(
+                message.sender, Check.PARTY_INDEX, f"not another party of {self.config.parties}"
+            )
+        if message.recipient not in (None, self.me) or (
+            not message.broadcast and message.recipient is None
+        ):
+            raise CryptoMisuse("message for another party delivered here")
+
+    def _store(self, message: Message) -> None:
+        wire_round = message.round
         if not 1 <= wire_round <= len(self._schedule):
             raise self._abort(wire_round, Check.DECODE, [message.sender], "no such round")
         number, echo = self._schedule[wire_round - 1]
@@ -257,10 +322,6 @@ class Party(ABC, Generic[R]):
             not is_broadcast and (echo or not spec.p2p)
         ):
             raise self._abort(wire_round, Check.DECODE, [message.sender], "unexpected message kind")
-        if message.recipient not in (None, self.me) or (
-            not is_broadcast and message.recipient is None
-        ):
-            raise CryptoMisuse("message for another party delivered here")
         if len(message.payload) > MAX_PAYLOAD_BYTES:
             raise self._abort(wire_round, Check.LENGTH, [message.sender], "payload too large")
         slot = self._raw.setdefault(wire_round, {})
@@ -319,16 +380,60 @@ class Party(ABC, Generic[R]):
         self._current += 1
         wire_round = self._current
         number, echo = self._schedule[wire_round - 1]
-        if echo:
-            self._check_echo(number, wire_round)
-            inbox = self._decoded(self._wire_round(number, False))
-        else:
+        if not echo:
             inbox = self._decoded(wire_round)
             if self.ROUNDS[number - 1].echo:
                 return self._send_echo(number)
-        if number == len(self.ROUNDS):
-            self._result = self._finish(inbox)
+            return self._proceed(number, inbox)
+        # The echo rule (attacks.md A12, A20).  Round `number`'s payloads are verified *before*
+        # the echo is compared, and a verdict naming a culprit wins over an echo mismatch:
+        # otherwise a cheater sends a bad proof and a false echo digest and turns its own
+        # RANGE/EQUATION [j] into an EQUIVOCATION that names nobody.  Sound because every check
+        # that names party j in the step after an echoed round (the next `_round` or `_finish`)
+        # depends only on what j itself sent us, authenticated, and on state all honest parties
+        # already agree on — never on a third party's round-`number` broadcast, which the
+        # failed echo says may differ between views:
+        # - keygen: commitment format (r1); Schnorr z_j (r3) against X_j, A_j and rid, all
+        #   fixed by the openings that the echoed round-1 commitments bind;
+        # - aux-info: commitment format (r1); Πmod, Πprm, Πfac of j (r3) over j's opened
+        #   (N_j, s_j, t_j) and ρ = ⊕ ρ_k, bound the same way, Πfac under my own parameters;
+        # - presign / interactive signing: K_j, G_j and Πenc of j (r1), bound to j's own nonce;
+        #   Δ_j and Πlog* of j (r3) against K_j (echoed) and Γ = Σ Γ_k, each Γ_k fixed by Πlog*
+        #   against the echoed G_k;
+        # - presign identification: forwards of j (r1) checked against the failed presign's
+        #   agreed public data;
+        # - re-share / refresh: commitment format (r1); j's acknowledgement (r3) against X′_j
+        #   and the new version, both fixed by the committed openings.
+        # Aggregate checks (Σ δ_j, Σ S_j, Σ F_j[0] = Y, the identity checks, duplicate moduli)
+        # and every other failure name nobody; for them the echo mismatch takes precedence.
+        # Whatever was computed is discarded unless the echo holds: nothing is output or sent
+        # from a split view.
+        inbox = self._decoded(self._wire_round(number, False))
+        try:
+            outgoing = self._proceed(number, inbox, commit=False)
+        except ProtocolAbort as abort:
+            if not abort.culprits:
+                self._check_echo(number, wire_round)
+            raise
+        except Exception:
+            self._check_echo(number, wire_round)
+            raise
+        self._check_echo(number, wire_round)
+        if self._pending is not None:
+            self._result, self._pending = self._pending, None
             self._raw.clear()
+        return outgoing
+
+    def _proceed(self, number: int, inbox: Inbox, *, commit: bool = True) -> list[Message]:
+        """Compute what follows round `number`: round number + 1, or the output.  With
+        `commit` False the output is kept aside (`_pending`) until the echo check passed."""
+        if number == len(self.ROUNDS):
+            result = self._finish(inbox)
+            if commit:
+                self._result = result
+                self._raw.clear()
+            else:
+                self._pending = result
             return []
         return self._run_round(number + 1, inbox)
 

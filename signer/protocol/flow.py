@@ -18,7 +18,7 @@ from signer.errors import CryptoMisuse
 from signer.paillier import PaillierSecretKey
 from signer.protocol.aux_info import AuxInfo, AuxInfoParty
 from signer.protocol.base import ProtocolAbort, SessionConfig
-from signer.protocol.keygen import KeygenParty, KeyShare
+from signer.protocol.keygen import KeygenParty, KeyPublic, KeyShare
 from signer.protocol.presign import Presignature, PresignParty
 from signer.protocol.presign_identify import (
     Identification,
@@ -80,10 +80,13 @@ def run_presign(
     return completed(run([PresignParty(c, shares[c.me], aux[c.me], path) for c in cfgs]))
 
 
-def sign(presignatures: dict[int, Presignature], message: bytes, scheme: HashScheme) -> Signature:
+def sign(
+    presignatures: dict[int, Presignature], message: bytes, scheme: HashScheme, key: KeyPublic
+) -> Signature:
+    """Every signer's partial, combined for `key` (the current version of the key)."""
     partials = {i: issue_partial(p, message, scheme) for i, p in sorted(presignatures.items())}
     public = next(iter(presignatures.values())).public
-    return combine(public, message, scheme, partials)
+    return combine(public, message, scheme, partials, key)
 
 
 def run_reshare(plan: ResharePlan, shares: dict[int, KeyShare]) -> dict[int, ReshareResult]:

@@ -80,6 +80,7 @@ class PresignaturePublic:
 
     presignature_id: bytes
     key_id: bytes
+    key_version: bytes  # fingerprint of the key version (epoch) it was made with (sign.combine)
     signers: tuple[int, ...]
     derivation: Derivation
     R: Point
@@ -378,6 +379,7 @@ class PresignRounds(Party[R]):
         public_data = PresignaturePublic(
             presignature_id=self.session_id,
             key_id=self.config.key_id,
+            key_version=self.key.fingerprint(),
             signers=signers,
             derivation=self.derivation,
             R=R,

@@ -25,10 +25,11 @@ share (EQUATION).  Hash-committing F_i before anything is opened matters: a deal
 others' polynomials could cancel their higher coefficients and make every new share equal x.
 
 Because round 3 is echoed, no party finishes unless every party received the same
-acknowledgements (attacks.md A12 T12c, the GG18 re-sharing split view): the session either
-ends with every honest party holding the new version, or with all of them still on the old one.
-Deleting the old share is the node's decision once the new version is stored (the protocol
-outputs it; it never deletes anything).
+acknowledgements (attacks.md A12 T12c, the GG18 re-sharing split view): no two honest parties
+output different versions.  A relay that withholds the final echo from some parties can still
+make only the others finish, so the protocol only outputs and never deletes anything: a node
+stores the output as a pending version and erases the old share only once every member of the
+new committee has confirmed storing its share (signer/node/confirmation.py).
 """
 
 from __future__ import annotations

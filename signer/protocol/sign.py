@@ -10,7 +10,10 @@ predict R′ — the Wagner-style attacks on presignatures with additive derivat
 
 Each partial is checked on its own: σ_j·Γ = m·Δ_j + r·S_j (presign.py); a bad one is named.
 The combined signature is normalised to low-s, gets its recovery id, and is verified with
-libsecp256k1 before it is released.
+libsecp256k1 before it is released.  The combiner is told the key version it signs for and
+refuses a presignature made with another one (an older epoch, or a concurrent re-share's
+version): refresh revokes presignatures, and that must hold at the protocol level too, not only
+in a node's database (issue 9 item 4).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from signer.encoding import encode
 from signer.errors import Check, CryptoMisuse, TesseraError
 from signer.protocol.aux_info import AuxInfo
 from signer.protocol.base import Inbox, Outgoing, RoundSpec, SessionConfig, as_list, expect_scalar
-from signer.protocol.keygen import KeyShare
+from signer.protocol.keygen import KeyPublic, KeyShare
 from signer.protocol.presign import Presignature, PresignaturePublic, PresignRounds
 from signer.transcript import hash_to_scalar
 
@@ -50,6 +53,14 @@ def message_digest(message: bytes, scheme: HashScheme) -> bytes:
     if scheme is HashScheme.SHA256D:
         return hashlib.sha256(hashlib.sha256(message).digest()).digest()
     raise CryptoMisuse(f"unknown hash scheme {scheme!r}")
+
+
+class StalePresignature(TesseraError):
+    """A presignature made with another version of the key than the one being signed for."""
+
+    def __init__(self, detail: str) -> None:
+        self.check = Check.MISMATCH
+        super().__init__(f"{Check.MISMATCH.value}: {detail}")
 
 
 class PartialSignatureInvalid(TesseraError):
@@ -119,9 +130,19 @@ def partial_is_valid(
 
 
 def combine(
-    public: PresignaturePublic, message: bytes, scheme: HashScheme, partials: Mapping[int, int]
+    public: PresignaturePublic,
+    message: bytes,
+    scheme: HashScheme,
+    partials: Mapping[int, int],
+    key: KeyPublic,
 ) -> Signature:
-    """Check every partial, combine, normalise to low-s, compute the recovery id, verify."""
+    """Check the presignature is of `key` (the current key version), check every partial,
+    combine, normalise to low-s, compute the recovery id, verify."""
+    if public.key_id != key.key_id or public.key_version != key.fingerprint():
+        raise StalePresignature(
+            f"presignature {public.presignature_id.hex()[:16]} was made with another key "
+            f"version than epoch {key.epoch} of key {key.key_id.hex()[:16]}"
+        )
     if set(partials) != set(public.signers):
         raise CryptoMisuse(f"need partials of exactly {list(public.signers)}")
     values = signing_input(public, message, scheme)
@@ -139,13 +160,13 @@ def combine(
     if s > Q // 2:
         s, recovery_id = Q - s, recovery_id ^ 1
     signature = Signature(values.r, s, recovery_id, values.digest, public.derivation.public_key)
-    key = public.derivation.public_key.to_public_key()
-    if not key.verify(signature.der(), values.digest, hasher=None):
+    verifier = public.derivation.public_key.to_public_key()
+    if not verifier.verify(signature.der(), values.digest, hasher=None):
         raise PartialSignatureInvalid(frozenset(), "combined signature does not verify")
     recovered = coincurve.PublicKey.from_signature_and_message(
         signature.compact() + bytes([recovery_id]), values.digest, hasher=None
     )
-    if recovered.format() != key.format():
+    if recovered.format() != verifier.format():
         raise CryptoMisuse("recovery id does not recover the signing key")
     return signature
 
@@ -204,4 +225,4 @@ class SignParty(PresignRounds[Signature]):
                 partials[j] = expect_scalar(as_list(inbox.broadcast[j], 1, "sigma")[0], "sigma")
             if not partial_is_valid(public, j, partials[j], values):
                 raise self._abort(wire, Check.EQUATION, [j], "σ_j·Γ ≠ m·Δ_j + r·S_j")
-        return combine(public, self.message, self.scheme, partials)
+        return combine(public, self.message, self.scheme, partials, self.key.public_data())

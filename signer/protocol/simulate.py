@@ -2,8 +2,11 @@
 
 Messages are delivered one at a time in a shuffled order (reproducible from a seed), optionally
 duplicated; a `Mutator` per party rewrites, multiplies or drops that party's outgoing messages
-(the malicious-party harness).  Parties that abort stop; the outcome records results, aborts,
-parties left waiting, and every message each party sent (a spy transport, attacks.md §0).
+(the malicious-party harness).  Parties that abort stop — at `start` or on any message, and
+whatever went wrong inside them (base.py: every failure is a terminal `ProtocolAbort`); the
+outcome records results, aborts, messages a party refused without failing (`MessageRefused`:
+a sender outside the session), parties left waiting, and every message each party sent (a spy
+transport, attacks.md §0).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from signer.errors import Check, TesseraError
-from signer.protocol.base import Message, Party, ProtocolAbort
+from signer.protocol.base import Message, MessageRefused, Party, ProtocolAbort
 
 R = TypeVar("R")
 
@@ -37,6 +40,7 @@ class Outcome(Generic[R]):
     aborts: dict[int, ProtocolAbort] = field(default_factory=dict)
     waiting: list[int] = field(default_factory=list)
     sent: dict[int, list[Message]] = field(default_factory=dict)
+    refused: list[tuple[int, MessageRefused]] = field(default_factory=list)  # (recipient, why)
 
 
 class _Shuffle:
@@ -80,7 +84,10 @@ def run(
                 queue.extend(batch)
 
     for party in parties:
-        emit(party.me, party.start())
+        try:
+            emit(party.me, party.start())
+        except ProtocolAbort as abort:
+            outcome.aborts[party.me] = abort
     while queue:
         message = queue.pop(shuffle.below(len(queue)))
         if drop is not None and drop(message):
@@ -96,6 +103,8 @@ def run(
                 continue
             try:
                 emit(j, target.receive(message))
+            except MessageRefused as refused:
+                outcome.refused.append((j, refused))
             except ProtocolAbort as abort:
                 outcome.aborts[j] = abort
                 emit(j, list(abort.outgoing))

@@ -1,0 +1,222 @@
+"""The node API's wire models: every request and reply body whose shape is fixed, one
+definition imported by the node (`signer.node.app`), the coordinator's client
+(`coordinator.client`) and the in-process test client — so the two sides of the boundary cannot
+drift apart.  Refusals are `signer.problems.Problem`.
+
+Each request model is the node's door: it is validated before anything is recorded or run
+(a refused session start burns no `session_starts` row), and a refusal names the field and
+what is wrong without echoing the value (`signer.problems.validation_detail`).
+
+The limits below are the single definition of what the node accepts; `docs/nodes.md` lists
+them with the reasoning.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
+
+from signer.params import MAX_PARTY_INDEX
+from signer.protocol.hd import HARDENED, MAX_DEPTH
+from signer.protocol.sign import HashScheme
+
+#: The key id every aux-info session runs under (aux-info belongs to a committee, not a key).
+AUX_KEY_ID = b"aux-info"
+
+#: Key ids are 1..64 bytes.  The HSM sealing context (`hsm.sealing`) takes the hex key id up
+#: to 1024 bytes, but a key must also be usable afterwards: `/v1/sign` and the presignature
+#: listing take at most 64 bytes, so that is the bound everywhere (a longer key id used to be
+#: stored as an active key that nothing could sign with).  The coordinator uses 16 bytes.
+KEY_ID_MAX_BYTES = 64
+
+#: Request ids (`SessionConfig.request`): 16..64 bytes, as the protocol layer requires.
+REQUEST_MIN_BYTES = 16
+REQUEST_MAX_BYTES = 64
+
+#: Parties of one session.  Far above any committee we run (every party of a session talks
+#: to every other, and aux-info costs each node O(n) proofs of ≈200 KB), and the figure the
+#: body limit below is computed from.
+MAX_SESSION_PARTIES = 16
+
+#: A message to sign: at most 1 MiB (hex on the wire: twice that).
+MAX_SIGN_MESSAGE_BYTES = 1 << 20
+
+#: The largest protocol message a node sends is aux-info round 3: Πmod (≈102 KB) + Πprm
+#: (≈100 KB) + Πfac (≈5 KB) and the parameters, ≈220 KB per recipient.  Hex doubles it in an
+#: envelope, so one delivery (one envelope from each of the other MAX_SESSION_PARTIES - 1
+#: parties, plus their small broadcasts and echoes) is at most ≈ 15 × 450 KB ≈ 7 MB.
+#: 16 MiB leaves more than 2× margin.
+MAX_ENVELOPE_BATCH_BYTES = 16 << 20
+#: Every other body (a sign request is at most 2 MiB of hex message; a roster of 16 cards is a
+#: few KB): 4 MiB.
+MAX_BODY_BYTES = 4 << 20
+#: Envelopes in one delivery: each of 15 peers sends a round's broadcast, its point-to-point
+#: message and echo at most, in at most a few rounds queued by the relay.
+MAX_BATCH_ENVELOPES = 1024
+
+#: The request target (path and query) and all header lines together.  Far above anything the
+#: coordinator sends (≈100 bytes of target, ≈200 bytes of headers).
+MAX_TARGET_BYTES = 8 << 10
+MAX_HEADER_BYTES = 16 << 10
+#: The whole body must arrive within this many seconds of the request head (16 MiB at ≈1 MB/s).
+BODY_TIMEOUT_SECONDS = 30.0
+
+PROTOCOLS = (
+    "keygen/v1",
+    "aux_info/v1",
+    "presign/v1",
+    "presign_identify/v1",
+    "refresh/v1",
+    "reshare/v1",
+)
+Protocol = Literal[
+    "keygen/v1",
+    "aux_info/v1",
+    "presign/v1",
+    "presign_identify/v1",
+    "refresh/v1",
+    "reshare/v1",
+]
+
+PartyIndex = Annotated[StrictInt, Field(ge=1, le=MAX_PARTY_INDEX)]
+PathStep = Annotated[StrictInt, Field(ge=0, lt=HARDENED)]
+Parties = Annotated[list[PartyIndex], Field(max_length=MAX_SESSION_PARTIES)]
+Hex32 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+KeyIdHex = Annotated[StrictStr, Field(pattern=rf"^([0-9a-f]{{2}}){{1,{KEY_ID_MAX_BYTES}}}$")]
+RequestHex = Annotated[
+    StrictStr,
+    Field(pattern=rf"^([0-9a-f]{{2}}){{{REQUEST_MIN_BYTES},{REQUEST_MAX_BYTES}}}$"),
+]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _sorted_distinct(name: str, values: list[int]) -> None:
+    if len(set(values)) != len(values) or sorted(values) != values:
+        raise ValueError(f"{name}: party indices must be distinct and sorted")
+
+
+class SessionStart(_Wire):
+    """`POST /v1/sessions`: what to run, with whom (`signer.node.service.SessionSpec`)."""
+
+    protocol: Protocol
+    request: RequestHex
+    parties: Annotated[list[PartyIndex], Field(min_length=2, max_length=MAX_SESSION_PARTIES)]
+    threshold: Annotated[StrictInt, Field(ge=1, le=MAX_SESSION_PARTIES)]
+    key_id: KeyIdHex
+    path: Annotated[list[PathStep], Field(max_length=MAX_DEPTH)] = []
+    aux_id: Annotated[StrictStr, Field(pattern=r"^([0-9a-f]{64})?$")] = ""
+    # codec.encode_key_public of the version being re-shared: a few KB for 16 parties
+    plan_old: Annotated[StrictStr, Field(pattern=r"^([0-9a-f]{2})*$", max_length=1 << 17)] = ""
+    dealers: Parties = []
+    new_parties: Parties = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SessionStart:
+        # Checked here rather than by the protocol so that a refused spec is refused before the
+        # node records a session start (and before a whole DKG runs on a key id nothing can
+        # seal or sign with).
+        _sorted_distinct("parties", self.parties)
+        _sorted_distinct("dealers", self.dealers)
+        _sorted_distinct("new_parties", self.new_parties)
+        if self.threshold > len(self.parties):
+            raise ValueError("threshold: larger than the number of parties")
+        aux = self.key_id == AUX_KEY_ID.hex()
+        if (self.protocol == "aux_info/v1") != aux:
+            raise ValueError(
+                "key_id: aux_info/v1 runs under the aux-info marker, and only aux_info/v1 does"
+            )
+        if self.protocol == "presign/v1" and not self.aux_id:
+            raise ValueError("aux_id: presign/v1 needs the aux-info id")
+        if self.path and self.protocol != "presign/v1":
+            raise ValueError("path: only presign/v1 takes a derivation path")
+        if self.protocol in ("refresh/v1", "reshare/v1"):
+            if not self.plan_old or not self.dealers or not self.new_parties:
+                raise ValueError("plan_old: a re-share needs plan_old, dealers and new_parties")
+            if not set(self.dealers) | set(self.new_parties) <= set(self.parties):
+                raise ValueError("dealers: dealers and new_parties must be parties")
+        elif self.plan_old or self.dealers or self.new_parties:
+            raise ValueError("plan_old: only refresh/v1 and reshare/v1 take a plan")
+        return self
+
+
+class EnvelopeBatch(_Wire):
+    """`POST /v1/sessions/{id}/envelopes`.  Each envelope is checked by
+    `Envelope.from_dict`, which knows its claimed sender (to report a malformed one)."""
+
+    envelopes: Annotated[list[dict[str, Any]], Field(max_length=MAX_BATCH_ENVELOPES)]
+
+
+class AbortReport(BaseModel):
+    """Why a session ended without output (`signer.node.service.abort_json`), plus any
+    envelopes the node dropped on that delivery.  Extra members are allowed: the report is
+    built by the protocol layer, which may add protocol-specific facts."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    protocol: str | None = None
+    round: int | None = None
+    code: str | None = None
+    culprits: list[int] = []
+    detail: str | None = None
+    identification: str | None = None
+    rejected: list[dict[str, Any]] = []
+
+
+class SessionState(_Wire):
+    """A session's state after a start or a delivery: envelopes to relay, and the result or
+    the abort when it ended."""
+
+    session: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+    status: Literal["running", "done", "aborted"]
+    envelopes: list[dict[str, Any]] = []
+    result: dict[str, Any] | None = None  # shape depends on the protocol (service._finish_*)
+    abort: AbortReport | None = None
+
+
+class CancelReply(_Wire):
+    cancelled: StrictBool
+
+
+class SignRequest(_Wire):
+    """`POST /v1/sign`: a partial signature with a named presignature."""
+
+    key_id: KeyIdHex
+    presignature_id: Hex32
+    message: Annotated[
+        StrictStr,
+        Field(pattern=r"^([0-9a-f]{2})+$", max_length=2 * MAX_SIGN_MESSAGE_BYTES),
+    ]
+    scheme: HashScheme
+
+
+class SignReply(_Wire):
+    index: PartyIndex
+    presignature_id: Hex32
+    partial: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class Health(_Wire):
+    node_id: str
+    index: PartyIndex
+    pinned: bool
+    sessions: int
+    quarantined: int
+
+
+class KeyVersion(_Wire):
+    key_id: str
+    epoch: int
+    key_public: str
+
+
+class PresignatureListing(_Wire):
+    available: list[str]
+    counts: dict[str, int]
+
+
+class Pinned(_Wire):
+    pinned: bool
