@@ -19,10 +19,10 @@ from signer.errors import Check
 from signer.problems import ErrorCode
 
 #: Abort codes found before any secret is used: the party sets' inputs differ (a node on an
-#: older key version, a message from outside the session).  Not a security event, but not worth
-#: repeating with the same set either.  (Abort reports carry `Check` values; StrEnum members
-#: compare equal to them.)
-CONFIGURATION_CODES: frozenset[str] = frozenset({Check.MISMATCH, Check.PARTY_INDEX})
+#: older key version).  Not a security event, but not worth repeating with the same set
+#: either.  The nodes' own rule is the same (`signer.node.service.NOT_SECURITY_EVENTS`).
+#: (Abort reports carry `Check` values; StrEnum members compare equal to them.)
+CONFIGURATION_CODES: frozenset[str] = frozenset({Check.MISMATCH})
 
 #: A node's refusal (or its halt of a running session) because of its quarantine.
 QUARANTINED = ErrorCode.QUARANTINED

@@ -81,10 +81,11 @@ from signer.protocol.sign import HashScheme, issue_partial
 SESSION_TTL_SECONDS = 600.0
 MAX_SESSIONS = 256
 
-#: Failures that name nobody and freeze nothing: both are found before any secret is used
-#: (round-1 session contexts that differ — e.g. a node on an older key version — and a message
-#: from a party outside the session), so their outcome cannot depend on a secret.
-NOT_SECURITY_EVENTS = frozenset({Check.MISMATCH, Check.PARTY_INDEX})
+#: Failures that name nobody and freeze nothing: round-1 session contexts that differ (e.g. a
+#: node on an older key version) are found before any secret is used, so their outcome cannot
+#: depend on a secret.  (A message from outside the party set no longer aborts anything: the
+#: party refuses it and the session goes on, `MessageRefused`.)
+NOT_SECURITY_EVENTS = frozenset({Check.MISMATCH})
 
 
 class NodeError(TesseraError):
