@@ -38,7 +38,7 @@ from coordinator.store import (
     PresignatureRow,
     WalletRow,
 )
-from signer.errors import TesseraError
+from signer.errors import EncodingError, TesseraError
 from signer.node import codec
 from signer.node.api import AUX_KEY_ID, MAX_SIGN_MESSAGE_BYTES
 from signer.node.confirmation import ConfirmationBody
@@ -164,6 +164,43 @@ def _same(results: Mapping[int, dict[str, Any]], field_name: str, what: str) -> 
     if len(values) != 1:
         raise InconsistentReports(f"parties reported different {what}")
     return next(iter(results.values()))[field_name]
+
+
+def presign_spec(
+    wallet: WalletRow, signers: tuple[int, ...], path: Sequence[int] = ()
+) -> dict[str, Any]:
+    """The session spec (SessionSpec JSON) of a presign among `signers` for `path`."""
+    return {
+        "protocol": "presign/v1",
+        "request": new_request_id(),
+        "parties": list(signers),
+        "threshold": wallet.threshold,
+        "key_id": wallet.key_id,
+        "aux_id": wallet.aux_id,
+        "path": list(path),
+    }
+
+
+def reshare_spec(
+    wallet: WalletRow,
+    dealers: tuple[int, ...],
+    committee: tuple[int, ...],
+    threshold: int,
+    *,
+    refresh: bool,
+) -> dict[str, Any]:
+    """The session spec of a re-share of the wallet's current version (a refresh when
+    `refresh`: same committee, same t) from `dealers` to `committee` with threshold t′."""
+    return {
+        "protocol": "refresh/v1" if refresh else "reshare/v1",
+        "request": new_request_id(),
+        "parties": sorted(set(dealers) | set(committee)),
+        "threshold": threshold,
+        "key_id": wallet.key_id,
+        "plan_old": wallet.key_public.hex(),
+        "dealers": list(dealers),
+        "new_parties": list(committee),
+    }
 
 
 class Coordinator:
@@ -327,16 +364,7 @@ class Coordinator:
     async def presign(
         self, wallet: WalletRow, signers: tuple[int, ...], path: tuple[int, ...]
     ) -> PresignatureRow:
-        spec = {
-            "protocol": "presign/v1",
-            "request": new_request_id(),
-            "parties": list(signers),
-            "threshold": wallet.threshold,
-            "key_id": wallet.key_id,
-            "aux_id": wallet.aux_id,
-            "path": list(path),
-        }
-        results = await self._run("presign", spec)
+        results = await self._run("presign", presign_spec(wallet, signers, path))
         public = bytes.fromhex(str(_same(results, "public", "presignature data")))
         pid = str(_same(results, "presignature_id", "presignature ids"))
         key = codec.decode_key_public(wallet.key_public)
@@ -481,6 +509,11 @@ class Coordinator:
             signers, row = chosen
             try:
                 signature = await self._sign_with(wallet, key, signers, row, message, scheme)
+            except EncodingError as exc:
+                # The pooled row does not decode (e.g. made before the presignature format
+                # gained its key version): nothing was sent to a node; the row stays taken.
+                attempts.append(f"presignature {row.presignature_id[:16]} unreadable: {exc}")
+                continue
             except NodeUnavailable as exc:
                 attempts.append(f"{list(signers)}: node {exc.index} unavailable")
                 self.health.mark_down(exc.index, str(exc))
@@ -592,16 +625,7 @@ class Coordinator:
                 "(or, if it can never be confirmed, abandon_pending) first"
             )
         aux_id = await self.run_aux_info(committee, replaces=wallet.aux_id)
-        spec = {
-            "protocol": "refresh/v1" if refresh else "reshare/v1",
-            "request": new_request_id(),
-            "parties": sorted(set(dealers) | set(committee)),
-            "threshold": threshold,
-            "key_id": wallet.key_id,
-            "plan_old": wallet.key_public.hex(),
-            "dealers": list(dealers),
-            "new_parties": list(committee),
-        }
+        spec = reshare_spec(wallet, dealers, committee, threshold, refresh=refresh)
         try:
             results = await self._run("refresh" if refresh else "re-share", spec)
         except SessionFailed:

@@ -191,6 +191,28 @@ def test_a_presignature_every_signer_refused_unconsumed_goes_back_to_the_pool(
         assert row is not None and row.state == "available"
 
 
+def test_an_unreadable_pooled_presignature_is_skipped_without_asking_a_node(
+    nodes: dict[int, ScriptedNode], store_path: Path, wallet: WalletRow
+) -> None:
+    """A pool row the coordinator cannot decode (made before a format change, or damaged) is
+    left taken and the request goes on with a fresh presignature; no node sees a request."""
+    coordinator = engine(nodes, store_path)
+    run(coordinator.fill_pool(wallet, (1, 2), (), 1))
+    (pid,) = nodes[1].store.available_presignatures(wallet.key_id, (1, 2), ())
+    with sqlite3.connect(store_path) as connection:
+        connection.execute(
+            "UPDATE presignatures SET public = ? WHERE presignature_id = ?", (b"\x05old", pid)
+        )
+    message = b"after an upgrade"
+    outcome = run(coordinator.sign("w", message, HashScheme.KECCAK256, preferred=(1, 2)))
+    assert outcome.presignature_id != pid
+    assert any("unreadable" in a for a in outcome.attempts)
+    for index in (1, 2):  # never asked: the nodes' copies are untouched
+        row = nodes[index].store.presignature(pid)
+        assert row is not None and row.state == "available"
+        nodes[index].store.consume_presignature(pid)  # the next tests count a clean pool
+
+
 class RefusesOnce(Switchable):
     """Node 1 refuses the next signature with `code` (as if the request broke its limits)."""
 

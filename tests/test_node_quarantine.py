@@ -26,8 +26,8 @@ from node_cluster import run
 from node_local import LocalClient, ScriptedNode, make_nodes
 from test_protocol_presign_identify import LyingDelta
 
-from coordinator.driver import SessionDriver, SessionFailed, new_request_id
-from coordinator.engine import Coordinator, PoolTarget, SetSuspended, SigningFailed
+from coordinator.driver import SessionDriver, SessionFailed
+from coordinator.engine import Coordinator, PoolTarget, SetSuspended, SigningFailed, presign_spec
 from coordinator.failures import CONFIGURATION_CODES, FailureKind, classify
 from coordinator.store import CoordinatorStore, WalletRow
 from signer.encoding import encode
@@ -87,18 +87,6 @@ def operator_clears_everything(
     store = CoordinatorStore(store_path)
     for suspension in store.suspensions():
         store.clear_suspension(suspension.id or 0, "test teardown")
-
-
-def presign_spec(wallet: WalletRow, signers: tuple[int, ...]) -> dict[str, Any]:
-    return {
-        "protocol": "presign/v1",
-        "request": new_request_id(),
-        "parties": list(signers),
-        "threshold": wallet.threshold,
-        "key_id": wallet.key_id,
-        "aux_id": wallet.aux_id,
-        "path": [],
-    }
 
 
 def entries(node: ScriptedNode) -> set[tuple[str, frozenset[int]]]:

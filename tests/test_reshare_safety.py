@@ -38,8 +38,9 @@ from typer.testing import CliRunner
 
 from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
 from coordinator.cluster import LocalCluster
-from coordinator.driver import SessionDriver, SessionFailed, new_request_id
-from coordinator.engine import Coordinator, ReshareUnconfirmed, SignOutcome
+from coordinator.driver import SessionDriver, SessionFailed
+from coordinator.engine import Coordinator, ReshareUnconfirmed, SignOutcome, presign_spec
+from coordinator.engine import reshare_spec as engine_reshare_spec
 from coordinator.store import CoordinatorStore, CoordinatorStoreError, WalletRow
 from signer.cli import app as cli
 from signer.node import codec
@@ -62,17 +63,9 @@ FINAL_ECHO = 5
 def reshare_spec(
     wallet: WalletRow, dealers: tuple[int, ...], committee: tuple[int, ...], threshold: int
 ) -> dict[str, Any]:
-    refresh = dealers == committee == codec.decode_key_public(wallet.key_public).parties
-    return {
-        "protocol": "refresh/v1" if refresh and threshold == wallet.threshold else "reshare/v1",
-        "request": new_request_id(),
-        "parties": sorted(set(dealers) | set(committee)),
-        "threshold": threshold,
-        "key_id": wallet.key_id,
-        "plan_old": wallet.key_public.hex(),
-        "dealers": list(dealers),
-        "new_parties": list(committee),
-    }
+    parties = codec.decode_key_public(wallet.key_public).parties
+    refresh = dealers == committee == parties and threshold == wallet.threshold
+    return engine_reshare_spec(wallet, dealers, committee, threshold, refresh=refresh)
 
 
 async def signs(coordinator: Coordinator, name: str, key: KeyPublic) -> SignOutcome:
@@ -142,7 +135,7 @@ def test_reshare_output_is_pending_and_the_old_version_keeps_signing(
     wallet = new_wallet(nodes, engine_path)
     old = codec.decode_key_public(wallet.key_public)
     engine = local_engine(nodes, engine_path)
-    pooled = run(engine.presign(wallet, (1, 2), ()))
+    pooled = run(engine.presign_spec(wallet, (1, 2), ()))
     new = run_session(nodes, reshare_spec(wallet, (1, 2, 3), (1, 2, 3, 4), 3))
     for j in (1, 2, 3):
         assert states(nodes[j], wallet.key_id) == {old.epoch: "active", new.epoch: "pending"}
@@ -150,20 +143,8 @@ def test_reshare_output_is_pending_and_the_old_version_keeps_signing(
     # the old version signs, with the presignature pooled before the re-share
     assert run(signs(engine, wallet.name, old)).presignature_id == pooled.presignature_id
     with pytest.raises(NodeError) as refused:  # node 4 has nothing active to presign with
-        nodes[4].start(SessionSpec.from_json({**presign(wallet, (1, 4))}))
+        nodes[4].start(SessionSpec.from_json({**presign_spec(wallet, (1, 4))}))
     assert code_of(refused.value) in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_KEY)
-
-
-def presign(wallet: WalletRow, signers: tuple[int, ...]) -> dict[str, Any]:
-    return {
-        "protocol": "presign/v1",
-        "request": new_request_id(),
-        "parties": list(signers),
-        "threshold": wallet.threshold,
-        "key_id": wallet.key_id,
-        "aux_id": wallet.aux_id,
-        "path": [],
-    }
 
 
 def test_activation_is_one_transaction_and_idempotent(
@@ -172,7 +153,7 @@ def test_activation_is_one_transaction_and_idempotent(
     wallet = new_wallet(nodes, engine_path)
     old = codec.decode_key_public(wallet.key_public)
     engine = local_engine(nodes, engine_path)
-    pooled = run(engine.presign(wallet, (1, 3), ()))
+    pooled = run(engine.presign_spec(wallet, (1, 3), ()))
     new = run_session(nodes, reshare_spec(wallet, (1, 2, 3), (1, 2, 3), 2))  # a refresh
     full = statements(nodes, new)
     reply = nodes[1].activate(new.key_id, new.epoch, full)
@@ -225,7 +206,7 @@ def test_a_presign_running_across_an_activation_stores_nothing(
 
     clients: Any = {i: LocalClient(i, node) for i, node in nodes.items()}
     with pytest.raises(SessionFailed) as failed:
-        run(ActivateMidway(clients).run(presign(wallet, (1, 2))))
+        run(ActivateMidway(clients).run(presign_spec(wallet, (1, 2))))
     assert failed.value.refused == {
         1: ErrorCode.STALE_PRESIGNATURE,
         2: ErrorCode.STALE_PRESIGNATURE,

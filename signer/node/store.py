@@ -266,6 +266,24 @@ def _lock_key(session: Session, key_id: str) -> None:
     )
 
 
+def _retire_active(session: Session, key_id: str) -> None:
+    """Inside the caller's transaction: retire the key's active version (its share erased) and
+    revoke its unused presignatures — they die with the version they were made for."""
+    for old in session.exec(
+        select(KeyVersionRow).where(KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active")
+    ):
+        old.state = "retired"
+        old.sealed_share = None
+        session.add(old)
+    for presignature in session.exec(
+        select(PresignatureRow).where(
+            PresignatureRow.key_id == key_id, PresignatureRow.state == "available"
+        )
+    ):
+        presignature.state = "revoked"
+        session.add(presignature)
+
+
 def _event(key_id: str, epoch: int, action: str, detail: str) -> KeyEventRow:
     return KeyEventRow(key_id=key_id, epoch=epoch, action=action, detail=detail, at=time.time())
 
@@ -323,21 +341,7 @@ class NodeStore:
             ).first()
             if newer is not None:
                 raise StoreError(f"key {key_id[:16]}", f"epoch {newer.epoch} is newer")
-            for old in session.exec(
-                select(KeyVersionRow).where(
-                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
-                )
-            ):
-                old.state = "retired"
-                old.sealed_share = None
-                session.add(old)
-            for row in session.exec(
-                select(PresignatureRow).where(
-                    PresignatureRow.key_id == key_id, PresignatureRow.state == "available"
-                )
-            ):
-                row.state = "revoked"
-                session.add(row)
+            _retire_active(session, key_id)
             session.add(
                 KeyVersionRow(
                     key_id=key_id,
@@ -474,21 +478,7 @@ class NodeStore:
                     session.add(row)
                 elif existing.fingerprint != row.fingerprint:
                     raise StoreError(where, f"party {row.signer}'s statement differs on record")
-            for old in session.exec(
-                select(KeyVersionRow).where(
-                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
-                )
-            ):
-                old.state = "retired"
-                old.sealed_share = None
-                session.add(old)
-            for presignature in session.exec(
-                select(PresignatureRow).where(
-                    PresignatureRow.key_id == key_id, PresignatureRow.state == "available"
-                )
-            ):
-                presignature.state = "revoked"
-                session.add(presignature)
+            _retire_active(session, key_id)
             version.state = "active"
             session.add(version)
             detail = f"activated with {len(received)} storage confirmations"
