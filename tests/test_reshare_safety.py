@@ -135,7 +135,7 @@ def test_reshare_output_is_pending_and_the_old_version_keeps_signing(
     wallet = new_wallet(nodes, engine_path)
     old = codec.decode_key_public(wallet.key_public)
     engine = local_engine(nodes, engine_path)
-    pooled = run(engine.presign_spec(wallet, (1, 2), ()))
+    pooled = run(engine.presign(wallet, (1, 2), ()))
     new = run_session(nodes, reshare_spec(wallet, (1, 2, 3), (1, 2, 3, 4), 3))
     for j in (1, 2, 3):
         assert states(nodes[j], wallet.key_id) == {old.epoch: "active", new.epoch: "pending"}
@@ -153,7 +153,7 @@ def test_activation_is_one_transaction_and_idempotent(
     wallet = new_wallet(nodes, engine_path)
     old = codec.decode_key_public(wallet.key_public)
     engine = local_engine(nodes, engine_path)
-    pooled = run(engine.presign_spec(wallet, (1, 3), ()))
+    pooled = run(engine.presign(wallet, (1, 3), ()))
     new = run_session(nodes, reshare_spec(wallet, (1, 2, 3), (1, 2, 3), 2))  # a refresh
     full = statements(nodes, new)
     reply = nodes[1].activate(new.key_id, new.epoch, full)
