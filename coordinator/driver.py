@@ -20,7 +20,7 @@ from typing import Any
 
 from coordinator.client import NodeClient, NodeRefused, NodeReplyInvalid, NodeUnavailable
 from signer.errors import TesseraError
-from signer.node.api import SessionState
+from signer.node.api import SessionResult, SessionState
 from signer.problems import ErrorCode
 
 
@@ -96,7 +96,7 @@ class SessionDriver:
                     out.setdefault(j, []).append(envelope)
         return out
 
-    async def run(self, spec: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    async def run(self, spec: dict[str, Any]) -> dict[int, SessionResult]:
         """Run the session `spec` (SessionSpec JSON) on its parties; every party's result."""
         parties: tuple[int, ...] = tuple(spec["parties"])
         protocol = str(spec["protocol"])
@@ -104,7 +104,7 @@ class SessionDriver:
         unavailable: dict[int, str] = {}
         refused: dict[int, ErrorCode] = {}
         status: dict[int, str] = {}
-        results: dict[int, dict[str, Any]] = {}
+        results: dict[int, SessionResult] = {}
         session = ""
 
         def absorb(index: int, reply: SessionState | BaseException) -> list[dict[str, Any]]:

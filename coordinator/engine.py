@@ -25,7 +25,9 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from coordinator.client import NodeClient, NodeRefused, NodeReplyInvalid, NodeUnavailable
 from coordinator.driver import SessionDriver, SessionFailed, new_request_id
@@ -40,7 +42,16 @@ from coordinator.store import (
 )
 from signer.errors import EncodingError, TesseraError
 from signer.node import codec
-from signer.node.api import AUX_KEY_ID, MAX_SIGN_MESSAGE_BYTES
+from signer.node.api import (
+    AUX_KEY_ID,
+    MAX_SIGN_MESSAGE_BYTES,
+    AuxResult,
+    IdentifyResult,
+    KeyResult,
+    PresignResult,
+    ReshareReport,
+    SessionResult,
+)
 from signer.node.confirmation import ConfirmationBody
 from signer.node.store import join_indices, join_path
 from signer.problems import ErrorCode
@@ -159,11 +170,27 @@ def _failure_rank(failure: BaseException) -> int:
     return 1 if isinstance(failure, NodeRefused) else 2
 
 
-def _same(results: Mapping[int, dict[str, Any]], field_name: str, what: str) -> Any:
-    values = {str(r[field_name]) for r in results.values()}
+R = TypeVar("R", bound=BaseModel)
+
+
+def _of_kind(results: Mapping[int, SessionResult], model: type[R]) -> dict[int, R]:
+    """Every party's result, each of the kind the session's protocol outputs."""
+    typed: dict[int, R] = {i: r for i, r in results.items() if isinstance(r, model)}
+    if len(typed) != len(results):
+        odd = sorted(set(results) - set(typed))
+        raise InconsistentReports(f"parties {odd} reported another kind of result")
+    return typed
+
+
+def _same(
+    results: Mapping[int, SessionResult], model: type[BaseModel], field_name: str, what: str
+) -> str:
+    """The value every party reported for `field_name` (a `model` result), or
+    InconsistentReports: the coordinator trusts no single node's word."""
+    values = {str(getattr(r, field_name)) for r in _of_kind(results, model).values()}
     if len(values) != 1:
         raise InconsistentReports(f"parties reported different {what}")
-    return next(iter(results.values()))[field_name]
+    return values.pop()
 
 
 def presign_spec(
@@ -231,7 +258,7 @@ class Coordinator:
                     operation, reporter, culprit, str(abort.get("code")), str(abort.get("detail"))
                 )
 
-    async def _run(self, operation: str, spec: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    async def _run(self, operation: str, spec: dict[str, Any]) -> dict[int, SessionResult]:
         parties = tuple(int(i) for i in spec["parties"])
         suspended = self.store.suspended(parties)
         if suspended is not None:
@@ -274,17 +301,12 @@ class Coordinator:
                 i: frozenset(int(c) for c in a.get("culprits", [])) for i, a in inner.aborts.items()
             }
             return
-        failure.identified = {
-            i: frozenset(int(c) for c in r.get("culprits", [])) for i, r in results.items()
-        }
-        for reporter, result in results.items():
-            for finding in result.get("findings", []):
+        identified = _of_kind(results, IdentifyResult)
+        failure.identified = {i: frozenset(r.culprits) for i, r in identified.items()}
+        for reporter, result in identified.items():
+            for finding in result.findings:
                 self.store.record_blame(
-                    "presign-identify",
-                    reporter,
-                    int(finding["party"]),
-                    str(finding["check"]),
-                    str(finding["detail"]),
+                    "presign-identify", reporter, finding.party, finding.check, finding.detail
                 )
 
     def _suspend(self, operation: str, failure: SessionFailed, spec: dict[str, Any]) -> None:
@@ -327,7 +349,7 @@ class Coordinator:
         if replaces:
             spec["aux_id"] = replaces
         results = await self._run("aux-info", spec)
-        aux_id = str(_same(results, "aux_id", "aux-info ids"))
+        aux_id = _same(results, AuxResult, "aux_id", "aux-info ids")
         self.store.add_aux(aux_id, join_indices(committee))
         return aux_id
 
@@ -346,7 +368,7 @@ class Coordinator:
             "key_id": key_id.hex(),
         }
         results = await self._run("keygen", spec)
-        key_public = bytes.fromhex(str(_same(results, "key_public", "key versions")))
+        key_public = bytes.fromhex(_same(results, KeyResult, "key_public", "key versions"))
         public = codec.decode_key_public(key_public)
         row = WalletRow(
             key_id=key_id.hex(),
@@ -365,8 +387,8 @@ class Coordinator:
         self, wallet: WalletRow, signers: tuple[int, ...], path: tuple[int, ...]
     ) -> PresignatureRow:
         results = await self._run("presign", presign_spec(wallet, signers, path))
-        public = bytes.fromhex(str(_same(results, "public", "presignature data")))
-        pid = str(_same(results, "presignature_id", "presignature ids"))
+        public = bytes.fromhex(_same(results, PresignResult, "public", "presignature data"))
+        pid = _same(results, PresignResult, "presignature_id", "presignature ids")
         key = codec.decode_key_public(wallet.key_public)
         codec.decode_presignature_public(public, key)  # validates what we will combine with
         row = PresignatureRow(
@@ -638,7 +660,7 @@ class Coordinator:
                 raise
             key_public = held
         else:
-            key_public = bytes.fromhex(str(_same(results, "key_public", "key versions")))
+            key_public = bytes.fromhex(_same(results, ReshareReport, "key_public", "key versions"))
         public = codec.decode_key_public(key_public)
         if public.public_key != old.public_key or public.epoch != old.epoch + 1:
             raise InconsistentReports("the new version changed the public key or skipped an epoch")

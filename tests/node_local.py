@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from coordinator.client import NodeRefused
 from hsm.identity import IdentityPublicKey
 from hsm.sealing import NONCE_BYTES, SealContext, encode_blob, parse_blob
-from signer.node.api import Health, SessionState, SignReply
+from signer.node.api import Health, SessionResult, SessionState, SignReply
 from signer.node.confirmation import (
     ActivationBody,
     ActivationReply,
@@ -115,7 +115,7 @@ class ScriptedNode(NodeService):
 
     def _party(
         self, spec: SessionSpec, config: SessionConfig
-    ) -> tuple[Party[Any], Callable[[Any], dict[str, Any]]]:
+    ) -> tuple[Party[Any], Callable[[Any], SessionResult]]:
         party, finish = super()._party(spec, config)
         if spec.protocol == "presign/v1" and self.presign_class is not None:
             key = self.key_share(spec.key_id)

@@ -44,6 +44,7 @@ from coordinator.engine import reshare_spec as engine_reshare_spec
 from coordinator.store import CoordinatorStore, CoordinatorStoreError, WalletRow
 from signer.cli import app as cli
 from signer.node import codec
+from signer.node.api import ReshareReport
 from signer.node.confirmation import ConfirmationBody, KeyConfirmation
 from signer.node.service import SESSION_TTL_SECONDS, NodeError, SessionSpec
 from signer.node.store import KeyConfirmationRow, NodeStore, StoreError, join_indices
@@ -114,8 +115,9 @@ def new_wallet(nodes: dict[int, ScriptedNode], path: Path) -> WalletRow:
 def run_session(nodes: dict[int, ScriptedNode], spec: dict[str, Any]) -> KeyPublic:
     clients: Any = {i: LocalClient(i, node) for i, node in nodes.items()}
     results = run(SessionDriver(clients).run(spec))
-    (encoded,) = {r["key_public"] for r in results.values()}
-    assert all(r["state"] == "pending" for r in results.values())
+    reports = [r for r in results.values() if isinstance(r, ReshareReport)]
+    assert len(reports) == len(results) and all(r.state == "pending" for r in reports)
+    (encoded,) = {r.key_public for r in reports}
     return codec.decode_key_public(bytes.fromhex(encoded))
 
 
@@ -700,7 +702,7 @@ def test_two_concurrent_plans_of_one_version_never_split_the_nodes(
 
     async def sequential(engine: Coordinator) -> None:
         results = await SessionDriver(engine.clients).run(p)
-        (encoded,) = {r["key_public"] for r in results.values()}
+        (encoded,) = {r.key_public for r in results.values() if isinstance(r, ReshareReport)}
         new = codec.decode_key_public(bytes.fromhex(encoded))
         with pytest.raises(SessionFailed) as failed:  # every node holds P pending
             await SessionDriver(engine.clients).run(q)
@@ -780,7 +782,7 @@ def test_reordered_deliveries_and_a_late_final_echo_keep_the_old_version_signing
                 state = await clients[j].deliver(session, batch)
                 assert state.status == "done" and state.result is not None
                 results[j] = state.result
-            (encoded,) = {r["key_public"] for r in results.values()}
+            (encoded,) = {r.key_public for r in results.values() if isinstance(r, ReshareReport)}
             new = codec.decode_key_public(bytes.fromhex(encoded))
             holders = {fp(old): {1, 2, 3}, fp(new): {1, 2, 3, 4}}
             assert_on_one_of(cluster, wallet.key_id, {fp(old), fp(new)}, holders)

@@ -25,6 +25,7 @@ from node_local import ScriptedNode, make_nodes
 
 from signer.encoding import TAG_LIST, encode
 from signer.errors import Check
+from signer.node.api import AuxResult, KeyResult
 from signer.node.envelope import Envelope
 from signer.node.service import NodeError, SessionReply, SessionSpec
 from signer.problems import ErrorCode
@@ -111,7 +112,7 @@ def test_pinned_non_party_cannot_abort_a_session(nodes: dict[int, ScriptedNode])
     assert all(r["check"] == Check.PARTY_INDEX.value for r in rejected)
     final = relay(nodes, spec, replies)
     assert all(final[i].status == "done" for i in PARTIES), {i: final[i].abort for i in PARTIES}
-    keys = {final[i].result["key_public"] for i in PARTIES if final[i].result}
+    keys = {r.key_public for i in PARTIES if isinstance(r := final[i].result, KeyResult)}
     assert len(keys) == 1
     assert nodes[1].store.quarantines() == []
 
@@ -224,8 +225,8 @@ def test_aux_info_replacing_a_set_refuses_a_reused_modulus(
     first = relay(nodes, spec, start_all(nodes, spec))
     assert all(first[i].status == "done" for i in PARTIES)
     result = first[1].result
-    assert result is not None
-    old = bytes.fromhex(result["aux_id"])
+    assert isinstance(result, AuxResult)
+    old = bytes.fromhex(result.aux_id)
     # node 3's key source still yields its old key: told what is replaced, it refuses
     with pytest.raises(NodeError) as err:
         nodes[3].start(aux_spec(old))

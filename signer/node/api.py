@@ -83,6 +83,7 @@ PartyIndex = Annotated[StrictInt, Field(ge=1, le=MAX_PARTY_INDEX)]
 PathStep = Annotated[StrictInt, Field(ge=0, lt=HARDENED)]
 Parties = Annotated[list[PartyIndex], Field(max_length=MAX_SESSION_PARTIES)]
 Hex32 = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
+HexBytes = Annotated[StrictStr, Field(pattern=r"^([0-9a-f]{2})+$")]
 KeyIdHex = Annotated[StrictStr, Field(pattern=rf"^([0-9a-f]{{2}}){{1,{KEY_ID_MAX_BYTES}}}$")]
 RequestHex = Annotated[
     StrictStr,
@@ -166,6 +167,65 @@ class AbortReport(BaseModel):
     rejected: list[dict[str, Any]] = []
 
 
+class KeyResult(_Wire):
+    """A keygen's result on a node: the new key version (`codec.encode_key_public`, hex)."""
+
+    kind: Literal["key"] = "key"
+    key_id: KeyIdHex
+    epoch: Annotated[StrictInt, Field(ge=0)]
+    public_key: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{66}$")]
+    key_public: HexBytes
+
+
+class ReshareReport(_Wire):
+    """A re-share's or refresh's result on a node: the new version, stored *pending*."""
+
+    kind: Literal["reshare"] = "reshare"
+    key_id: KeyIdHex
+    epoch: Annotated[StrictInt, Field(ge=0)]
+    public_key: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{66}$")]
+    key_public: HexBytes
+    member: StrictBool  # whether this node holds a share of the new version
+    state: Literal["pending"]
+    fingerprint: Hex32
+
+
+class AuxResult(_Wire):
+    kind: Literal["aux_info"] = "aux_info"
+    aux_id: Hex32
+    parties: list[StrictInt]
+
+
+class PresignResult(_Wire):
+    kind: Literal["presign"] = "presign"
+    presignature_id: Hex32
+    public: HexBytes  # codec.encode_presignature_public
+    epoch: Annotated[StrictInt, Field(ge=0)]
+
+
+class Finding(_Wire):
+    party: StrictInt
+    check: StrictStr
+    detail: StrictStr
+
+
+class IdentifyResult(_Wire):
+    """A presign identification's result on a node: whom it found lying, and why."""
+
+    kind: Literal["identify"] = "identify"
+    failed_session: Hex32
+    equation: StrictStr
+    culprits: list[StrictInt]
+    findings: list[Finding]
+
+
+#: What a finished session reports, by protocol (`kind` tells them apart on the wire).
+SessionResult = Annotated[
+    KeyResult | ReshareReport | AuxResult | PresignResult | IdentifyResult,
+    Field(discriminator="kind"),
+]
+
+
 class SessionState(_Wire):
     """A session's state after a start or a delivery: envelopes to relay, and the result or
     the abort when it ended."""
@@ -173,7 +233,7 @@ class SessionState(_Wire):
     session: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{64}$")]
     status: Literal["running", "done", "aborted"]
     envelopes: list[dict[str, Any]] = []
-    result: dict[str, Any] | None = None  # shape depends on the protocol (service._finish_*)
+    result: SessionResult | None = None
     abort: AbortReport | None = None
 
 

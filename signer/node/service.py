@@ -34,7 +34,18 @@ from pydantic import ValidationError
 from signer.curve import Point
 from signer.errors import Check, CryptoMisuse, EncodingError, InvalidParameter, TesseraError
 from signer.node import codec
-from signer.node.api import AbortReport, SessionStart, SignReply
+from signer.node.api import (
+    AbortReport,
+    AuxResult,
+    Finding,
+    IdentifyResult,
+    KeyResult,
+    PresignResult,
+    ReshareReport,
+    SessionResult,
+    SessionStart,
+    SignReply,
+)
 from signer.node.confirmation import (
     ActivationReply,
     ConfirmationRejected,
@@ -182,7 +193,7 @@ class SessionReply:
     session: bytes
     status: str  # running | done | aborted
     envelopes: list[Envelope] = field(default_factory=list)
-    result: dict[str, Any] | None = None
+    result: SessionResult | None = None
     abort: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -190,7 +201,7 @@ class SessionReply:
             "session": self.session.hex(),
             "status": self.status,
             "envelopes": [e.to_dict() for e in self.envelopes],
-            "result": self.result,
+            "result": None if self.result is None else self.result.model_dump(),
             "abort": self.abort,
         }
 
@@ -199,11 +210,11 @@ class SessionReply:
 class _Session:
     spec: SessionSpec
     party: Party[Any]
-    finish: Callable[[Any], dict[str, Any]]
+    finish: Callable[[Any], SessionResult]
     lock: threading.Lock = field(default_factory=threading.Lock)
     touched: float = field(default_factory=time.monotonic)
     status: str = "running"
-    result: dict[str, Any] | None = None
+    result: SessionResult | None = None
     abort: dict[str, Any] | None = None
     halted: str | None = None  # set when a new quarantine entry blocks this running session
 
@@ -532,7 +543,7 @@ class NodeService:
 
     def _party(
         self, spec: SessionSpec, config: SessionConfig
-    ) -> tuple[Party[Any], Callable[[Any], dict[str, Any]]]:
+    ) -> tuple[Party[Any], Callable[[Any], SessionResult]]:
         if spec.protocol == "keygen/v1":
             return KeygenParty(config), self._finish_keygen
         if spec.protocol == "aux_info/v1":
@@ -588,21 +599,21 @@ class NodeService:
             sealed = self._seal(codec.encode_share_secret(share), key_id.hex(), epoch, "key_share")
         self.store.put_key_version(key_id.hex(), epoch, public_bytes, sealed)
 
-    def _finish_keygen(self, share: KeyShare) -> dict[str, Any]:
+    def _finish_keygen(self, share: KeyShare) -> SessionResult:
         public = share.public_data()
         encoded = codec.encode_key_public(public)
         self._store_key(share, encoded, share.key_id, share.epoch)
         return _key_result(public, encoded)
 
-    def _finish_aux(self, aux: AuxInfo) -> dict[str, Any]:
+    def _finish_aux(self, aux: AuxInfo) -> SessionResult:
         aux_id = aux.aux_id()
         sealed = self._seal(aux.own.to_bytes(), aux_id.hex(), 0, "aux_info")
         self.store.put_aux(aux_id.hex(), aux.parties, codec.encode_aux_public(aux), sealed)
-        return {"aux_id": aux_id.hex(), "parties": list(aux.parties)}
+        return AuxResult(aux_id=aux_id.hex(), parties=list(aux.parties))
 
     def _finish_presign(
         self, presignature: Presignature, spec: SessionSpec, epoch: int
-    ) -> dict[str, Any]:
+    ) -> SessionResult:
         """Stored under the epoch of the share the session started with, never the epoch active
         at the end: a re-share activated meanwhile must not relabel an old-share presignature
         as the new version's (its partials would then fail and blame an honest node)."""
@@ -631,9 +642,9 @@ class NodeService:
                 ErrorCode.STALE_PRESIGNATURE,
                 f"key version {epoch} was replaced while this presign ran; nothing stored",
             ) from exc
-        return {"presignature_id": pid, "public": encoded.hex(), "epoch": epoch}
+        return PresignResult(presignature_id=pid, public=encoded.hex(), epoch=epoch)
 
-    def _finish_identify(self, result: Identification, spec: SessionSpec) -> dict[str, Any]:
+    def _finish_identify(self, result: Identification, spec: SessionSpec) -> SessionResult:
         """Every party this node found lying is quarantined; the identification state is gone."""
         with self._lock:
             self._identifications.pop(spec.request, None)
@@ -648,17 +659,17 @@ class NodeService:
                     f"identification of {result.equation.value}: {finding.detail}",
                 )
         self._halt_blocked(b"")
-        return {
-            "failed_session": result.session_id.hex(),
-            "equation": result.equation.value,
-            "culprits": sorted(result.culprits),
-            "findings": [
-                {"party": f.party, "check": f.check.value, "detail": f.detail}
+        return IdentifyResult(
+            failed_session=result.session_id.hex(),
+            equation=result.equation.value,
+            culprits=sorted(result.culprits),
+            findings=[
+                Finding(party=f.party, check=f.check.value, detail=f.detail)
                 for f in result.findings
             ],
-        }
+        )
 
-    def _finish_reshare(self, result: ReshareResult) -> dict[str, Any]:
+    def _finish_reshare(self, result: ReshareResult) -> SessionResult:
         """The new version is stored *pending*: the old one stays active and usable until every
         member of the new committee has confirmed storing its share (`activate`).  A relay that
         withheld the last echo from some parties can make only some of them finish; erasing
@@ -673,12 +684,15 @@ class NodeService:
             self.store.put_pending_version(key.key_id.hex(), key.epoch, encoded, sealed)
         except StoreError as exc:  # (the in-flight rule makes this unreachable by a relay)
             raise NodeError(ErrorCode.STALE_PLAN, str(exc)) from exc
-        return {
-            **_key_result(key, encoded),
-            "member": result.share is not None,
-            "state": "pending",
-            "fingerprint": key.fingerprint().hex(),
-        }
+        return ReshareReport(
+            key_id=key.key_id.hex(),
+            epoch=key.epoch,
+            public_key=key.public_key.to_bytes().hex(),
+            key_public=encoded.hex(),
+            member=result.share is not None,
+            state="pending",
+            fingerprint=key.fingerprint().hex(),
+        )
 
     # --- key versions: confirmation and activation ------------------------------------------------
     def _active_public(self, key_id: bytes) -> KeyPublic | None:
@@ -847,10 +861,10 @@ def _rejection(envelope: Envelope, exc: TesseraError) -> dict[str, Any]:
     return {"sender": envelope.sender, "check": "MISDIRECTED", "detail": str(exc)}
 
 
-def _key_result(public: Any, encoded: bytes) -> dict[str, Any]:
-    return {
-        "key_id": public.key_id.hex(),
-        "epoch": public.epoch,
-        "public_key": public.public_key.to_bytes().hex(),
-        "key_public": encoded.hex(),
-    }
+def _key_result(public: KeyPublic, encoded: bytes) -> KeyResult:
+    return KeyResult(
+        key_id=public.key_id.hex(),
+        epoch=public.epoch,
+        public_key=public.public_key.to_bytes().hex(),
+        key_public=encoded.hex(),
+    )
