@@ -232,6 +232,51 @@ def test_nan_and_infinity_bodies_get_a_4xx_problem_never_an_echo(
     assert literal not in reply.text
 
 
+def test_the_key_version_routes_refuse_bad_input_with_problems(client: httpx.Client) -> None:
+    """`GET …/versions`, `POST …/confirmation` and `POST …/activate`: no token, a bad key id or
+    epoch, wrong types, NaN, an oversized set, an unknown version — each a 4xx problem, never a
+    500 and never an echo of the input."""
+    key, json_headers = "11" * 16, {**AUTH, "content-type": "application/json"}
+    base = f"/v1/keys/{key}/versions"
+    problem(client.get(base), ErrorCode.UNAUTHORIZED)
+    problem(client.post(f"{base}/1/confirmation"), ErrorCode.UNAUTHORIZED)
+    problem(client.post(f"{base}/1/activate", json={"statements": []}), ErrorCode.UNAUTHORIZED)
+    assert client.get(base, headers=AUTH).json() == []  # an unknown key has no versions
+    problem(client.get("/v1/keys/zz/versions", headers=AUTH), ErrorCode.VALIDATION)
+    problem(client.post(f"{base}/-1/confirmation", headers=AUTH), ErrorCode.VALIDATION)
+    problem(client.post(f"{base}/one/confirmation", headers=AUTH), ErrorCode.VALIDATION)
+    problem(client.post(f"{base}/1/confirmation", headers=AUTH), ErrorCode.NO_PENDING_VERSION)
+    statement = {
+        "cluster": "00" * 32,
+        "key_id": key,
+        "epoch": 1,
+        "fingerprint": "00" * 32,
+        "signer": 1,
+        "signature": "00" * 64,
+    }
+    for body in (
+        {"statements": "all of them"},
+        {"statements": []},
+        {"statements": [{**statement, "epoch": "1"}]},
+        {"statements": [{**statement, "signer": 0}]},
+        {"statements": [statement], "extra": 1},
+        {"statements": [statement] * 300},
+    ):
+        reply = client.post(f"{base}/1/activate", headers=AUTH, json=body)
+        problem(reply, ErrorCode.VALIDATION)
+        assert "all of them" not in reply.text and len(reply.content) < 2048
+    nan = '{"statements": [{"cluster": NaN}]}'
+    reply = client.post(f"{base}/1/activate", headers=json_headers, content=nan)
+    problem(reply, ErrorCode.VALIDATION)
+    assert "NaN" not in reply.text
+    unknown = client.post(f"{base}/1/activate", headers=AUTH, json={"statements": [statement]})
+    problem(unknown, ErrorCode.NO_PENDING_VERSION)
+    oversized = client.post(
+        f"{base}/1/activate", headers=json_headers, content=b'{"statements": ["' + b"0" * (5 << 20)
+    )
+    problem(oversized, ErrorCode.PAYLOAD_TOO_LARGE)
+
+
 def test_validation_replies_never_grow_with_the_input(client: httpx.Client) -> None:
     huge = "zz" * (1 << 18)  # 4 × 512 KB of invalid hex: under the body limit
     reply = client.post(
