@@ -51,9 +51,10 @@ from signer.node.api import (
     PresignResult,
     ReshareReport,
     SessionResult,
+    join_indices,
+    join_path,
 )
 from signer.node.confirmation import ConfirmationBody
-from signer.node.store import join_indices, join_path
 from signer.problems import ErrorCode
 from signer.protocol.keygen import KeyPublic
 from signer.protocol.sign import HashScheme, PartialSignatureInvalid, Signature, combine

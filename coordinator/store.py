@@ -19,14 +19,15 @@ from sqlalchemy import text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, select
 
+from policies.sqlite import sqlite_engine
 from signer.errors import TesseraError
-from signer.node.store import (
-    ExclusionFields,
+from signer.node.exclusion import (
+    Exclusion,
+    ExclusionError,
     add_exclusion,
     clear_exclusion,
     first_blocking,
     list_exclusions,
-    sqlite_engine,
 )
 
 
@@ -96,7 +97,7 @@ class BlameRow(_CoordinatorTable, table=True):
     detail: str
 
 
-class SuspensionRow(ExclusionFields, _CoordinatorTable, table=True):
+class SuspensionRow(Exclusion, _CoordinatorTable, table=True):
     """A party or party set the coordinator stops using after a failure classified by
     `coordinator.failures` — never retried until an operator clears it."""
 
@@ -328,4 +329,7 @@ class CoordinatorStore:
 
     def clear_suspension(self, entry: int, reason: str) -> SuspensionRow:
         with self.session() as session:
-            return clear_exclusion(session, SuspensionRow, entry, reason)
+            try:
+                return clear_exclusion(session, SuspensionRow, entry, reason)
+            except ExclusionError as exc:
+                raise CoordinatorStoreError(str(exc)) from exc

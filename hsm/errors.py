@@ -2,14 +2,21 @@
 
 Every error names what failed: the configuration field, the module path, the token label, the node
 and the sealing context.  No error text ever contains a PIN; PINs are never passed to these
-constructors.  All of them derive from `signer.errors.TesseraError`, so a node catches one base.
+constructors.
+
+`TesseraError`, the base of every error Tessera raises on purpose (HSM, policy, protocol, node,
+coordinator), is defined here because `hsm` is the lowest layer that raises one; the layers above
+import it from here (`signer.errors` re-exports it), so a process catches one base.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from signer.errors import TesseraError
+
+class TesseraError(Exception):
+    """Base class of every error Tessera raises on purpose."""
+
 
 
 class HsmError(TesseraError):

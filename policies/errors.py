@@ -6,8 +6,10 @@ the failed check for approvals and governance, the record position for audit-log
 
 from __future__ import annotations
 
+from hsm.errors import TesseraError
 
-class PolicyError(Exception):
+
+class PolicyError(TesseraError):
     """Base class of every error raised by `policies`."""
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, UniqueConstraint, event
+from sqlalchemy import Engine, UniqueConstraint
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from policies.approvals import (
     DEFAULT_APPROVAL_LIFETIME,
@@ -80,6 +80,7 @@ from policies.governance import (
 )
 from policies.intent import TransactionIntent, parse_intent
 from policies.keys import OfficerSigner, Purpose
+from policies.sqlite import sqlite_engine
 from policies.velocity import LedgerView
 
 DEFAULT_STORE = Path("tessera-policy.db")
@@ -216,21 +217,6 @@ _TABLES = [
 ]
 
 
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # SQLAlchemy's "begin" event then issues BEGIN IMMEDIATE: each operation holds the write
-    # lock from its first read, so check-then-write is atomic across processes.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 # --- results -----------------------------------------------------------------------------------
 
 ProposalState = Literal["proposed", "stale", "active", "time-locked", "superseded", "cancelled"]
@@ -303,12 +289,9 @@ class PolicyStore:
         if not path.parent.is_dir():
             raise StoreError(str(path), f"directory {path.parent} does not exist")
         try:
-            self._engine: Engine = create_engine(
-                f"sqlite:///{path}",
-                connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds},
+            self._engine: Engine = sqlite_engine(
+                path, immediate=True, busy_timeout_seconds=busy_timeout_seconds
             )
-            event.listen(self._engine, "connect", _on_connect)
-            event.listen(self._engine, "begin", _on_begin)
             SQLModel.metadata.create_all(self._engine, tables=_TABLES)
         except SQLAlchemyError as exc:
             raise StoreError(

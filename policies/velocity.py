@@ -26,8 +26,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from sqlalchemy import Engine, event
-from sqlmodel import Field, Session, SQLModel, col, create_engine, select
+from sqlalchemy import Engine
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from policies.document import (
     AMOUNT_CONTEXT,
@@ -42,6 +42,7 @@ from policies.errors import (
     VelocityLimitExceededError,
 )
 from policies.intent import TransactionIntent
+from policies.sqlite import sqlite_engine
 
 EntryState = Literal["reserved", "committed", "released", "expired"]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -243,12 +244,9 @@ class VelocityLedger:
 
     def __init__(self, path: Path, *, busy_timeout_seconds: float = 30.0) -> None:
         self.path = path
-        self._engine: Engine = create_engine(
-            f"sqlite:///{path}",
-            connect_args={"check_same_thread": False, "timeout": busy_timeout_seconds},
+        self._engine: Engine = sqlite_engine(
+            path, immediate=True, busy_timeout_seconds=busy_timeout_seconds
         )
-        event.listen(self._engine, "connect", _on_connect)
-        event.listen(self._engine, "begin", _on_begin)
         table = VelocityRow.__table__  # type: ignore[attr-defined]
         SQLModel.metadata.create_all(self._engine, tables=[table])
 
@@ -473,17 +471,3 @@ class VelocityLedger:
 
 def _ts(value: int) -> str:
     return timestamp_str(_from_us(value))
-
-
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of pysqlite's deferred BEGIN,
-    # so a reservation's read-check-insert holds the write lock from its first read.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.close()
-
-
-def _on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# The one error base lives in the lowest layer that raises it (hsm); re-exported here.
+from hsm.errors import TesseraError as TesseraError  # noqa: PLC0414 (explicit re-export)
+
 
 class Check(StrEnum):
     """Stable code of the check that failed."""
@@ -39,8 +42,6 @@ class Check(StrEnum):
     INTERNAL = "INTERNAL"
 
 
-class TesseraError(Exception):
-    """Base class of every error Tessera raises on purpose."""
 
 
 class EncodingError(TesseraError):

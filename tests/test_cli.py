@@ -8,7 +8,7 @@ from pathlib import Path
 from conftest import fixture_primes
 from typer.testing import CliRunner
 
-from signer.cli import app
+from coordinator.console import app
 from signer.primes import PrimePool
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ from typing import Any
 from node_cluster import free_base_port, make_cluster, run
 from typer.testing import CliRunner
 
-from signer.cli import app
+from coordinator.console import app
 from signer.protocol.sign import HashScheme
 
 runner = CliRunner()
@@ -223,7 +223,7 @@ def test_cluster_wallet_and_pools_commands(tmp_path: Path) -> None:
 def _keeper_refills_until_interrupted(cluster: Any, pools: list[str]) -> None:
     """`pools --keep` as its own process: a signature takes a presignature from the pool, the
     keeper puts one back, and Ctrl-C (SIGINT) ends it cleanly."""
-    command = [sys.executable, "-c", "from signer.cli import app; app()", *pools]
+    command = [sys.executable, "-c", "from coordinator.console import app; app()", *pools]
     keeper = subprocess.Popen(
         [*command, "--depth", "2", "--keep"],
         stdout=subprocess.PIPE,

@@ -38,16 +38,16 @@ from typer.testing import CliRunner
 
 from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
 from coordinator.cluster import LocalCluster
+from coordinator.console import app as cli
 from coordinator.driver import SessionDriver, SessionFailed
 from coordinator.engine import Coordinator, ReshareUnconfirmed, SignOutcome, presign_spec
 from coordinator.engine import reshare_spec as engine_reshare_spec
 from coordinator.store import CoordinatorStore, CoordinatorStoreError, WalletRow
-from signer.cli import app as cli
 from signer.node import codec
-from signer.node.api import ReshareReport
+from signer.node.api import ReshareReport, join_indices
 from signer.node.confirmation import ConfirmationBody, KeyConfirmation
 from signer.node.service import SESSION_TTL_SECONDS, NodeError, SessionSpec
-from signer.node.store import KeyConfirmationRow, NodeStore, StoreError, join_indices
+from signer.node.store import KeyConfirmationRow, NodeStore, StoreError
 from signer.problems import ErrorCode
 from signer.protocol.keygen import KeyPublic
 from signer.protocol.sign import HashScheme, message_digest

@@ -280,3 +280,15 @@ class PresignatureListing(_Wire):
 
 class Pinned(_Wire):
     pinned: bool
+
+
+# Text forms of a party set ("1,3") and a derivation path ("0/5"), as the node and the
+# coordinator store and compare them (pool rows, aux-info sets, exclusion entries).
+
+
+def join_indices(parties: tuple[int, ...]) -> str:
+    return ",".join(str(i) for i in parties)
+
+
+def join_path(path: tuple[int, ...]) -> str:
+    return "/".join(str(i) for i in path)

@@ -45,6 +45,8 @@ from signer.node.api import (
     SessionResult,
     SessionStart,
     SignReply,
+    join_indices,
+    join_path,
 )
 from signer.node.confirmation import (
     ActivationReply,
@@ -62,8 +64,6 @@ from signer.node.store import (
     PresignatureRow,
     QuarantineRow,
     StoreError,
-    join_indices,
-    join_path,
 )
 from signer.paillier import PaillierSecretKey
 from signer.problems import ErrorCode, validation_detail

@@ -41,15 +41,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, select
 
+from policies.sqlite import sqlite_engine
 from signer.errors import TesseraError
+from signer.node.api import join_indices, join_path
+from signer.node.exclusion import (
+    Exclusion,
+    ExclusionError,
+    add_exclusion,
+    clear_exclusion,
+    first_blocking,
+    list_exclusions,
+)
 
 
 class StoreError(TesseraError):
@@ -141,35 +149,7 @@ class SessionStartRow(_NodeTable, table=True):
     started_at: float
 
 
-class ExclusionFields(SQLModel):
-    """What a quarantine entry (node) and a suspension (coordinator) share: a party (kind
-    "party", a named culprit) or a party set (kind "signer_set", a failure that named nobody),
-    active until cleared with a reason."""
-
-    id: int | None = Field(default=None, primary_key=True)
-    kind: str
-    parties: str  # "3" or "1,3"
-    key_id: str  # hex key id (or the aux-info marker) of the failed session
-    created_at: float
-    cleared_at: float | None = None
-    cleared_reason: str | None = None
-
-    @property
-    def members(self) -> frozenset[int]:
-        return frozenset(int(i) for i in self.parties.split(","))
-
-    def blocks(self, parties: frozenset[int]) -> bool:
-        """A named party blocks every session it is in; a frozen set every session that
-        contains all of its members (the same suspects, together again)."""
-        if self.kind == "party":
-            return bool(self.members & parties)
-        return self.members <= parties
-
-    def to_json(self) -> dict[str, Any]:
-        return {**self.model_dump(), "parties": sorted(self.members)}
-
-
-class QuarantineRow(ExclusionFields, _NodeTable, table=True):
+class QuarantineRow(Exclusion, _NodeTable, table=True):
     __tablename__ = "quarantine"
     protocol: str
     session: str  # hex instance id of the failed session
@@ -182,77 +162,6 @@ class QuarantineRow(ExclusionFields, _NodeTable, table=True):
             f"{what} quarantined (entry {self.id}: {self.protocol} session "
             f"{self.session[:16]}, {self.code}: {self.detail})"
         )
-
-
-E = TypeVar("E", bound=ExclusionFields)
-
-
-def add_exclusion(session: Session, model: type[E], row: E) -> E:
-    """Insert `row` unless an active entry of the same kind and parties exists (returned
-    instead): repeated failures of the same suspects add nothing to what is blocked."""
-    existing = session.exec(
-        select(model).where(
-            model.kind == row.kind,
-            model.parties == row.parties,
-            model.cleared_at == None,  # noqa: E711 (SQL IS NULL)
-        )
-    ).first()
-    if existing is not None:
-        return existing
-    session.add(row)
-    session.commit()
-    session.refresh(row)
-    return row
-
-
-def list_exclusions(session: Session, model: type[E], include_cleared: bool) -> list[E]:
-    query = select(model).order_by(model.id)  # type: ignore[arg-type]
-    if not include_cleared:
-        query = query.where(model.cleared_at == None)  # noqa: E711
-    return list(session.exec(query))
-
-
-def first_blocking(rows: list[E], parties: tuple[int, ...]) -> E | None:
-    """The first of the active `rows` that forbids a session among `parties`, if any."""
-    members = frozenset(parties)
-    return next((row for row in rows if row.blocks(members)), None)
-
-
-def clear_exclusion(session: Session, model: type[E], entry: int, reason: str) -> E:
-    """Mark an entry cleared (it is kept); StoreError if it is unknown, already cleared, or
-    the reason is empty."""
-    if not reason.strip():
-        raise StoreError(f"entry {entry}", "clearing needs a reason")
-    row = session.get(model, entry)
-    if row is None:
-        raise StoreError(f"entry {entry}", "no such entry")
-    if row.cleared_at is not None:
-        raise StoreError(f"entry {entry}", "already cleared")
-    row.cleared_at = time.time()
-    row.cleared_reason = reason.strip()
-    session.add(row)
-    session.commit()
-    session.refresh(row)
-    return row
-
-
-def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we reply
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def sqlite_engine(path: Path) -> Engine:
-    """An engine on a SQLite file in WAL mode with synchronous=FULL (the node's and the
-    coordinator's databases): usable from several threads, writers wait up to 10 s."""
-    engine = create_engine(
-        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 10}
-    )
-    event.listen(engine, "connect", _pragmas)
-    return engine
 
 
 def _lock_key(session: Session, key_id: str) -> None:
@@ -286,14 +195,6 @@ def _retire_active(session: Session, key_id: str) -> None:
 
 def _event(key_id: str, epoch: int, action: str, detail: str) -> KeyEventRow:
     return KeyEventRow(key_id=key_id, epoch=epoch, action=action, detail=detail, at=time.time())
-
-
-def join_indices(parties: tuple[int, ...]) -> str:
-    return ",".join(str(i) for i in parties)
-
-
-def join_path(path: tuple[int, ...]) -> str:
-    return "/".join(str(i) for i in path)
 
 
 class NodeStore:
@@ -653,4 +554,7 @@ class NodeStore:
     def clear_quarantine(self, entry: int, reason: str) -> QuarantineRow:
         """The operator's decision that an entry no longer applies (kept, marked cleared)."""
         with self.session() as session:
-            return clear_exclusion(session, QuarantineRow, entry, reason)
+            try:
+                return clear_exclusion(session, QuarantineRow, entry, reason)
+            except ExclusionError as exc:
+                raise StoreError(exc.what, exc.detail) from exc
