@@ -257,7 +257,7 @@ def test_fuzz_round1_through_receive_blames_the_sender(
 
 def test_message_from_outside_the_party_set_is_refused_without_effect() -> None:
     """A sender outside the session (on a node: another pinned node) is refused and nothing
-    changes: the run still completes (issue 9 item 2, A17)."""
+    changes: the run still completes (issue 9 item 2, A19 T19f)."""
     ps = parties()
     victim = ps[0]
     out = {p.me: p.start() for p in ps}

@@ -2,7 +2,7 @@
 stores and signed, encrypted envelopes (tests/node_local.py), relayed by a minimal in-test relay.
 
 - a pinned node that is not a party of a session cannot abort it with one signed envelope: the
-  envelope is dropped and reported, the session completes (attacks.md A17);
+  envelope is dropped and reported, the session completes (attacks.md A19 T19f);
 - a deeply nested payload from a party is that party's fault: the session aborts naming it and
   the node quarantines it — no 500, no session left running (A17, A03);
 - an unexpected exception inside the party is a terminal INTERNAL abort: an unattributed
@@ -27,7 +27,9 @@ from signer.encoding import TAG_LIST, encode
 from signer.errors import Check
 from signer.node.api import AuxResult, KeyResult
 from signer.node.envelope import Envelope
-from signer.node.service import NodeError, SessionReply, SessionSpec
+from signer.node.errors import NodeError
+from signer.node.service import SessionReply
+from signer.node.spec import SessionSpec
 from signer.problems import ErrorCode
 from signer.protocol.base import Inbox, Message, Outgoing, Party, SessionConfig
 from signer.protocol.keygen import KeygenParty

@@ -17,7 +17,7 @@ A refresh or re-share replaces an aux-info set: given the moduli of the set bein
 (`previous`), a party whose opened N_j is one of them is named (DUPLICATE) when its opening is
 checked — an honest party's modulus comes from fresh safe primes and never repeats, so only a
 party that kept (or copied) an old key can trip it, and a refresh that kept a modulus would keep
-whatever an old Paillier key leaked (issue 9 item 4, attacks.md A01).
+whatever an old Paillier key leaked (issue 9 item 4, attacks.md A07 T07c).
 The output is reusable for every key of the same party set (README "On reusability").
 """
 

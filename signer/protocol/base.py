@@ -76,7 +76,7 @@ class ProtocolAbort(TesseraError):
 class MessageRefused(TesseraError):
     """A message this party does not take, without changing its state: the sender is not
     another party of the session (on a node: a pinned node that is not in this session, which
-    must not be able to abort it with one signed envelope; attacks.md A17)."""
+    must not be able to abort it with one signed envelope; attacks.md A19 T19f)."""
 
     def __init__(self, sender: int, check: Check, detail: str) -> None:
         self.sender = sender
