@@ -33,7 +33,9 @@ from signer.node.confirmation import (
     KeyVersionState,
 )
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard, Roster
-from signer.node.service import NodeError, NodeService, SessionSpec
+from signer.node.errors import NodeError
+from signer.node.service import NodeService
+from signer.node.spec import SessionSpec
 from signer.node.store import NodeStore
 from signer.problems import ErrorCode, Problem
 from signer.protocol.base import Party, SessionConfig

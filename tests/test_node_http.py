@@ -27,8 +27,8 @@ from coordinator.client import NodeClient, NodeRefused
 from signer.node.api import AUX_KEY_ID, KEY_ID_MAX_BYTES, MAX_ENVELOPE_BATCH_BYTES
 from signer.node.app import create_app
 from signer.node.cli import server_config
+from signer.node.errors import NodeError
 from signer.node.limits import SERVER_HEAD_BYTES
-from signer.node.service import NodeError
 from signer.problems import MAX_DETAIL_CHARS, PROBLEM_MEDIA_TYPE, ErrorCode, Problem
 
 TOKEN = "test-token"

@@ -34,7 +34,9 @@ from signer.encoding import encode
 from signer.node import codec
 from signer.node.api import SessionState
 from signer.node.envelope import Envelope
-from signer.node.service import NodeError, NodeService, SessionSpec
+from signer.node.errors import NodeError
+from signer.node.service import NodeService
+from signer.node.spec import SessionSpec
 from signer.node.store import NodeStore, QuarantineRow, StoreError
 from signer.problems import ErrorCode
 from signer.protocol.base import Message

@@ -46,7 +46,9 @@ from coordinator.store import CoordinatorStore, CoordinatorStoreError, WalletRow
 from signer.node import codec
 from signer.node.api import ReshareReport, join_indices
 from signer.node.confirmation import ConfirmationBody, KeyConfirmation
-from signer.node.service import SESSION_TTL_SECONDS, NodeError, SessionSpec
+from signer.node.errors import NodeError
+from signer.node.service import SESSION_TTL_SECONDS
+from signer.node.spec import SessionSpec
 from signer.node.store import KeyConfirmationRow, NodeStore, StoreError
 from signer.problems import ErrorCode
 from signer.protocol.keygen import KeyPublic

@@ -13,11 +13,13 @@ them with the reasoning.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
 from signer.params import MAX_PARTY_INDEX
+from signer.protocol import aux_info, keygen, presign, presign_identify, reshare
 from signer.protocol.hd import HARDENED, MAX_DEPTH
 from signer.protocol.sign import HashScheme
 
@@ -62,22 +64,19 @@ MAX_HEADER_BYTES = 16 << 10
 #: The whole body must arrive within this many seconds of the request head (16 MiB at ≈1 MB/s).
 BODY_TIMEOUT_SECONDS = 30.0
 
-PROTOCOLS = (
-    "keygen/v1",
-    "aux_info/v1",
-    "presign/v1",
-    "presign_identify/v1",
-    "refresh/v1",
-    "reshare/v1",
-)
-Protocol = Literal[
-    "keygen/v1",
-    "aux_info/v1",
-    "presign/v1",
-    "presign_identify/v1",
-    "refresh/v1",
-    "reshare/v1",
-]
+
+
+class SessionProtocol(StrEnum):
+    """The protocols a node runs as sessions; each value is its protocol module's `PROTOCOL`
+    (the name bound into every transcript), so the name has one definition."""
+
+    KEYGEN = keygen.PROTOCOL
+    AUX_INFO = aux_info.PROTOCOL
+    PRESIGN = presign.PROTOCOL
+    PRESIGN_IDENTIFY = presign_identify.PROTOCOL
+    REFRESH = reshare.REFRESH_PROTOCOL
+    RESHARE = reshare.PROTOCOL
+
 
 PartyIndex = Annotated[StrictInt, Field(ge=1, le=MAX_PARTY_INDEX)]
 PathStep = Annotated[StrictInt, Field(ge=0, lt=HARDENED)]
@@ -103,7 +102,7 @@ def _sorted_distinct(name: str, values: list[int]) -> None:
 class SessionStart(_Wire):
     """`POST /v1/sessions`: what to run, with whom (`signer.node.service.SessionSpec`)."""
 
-    protocol: Protocol
+    protocol: SessionProtocol
     request: RequestHex
     parties: Annotated[list[PartyIndex], Field(min_length=2, max_length=MAX_SESSION_PARTIES)]
     threshold: Annotated[StrictInt, Field(ge=1, le=MAX_SESSION_PARTIES)]
@@ -126,15 +125,15 @@ class SessionStart(_Wire):
         if self.threshold > len(self.parties):
             raise ValueError("threshold: larger than the number of parties")
         aux = self.key_id == AUX_KEY_ID.hex()
-        if (self.protocol == "aux_info/v1") != aux:
+        if (self.protocol == SessionProtocol.AUX_INFO) != aux:
             raise ValueError(
                 "key_id: aux_info/v1 runs under the aux-info marker, and only aux_info/v1 does"
             )
-        if self.protocol == "presign/v1" and not self.aux_id:
+        if self.protocol == SessionProtocol.PRESIGN and not self.aux_id:
             raise ValueError("aux_id: presign/v1 needs the aux-info id")
-        if self.path and self.protocol != "presign/v1":
+        if self.path and self.protocol != SessionProtocol.PRESIGN:
             raise ValueError("path: only presign/v1 takes a derivation path")
-        if self.protocol in ("refresh/v1", "reshare/v1"):
+        if self.protocol in (SessionProtocol.REFRESH, SessionProtocol.RESHARE):
             if not self.plan_old or not self.dealers or not self.new_parties:
                 raise ValueError("plan_old: a re-share needs plan_old, dealers and new_parties")
             if not set(self.dealers) | set(self.new_parties) <= set(self.parties):

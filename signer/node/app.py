@@ -58,9 +58,11 @@ from signer.node.confirmation import (
     KeyVersionState,
 )
 from signer.node.envelope import Envelope, EnvelopeRejected
+from signer.node.errors import NodeError
 from signer.node.limits import RequestLimits
 from signer.node.runtime import NodeRuntime, roster_from_json
-from signer.node.service import NodeError, NodeService, SessionSpec
+from signer.node.service import NodeService
+from signer.node.spec import SessionSpec
 from signer.node.store import StoreError
 from signer.problems import PROBLEM_MEDIA_TYPE, ErrorCode, Problem, validation_detail
 

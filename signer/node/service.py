@@ -29,8 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from signer.curve import Point
 from signer.errors import Check, CryptoMisuse, EncodingError, InvalidParameter, TesseraError
 from signer.node import codec
@@ -42,8 +40,8 @@ from signer.node.api import (
     KeyResult,
     PresignResult,
     ReshareReport,
+    SessionProtocol,
     SessionResult,
-    SessionStart,
     SignReply,
     join_indices,
     join_path,
@@ -56,7 +54,9 @@ from signer.node.confirmation import (
     check_set,
 )
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard
+from signer.node.errors import NodeError
 from signer.node.faults import failpoint
+from signer.node.spec import SessionSpec
 from signer.node.store import (
     KeyConfirmationRow,
     KeyVersionRow,
@@ -66,21 +66,18 @@ from signer.node.store import (
     StoreError,
 )
 from signer.paillier import PaillierSecretKey
-from signer.problems import ErrorCode, validation_detail
+from signer.problems import ErrorCode
 from signer.protocol.aux_info import AuxInfo, AuxInfoParty
 from signer.protocol.base import Message, MessageRefused, Party, ProtocolAbort, SessionConfig
 from signer.protocol.keygen import KeygenParty, KeyPublic, KeyShare
 from signer.protocol.presign import Presignature, PresignParty
-from signer.protocol.presign_identify import PROTOCOL as IDENTIFY_PROTOCOL
 from signer.protocol.presign_identify import (
     Identification,
     IdentificationRequired,
     IdentificationState,
     PresignIdentifyParty,
 )
-from signer.protocol.reshare import PROTOCOL as RESHARE_PROTOCOL
 from signer.protocol.reshare import (
-    REFRESH_PROTOCOL,
     RefreshParty,
     ReshareParty,
     ResharePlan,
@@ -99,25 +96,6 @@ MAX_SESSIONS = 256
 NOT_SECURITY_EVENTS = frozenset({Check.MISMATCH})
 
 
-class NodeError(TesseraError):
-    """A request the node refuses; `code` is stable for clients (`signer.problems.ErrorCode`),
-    `culprit` and `check` say whom and what, when known.  Crosses HTTP as a `Problem`."""
-
-    def __init__(
-        self,
-        code: ErrorCode,
-        detail: str,
-        *,
-        culprit: int | None = None,
-        check: str | None = None,
-    ) -> None:
-        self.code = code
-        self.detail = detail
-        self.culprit = culprit
-        self.check = check
-        super().__init__(f"{code.value}: {detail}")
-
-
 class Sealer(Protocol):
     """The HSM operations a node needs (hsm.keystore.KeyStore satisfies it)."""
 
@@ -128,64 +106,6 @@ class Sealer(Protocol):
     def unseal(
         self, blob: bytes, *, node_id: str, key_id: str, share_version: int, purpose: str
     ) -> bytes: ...
-
-
-@dataclass(frozen=True)
-class SessionSpec:
-    """What the coordinator asks a node to run.  Validated at the door, before anything is
-    recorded (`signer.node.api.SessionStart`); the protocol validates the rest (and every party
-    checks, in round 1, that the others run on the same inputs)."""
-
-    protocol: str
-    request: bytes
-    parties: tuple[int, ...]
-    threshold: int
-    key_id: bytes
-    path: tuple[int, ...] = ()
-    aux_id: bytes = b""
-    plan_old: bytes = b""  # codec.encode_key_public of the version being re-shared
-    dealers: tuple[int, ...] = ()
-    new_parties: tuple[int, ...] = ()
-
-    @classmethod
-    def from_start(cls, start: SessionStart) -> SessionSpec:
-        """The spec of a validated `POST /v1/sessions` body (`signer.node.api.SessionStart`:
-        the door's checks — protocol, id lengths, party and path bounds — are all there)."""
-        return cls(
-            protocol=start.protocol,
-            request=bytes.fromhex(start.request),
-            parties=tuple(start.parties),
-            threshold=start.threshold,
-            key_id=bytes.fromhex(start.key_id),
-            path=tuple(start.path),
-            aux_id=bytes.fromhex(start.aux_id),
-            plan_old=bytes.fromhex(start.plan_old),
-            dealers=tuple(start.dealers),
-            new_parties=tuple(start.new_parties),
-        )
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> SessionSpec:
-        """`from_start` of a JSON document; a refusal is `VALIDATION` naming the field."""
-        try:
-            start = SessionStart.model_validate(doc)
-        except ValidationError as exc:
-            raise NodeError(ErrorCode.VALIDATION, validation_detail(exc.errors())) from exc
-        return cls.from_start(start)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "protocol": self.protocol,
-            "request": self.request.hex(),
-            "parties": list(self.parties),
-            "threshold": self.threshold,
-            "key_id": self.key_id.hex(),
-            "path": list(self.path),
-            "aux_id": self.aux_id.hex(),
-            "plan_old": self.plan_old.hex(),
-            "dealers": list(self.dealers),
-            "new_parties": list(self.new_parties),
-        }
 
 
 @dataclass
@@ -322,7 +242,8 @@ class NodeService:
             raise NodeError(
                 ErrorCode.NOT_A_PARTY, f"party {self.index} is not in {list(spec.parties)}"
             )
-        if spec.protocol != IDENTIFY_PROTOCOL:  # identifying a culprit is always allowed
+        # Identifying a culprit is always allowed, even among quarantined parties.
+        if spec.protocol != SessionProtocol.PRESIGN_IDENTIFY:
             self._refuse_quarantined(spec.parties)
         try:
             config = SessionConfig(
@@ -351,7 +272,7 @@ class NodeService:
                 )
             if len(self._sessions) >= MAX_SESSIONS:
                 raise NodeError(ErrorCode.BUSY, f"{MAX_SESSIONS} sessions are running")
-            if spec.protocol in (RESHARE_PROTOCOL, REFRESH_PROTOCOL):
+            if spec.protocol in (SessionProtocol.RESHARE, SessionProtocol.REFRESH):
                 # Under the lock that also inserts the session: two plans started at once
                 # cannot both pass (and a finishing session stores its pending version before
                 # it leaves `_sessions`, so one of the two checks always sees it).
@@ -388,7 +309,7 @@ class NodeService:
                 except (EnvelopeRejected, CryptoMisuse, MessageRefused) as exc:
                     # Not from a pinned peer, altered, or from a pinned node that is not a party
                     # of this session: drop it, report it, keep waiting — one signed envelope
-                    # from outside the session must not end it (attacks.md A17).
+                    # from outside the session must not end it (attacks.md A19 T19f).
                     rejected.append(_rejection(envelope, exc))
                 except ProtocolAbort as abort:
                     # Any failure inside the party, INTERNAL included, arrives here as a
@@ -465,7 +386,7 @@ class NodeService:
         discard-pending`).  Neither can lock the key for good: a session ends within the TTL,
         and the operator can always discard."""
         for other in self._sessions.values():
-            if other.spec.protocol in (RESHARE_PROTOCOL, REFRESH_PROTOCOL) and (
+            if other.spec.protocol in (SessionProtocol.RESHARE, SessionProtocol.REFRESH) and (
                 other.spec.key_id == key_id
             ):
                 raise NodeError(
@@ -535,7 +456,7 @@ class NodeService:
         with self._lock:
             running = [(i, s) for i, s in self._sessions.items() if i != failed]
         for _, other in running:
-            if other.spec.protocol == IDENTIFY_PROTOCOL or other.halted:
+            if other.spec.protocol == SessionProtocol.PRESIGN_IDENTIFY or other.halted:
                 continue
             row = self.store.blocking(other.spec.parties)
             if row is not None:
@@ -544,17 +465,17 @@ class NodeService:
     def _party(
         self, spec: SessionSpec, config: SessionConfig
     ) -> tuple[Party[Any], Callable[[Any], SessionResult]]:
-        if spec.protocol == "keygen/v1":
+        if spec.protocol == SessionProtocol.KEYGEN:
             return KeygenParty(config), self._finish_keygen
-        if spec.protocol == "aux_info/v1":
+        if spec.protocol == SessionProtocol.AUX_INFO:
             previous = self._replaced_moduli(spec.aux_id)
             return AuxInfoParty(config, self._paillier(), previous), self._finish_aux
-        if spec.protocol == "presign/v1":
+        if spec.protocol == SessionProtocol.PRESIGN:
             key = self.key_share(spec.key_id)
             aux = self.aux_info(spec.aux_id)
             party = PresignParty(config, key, aux, spec.path)
             return party, lambda p: self._finish_presign(p, spec, key.epoch)
-        if spec.protocol == IDENTIFY_PROTOCOL:
+        if spec.protocol == SessionProtocol.PRESIGN_IDENTIFY:
             with self._lock:
                 kept = self._identifications.get(spec.request)
             if kept is None:
@@ -568,7 +489,7 @@ class NodeService:
                     ErrorCode.BAD_REQUEST, "identification spec differs from the failed presign"
                 )
             return PresignIdentifyParty(config, state), lambda r: self._finish_identify(r, spec)
-        if spec.protocol in (RESHARE_PROTOCOL, REFRESH_PROTOCOL):
+        if spec.protocol in (SessionProtocol.RESHARE, SessionProtocol.REFRESH):
             old = codec.decode_key_public(spec.plan_old)
             if old.key_id != spec.key_id:
                 raise NodeError(ErrorCode.BAD_REQUEST, "plan is for another key")
@@ -581,7 +502,7 @@ class NodeService:
                 raise NodeError(
                     ErrorCode.STALE_PLAN, "the plan's key version is not this node's active one"
                 )
-            if spec.protocol == REFRESH_PROTOCOL:
+            if spec.protocol == SessionProtocol.REFRESH:
                 if share is None or not plan.is_refresh:
                     raise NodeError(
                         ErrorCode.BAD_REQUEST, "a refresh re-shares to the same committee"
