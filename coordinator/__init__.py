@@ -1,5 +1,7 @@
 """Session orchestration across key-share nodes: `client` (a node's HTTP API), `driver` (relays
-one protocol session's envelopes), `engine` (aux-info, wallets, presignature pools, signing with
-retries and blame, refresh), `store` (the coordinator's database: public data only), `cluster`
-(a local cluster of node processes), `evm` (EIP-1559/legacy transactions, in-process EVM),
-`demo` and `cli` (`tessera cluster …`, `tessera demo`).  The withdrawal API comes later."""
+one protocol session's envelopes), `engine` (the `Coordinator` façade over `specs`, `sessions`,
+`wallets`, `pools`, `signing` and `resharing`), `store` (the coordinator's database: public data
+only, with the quarantine mirror), `metrics`, `cluster` (a local cluster of node processes),
+`evm_codec` (EIP-1559/legacy transactions) and `evm_chain` (the in-process EVM, extra `evm`),
+`bip32` (xpub), `demo`, `cli` (`tessera cluster …`) and `console` (the `tessera` command).
+The withdrawal API comes later."""

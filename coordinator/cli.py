@@ -1,24 +1,40 @@
-"""`tessera cluster …` and `tessera demo`: a local cluster of node processes."""
+"""`tessera cluster …` and `tessera demo`: a local cluster of node processes, its wallets,
+pools, signatures, quarantine mirror and metrics.
+
+Every command takes `--json`: its result, or its error as `{"error": {"code", "detail"}}`, is
+one JSON object on stdout (codes are `signer.problems.ErrorCode` values).  Exit codes: 0 done,
+1 refused (by the coordinator or a node), 2 usage.  Long work (aux-info, wallet creation, pool
+filling, the demo) shows progress on stderr unless `--json`.
+
+Only typer and rich are imported at start-up: the engine, the cluster manager and the demo (and
+with it the in-process EVM) are imported by the commands that use them, so `tessera --help`
+and every other command group start fast.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from coordinator.client import NodeRefused, NodeUnavailable
-from coordinator.cluster import LocalCluster
-from coordinator.demo import DemoReport, run_cluster_demo
-from coordinator.engine import PoolTarget
-from coordinator.evm import address_of
-from coordinator.store import CoordinatorStore
 from signer.errors import TesseraError
-from signer.node import codec
+from signer.problems import ErrorCode
+
+if TYPE_CHECKING:
+    from coordinator.cluster import LocalCluster
+    from coordinator.demo import DemoReport
+    from coordinator.engine import Coordinator
+    from coordinator.store import WalletRow
+
+T = TypeVar("T")
 
 cluster_app = typer.Typer(
     help=(
@@ -31,61 +47,255 @@ cluster_app = typer.Typer(
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
+#: Exit codes of every cluster command.
+EXIT_DONE, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
 RootOption = Annotated[
     Path,
     typer.Option(
         "--dir", help="Cluster directory (cluster.json, nodes/, coordinator.db).", file_okay=False
     ),
 ]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Machine-readable output (errors too) on stdout.")
+]
+WalletOption = Annotated[str, typer.Option("--wallet", help="Wallet name or key id.")]
+PathOption = Annotated[
+    str, typer.Option("--path", help="BIP32 path, non-hardened: m/0/5 or 0/5 (default: m).")
+]
 
 
-def _fail(exc: Exception, what: str) -> typer.Exit:
-    errors.print(f"[red]{what}:[/red] {exc}")
-    return typer.Exit(1)
+# --- output and errors ---------------------------------------------------------------------------
+def error_code(exc: BaseException) -> ErrorCode:
+    """The `ErrorCode` a failure is reported with: the code it carries (a node's refusal, the
+    coordinator's typed errors), else the closest generic one."""
+    from coordinator.client import NodeUnavailable  # noqa: PLC0415 (start-up time)
+    from coordinator.evm_codec import ChainError  # noqa: PLC0415
+
+    code = getattr(exc, "code", None)
+    if isinstance(code, ErrorCode):
+        return code
+    if isinstance(exc, NodeUnavailable):
+        return ErrorCode.BUSY
+    if isinstance(exc, ChainError):
+        return ErrorCode.VALIDATION
+    return ErrorCode.BAD_REQUEST
 
 
+def _error(
+    as_json: bool, code: ErrorCode | str, detail: str, what: str, exit_code: int
+) -> NoReturn:
+    if as_json:
+        typer.echo(json.dumps({"error": {"code": str(code), "detail": detail}}))
+    else:
+        errors.print(f"[red]{what}:[/red] {detail}", markup=True, highlight=False)
+    raise typer.Exit(exit_code)
+
+
+def refuse(exc: BaseException, what: str, as_json: bool) -> NoReturn:
+    """Report a refusal (exit 1)."""
+    _error(as_json, error_code(exc), str(exc), what, EXIT_REFUSED)
+
+
+def usage(detail: str, as_json: bool) -> NoReturn:
+    """Report a usage error found after parsing (exit 2)."""
+    _error(as_json, ErrorCode.BAD_REQUEST, detail, "usage", EXIT_USAGE)
+
+
+def emit(doc: Any) -> None:
+    typer.echo(json.dumps(doc, indent=2))
+
+
+@contextmanager
+def progress(as_json: bool, description: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with elapsed time on stderr (none with --json); yields a function that
+    changes its description."""
+    if as_json or not errors.is_terminal:  # no spinner frames in logs and pipes
+        yield lambda _: None
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda text: bar.update(task, description=text)
+
+
+def run_refusing(work: Coroutine[Any, Any, T], what: str, as_json: bool) -> T:
+    """`asyncio.run(work)`, every typed failure reported as a refusal."""
+    try:
+        return asyncio.run(work)
+    except TesseraError as exc:
+        refuse(exc, what, as_json)
+
+
+def _load(root: Path, as_json: bool) -> LocalCluster:
+    from coordinator.cluster import LocalCluster  # noqa: PLC0415
+
+    try:
+        return LocalCluster.load(root)
+    except TesseraError as exc:
+        refuse(exc, "cannot open the cluster", as_json)
+
+
+async def _with_coordinator(root: Path, work: Callable[[Coordinator], Awaitable[T]]) -> T:
+    """Run `work` with a coordinator over the cluster, closing its clients afterwards."""
+    from coordinator.cluster import LocalCluster  # noqa: PLC0415
+
+    coordinator = LocalCluster.load(root).coordinator()
+    try:
+        return await work(coordinator)
+    finally:
+        await coordinator.aclose()
+
+
+# --- parsing -------------------------------------------------------------------------------------
+def _indices(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise typer.BadParameter(f"{what} must be comma-separated party indices") from exc
+    if not values or any(i < 1 for i in values) or len(set(values)) != len(values):
+        raise typer.BadParameter(f"{what} must be distinct indices ≥ 1, e.g. 1,2")
+    return tuple(sorted(values))
+
+
+def parse_path(text: str) -> tuple[int, ...]:
+    """`m/0/5`, `0/5`, `m` or `` → (0, 5) / (); a hardened step (`0'`, `0h`) is refused:
+    the coordinator holds only public keys, so it can derive non-hardened children only."""
+    parts = [part for part in text.strip().split("/") if part]
+    if parts and parts[0] in ("m", "M"):
+        parts = parts[1:]
+    steps = []
+    for part in parts:
+        if part.endswith(("'", "h", "H")):
+            raise typer.BadParameter(
+                f"{part}: hardened derivation needs the private key; only non-hardened "
+                "(public) derivation is possible, e.g. m/0/5"
+            )
+        try:
+            step = int(part)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{part}: path steps are integers, e.g. m/0/5") from exc
+        if not 0 <= step < 2**31:
+            raise typer.BadParameter(f"{step}: non-hardened steps are 0 ≤ step < 2^31")
+        steps.append(step)
+    return tuple(steps)
+
+
+def _show_path(steps: tuple[int, ...]) -> str:
+    return "/".join(["m", *(str(s) for s in steps)])
+
+
+def _check_signers(wallet: WalletRow, signers: tuple[int, ...], as_json: bool) -> None:
+    """Refused before any node is asked: a signer set of the wrong size or outside the
+    wallet's committee could never produce a presignature."""
+    from signer.node import codec  # noqa: PLC0415
+
+    key = codec.decode_key_public(wallet.key_public)
+    detail = ""
+    if len(signers) < key.threshold:
+        detail = (
+            f"--signers {','.join(map(str, signers))}: {len(signers)} signer(s), but wallet "
+            f"{wallet.name!r} is {key.threshold}-of-{len(key.parties)} and needs {key.threshold}"
+        )
+    elif not set(signers) <= set(key.parties):
+        detail = f"--signers: not all of {list(signers)} hold a share (committee {key.parties})"
+    if detail:
+        _error(as_json, ErrorCode.VALIDATION, detail, "refused", EXIT_REFUSED)
+
+
+def _wallet_doc(row: WalletRow) -> dict[str, Any]:
+    from coordinator.bip32 import serialize_xpub  # noqa: PLC0415
+    from coordinator.evm_codec import address_of  # noqa: PLC0415
+    from signer.node import codec  # noqa: PLC0415
+
+    key = codec.decode_key_public(row.key_public)
+    public = key.public_key.to_bytes()
+    return {
+        "name": row.name,
+        "key_id": row.key_id,
+        "epoch": row.epoch,
+        "threshold": f"{key.threshold}-of-{len(key.parties)}",
+        "parties": list(key.parties),
+        "address": str(address_of(key.public_key)),
+        "public_key": public.hex(),
+        "chain_code": key.chain_code.hex(),
+        "xpub": serialize_xpub(public, key.chain_code),
+    }
+
+
+# --- cluster lifecycle ---------------------------------------------------------------------------
 @cluster_app.command("up")
 def up(
     root: RootOption = Path("var/cluster"),
     nodes: Annotated[int, typer.Option("--nodes", min=2, max=255, help="n: number of nodes.")] = 3,
     threshold: Annotated[int, typer.Option("--threshold", min=2, help="t: signers needed.")] = 2,
-    base_port: Annotated[int, typer.Option("--base-port", min=1024, max=65000)] = 18100,
+    base_port: Annotated[
+        int,
+        typer.Option(
+            "--base-port",
+            min=1024,
+            max=65000,
+            help="Node i listens on 127.0.0.1, port base + i (18101, 18102, … by default). "
+            "Used only when the cluster is created.",
+        ),
+    ] = 18100,
+    as_json: JsonOption = False,
 ) -> None:
     """Create the cluster if the directory has none (tokens, keys, databases, roster), start
     every node that is not running, and pin the roster on new nodes."""
-    try:
-        if (root / "cluster.json").exists():
-            cluster = LocalCluster.load(root)
-        else:
-            cluster = LocalCluster.create(root, nodes, threshold, base_port)
-        asyncio.run(cluster.up())
-    except TesseraError as exc:
-        raise _fail(exc, "cluster up failed") from exc
+    from coordinator.cluster import LocalCluster  # noqa: PLC0415
+
+    if threshold > nodes:
+        usage(f"--threshold {threshold} is larger than --nodes {nodes}", as_json)
+    with progress(as_json, "setting up the cluster") as say:
+        try:
+            if (root / "cluster.json").exists():
+                cluster = LocalCluster.load(root)
+            else:
+                say(f"initialising {nodes} nodes (SoftHSM2 tokens, identity keys)")
+                cluster = LocalCluster.create(root, nodes, threshold, base_port)
+            say("starting the nodes, pinning the roster")
+            asyncio.run(cluster.up())
+        except TesseraError as exc:
+            refuse(exc, "cluster up failed", as_json)
+    listed = [
+        {"node": n.node_id, "index": n.index, "url": n.url, "pid": cluster.pid(n)}
+        for n in cluster.nodes
+    ]
+    if as_json:
+        emit({"root": str(cluster.root), "threshold": cluster.threshold, "nodes": listed})
+        return
     console.print(f"[green]cluster up[/green]: {len(cluster.nodes)} nodes, t = {cluster.threshold}")
-    for node in cluster.nodes:
-        console.print(f"  {node.node_id}  {node.url}  pid {cluster.pid(node)}")
+    for row in listed:
+        console.print(f"  {row['node']}  {row['url']}  pid {row['pid']}")
 
 
 @cluster_app.command("down")
-def down(root: RootOption = Path("var/cluster")) -> None:
+def down(root: RootOption = Path("var/cluster"), as_json: JsonOption = False) -> None:
     """Stop the cluster's node processes (their directories and data stay)."""
+    cluster = _load(root, as_json)
     try:
-        LocalCluster.load(root).down()
+        cluster.down()
     except TesseraError as exc:
-        raise _fail(exc, "cluster down failed") from exc
-    console.print("cluster stopped")
+        refuse(exc, "cluster down failed", as_json)
+    if as_json:
+        emit({"stopped": [n.node_id for n in cluster.nodes]})
+    else:
+        console.print("cluster stopped")
 
 
 @cluster_app.command("status")
-def status(
-    root: RootOption = Path("var/cluster"),
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
-) -> None:
+def status(root: RootOption = Path("var/cluster"), as_json: JsonOption = False) -> None:
     """Each node's process and health, the wallets and their presignature pools."""
-    try:
-        cluster = LocalCluster.load(root)
-    except TesseraError as exc:
-        raise _fail(exc, "cluster status failed") from exc
+    from coordinator.client import NodeRefused, NodeUnavailable  # noqa: PLC0415
+    from signer.node import codec  # noqa: PLC0415
+
+    cluster = _load(root, as_json)
 
     async def probe() -> list[dict[str, Any]]:
         rows = []
@@ -105,7 +315,7 @@ def status(
             )
         return rows
 
-    nodes = asyncio.run(probe())
+    nodes = run_refusing(probe(), "cluster status failed", as_json)
     coordinator = cluster.coordinator()
     wallets = []
     for wallet in coordinator.store.wallets():
@@ -122,7 +332,7 @@ def status(
         )
     asyncio.run(coordinator.aclose())
     if as_json:
-        typer.echo(json.dumps({"nodes": nodes, "wallets": wallets}, indent=2))
+        emit({"nodes": nodes, "wallets": wallets})
         return
     table = Table(title=f"cluster {cluster.root}")
     for column in ("node", "url", "pid", "state"):
@@ -137,129 +347,393 @@ def status(
         )
 
 
-def _indices(text: str, what: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise typer.BadParameter(f"{what} must be comma-separated party indices") from exc
-    if not values or any(i < 1 for i in values) or len(set(values)) != len(values):
-        raise typer.BadParameter(f"{what} must be distinct indices ≥ 1, e.g. 1,2")
-    return tuple(sorted(values))
-
-
-def _path(text: str) -> tuple[int, ...]:
-    try:
-        steps = tuple(int(part) for part in text.split("/") if part)
-    except ValueError as exc:
-        raise typer.BadParameter("path must look like 0/5 (non-hardened indices)") from exc
-    if any(not 0 <= step < 2**31 for step in steps):
-        raise typer.BadParameter("path steps must be non-hardened: 0 ≤ step < 2^31")
-    return steps
-
-
+# --- wallets and addresses -----------------------------------------------------------------------
 @cluster_app.command("wallet")
 def wallet(
     name: Annotated[str, typer.Option("--name", help="Wallet name (unique in the cluster).")],
+    show: Annotated[
+        bool, typer.Option("--show", help="Show an existing wallet instead of creating one.")
+    ] = False,
     root: RootOption = Path("var/cluster"),
+    as_json: JsonOption = False,
 ) -> None:
     """Create a wallet on the running cluster: aux-info for the committee if there is none yet
-    (the nodes generate fresh safe primes), then a t-of-n DKG.  Prints its key and address."""
-    async def create() -> dict[str, Any]:
-        coordinator = LocalCluster.load(root).coordinator()
-        try:
-            row = await coordinator.create_wallet(name)
-        finally:
-            await coordinator.aclose()
-        key = codec.decode_key_public(row.key_public)
-        return {
-            "name": row.name,
-            "key_id": row.key_id,
-            "threshold": f"{key.threshold}-of-{len(key.parties)}",
-            "public_key": key.public_key.to_bytes().hex(),
-            "address": str(address_of(key.public_key)),
-        }
+    (the nodes generate fresh safe primes), then a t-of-n DKG.  Prints as JSON (also with
+    --show, for an existing one) its address, public key, chain code and xpub (BIP32, depth
+    0)."""
+    _load(root, as_json)
+
+    async def create(coordinator: Coordinator) -> WalletRow:
+        if show:
+            return coordinator.store.wallet(name)
+        with progress(as_json, f"creating wallet {name!r}: aux-info (safe primes), then DKG"):
+            return await coordinator.create_wallet(name)
+
+    what = "no such wallet" if show else "wallet creation failed"
+    row = run_refusing(_with_coordinator(root, create), what, as_json)
+    # The wallet is a document an operator keeps or pipes: printed as JSON with or without
+    # --json (as before this command had --json; --json also makes its errors JSON).
+    emit(_wallet_doc(row))
+
+
+@cluster_app.command("address")
+def address(
+    wallet_name: WalletOption,
+    path: PathOption = "m",
+    root: RootOption = Path("var/cluster"),
+    as_json: JsonOption = False,
+) -> None:
+    """The address of a child of the wallet's key (BIP32 non-hardened public derivation from
+    its public key and chain code: no node is asked)."""
+    from coordinator.evm_codec import address_of  # noqa: PLC0415
+    from coordinator.store import CoordinatorStore  # noqa: PLC0415
+    from signer.node import codec  # noqa: PLC0415
+    from signer.protocol.hd import derive  # noqa: PLC0415
 
     try:
-        doc = asyncio.run(create())
+        steps = parse_path(path)
+    except typer.BadParameter as exc:
+        usage(f"--path: {exc}", as_json)
+    cluster = _load(root, as_json)
+    try:
+        row = CoordinatorStore(cluster.root / "coordinator.db").wallet(wallet_name)
+        key = codec.decode_key_public(row.key_public)
+        child = derive(key.public_key, key.chain_code, steps)
     except TesseraError as exc:
-        raise _fail(exc, "wallet creation failed") from exc
-    typer.echo(json.dumps(doc, indent=2))
+        refuse(exc, "cannot derive", as_json)
+    doc = {
+        "wallet": row.name,
+        "path": _show_path(steps),
+        "address": str(address_of(child.public_key)),
+        "public_key": child.public_key.to_bytes().hex(),
+    }
+    if as_json:
+        emit(doc)
+    else:
+        console.print(f"{doc['path']}  {doc['address']}", highlight=False)
 
 
+# --- presignature pools --------------------------------------------------------------------------
 @cluster_app.command("pools")
 def pools(
-    wallet_name: Annotated[str, typer.Option("--wallet", help="Wallet name or key id.")],
+    wallet_name: WalletOption,
     signers: Annotated[str, typer.Option("--signers", help="Signer set, e.g. 1,2 (t nodes).")],
     depth: Annotated[int, typer.Option("--depth", min=1, max=10_000, help="Pool depth.")] = 8,
-    path: Annotated[str, typer.Option("--path", help="BIP32 path, e.g. 0/5.")] = "",
+    path: PathOption = "",
     keep: Annotated[
         bool,
         typer.Option("--keep", help="Keep the pool full in the background until interrupted."),
     ] = False,
     root: RootOption = Path("var/cluster"),
+    as_json: JsonOption = False,
 ) -> None:
     """Fill a presignature pool (wallet, signer set, path) to a depth; with --keep, keep
     refilling it as presignatures are used, until Ctrl-C.  A failed presign that is not
     operational (see docs/nodes.md) stops the keeper for that pool."""
-    parties, steps = _indices(signers, "--signers"), _path(path)
-
-    async def fill() -> int:
-        coordinator = LocalCluster.load(root).coordinator()
-        try:
-            row = coordinator.store.wallet(wallet_name)
-            made = await coordinator.fill_pool(row, parties, steps, depth)
-            if keep:
-                stop = asyncio.Event()
-                target = PoolTarget(row.name, parties, steps, depth)
-                console.print(f"keeping {row.name} [{signers}] m/{path} at {depth}; Ctrl-C stops")
-                try:
-                    await coordinator.keep_pools([target], stop)
-                except asyncio.CancelledError:
-                    stop.set()
-            return made
-        finally:
-            await coordinator.aclose()
+    from coordinator.engine import PoolTarget  # noqa: PLC0415
 
     try:
-        made = asyncio.run(fill())
+        parties, steps = _indices(signers, "--signers"), parse_path(path)
+    except typer.BadParameter as exc:
+        usage(str(exc), as_json)
+    _load(root, as_json)
+
+    async def fill(coordinator: Coordinator) -> int:
+        row = coordinator.store.wallet(wallet_name)
+        _check_signers(row, parties, as_json)
+        with progress(as_json, f"presigning for {row.name} [{signers}] to depth {depth}"):
+            made = await coordinator.fill_pool(row, parties, steps, depth)
+        if keep:
+            stop = asyncio.Event()
+            target = PoolTarget(row.name, parties, steps, depth)
+            if not as_json:
+                errors.print(
+                    f"keeping {row.name} [{signers}] {_show_path(steps)} at {depth}; Ctrl-C stops"
+                )
+            try:
+                await coordinator.keep_pools([target], stop)
+            except asyncio.CancelledError:
+                stop.set()
+        return made
+
+    try:
+        made = run_refusing(_with_coordinator(root, fill), "pool fill failed", as_json)
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
-    except TesseraError as exc:
-        raise _fail(exc, "pool fill failed") from exc
+        raise typer.Exit(EXIT_DONE) from None
     typer.echo(json.dumps({"wallet": wallet_name, "signers": list(parties), "made": made}))
 
 
-@cluster_app.command("suspensions")
-def suspensions(
+# --- signing -------------------------------------------------------------------------------------
+@cluster_app.command("sign")
+def sign(
+    wallet_name: WalletOption,
+    to: Annotated[
+        str | None, typer.Option("--to", help="EIP-1559 ETH transfer: recipient (EIP-55).")
+    ] = None,
+    value: Annotated[int, typer.Option("--value", min=0, help="Amount in wei.")] = 0,
+    nonce: Annotated[int, typer.Option("--nonce", min=0, help="The sender's nonce.")] = 0,
+    gas: Annotated[int, typer.Option("--gas", min=21_000, help="Gas limit.")] = 21_000,
+    chain_id: Annotated[int, typer.Option("--chain-id", min=1, help="EIP-155 chain id.")] = 1,
+    max_fee: Annotated[
+        int, typer.Option("--max-fee", min=0, help="max_fee_per_gas, wei.")
+    ] = 30_000_000_000,
+    priority_fee: Annotated[
+        int, typer.Option("--priority-fee", min=0, help="max_priority_fee_per_gas, wei.")
+    ] = 1_000_000_000,
+    message: Annotated[
+        str | None,
+        typer.Option(
+            "--message", help="Instead of a transfer: sign these bytes (hex), hashed by --scheme."
+        ),
+    ] = None,
+    scheme: Annotated[
+        str, typer.Option("--scheme", help="With --message: keccak256 or sha256d.")
+    ] = "keccak256",
+    path: PathOption = "",
+    signers: Annotated[
+        str | None, typer.Option("--signers", help="Preferred signer set, e.g. 1,2.")
+    ] = None,
     root: RootOption = Path("var/cluster"),
-    include_cleared: Annotated[bool, typer.Option("--all", help="Also cleared ones.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
-    """Parties and party sets the coordinator stopped using after a failure (JSON).  Each node
-    keeps its own quarantine as well: `tessera node quarantine list`."""
+    """Sign through the nodes: an EIP-1559 ETH transfer from the wallet's address (at --path)
+    — prints the signed raw transaction — or, with --message, any bytes (hashed by the nodes
+    with --scheme) — prints the signature.  A pooled presignature is used if one exists for
+    the path, else one is made on the spot."""
+    from signer.protocol.sign import HashScheme  # noqa: PLC0415
+
+    if (to is None) == (message is None):
+        usage("give either --to (a transfer) or --message (bytes to sign)", as_json)
     try:
-        store = CoordinatorStore(LocalCluster.load(root).root / "coordinator.db")
+        steps = parse_path(path)
+    except typer.BadParameter as exc:
+        usage(f"--path: {exc}", as_json)
+    try:
+        preferred = None if signers is None else _indices(signers, "--signers")
+    except typer.BadParameter as exc:
+        usage(str(exc), as_json)
+    try:
+        hashing = HashScheme(scheme)
+    except ValueError:
+        usage(f"--scheme: one of {', '.join(s.value for s in HashScheme)}", as_json)
+    _load(root, as_json)
+
+    if message is not None:
+        try:
+            payload = bytes.fromhex(message.removeprefix("0x"))
+        except ValueError:
+            usage("--message: hex bytes, e.g. 0xdeadbeef", as_json)
+        doc = run_refusing(
+            _with_coordinator(
+                root,
+                lambda c: _sign_bytes(c, wallet_name, payload, hashing, steps, preferred, as_json),
+            ),
+            "signing failed",
+            as_json,
+        )
+    else:
+        transfer = (to, value, nonce, gas, chain_id, max_fee, priority_fee)
+        doc = run_refusing(
+            _with_coordinator(
+                root,
+                lambda c: _sign_transfer(c, wallet_name, transfer, steps, preferred, as_json),
+            ),
+            "signing failed",
+            as_json,
+        )
+    if as_json:
+        emit(doc)
+        return
+    for name, shown in doc.items():
+        console.print(f"{name + ':':<20}{shown}", highlight=False)
+
+
+async def _checked_sign(
+    coordinator: Coordinator,
+    wallet_name: str,
+    message: bytes,
+    scheme: Any,
+    steps: tuple[int, ...],
+    preferred: tuple[int, ...] | None,
+    as_json: bool,
+) -> Any:
+    row = coordinator.store.wallet(wallet_name)
+    if preferred is not None:
+        _check_signers(row, preferred, as_json)
+    return await coordinator.sign(wallet_name, message, scheme, steps, preferred)
+
+
+async def _sign_bytes(
+    coordinator: Coordinator,
+    wallet_name: str,
+    message: bytes,
+    scheme: Any,
+    steps: tuple[int, ...],
+    preferred: tuple[int, ...] | None,
+    as_json: bool,
+) -> dict[str, Any]:
+    outcome = await _checked_sign(
+        coordinator, wallet_name, message, scheme, steps, preferred, as_json
+    )
+    signature = outcome.signature
+    return {
+        "wallet": wallet_name,
+        "path": _show_path(steps),
+        "digest": "0x" + signature.digest.hex(),
+        "r": f"0x{signature.r:064x}",
+        "s": f"0x{signature.s:064x}",
+        "recovery_id": signature.recovery_id,
+        "public_key": signature.public_key.to_bytes().hex(),
+        "signers": list(outcome.signers),
+    }
+
+
+async def _sign_transfer(
+    coordinator: Coordinator,
+    wallet_name: str,
+    transfer: tuple[str | None, int, int, int, int, int, int],
+    steps: tuple[int, ...],
+    preferred: tuple[int, ...] | None,
+    as_json: bool,
+) -> dict[str, Any]:
+    from coordinator.evm_codec import (  # noqa: PLC0415
+        Eip1559Transfer,
+        address_of,
+        recover_sender,
+        transaction_hash,
+    )
+    from signer.node import codec  # noqa: PLC0415
+    from signer.protocol.hd import derive  # noqa: PLC0415
+    from signer.protocol.sign import HashScheme  # noqa: PLC0415
+
+    to, value, nonce, gas, chain_id, max_fee, priority_fee = transfer
+    row = coordinator.store.wallet(wallet_name)
+    key = codec.decode_key_public(row.key_public)
+    sender = address_of(derive(key.public_key, key.chain_code, steps).public_key)
+    tx = Eip1559Transfer(  # validated here, before any presignature is taken
+        chain_id=chain_id,
+        nonce=nonce,
+        max_priority_fee_per_gas=priority_fee,
+        max_fee_per_gas=max_fee,
+        gas=gas,
+        to=str(to),
+        value=value,
+    )
+    outcome = await _checked_sign(
+        coordinator,
+        wallet_name,
+        tx.signing_payload(),
+        HashScheme.KECCAK256,
+        steps,
+        preferred,
+        as_json,
+    )
+    raw = tx.attach(outcome.signature)  # checks the digest and that it recovers to the key
+    return {
+        "wallet": wallet_name,
+        "path": _show_path(steps),
+        "from": str(sender),
+        "recovered": str(recover_sender(raw)),
+        "signed_transaction": "0x" + raw.hex(),
+        "transaction_hash": "0x" + transaction_hash(raw).hex(),
+        "signers": list(outcome.signers),
+    }
+
+
+# --- the quarantine mirror -----------------------------------------------------------------------
+quarantine_app = typer.Typer(
+    help=(
+        "The coordinator's quarantine mirror: parties and party sets it no longer chooses "
+        "after a failure (the same exclusion model as each node's own quarantine, "
+        "`tessera node quarantine`). Without a subcommand: list the active entries."
+    ),
+    invoke_without_command=True,
+)
+cluster_app.add_typer(quarantine_app, name="quarantine")
+
+
+def _store(root: Path, as_json: bool) -> Any:
+    from coordinator.store import CoordinatorStore  # noqa: PLC0415
+
+    cluster = _load(root, as_json)
+    try:
+        return CoordinatorStore(cluster.root / "coordinator.db")
     except TesseraError as exc:
-        raise _fail(exc, "cannot open the coordinator") from exc
-    rows = store.suspensions(include_cleared=include_cleared)
-    typer.echo(json.dumps([row.to_json() for row in rows], indent=2))
+        refuse(exc, "cannot open the coordinator", as_json)
 
 
-@cluster_app.command("clear-suspension")
-def clear_suspension(
-    entry: Annotated[int, typer.Option("--entry", min=1, help="Entry id (from `suspensions`).")],
+@quarantine_app.callback()
+def quarantine_list(
+    ctx: typer.Context,
+    root: RootOption = Path("var/cluster"),
+    include_cleared: Annotated[bool, typer.Option("--all", help="Also cleared entries.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List the quarantine mirror (JSON with --json)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rows = _store(root, as_json).quarantine_mirror(include_cleared=include_cleared)
+    docs = [row.to_json() for row in rows]
+    if as_json:
+        emit(docs)
+        return
+    if not docs:
+        console.print("the quarantine mirror is empty")
+        return
+    table = Table(title="coordinator quarantine mirror")
+    for column in ("id", "kind", "parties", "operation"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for doc in docs:
+        cleared = doc["cleared_reason"]
+        reason = doc["reason"] if cleared is None else f"cleared: {cleared}"
+        parties = ",".join(str(p) for p in doc["parties"])
+        table.add_row(str(doc["id"]), doc["kind"], parties, doc["operation"], reason)
+    console.print(table)
+
+
+@quarantine_app.command("clear")
+def quarantine_clear(
+    entry: Annotated[int, typer.Argument(min=1, help="Entry id (from `cluster quarantine`).")],
     reason: Annotated[str, typer.Option("--reason", help="Why it no longer applies.")],
     root: RootOption = Path("var/cluster"),
+    as_json: JsonOption = False,
 ) -> None:
-    """Let the coordinator use a party (set) again; the nodes' own entries stay until their
-    operators clear them."""
+    """Let the coordinator choose a party (set) again; the nodes' own entries stay until their
+    operators clear them (`tessera node quarantine`)."""
+    store = _store(root, as_json)
     try:
-        store = CoordinatorStore(LocalCluster.load(root).root / "coordinator.db")
-        row = store.clear_suspension(entry, reason)
+        row = store.clear_quarantine(entry, reason)
     except TesseraError as exc:
-        raise _fail(exc, "cannot clear") from exc
-    typer.echo(json.dumps(row.to_json(), indent=2))
+        refuse(exc, "cannot clear", as_json)
+    emit(row.to_json())
 
 
+# --- metrics -------------------------------------------------------------------------------------
+@cluster_app.command("metrics")
+def metrics(root: RootOption = Path("var/cluster"), as_json: JsonOption = False) -> None:
+    """The coordinator's Prometheus metrics (text exposition format) after a health check of
+    every node; with --json, `{"metrics": "<text>"}`."""
+    from coordinator.client import NodeRefused, NodeReplyInvalid, NodeUnavailable  # noqa: PLC0415
+
+    _load(root, as_json)
+
+    async def collect(coordinator: Coordinator) -> str:
+        for index, client in coordinator.clients.items():
+            try:
+                await client.health()
+            except (NodeUnavailable, NodeRefused, NodeReplyInvalid) as exc:
+                coordinator.health.mark_down(index, str(exc))
+        return coordinator.metrics_text()
+
+    text = run_refusing(_with_coordinator(root, collect), "cannot collect metrics", as_json)
+    if as_json:
+        emit({"metrics": text})
+    else:
+        typer.echo(text, nl=False)
+
+
+# --- the demo ------------------------------------------------------------------------------------
 def print_demo(report: DemoReport) -> None:
     table = Table(title="Tessera demo — 2-of-3 nodes, SoftHSM2, HTTP, in-process EVM")
     table.add_column("phase")
@@ -289,9 +763,13 @@ def print_demo(report: DemoReport) -> None:
 
 def demo_command(root: Path, pool_depth: int, keep_running: bool, as_json: bool) -> None:
     try:
-        report = asyncio.run(run_cluster_demo(root, pool_depth, keep_running))
-    except TesseraError as exc:
-        raise _fail(exc, "demo failed") from exc
+        from coordinator.demo import run_cluster_demo  # noqa: PLC0415 (web3: ≈1 s)
+    except ImportError as exc:
+        _error(as_json, ErrorCode.INTERNAL, str(exc), "demo unavailable", EXIT_REFUSED)
+    with progress(as_json, "demo") as say:
+        report = run_refusing(
+            run_cluster_demo(root, pool_depth, keep_running, progress=say), "demo failed", as_json
+        )
     if not as_json:
         print_demo(report)
         return
@@ -317,3 +795,63 @@ def demo_command(root: Path, pool_depth: int, keep_running: bool, as_json: bool)
         "pool_left": report.pool_left,
     }
     typer.echo(json.dumps(doc, indent=2))
+
+
+@cluster_app.command("migrate")
+def migrate_cluster(
+    root: Annotated[
+        Path | None,
+        typer.Option(
+            "--root",
+            "--dir",
+            help="Cluster directory: its coordinator.db and every node's node.db.",
+            file_okay=False,
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", help="Instead: one coordinator database file.", dir_okay=False),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring the local cluster's databases (the coordinator's, then each node's) to the schema
+    this code needs; the processes refuse an older one.  Every file is checked first (one
+    refusal changes none) and copied next to itself before it is changed
+    (<file>.pre-<revision>-<UTC time>.bak, mode 0600).  Stop the cluster first (`cluster
+    down`).  Default --root var/cluster.  Exit 0 migrated or already current, 1 refused, 2
+    usage."""
+    # Imported here: only this command needs alembic's machinery.
+    from coordinator.cluster import LocalCluster  # noqa: PLC0415
+    from coordinator.migrations import SCHEMA  # noqa: PLC0415
+    from policies.schema import (  # noqa: PLC0415
+        CommandResult,
+        Schema,
+        run_migrate_command,
+        usage_result,
+    )
+    from signer.node.migrations import SCHEMA as NODE_SCHEMA  # noqa: PLC0415
+    from signer.node.runtime import NodeConfig  # noqa: PLC0415
+
+    if root is not None and db is not None:
+        result = usage_result("give --root or --db, not both", as_json=as_json)
+    elif db is not None:
+        result = run_migrate_command([(db, SCHEMA)], as_json=as_json)
+    else:
+        try:
+            cluster = LocalCluster.load(root if root is not None else Path("var/cluster"))
+            targets: list[tuple[Path, Schema]] = [(cluster.root / "coordinator.db", SCHEMA)]
+            targets += [(NodeConfig.load(n.directory).db_path, NODE_SCHEMA) for n in cluster.nodes]
+        except TesseraError as exc:
+            doc = {"error": {"code": "CLUSTER_CONFIG", "detail": str(exc)}}
+            result = (
+                CommandResult(EXIT_REFUSED, output=json.dumps(doc, indent=2))
+                if as_json
+                else CommandResult(EXIT_REFUSED, error=f"error: {exc}")
+            )
+        else:
+            result = run_migrate_command(targets, as_json=as_json)
+    if result.output:
+        typer.echo(result.output)
+    if result.error:
+        errors.print(result.error, markup=False)
+    raise typer.Exit(result.exit_code)

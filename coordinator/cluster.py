@@ -14,7 +14,6 @@ running, and pins the roster on nodes that have none.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -22,11 +21,20 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from coordinator.client import NodeClient, NodeRefused, NodeUnavailable
 from coordinator.engine import Coordinator
@@ -231,16 +239,24 @@ class LocalCluster:
         if pid is None:
             return
         os.kill(pid, sig)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def exited() -> bool:
             try:
                 waited, _ = os.waitpid(pid, os.WNOHANG)
             except ChildProcessError:
                 waited = 0
-            if waited == pid or self.pid(node) is None:
-                break
-            time.sleep(0.05)
-        else:
+            return waited == pid or self.pid(node) is None
+
+        # A node shuts down in tens of milliseconds; the first checks come quickly, later ones
+        # back off so a slow shutdown is not polled twenty times a second.
+        waiting = Retrying(
+            retry=retry_if_result(lambda gone: not gone),
+            wait=wait_exponential(multiplier=0.02, max=0.5),
+            stop=stop_after_delay(timeout),
+        )
+        try:
+            waiting(exited)
+        except RetryError:
             os.kill(pid, signal.SIGKILL)
         self._pid_file(node).unlink(missing_ok=True)
 
@@ -251,18 +267,19 @@ class LocalCluster:
         return {n.index: self.client(n) for n in self.nodes}
 
     async def wait_healthy(self, node: NodeEntry, timeout: float = 60.0) -> Health:
+        """The node's health once it answers, polled with exponential back-off (50 ms doubling
+        to 2 s: a fresh process answers within a second, one unsealing its token can take many)
+        for at most `timeout` seconds."""
         client = self.client(node)
-        deadline = time.monotonic() + timeout
+        waiting = AsyncRetrying(
+            retry=retry_if_exception_type((NodeUnavailable, NodeRefused)),
+            wait=wait_exponential(multiplier=0.05, max=2.0),
+            stop=stop_after_delay(timeout),
+        )
         try:
-            while True:
-                try:
-                    return await client.health()
-                except (NodeUnavailable, NodeRefused):
-                    if time.monotonic() > deadline:
-                        raise ClusterError(
-                            f"{node.node_id} did not come up; see {self.root}/logs"
-                        ) from None
-                    await asyncio.sleep(0.2)
+            return await waiting(client.health)
+        except RetryError as exc:
+            raise ClusterError(f"{node.node_id} did not come up; see {self.root}/logs") from exc
         finally:
             await client.aclose()
 

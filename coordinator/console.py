@@ -3,35 +3,69 @@
 It lives in the top layer because it assembles the command groups of all of them: `hsm`
 (`tessera hsm`), `policies` (`tessera officer`, `tessera policy`), `signer` (`tessera node`,
 `tessera primes`) and the coordinator's own (`tessera cluster`, `tessera demo`).
+
+Each group is imported only when its name is on the command line (`LazyGroups`): the groups
+pull in FastAPI, SQLAlchemy, pydantic models and the protocol code, and `tessera policy …`
+should not pay for `tessera node …`.  `tessera --help` imports them all, to list them.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer import _click as click  # typer ≥ 0.29 vendors click: its Context and Command
+from typer.core import TyperGroup
 
-from coordinator.cli import cluster_app, demo_command
-from hsm.cli import hsm_app
-from policies.cli import officer_app, policy_app
-from signer.cli import primes_app
 from signer.errors import TesseraError
-from signer.node.cli import node_app
+
+#: Command group name → (module, Typer attribute), in the order `tessera --help` lists them.
+LAZY_GROUPS: dict[str, tuple[str, str]] = {
+    "primes": ("signer.cli", "primes_app"),
+    "hsm": ("hsm.cli", "hsm_app"),
+    "node": ("signer.node.cli", "node_app"),
+    "cluster": ("coordinator.cli", "cluster_app"),
+    "officer": ("policies.cli", "officer_app"),
+    "policy": ("policies.cli", "policy_app"),
+}
+
+
+class LazyGroups(TyperGroup):
+    """The root group: the eager commands (`demo`) plus `LAZY_GROUPS`, each built from its
+    Typer app the first time it is looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*LAZY_GROUPS, *(n for n in super().list_commands(ctx) if n not in LAZY_GROUPS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_GROUPS and cmd_name not in self.commands:
+            module, attribute = LAZY_GROUPS[cmd_name]
+            sub: typer.Typer = getattr(importlib.import_module(module), attribute)
+            group = typer.main.get_group(sub)  # a group even when the app has one command
+            group.name = cmd_name
+            self.add_command(group, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
+    cls=LazyGroups,
     help="Tessera: MPC threshold-signing custody engine (CGGMP21 threshold ECDSA).",
     no_args_is_help=True,
 )
-app.add_typer(primes_app, name="primes")
-app.add_typer(hsm_app, name="hsm")
-app.add_typer(node_app, name="node")
-app.add_typer(cluster_app, name="cluster")
-app.add_typer(officer_app, name="officer")
-app.add_typer(policy_app, name="policy")
+
+
+@app.callback()
+def root() -> None:
+    """Tessera: MPC threshold-signing custody engine (CGGMP21 threshold ECDSA)."""
+    # (a callback makes the root a group even though `demo` is its only eager command)
+
+
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -74,6 +108,8 @@ def demo(
         if pool is not None:
             errors.print("--pool applies to --in-process and --proofs only")
             raise typer.Exit(2)
+        from coordinator.cli import demo_command  # noqa: PLC0415 (start-up time)
+
         demo_command(root, pool_depth, keep_running, as_json)
         return
     from signer.demo import run_demo, run_wallet_demo  # noqa: PLC0415 (keeps start-up fast)
@@ -121,8 +157,22 @@ def demo(
     console.print("[green]signature verified (libsecp256k1) and recovers to the address[/green]")
 
 
+#: Level of the coordinator's JSON logs on stderr (`signer/logs.py`).  WARNING by default: a
+#: failed session or a refused signature is logged, a successful one only at INFO — the
+#: operator reading the command's own output on a terminal does not need both.
+LOG_LEVEL_VARIABLE = "TESSERA_LOG_LEVEL"
+
+
 def main() -> None:
-    """Entry point of the console script and of `python -m coordinator`."""
+    """Entry point of the console script and of `python -m coordinator`.  The process logs as
+    the coordinator (JSON lines on stderr); `tessera node run` re-configures as its node."""
+    from signer.logs import configure  # noqa: PLC0415 (start-up time)
+
+    level = os.environ.get(LOG_LEVEL_VARIABLE, "WARNING").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        errors.print(f"{LOG_LEVEL_VARIABLE}={level}: use DEBUG, INFO, WARNING or ERROR")
+        raise SystemExit(2)
+    configure("coordinator", level=level)
     app()
 
 

@@ -11,16 +11,18 @@ reuses the cluster, the wallet and whatever is left in the pool.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from eth_account import Account
+from eth_keys.datatypes import PrivateKey
 
 from coordinator.cluster import CLUSTER_FILE, LocalCluster
-from coordinator.evm import Eip1559Transfer, InProcessChain, address_of, recover_sender
+from coordinator.evm_chain import InProcessChain
+from coordinator.evm_codec import Eip1559Transfer, address_of, recover_sender
 from coordinator.store import CoordinatorStoreError, WalletRow
 from signer.errors import TesseraError
 from signer.node import codec
@@ -60,9 +62,22 @@ class DemoReport:
     pool_left: int = 0
 
 
+#: Told the name of each phase as it starts (the CLI shows it as progress).
+ProgressCallback = Callable[[str], None]
+
+
+def _no_progress(_: str) -> None:
+    return None
+
+
 async def _timed(
-    report: DemoReport, name: str, fn: Callable[[], Awaitable[T]], detail: str = ""
+    report: DemoReport,
+    progress: ProgressCallback,
+    name: str,
+    fn: Callable[[], Awaitable[T]],
+    detail: str = "",
 ) -> T:
+    progress(name)
     start = time.perf_counter()
     result = await fn()
     report.phases.append(Phase(name, time.perf_counter() - start, detail))
@@ -75,6 +90,7 @@ async def run_cluster_demo(
     keep_running: bool = False,
     prime_pools: dict[int, Path] | None = None,
     base_port: int = 18100,
+    progress: ProgressCallback = _no_progress,
 ) -> DemoReport:
     reused = (root / CLUSTER_FILE).exists()
     report = DemoReport(root, reused)
@@ -86,11 +102,12 @@ async def run_cluster_demo(
 
     cluster = await _timed(
         report,
+        progress,
         "cluster set-up" if not reused else "cluster (reused)",
         setup,
         "3 SoftHSM2 tokens, identity keys, databases" if not reused else str(root),
     )
-    await _timed(report, "start 3 node processes", cluster.up, "pin roster, wait healthy")
+    await _timed(report, progress, "start 3 node processes", cluster.up, "pin roster, wait healthy")
     coordinator = cluster.coordinator()
     try:
 
@@ -106,6 +123,7 @@ async def run_cluster_demo(
             existing = None
         row = await _timed(
             report,
+            progress,
             "create wallet" if existing is None else "wallet (reused)",
             wallet,
             "aux-info (fresh safe primes) + 2-of-3 DKG" if existing is None else "",
@@ -114,6 +132,7 @@ async def run_cluster_demo(
         report.wallet_address = str(address_of(key.public_key))
         made = await _timed(
             report,
+            progress,
             "fill presignature pool",
             lambda: coordinator.fill_pool(row, (1, 2), (), pool_depth),
             f"signers 1,2 to depth {pool_depth}",
@@ -121,13 +140,14 @@ async def run_cluster_demo(
         report.phases[-1].detail += f" ({made} new)"
 
         chain = InProcessChain()
-        recipient = str(Account.create().address)
+        # a fresh address nobody holds a key to after this line: the transfer's recipient
+        recipient = str(PrivateKey(secrets.token_bytes(32)).public_key.to_checksum_address())
         report.recipient = recipient
 
         async def fund() -> None:
             chain.fund(report.wallet_address, 10 * ETHER)
 
-        await _timed(report, "fund wallet on the in-process EVM", fund, "10 ETH")
+        await _timed(report, progress, "fund wallet on the in-process EVM", fund, "10 ETH")
         report.balances_before = {
             report.wallet_address: chain.balance(report.wallet_address),
             recipient: chain.balance(recipient),
@@ -144,6 +164,7 @@ async def run_cluster_demo(
         )
         outcome = await _timed(
             report,
+            progress,
             "sign the transaction through the nodes",
             lambda: coordinator.sign(
                 WALLET, transfer.signing_payload(), HashScheme.KECCAK256, preferred=(1, 2)
@@ -160,7 +181,9 @@ async def run_cluster_demo(
         async def submit() -> bytes:
             return chain.send_raw(report.raw_transaction)
 
-        report.transaction_hash = await _timed(report, "submit to the EVM", submit, "mined")
+        report.transaction_hash = await _timed(
+            report, progress, "submit to the EVM", submit, "mined"
+        )
         receipt = chain.receipt(report.transaction_hash)
         report.gas_fee = receipt.fee
         report.balances_after = {

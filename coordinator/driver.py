@@ -14,14 +14,18 @@ compromised coordinator would have, which the security tests inspect.
 from __future__ import annotations
 
 import asyncio
-import secrets
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from coordinator.client import NodeClient, NodeRefused, NodeReplyInvalid, NodeUnavailable
 from signer.errors import TesseraError
+from signer.logs import Timer, log_event
 from signer.node.api import SessionResult, SessionState
+from signer.node.spec import SessionSpec
 from signer.problems import ErrorCode
+
+logger = logging.getLogger("tessera.coordinator.driver")
 
 
 class SessionFailed(TesseraError):
@@ -70,10 +74,6 @@ class SessionFailed(TesseraError):
         return "; ".join(parts)
 
 
-def new_request_id() -> str:
-    return secrets.token_bytes(16).hex()
-
-
 class SessionDriver:
     def __init__(
         self, clients: Mapping[int, NodeClient], traffic: list[dict[str, Any]] | None = None
@@ -96,10 +96,13 @@ class SessionDriver:
                     out.setdefault(j, []).append(envelope)
         return out
 
-    async def run(self, spec: dict[str, Any]) -> dict[int, SessionResult]:
-        """Run the session `spec` (SessionSpec JSON) on its parties; every party's result."""
-        parties: tuple[int, ...] = tuple(spec["parties"])
-        protocol = str(spec["protocol"])
+    async def run(self, spec: SessionSpec) -> dict[int, SessionResult]:
+        """Run the session `spec` on its parties; every party's result.  One log record when
+        the session ends, with its node session id, request id, parties and outcome."""
+        parties = spec.parties
+        protocol = str(spec.protocol)
+        body = spec.to_json()
+        timer = Timer()
         aborts: dict[int, dict[str, Any]] = {}
         unavailable: dict[int, str] = {}
         refused: dict[int, ErrorCode] = {}
@@ -127,7 +130,7 @@ class SessionDriver:
             return reply.envelopes
 
         started = await asyncio.gather(
-            *(self.clients[i].start(spec) for i in parties), return_exceptions=True
+            *(self.clients[i].start(body) for i in parties), return_exceptions=True
         )
         pending: dict[int, list[dict[str, Any]]] = {}
         for index, reply in zip(parties, started, strict=True):
@@ -150,11 +153,30 @@ class SessionDriver:
                 for j, batch in self._route(parties, absorb(index, reply)).items():
                     pending.setdefault(j, []).extend(batch)
 
+        fields: dict[str, Any] = {
+            "protocol": protocol,
+            "request": spec.request,
+            "parties": parties,
+            "session": session,
+        }
         if all(status.get(j) == "done" for j in parties):
+            log_event(logger, "session.done", outcome="done", seconds=timer.seconds, **fields)
             return results
         stalled = tuple(j for j in parties if status.get(j) == "running")
         if session:  # free the nodes still waiting, so stalled sessions cannot pile up
             await asyncio.gather(
                 *(self.clients[j].cancel(session) for j in stalled), return_exceptions=True
             )
-        raise SessionFailed(protocol, aborts, unavailable, stalled, refused)
+        failure = SessionFailed(protocol, aborts, unavailable, stalled, refused)
+        log_event(
+            logger,
+            "session.failed",
+            level=logging.WARNING,
+            outcome="failed",
+            seconds=timer.seconds,
+            culprit=sorted(failure.blamed),
+            node=sorted(unavailable),
+            detail=failure.describe(),
+            **fields,
+        )
+        raise failure

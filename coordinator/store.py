@@ -1,6 +1,7 @@
 """The coordinator's own database (SQLModel on SQLite): wallets, aux-info sets, the public data of
-presignatures it can use, the blame log and the party sets it no longer uses after a failure
-(its mirror of the nodes' quarantine, which the nodes enforce on their own).  Nothing secret
+presignatures it can use, the blame log and the quarantine mirror: the parties and party sets
+it no longer uses after a failure — the same exclusion model as each node's own quarantine
+(`signer.node.exclusion`), which the nodes enforce on their own.  Nothing secret
 is ever here — the coordinator never sees a share, a Paillier factor or a point-to-point
 payload.
 
@@ -29,10 +30,15 @@ from signer.node.exclusion import (
     first_blocking,
     list_exclusions,
 )
+from signer.problems import ErrorCode
 
 
 class CoordinatorStoreError(TesseraError):
-    pass
+    """A request the coordinator's database refuses; `code` says why, as the nodes would."""
+
+    def __init__(self, detail: str, code: ErrorCode = ErrorCode.BAD_REQUEST) -> None:
+        self.code = code
+        super().__init__(detail)
 
 
 class _CoordinatorTable(SQLModel, registry=registry()):
@@ -97,11 +103,12 @@ class BlameRow(_CoordinatorTable, table=True):
     detail: str
 
 
-class SuspensionRow(Exclusion, _CoordinatorTable, table=True):
-    """A party or party set the coordinator stops using after a failure classified by
-    `coordinator.failures` — never retried until an operator clears it."""
+class QuarantineMirrorRow(Exclusion, _CoordinatorTable, table=True):
+    """An entry of the coordinator's quarantine mirror: a party or party set it stops using
+    after a failure classified by `coordinator.failures` (or a node's refusal because of its own
+    quarantine) — never chosen again until an operator clears it."""
 
-    __tablename__ = "suspensions"
+    __tablename__ = "quarantine_mirror"
     operation: str
     reason: str
 
@@ -109,7 +116,17 @@ class SuspensionRow(Exclusion, _CoordinatorTable, table=True):
 class CoordinatorStore:
     def __init__(self, path: Path) -> None:
         self.engine = sqlite_engine(path)
-        _CoordinatorTable.metadata.create_all(self.engine)
+        # Imported on first use: alembic and the scripts load only once a database opens.
+        from coordinator.migrations import SCHEMA  # noqa: PLC0415
+        from policies.schema import ensure  # noqa: PLC0415
+
+        # Tables at head on a new file; an older or unknown revision refuses to open until the
+        # operator runs `tessera cluster migrate`.
+        try:
+            ensure(self.engine, SCHEMA, path)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -154,7 +171,7 @@ class CoordinatorStore:
                 or session.exec(select(WalletRow).where(WalletRow.name == name_or_id)).first()
             )
             if row is None:
-                raise CoordinatorStoreError(f"no wallet {name_or_id!r}")
+                raise CoordinatorStoreError(f"no wallet {name_or_id!r}", ErrorCode.NOT_FOUND)
             return row
 
     def wallets(self) -> list[WalletRow]:
@@ -304,12 +321,12 @@ class CoordinatorStore:
         with self.session() as session:
             return list(session.exec(select(BlameRow).order_by(BlameRow.at)))  # type: ignore[arg-type]
 
-    # --- suspensions ---------------------------------------------------------------------------
-    def suspend(
+    # --- the quarantine mirror ---------------------------------------------------------------
+    def quarantine(
         self, kind: str, parties: tuple[int, ...], key_id: str, operation: str, reason: str
-    ) -> SuspensionRow:
-        """Record a suspension unless an active one of the same kind and parties exists."""
-        row = SuspensionRow(
+    ) -> QuarantineMirrorRow:
+        """Add a mirror entry unless an active one of the same kind and parties exists."""
+        row = QuarantineMirrorRow(
             kind=kind,
             parties=",".join(str(i) for i in sorted(parties)),
             key_id=key_id,
@@ -318,18 +335,19 @@ class CoordinatorStore:
             created_at=time.time(),
         )
         with self.session() as session:
-            return add_exclusion(session, SuspensionRow, row)
+            return add_exclusion(session, QuarantineMirrorRow, row)
 
-    def suspensions(self, *, include_cleared: bool = False) -> list[SuspensionRow]:
+    def quarantine_mirror(self, *, include_cleared: bool = False) -> list[QuarantineMirrorRow]:
         with self.session() as session:
-            return list_exclusions(session, SuspensionRow, include_cleared)
+            return list_exclusions(session, QuarantineMirrorRow, include_cleared)
 
-    def suspended(self, parties: tuple[int, ...]) -> SuspensionRow | None:
-        return first_blocking(self.suspensions(), parties)
+    def quarantined(self, parties: tuple[int, ...]) -> QuarantineMirrorRow | None:
+        """The active entry that keeps this party set from being chosen, if any."""
+        return first_blocking(self.quarantine_mirror(), parties)
 
-    def clear_suspension(self, entry: int, reason: str) -> SuspensionRow:
+    def clear_quarantine(self, entry: int, reason: str) -> QuarantineMirrorRow:
         with self.session() as session:
             try:
-                return clear_exclusion(session, SuspensionRow, entry, reason)
+                return clear_exclusion(session, QuarantineMirrorRow, entry, reason)
             except ExclusionError as exc:
                 raise CoordinatorStoreError(str(exc)) from exc

@@ -1,6 +1,8 @@
 """`tessera hsm …`: create a node's SoftHSM2 token and check that a token is usable.
 
-Never prints a PIN.  Errors go to stderr with exit code 1.
+Never prints a PIN.  Every command takes `--json` (`hsm.output`): its result, or its error as
+``{"error": {"code", "detail"}}``, is one JSON object on stdout; without it errors go to stderr.
+Exit codes: 0 done, 1 refused, 2 usage.
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -16,7 +18,10 @@ from rich.table import Table
 
 from hsm.config import CONFIG_FILE_NAME, HsmConfig, read_pin_file, write_pin_file
 from hsm.errors import HsmConfigError, HsmError
-from hsm.keystore import KeyStore, NodeKeys, TokenInfo, TokenObjectInfo
+from hsm.inventory import TokenInfo, TokenObjectInfo
+from hsm.keys import NodeKeys
+from hsm.keystore import KeyStore
+from hsm.output import JsonUsageGroup, refuse
 from hsm.softhsm import init_token, read_config_dir
 
 hsm_app = typer.Typer(
@@ -26,16 +31,15 @@ hsm_app = typer.Typer(
         "leaves it."
     ),
     no_args_is_help=True,
+    cls=JsonUsageGroup,
 )
 console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
 
 GENERATED_PIN_BYTES = 24  # token_urlsafe(24): 32 characters, 192 bits
 
 
-def _fail(what: str, exc: HsmError) -> typer.Exit:
-    errors.print(f"[red]hsm {what} failed:[/red] {exc}", markup=True, highlight=False)
-    return typer.Exit(1)
+def _fail(what: str, exc: HsmError, as_json: bool) -> NoReturn:
+    refuse(exc, as_json, what=f"hsm {what} failed")
 
 
 def _keys_doc(keys: NodeKeys) -> dict[str, object]:
@@ -97,7 +101,9 @@ def init(
             "--node", help="Also create this node's KEK and identity key and print its public key."
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON document.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print only a JSON document (errors too).")
+    ] = False,
 ) -> None:
     """Create a SoftHSM2 token in DIR and save its settings as DIR/tessera-hsm.json.
 
@@ -123,7 +129,7 @@ def init(
     except HsmError as exc:
         if created_pin_file:
             pin_file.unlink(missing_ok=True)  # the token was not made; leave nothing behind
-        raise _fail("init", exc) from exc
+        _fail("init", exc, as_json)
     config_path = directory.resolve() / CONFIG_FILE_NAME
     config.save(config_path)
     keys: NodeKeys | None = None
@@ -132,7 +138,7 @@ def init(
             with KeyStore.open(config) as store:
                 keys = store.ensure_node_keys(node)
         except HsmError as exc:
-            raise _fail("init (node keys)", exc) from exc
+            _fail("init (node keys)", exc, as_json)
     doc: dict[str, object] = {
         "config": config.to_dict(),
         "config_file": str(config_path),
@@ -223,7 +229,9 @@ def status(
         str | None,
         typer.Option("--node", help="Check this node's keys (default: the token's only node)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON document.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a JSON document (errors too).")
+    ] = False,
 ) -> None:
     """Open the token, log in, list its objects and check the node's keys (exit 1 on any fault).
 
@@ -239,7 +247,7 @@ def status(
             keys = store.load_node_keys(check) if check is not None else None
             objects = store.inventory()
     except HsmError as exc:
-        raise _fail("status", exc) from exc
+        _fail("status", exc, as_json)
     _print_status(config, info, objects, nodes, keys, as_json)
 
 

@@ -13,6 +13,16 @@ class PolicyError(TesseraError):
     """Base class of every error raised by `policies`."""
 
 
+class UsageError(PolicyError):
+    """An option value, or a combination of options, that the command refuses before doing
+    anything (exit code 2, like the command line's own usage errors); names the option."""
+
+    def __init__(self, option: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason}")
+        self.option = option
+        self.reason = reason
+
+
 class CanonicalizationError(PolicyError):
     """A value cannot be put in canonical JSON (float, non-string key, lone surrogate, …)."""
 
@@ -176,6 +186,31 @@ class ApprovalGroupError(ApprovalError):
     check = "group"
 
 
+class OutsideApproverGroupError(ApprovalGroupError):
+    """An officer outside the approver group the matching rule asks for tried to approve: the
+    approval could never count, so it is refused before it is signed into the record."""
+
+    def __init__(
+        self,
+        officer: str,
+        request_id: str,
+        *,
+        group: str,
+        members: tuple[str, ...],
+        rule: str | None,
+    ) -> None:
+        by_rule = f"rule {rule!r} needs approvals from" if rule else "approvals come from"
+        super().__init__(
+            officer,
+            request_id,
+            f"{officer!r} is not in approver group {group!r} ({by_rule} {group!r}: "
+            f"{', '.join(members) or 'nobody'}); nothing recorded",
+        )
+        self.group = group
+        self.members = members
+        self.rule = rule
+
+
 class ApprovalSignatureError(ApprovalError):
     """The signature does not verify under the officer's key (forged, or wrong key)."""
 
@@ -308,3 +343,17 @@ class StoreError(PolicyError):
         super().__init__(f"{subject}: {reason}")
         self.subject = subject
         self.reason = reason
+
+
+class StoreNotFoundError(StoreError):
+    """The store file named by ``--store`` / ``$TESSERA_POLICY_STORE`` does not exist.  Only an
+    explicit creation (``tessera policy init``) makes one, so a mistyped path is an error, not
+    a new empty store."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            path,
+            "does not exist; create a store with `tessera policy init`, or check --store / "
+            "$TESSERA_POLICY_STORE",
+        )
+        self.path = path

@@ -18,7 +18,8 @@ no clock, no randomness) and returns the same `Decision` for the same inputs.  O
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ Reason = Literal[
     "rule_allow",
     "approvals_pending",
     "approved",
+    "rejected",
 ]
 
 
@@ -269,6 +271,25 @@ class _Run:
             limits=self.limits,
             intent=self.intent,
         )
+
+
+def rejected(decision: Decision, officers: Iterable[str], reason: str | None = None) -> Decision:
+    """``decision`` for a request an officer rejected: DENY, whatever the rules said.
+
+    A rejection closes the request for good (the store refuses further statements on it), so
+    showing the rules' "waiting for k more approvals" would invite approvals that can never
+    count; the rules' reasoning (rule matched, approvals counted) is kept above the closing
+    line."""
+    who = ", ".join(sorted(officers))
+    why = f": {reason}" if reason else ""
+    # The last line is the rules' own verdict ("REQUIRE_APPROVAL: waiting for …"); it no longer
+    # holds, so the rejection replaces it instead of contradicting it.
+    return replace(
+        decision,
+        outcome="DENY",
+        reason="rejected",
+        explanation=(*decision.explanation[:-1], f"DENY: rejected by {who}{why}"),
+    )
 
 
 def _list(values: Any) -> str:

@@ -27,10 +27,10 @@ from policies.document import (
     Initiator,
     amount_str,
     parse_amount,
-    read_structured_file,
     schema_error_from,
 )
 from policies.errors import IntentSchemaError
+from policies.structured import read_structured_file
 
 INTENT_DOMAIN = "tessera.intent/1"
 

@@ -24,14 +24,9 @@ from typing import Any
 import yaml
 from eth_utils.address import to_checksum_address
 
-from policies.document import (
-    MAX_FILE_BYTES,
-    MAX_SAFE_INT,
-    BlacklistEntry,
-    PolicyDocument,
-    parse_structured_text,
-)
+from policies.document import MAX_SAFE_INT, BlacklistEntry, PolicyDocument
 from policies.errors import PolicySchemaError, SanctionsImportError
+from policies.structured import MAX_FILE_BYTES, parse_structured_text
 
 _ADDRESS_RE = re.compile(r"0x[0-9a-fA-F]{40}")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")

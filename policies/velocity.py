@@ -247,8 +247,17 @@ class VelocityLedger:
         self._engine: Engine = sqlite_engine(
             path, immediate=True, busy_timeout_seconds=busy_timeout_seconds
         )
-        table = VelocityRow.__table__  # type: ignore[attr-defined]
-        SQLModel.metadata.create_all(self._engine, tables=[table])
+        # Imported on first use: alembic and the scripts load only once a database opens.
+        from policies.migrations.velocity import SCHEMA  # noqa: PLC0415
+        from policies.schema import ensure  # noqa: PLC0415
+
+        # Tables at head on a new file; an older or unknown revision is refused until
+        # `tessera policy migrate --ledger` is run.
+        try:
+            ensure(self._engine, SCHEMA, path)
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def close(self) -> None:
         self._engine.dispose()

@@ -9,6 +9,10 @@ field to land in (tests/test_logs.py scans a whole signing run's logs for them).
 
 `bind` sets context (the request id of the HTTP request being served, say) that every record
 of the current task then carries.
+
+`configure` also routes Python warnings and uncaught exceptions (main thread and others) into
+the same JSON stream, as their type only, so that a process's whole stderr stays one JSON
+object per line and no traceback (with the values it may quote) is ever written.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import contextvars
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import TracebackType
 from typing import IO, Any
 
 # Fields every record may carry; anything else passed to `log_event` is dropped, so a new call
@@ -110,6 +116,36 @@ def configure(component: str, *, level: str = "INFO", stream: IO[str] | None = N
         named = logging.getLogger(name)
         named.handlers.clear()
         named.propagate = True
+    logging.captureWarnings(True)  # "py.warnings" records instead of raw lines on stderr
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_uncaught
+
+
+_uncaught = logging.getLogger("tessera.uncaught")
+_thread_hook = threading.excepthook
+
+
+def reset() -> None:
+    """Undo `configure` (its handler and hooks): for a command that configured logs and then
+    returns to a caller in the same process (tests driving the CLI in-process)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler.formatter, JsonFormatter):
+            root.removeHandler(handler)
+    logging.captureWarnings(False)
+    sys.excepthook = sys.__excepthook__
+    threading.excepthook = _thread_hook
+
+
+def _log_uncaught(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    # The type only: the default hook would print a traceback, whose frames quote values.
+    log_event(_uncaught, "uncaught", level=logging.CRITICAL, reason=exc_type.__name__)
+
+
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    log_event(_uncaught, "uncaught", level=logging.CRITICAL, reason=args.exc_type.__name__)
 
 
 def log_event(

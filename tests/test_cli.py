@@ -82,3 +82,26 @@ def test_help_lists_commands() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     assert "demo" in result.output and "primes" in result.output
+
+
+def test_the_cli_and_the_codec_never_import_the_evm() -> None:
+    """web3, eth-tester and py-evm (the `evm` extra, ≈1 s to import) are for the in-process
+    chain only: the console, the cluster commands, the engine and the transaction codec start
+    without them, and `tessera policy` does not load the coordinator's commands either."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from coordinator.console import app\n"
+        "from typer.testing import CliRunner\n"
+        "assert CliRunner().invoke(app, ['policy', '--help']).exit_code == 0\n"
+        "assert 'coordinator.cli' not in sys.modules\n"
+        "import coordinator.cli, coordinator.engine, coordinator.evm_codec, coordinator.cluster\n"
+        "assert CliRunner().invoke(app, ['cluster', '--help']).exit_code == 0\n"
+        "heavy = {'web3', 'eth_tester', 'eth', 'eth_account'} & set(sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    command = [sys.executable, "-c", probe]
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -135,8 +135,8 @@ def clean(nodes: dict[int, ScriptedNode], store_path: Path) -> Iterator[None]:
         for row in node.store.quarantines():
             node.store.clear_quarantine(row.id or 0, "test teardown")
     store = CoordinatorStore(store_path)
-    for suspension in store.suspensions():
-        store.clear_suspension(suspension.id or 0, "test teardown")
+    for entry in store.quarantine_mirror():
+        store.clear_quarantine(entry.id or 0, "test teardown")
 
 
 def consumed(node: ScriptedNode, wallet: WalletRow) -> int:
@@ -185,7 +185,7 @@ def test_a_presignature_every_signer_refused_unconsumed_goes_back_to_the_pool(
         (state,) = connection.execute(
             "SELECT state FROM presignatures WHERE presignature_id = ?", (pid,)
         ).fetchone()
-    assert state == "available"  # returned, not burnt (the set is suspended meanwhile)
+    assert state == "available"  # returned, not burnt (the set is in the mirror meanwhile)
     for index in (1, 2):
         row = nodes[index].store.presignature(pid)
         assert row is not None and row.state == "available"

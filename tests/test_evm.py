@@ -1,6 +1,7 @@
-"""EVM transactions (coordinator/evm.py): payloads cross-checked against eth-account, signatures
-attached and recovered, every transaction submitted to a real EVM (py-evm), and a transfer signed
-end to end by the 2-of-3 threshold signer."""
+"""EVM transactions (coordinator/evm_codec.py, the in-process chain coordinator/evm_chain.py):
+payloads cross-checked against eth-account, signatures attached and recovered, every transaction
+submitted to a real EVM (py-evm), and a transfer signed end to end by the 2-of-3 threshold
+signer."""
 
 from __future__ import annotations
 
@@ -19,22 +20,24 @@ from hypothesis import strategies as st
 from protocol_fixtures import aux_info, keys
 from rlp.sedes import big_endian_int
 
-from coordinator.evm import (
+from coordinator.evm_chain import (
+    InProcessChain,
+    TransactionPending,
+    TransactionRejected,
+    TransactionReverted,
+    UnknownTransaction,
+)
+from coordinator.evm_codec import (
     CHAIN_ID_MAX,
     MAX_DATA_BYTES,
     MAX_FEE_PER_GAS,
     MAX_GAS,
     NONCE_LIMIT,
     Eip1559Transfer,
-    InProcessChain,
     InvalidSignature,
     InvalidTransaction,
     LegacyTransfer,
     MalformedTransaction,
-    TransactionPending,
-    TransactionRejected,
-    TransactionReverted,
-    UnknownTransaction,
     address_of,
     chain_id_of,
     decode_signing_payload,
@@ -640,3 +643,24 @@ def test_threshold_signed_transfer_accepted(chain: InProcessChain) -> None:
     assert receipt.success and receipt.sender == sender
     assert chain.balance(sender) == before - tx.value - receipt.fee
     assert chain.balance(RECIPIENT) == tx.value
+
+
+def test_missing_evm_extra_says_what_to_install() -> None:
+    """Without web3 (a production install has no `evm` extra) the codec still imports and the
+    test chain's import names the extra."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "sys.modules['web3'] = None\n"  # as if not installed
+        "import coordinator.evm_codec\n"
+        "try:\n"
+        "    import coordinator.evm_chain\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    command = [sys.executable, "-c", probe]
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "tessera-custody[evm]" in done.stdout and "web3" in done.stdout

@@ -153,3 +153,33 @@ def test_python_dash_m_hsm_runs_the_app() -> None:
         [sys.executable, "-m", "hsm", "--help"], capture_output=True, text=True, check=False
     )
     assert done.returncode == 0 and "status" in done.stdout
+
+
+def test_errors_with_json_are_one_json_object_on_stdout(tmp_path: Path) -> None:
+    directory, pin_file = tmp_path / "j", tmp_path / "j.pin"
+    write_pin_file(pin_file, PIN)
+    init = ["init", "--dir", str(directory), "--label", "node-j", "--pin-file", str(pin_file)]
+    assert runner.invoke(hsm_app, [*init, "--json"]).exit_code == 0
+
+    def error(args: list[str], exit_code: int, **kwargs: object) -> dict[str, str]:
+        result = runner.invoke(hsm_app, [*args, "--json"], **kwargs)  # type: ignore[arg-type]
+        assert result.exit_code == exit_code, result.output
+        doc = json.loads(result.stdout)
+        assert set(doc) == {"error"} and set(doc["error"]) == {"code", "detail"}
+        return dict(doc["error"])
+
+    wrong = error(
+        ["status", "--dir", str(directory), "--pin-env", "WRONG_PIN"],
+        1,
+        env={"WRONG_PIN": "Wrong-Json-Marker-77"},
+    )
+    assert wrong["code"] == "HSM_LOGIN_ERROR" and "incorrect PIN" in wrong["detail"]
+    assert "Wrong-Json-Marker-77" not in json.dumps(wrong) and PIN not in json.dumps(wrong)
+    again = error(init, 1)
+    assert again["code"] == "TOKEN_INIT_ERROR" and "already holds" in again["detail"]
+    nothing = error(["status"], 1)
+    assert nothing["code"] == "HSM_CONFIG_ERROR" and "--label" in nothing["detail"]
+    usage = error(["init", "--dir", str(tmp_path / "k")], 2)
+    assert usage["code"] == "USAGE" and "--label" in usage["detail"]
+    plain = runner.invoke(hsm_app, ["init", "--dir", str(tmp_path / "k")])
+    assert plain.exit_code == 2  # without --json: click's usage message

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from hsm import runtime
 from hsm.config import CONFIG_FILE_NAME, HsmConfig, write_pin_file
@@ -49,6 +50,7 @@ from hsm.errors import (
 )
 from hsm.identity import P256_HALF_ORDER, verify_identity
 from hsm.keystore import KeyStore, kek_label
+from hsm.metrics import HsmMetrics
 from hsm.sealing import HEADER_BYTES, MIN_BLOB_BYTES, NONCE_BYTES, TAG_BYTES
 from hsm.softhsm import init_token
 
@@ -708,3 +710,38 @@ def test_failed_pin_setup_leaves_no_token(tmp_path: Path, monkeypatch: pytest.Mo
     config = make_token(tmp_path, allow_existing=True)  # the label is free again
     with KeyStore.open(config) as ks:
         assert ks.ensure_node_keys(NODE).created_kek
+
+
+# -- call latency (hsm/metrics.py) ----------------------------------------------------------
+
+
+def test_every_token_call_is_timed_by_operation_into_an_unregistered_histogram(
+    config: HsmConfig,
+) -> None:
+    metrics = HsmMetrics()
+    with KeyStore.open(config, metrics) as ks:
+        assert ks.metrics is metrics
+        ks.ensure_node_keys(NODE)
+        blob = ks.seal(b"timed", **CTX)  # type: ignore[arg-type]
+        ks.unseal(blob, **CTX)  # type: ignore[arg-type]
+        ks.sign_identity(b"timed")
+        with pytest.raises(SealedBlobInvalid):  # a failing call is a call the node waited for
+            ks.unseal(blob[:-1] + bytes([blob[-1] ^ 1]), **CTX)  # type: ignore[arg-type]
+    registry = CollectorRegistry()
+    metrics.register(registry)
+    metrics.register(registry)  # idempotent per registry
+    counts = {
+        s.labels["operation"]: s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "tessera_hsm_call_seconds_count"
+    }
+    assert counts == {"login": 1, "node_keys": 1, "seal": 1, "unseal": 2, "sign": 1}
+    text = generate_latest(registry).decode()
+    assert NODE not in text and "wallet" not in text  # operation names only, never a context
+    # never the global default registry: keystores of several in-process nodes cannot collide
+    assert (
+        REGISTRY.get_sample_value("tessera_hsm_call_seconds_count", {"operation": "seal"}) is None
+    )
+    with KeyStore.open(config) as other:
+        assert other.metrics is not metrics  # each store has its own by default

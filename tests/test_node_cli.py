@@ -48,7 +48,7 @@ def test_cluster_up_status_down(tmp_path: Path) -> None:
         assert doc["wallets"] == []
         again = runner.invoke(app, ["cluster", "up", "--dir", str(root)])  # idempotent
         assert again.exit_code == 0, again.output
-        _coordinator_suspensions_are_listed_and_cleared(root)
+        _coordinator_quarantine_mirror_is_listed_and_cleared(root)
     finally:
         down = runner.invoke(app, ["cluster", "down", "--dir", str(root)])
         assert down.exit_code == 0, down.output
@@ -93,10 +93,10 @@ def test_every_command_has_help() -> None:
         ["node", "quarantine", "list", "--help"],
         ["node", "quarantine", "clear", "--help"],
         ["cluster", "--help"],
-        ["cluster", "suspensions", "--help"],
+        ["cluster", "quarantine", "--help"],
         ["cluster", "wallet", "--help"],
         ["cluster", "pools", "--help"],
-        ["cluster", "clear-suspension", "--help"],
+        ["cluster", "quarantine", "clear", "--help"],
         ["cluster", "up", "--help"],
         ["cluster", "status", "--help"],
         ["cluster", "down", "--help"],
@@ -160,6 +160,7 @@ def test_node_quarantine_list_and_clear_are_local_operator_commands(tmp_path: Pa
     assert json.loads(cleared.output)["cleared_reason"] == "node 3 re-provisioned"
     again = runner.invoke(app, [*clear, "--reason", "twice"])
     assert again.exit_code == 1 and "already cleared" in again.output
+    assert json.loads(again.output)["error"]["code"]
     empty = runner.invoke(app, ["node", "quarantine", "list", "--dir", str(directory)])
     assert json.loads(empty.output) == []
     listing = ["node", "quarantine", "list", "--dir", str(directory)]
@@ -169,23 +170,24 @@ def test_node_quarantine_list_and_clear_are_local_operator_commands(tmp_path: Pa
     assert missing.exit_code == 1 and "error" in missing.output
 
 
-def _coordinator_suspensions_are_listed_and_cleared(root: Path) -> None:
+def _coordinator_quarantine_mirror_is_listed_and_cleared(root: Path) -> None:
     from coordinator.store import CoordinatorStore
 
     store = CoordinatorStore(root / "coordinator.db")
-    row = store.suspend("signer_set", (1, 2), "ab" * 16, "presign", "echo mismatch, nobody named")
-    listed = runner.invoke(app, ["cluster", "suspensions", "--dir", str(root)])
+    row = store.quarantine("signer_set", (1, 2), "ab" * 16, "presign", "echo mismatch, no culprit")
+    listed = runner.invoke(app, ["cluster", "quarantine", "--dir", str(root), "--json"])
     assert listed.exit_code == 0, listed.output
     assert [(e["kind"], e["parties"]) for e in json.loads(listed.output)] == [
         ("signer_set", [1, 2])
     ]
-    clear = ["cluster", "clear-suspension", "--dir", str(root), "--entry", str(row.id)]
+    clear = ["cluster", "quarantine", "clear", str(row.id), "--dir", str(root), "--json"]
     cleared = runner.invoke(app, [*clear, "--reason", "investigated"])
     assert cleared.exit_code == 0, cleared.output
     assert json.loads(cleared.output)["cleared_reason"] == "investigated"
     again = runner.invoke(app, [*clear, "--reason", "twice"])
     assert again.exit_code == 1 and "already cleared" in again.output
-    empty = runner.invoke(app, ["cluster", "suspensions", "--dir", str(root)])
+    assert json.loads(again.output)["error"]["code"]
+    empty = runner.invoke(app, ["cluster", "quarantine", "--dir", str(root), "--json"])
     assert json.loads(empty.output) == []
 
 
@@ -256,3 +258,74 @@ def _keeper_refills_until_interrupted(cluster: Any, pools: list[str]) -> None:
         if keeper.poll() is None:
             keeper.kill()
             keeper.wait()
+
+
+# --- --json everywhere, exit codes 0 done / 1 refused / 2 usage ------------------------------
+def _json_error(result: Any, exit_code: int) -> dict[str, str]:
+    assert result.exit_code == exit_code, result.output
+    doc = json.loads(result.stdout)  # the only thing on stdout
+    assert set(doc) == {"error"} and set(doc["error"]) == {"code", "detail"}
+    return dict(doc["error"])
+
+
+def test_node_commands_report_errors_as_json(tmp_path: Path) -> None:
+    refused = _json_error(runner.invoke(app, ["node", "run", "--dir", str(tmp_path), "--json"]), 1)
+    assert refused["code"] == "NODE_SETUP_ERROR" and "node refuses to start" in refused["detail"]
+    missing = tmp_path / "nowhere"
+    for command in (
+        ["node", "quarantine", "list", "--dir", str(missing)],
+        ["node", "quarantine", "clear", "--dir", str(missing), "--entry", "1", "--reason", "r"],
+        ["node", "key", "list", "--dir", str(missing), "--key", "ab"],
+        ["node", "key", "discard-pending", "--dir", str(missing), "--key", "ab", "--reason", "r"],
+    ):
+        error = _json_error(runner.invoke(app, [*command, "--json"]), 1)
+        assert "not a node directory" in error["detail"], command
+    roster = _json_error(
+        runner.invoke(
+            app,
+            ["node", "pin", "--dir", str(missing), "--roster", str(tmp_path / "r.json"), "--json"],
+        ),
+        1,
+    )
+    assert roster["code"] == "ROSTER_UNREADABLE" and "r.json" in roster["detail"]
+    usage = _json_error(runner.invoke(app, ["node", "init", "--json"]), 2)
+    assert usage["code"] == "USAGE" and "--dir" in usage["detail"]
+    bad_index = runner.invoke(app, ["node", "init", "--dir", str(missing), "--index", "0"])
+    assert bad_index.exit_code == 2  # without --json: click's usage message, exit 2
+
+
+def test_node_init_and_quarantine_list_succeed_with_json(tmp_path: Path) -> None:
+    directory = tmp_path / "node-1"
+    init = ["node", "init", "--dir", str(directory), "--node-id", "node-1", "--index", "1"]
+    created = runner.invoke(app, [*init, "--port", "20021", "--json"])
+    assert created.exit_code == 0, created.output
+    assert json.loads(created.stdout)["index"] == 1
+    again = _json_error(runner.invoke(app, [*init, "--port", "20022", "--json"]), 1)
+    assert "already a node directory" in again["detail"]
+    listed = runner.invoke(app, ["node", "quarantine", "list", "--dir", str(directory), "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == []
+    wrong_entry = ["node", "quarantine", "clear", "--dir", str(directory), "--entry", "9"]
+    unknown = _json_error(runner.invoke(app, [*wrong_entry, "--reason", "r", "--json"]), 1)
+    assert unknown["code"] and unknown["detail"]
+
+
+def test_primes_count_of_a_missing_pool_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.json"
+    plain = runner.invoke(app, ["primes", "count", "--pool", str(typo)])
+    assert plain.exit_code == 1 and "typo.json" in plain.output
+    assert plain.stdout.strip() != "0"
+    error = _json_error(runner.invoke(app, ["primes", "count", "--pool", str(typo), "--json"]), 1)
+    assert error["code"] == "POOL_NOT_FOUND" and "typo.json" in error["detail"]
+    assert not typo.exists()
+    pool = tmp_path / "pool.json"
+    pool.write_text(json.dumps({"bits": 1536, "safe_primes": []}))
+    counted = runner.invoke(app, ["primes", "count", "--pool", str(pool), "--json"])
+    assert counted.exit_code == 0 and json.loads(counted.stdout) == {"pool": str(pool), "count": 0}
+    pool.write_text("{")
+    broken = _json_error(runner.invoke(app, ["primes", "count", "--pool", str(pool), "--json"]), 1)
+    assert "not JSON" in broken["detail"]
+    # generate refuses an unreadable pool before spending minutes on primes
+    gen = ["primes", "generate", "--pool", str(pool), "--count", "1", "--json"]
+    assert "not JSON" in _json_error(runner.invoke(app, gen), 1)["detail"]
+    usage = _json_error(runner.invoke(app, ["primes", "count", "--json"]), 2)
+    assert usage["code"] == "USAGE" and "--pool" in usage["detail"]

@@ -173,14 +173,14 @@ def test_node_with_bad_partials_is_blamed_and_others_sign(
         verify(outcome.signature, message, wallet)
         blamed = [row for row in coordinator.store.blame() if row.operation == "sign"]
         assert blamed and all(row.culprit == 2 for row in blamed)
-        # node 2 is suspended: no signer set with it is offered until an operator clears it
-        (suspension,) = coordinator.store.suspensions()
-        assert suspension.kind == "party" and suspension.members == {2}
+        # node 2 is in the quarantine mirror: no set with it is offered until an operator clears it
+        (entry,) = coordinator.store.quarantine_mirror()
+        assert entry.kind == "party" and entry.members == {2}
         assert coordinator.signer_sets(codec.decode_key_public(wallet.key_public), set()) == [
             (1, 3)
         ]
-        coordinator.store.clear_suspension(suspension.id or 0, "the lie was the test's client")
-        assert not coordinator.store.suspensions()
+        coordinator.store.clear_quarantine(entry.id or 0, "the lie was the test's client")
+        assert not coordinator.store.quarantine_mirror()
 
     run(_with(cluster, body))
 

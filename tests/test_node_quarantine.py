@@ -27,7 +27,7 @@ from node_local import LocalClient, ScriptedNode, make_nodes
 from test_protocol_presign_identify import LyingDelta
 
 from coordinator.driver import SessionDriver, SessionFailed
-from coordinator.engine import Coordinator, PoolTarget, SetSuspended, SigningFailed, presign_spec
+from coordinator.engine import Coordinator, PoolTarget, SetQuarantined, SigningFailed, presign_spec
 from coordinator.failures import CONFIGURATION_CODES, FailureKind, classify
 from coordinator.store import CoordinatorStore, WalletRow
 from signer.encoding import encode
@@ -36,7 +36,6 @@ from signer.node.api import SessionState
 from signer.node.envelope import Envelope
 from signer.node.errors import NodeError
 from signer.node.service import NodeService
-from signer.node.spec import SessionSpec
 from signer.node.store import NodeStore, QuarantineRow, StoreError
 from signer.problems import ErrorCode
 from signer.protocol.base import Message
@@ -87,8 +86,8 @@ def operator_clears_everything(
         for row in node.store.quarantines():
             node.store.clear_quarantine(row.id or 0, "test teardown")
     store = CoordinatorStore(store_path)
-    for suspension in store.suspensions():
-        store.clear_suspension(suspension.id or 0, "test teardown")
+    for entry in store.quarantine_mirror():
+        store.clear_quarantine(entry.id or 0, "test teardown")
 
 
 def entries(node: ScriptedNode) -> set[tuple[str, frozenset[int]]]:
@@ -137,11 +136,11 @@ def test_T03b_delta_lie_over_nodes_is_identified_and_the_liar_quarantined(
         assert row is not None and row.state == "available"
 
         # a new session with 3 is refused by node 1 itself, whoever asks
-        spec = SessionSpec.from_json(presign_spec(wallet, (1, 3)))
+        spec = presign_spec(wallet, (1, 3))
         with pytest.raises(NodeError, match="QUARANTINED"):
             nodes[1].start(spec)
         # the coordinator stops using 3 as well, and signs with the others
-        with pytest.raises(SetSuspended):
+        with pytest.raises(SetQuarantined):
             await engine.presign(wallet, (1, 3), ())
         message = b"after the liar"
         outcome = await engine.sign("t03b", message, HashScheme.KECCAK256, preferred=(1, 3))
@@ -171,7 +170,7 @@ def test_T03c_no_oracle_even_through_a_compromised_coordinator(
 ) -> None:
     """Party 3 fails session j iff bit j of a target is set; the coordinator is the attacker's
     too and keeps starting sessions (it skips the engine, so nothing of the coordinator's own
-    suspension applies).  The honest nodes 1 and 2 run one failed session, then refuse."""
+    quarantine mirror applies).  The honest nodes 1 and 2 run one failed session, then refuse."""
     wallet = wallets["three"]
     clients: Any = {i: LocalClient(i, node) for i, node in nodes.items()}
     driver = SessionDriver(clients)
@@ -242,9 +241,9 @@ def test_T03d_honest_coordinator_never_retries_a_set_after_a_cryptographic_failu
         with pytest.raises(SigningFailed) as first:
             await engine.sign("three", b"first", HashScheme.KECCAK256)
         assert len(first.value.attempts) == 1 and "unattributed" in first.value.attempts[0]
-        (suspension,) = engine.store.suspensions()
-        assert suspension.kind == "signer_set" and suspension.members == {1, 2, 3}
-        # the only set of a 3-of-3 wallet is suspended: nothing is even started
+        (entry,) = engine.store.quarantine_mirror()
+        assert entry.kind == "signer_set" and entry.members == {1, 2, 3}
+        # the only set of a 3-of-3 wallet is in the quarantine mirror: nothing is even started
         with pytest.raises(SigningFailed) as second:
             await engine.sign("three", b"second", HashScheme.KECCAK256)
         assert second.value.attempts == []
@@ -313,7 +312,7 @@ def test_A20_a_replayed_request_cannot_make_an_honest_node_sign_twice(
     node or after a restart — would get two different signed round-1 messages of an honest node,
     enough to frame it for equivocation.  The node refuses the second start, durably."""
     wallet = wallets["two"]
-    spec = SessionSpec.from_json(presign_spec(wallet, (1, 2)))
+    spec = presign_spec(wallet, (1, 2))
     first = nodes[2].start(spec)
     assert first.status == "running" and first.envelopes
     assert nodes[2].cancel(first.session)
@@ -339,7 +338,7 @@ def test_coordinator_mirrors_a_nodes_quarantine_and_signs_around_it(
     nodes: dict[int, ScriptedNode], wallets: dict[str, WalletRow], store_path: Path
 ) -> None:
     """Node 1 holds an entry against 3 that the coordinator never saw (an earlier failure under
-    another coordinator): the refusal is mirrored as a suspension, the request is served by
+    another coordinator): the refusal is mirrored in the quarantine mirror, the request is served by
     another set, and the next request does not ask node 1 about 3 again."""
     wallet = wallets["two"]
     nodes[1].store.quarantine(
@@ -360,7 +359,7 @@ def test_coordinator_mirrors_a_nodes_quarantine_and_signs_around_it(
         first = await engine.sign("two", b"around", HashScheme.KECCAK256, preferred=(1, 3))
         assert first.signers != (1, 3) and any("QUARANTINED" in a for a in first.attempts)
         verify(first.signature, b"around", wallet)
-        assert [(r.kind, r.members) for r in engine.store.suspensions()] == [
+        assert [(r.kind, r.members) for r in engine.store.quarantine_mirror()] == [
             ("signer_set", frozenset({1, 3}))
         ]
         before = nodes[1].starts.get("presign/v1", 0)
@@ -384,7 +383,7 @@ def test_clearing_is_the_operators_and_lifts_exactly_one_entry(
     assert frozen.kind == "signer_set" and frozen.members == {1, 3}
     assert frozen.code == "EQUATION" and frozen.protocol == "presign/v1"
     with pytest.raises(NodeError, match="QUARANTINED"):
-        nodes[1].start(SessionSpec.from_json(presign_spec(wallet, (1, 3))))
+        nodes[1].start(presign_spec(wallet, (1, 3)))
     assert nodes[1].store.blocking((1, 2)) is None  # other sets are unaffected
     cleared = nodes[1].store.clear_quarantine(frozen.id or 0, "node 3 rebuilt from scratch")
     assert cleared.cleared_reason == "node 3 rebuilt from scratch"

@@ -14,6 +14,7 @@ from typer.testing import CliRunner, Result
 
 from policies.approvals import load_approval, verify_approval
 from policies.cli import audit_app, officer_app, policy_app
+from policies.document import load_policy
 from policies.errors import GovernanceSignatureError
 from policies.intent import load_intent
 from policies.keys import MIN_SCRYPT_N, create_key_file, load_key_file
@@ -34,9 +35,11 @@ runner = CliRunner()
 class Env:
     """A working directory with officer keys, a store and helpers to run commands."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *, create_store: bool = True) -> None:
         self.tmp = tmp
         self.store = tmp / "store.db"
+        if create_store:  # only `policy init` creates a store through the CLI
+            PolicyStore(self.store).close()
         self.env = {
             "TESSERA_OFFICER_PASSPHRASE": PASSPHRASE,
             "TESSERA_POLICY_STORE": str(self.store),
@@ -87,6 +90,22 @@ class Env:
         assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
         return lines[0]
 
+    def denied_json(self, app: Any, *args: str) -> Any:
+        """A command that prints its result and exits 1 (a decision that would not be signed)."""
+        result = self.run(app, *args, "--json")
+        assert result.exit_code == 1, (args, result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    def fails_json(self, app: Any, *args: str, code: int = 1) -> dict[str, Any]:
+        """With --json an error is one JSON object on stdout and nothing else."""
+        result = self.run(app, *args, "--json")
+        assert result.exit_code == code, (args, result.stdout, result.stderr)
+        doc = json.loads(result.stdout)
+        assert list(doc) == ["error"] and result.stderr == "", (result.stdout, result.stderr)
+        error: dict[str, Any] = doc["error"]
+        assert isinstance(error["code"], str) and isinstance(error["detail"], str)
+        return error
+
     def genesis(self) -> str:
         """Propose the example policy and activate it with 3 of 5 signatures."""
         proposed = self.ok_json(policy_app, "propose", self.policy_file())
@@ -108,8 +127,10 @@ def env(tmp_path: Path) -> Env:
 
 
 def test_full_officer_workflow(tmp_path: Path) -> None:
-    """keys → propose → approve ×m → activate → simulate → approve withdrawal → audit verify."""
-    e = Env(tmp_path)
+    """init → keys → propose → approve ×m → activate → simulate → approve withdrawal → audit."""
+    e = Env(tmp_path, create_store=False)
+    initialised = e.ok_json(policy_app, "init", "--store-only")
+    assert initialised["store_created"] and e.store.exists()
     for name, algorithm in OFFICERS:
         created = e.ok_json(
             officer_app,
@@ -139,7 +160,7 @@ def test_full_officer_workflow(tmp_path: Path) -> None:
     assert activated["signed_by"] == ["alice", "dave", "erin"] and not activated["time_locked"]
 
     request = FIXTURES / "intent-large.yaml"
-    simulated = e.ok_json(policy_app, "simulate", "--intent", request)
+    simulated = e.denied_json(policy_app, "simulate", "--intent", request)
     assert simulated["outcome"] == "REQUIRE_APPROVAL" and simulated["rule"] == "hot-large"
     assert simulated["approval"]["k"] == 2
 
@@ -434,7 +455,7 @@ def test_freeze_is_immediate_and_unfreeze_needs_the_quorum(env: Env) -> None:
     )
     assert frozen["applied"] and frozen["needed"] == 1
     small = FIXTURES / "intent-small.yaml"
-    decision = env.ok_json(policy_app, "simulate", "--intent", small)
+    decision = env.denied_json(policy_app, "simulate", "--intent", small)
     assert decision["outcome"] == "DENY" and decision["reason"] == "frozen"
     assert "already frozen" in env.fails(officer_app, "freeze", "hot-1", "--key", env.keys["bob"])
     for count, name in enumerate(("alice", "bob", "carol"), start=1):
@@ -493,7 +514,7 @@ def test_create_key_refuses_weak_passphrase_and_overwrite(env: Env, tmp_path: Pa
     line = env.fails(officer_app, "create-key", "--id", "alice", "--out", env.keys["alice"])
     assert "already exists" in line
     assert "unknown algorithm" in env.fails(
-        officer_app, "create-key", "--id", "y", "--algorithm", "rsa", "--out", out
+        officer_app, "create-key", "--id", "y", "--algorithm", "rsa", "--out", out, code=2
     )
 
 
@@ -535,7 +556,7 @@ def test_audit_export_and_verify_a_file(env: Env, tmp_path: Path) -> None:
     assert csv_text.splitlines()[0].startswith("seq,timestamp,kind,policy_hash")
     assert len(csv_text.splitlines()) == 6
     assert "already exists" in env.fails(policy_app, "audit", "export", "--out", out)
-    assert "not jsonl or csv" in env.fails(policy_app, "audit", "export", "--format", "xml")
+    assert "not jsonl or csv" in env.fails(policy_app, "audit", "export", "--format", "xml", code=2)
 
 
 def test_edited_policy_in_the_store_is_reported(env: Env) -> None:
@@ -551,6 +572,7 @@ def test_edited_policy_in_the_store_is_reported(env: Env) -> None:
 
 def test_store_option_and_missing_directory(env: Env, tmp_path: Path) -> None:
     other = tmp_path / "other.db"
+    PolicyStore(other).close()
     result = runner.invoke(
         policy_app, ["--store", str(other), "status", "--json"], env={"TESSERA_POLICY_STORE": ""}
     )
@@ -573,7 +595,7 @@ def test_simulate_errors(env: Env, tmp_path: Path) -> None:
     assert "no such activated version" in env.fails(
         policy_app, "simulate", "--intent", FIXTURES / "intent-small.yaml", "--version", "9"
     )
-    wrong_chain = env.ok_json(
+    wrong_chain = env.denied_json(
         policy_app, "simulate", "--intent", FIXTURES / "intent-wrong-chain.yaml"
     )
     assert wrong_chain["outcome"] in ("DENY", "BLOCK")
@@ -587,7 +609,13 @@ def test_simulate_errors(env: Env, tmp_path: Path) -> None:
     )
     assert at["outcome"] == "ALLOW"
     assert "--at" in env.fails(
-        policy_app, "simulate", "--intent", FIXTURES / "intent-small.yaml", "--at", "tomorrow"
+        policy_app,
+        "simulate",
+        "--intent",
+        FIXTURES / "intent-small.yaml",
+        "--at",
+        "tomorrow",
+        code=2,
     )
 
 
@@ -661,3 +689,346 @@ def test_concurrent_store_writers_serialise(env: Env) -> None:
         [request] = store.requests()
         assert request.status == "approved" and len(request.approvals) == 3
         assert store.verify_audit().records == env.audit_count()
+
+
+# --- operator fixes (issue "structure and operator experience") ------------------------------
+
+
+def _minimal_policy(env: Env, name: str = "minimal.json") -> Path:
+    """The example without `groups:` and `whitelists:` (and the rules that use them)."""
+    obj = yaml.safe_load((FIXTURES / "example.yaml").read_text())
+    obj["officers"] = [env.public[n] for n, _ in OFFICERS]
+    del obj["groups"], obj["whitelists"]
+    obj["rules"] = [
+        {"id": "cold-none", "match": {"tiers": ["cold"]}, "action": "BLOCK"},
+        {
+            "id": "hot-small",
+            "match": {"tiers": ["hot"], "assets": ["ETH"], "amount": {"max": "1"}},
+            "action": "ALLOW",
+        },
+    ]
+    path = env.tmp / name
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_propose_a_policy_without_groups_or_whitelists(env: Env) -> None:
+    """Was: TypeError: cannot pickle 'mappingproxy' object (a MappingProxyType default)."""
+    proposed = env.ok_json(policy_app, "propose", _minimal_policy(env))
+    assert proposed["version"] == 1 and proposed["state"] == "proposed"
+    shown = env.ok_json(policy_app, "show", "1")
+    assert shown["document"]["groups"] == {} and shown["document"]["whitelists"] == {}
+    assert env.ok_json(policy_app, "validate", _minimal_policy(env, "again.json"))["valid"]
+
+
+def test_simulate_counts_the_approvals_recorded_for_the_request(env: Env) -> None:
+    """Was: after two approvals, simulate said "0 counted, waiting for 2 more" (the request's
+    own spent nonces were taken for replays)."""
+    env.genesis()
+    request = FIXTURES / "intent-large.yaml"
+    env.ok(officer_app, "approve-withdrawal", request, "--key", env.keys["alice"])
+    pending = env.denied_json(policy_app, "simulate", "--intent", request)
+    assert pending["approval"]["counted"] == ["alice"]
+    env.ok(officer_app, "approve-withdrawal", request, "--key", env.keys["bob"])
+    simulated = env.ok_json(policy_app, "simulate", "--intent", request)
+    assert simulated["outcome"] == "ALLOW" and simulated["reason"] == "approved"
+    assert simulated["approval"]["counted"] == ["alice", "bob"]
+    assert simulated["approval"]["ignored"] == []
+    human = env.ok(policy_app, "simulate", "--intent", request).stdout
+    assert "2 counted" in human and "waiting for" not in human
+
+
+def test_rejected_request_shows_as_rejected_everywhere(env: Env) -> None:
+    """Was: "rejected", then "REQUIRE_APPROVAL: waiting for 2 more" in the same output."""
+    env.genesis()
+    request = FIXTURES / "intent-large.yaml"
+    env.ok(officer_app, "approve-withdrawal", request, "--key", env.keys["alice"])
+    rejected = env.ok_json(
+        officer_app, "reject-withdrawal", request, "--key", env.keys["carol"], "--reason", "odd"
+    )
+    assert rejected["status"] == "rejected"
+    assert rejected["evaluation"]["outcome"] == "DENY"
+    assert rejected["evaluation"]["reason"] == "rejected"
+    assert rejected["evaluation"]["explanation"][-1] == "DENY: rejected by carol: odd"
+    human = env.run(
+        officer_app, "reject-withdrawal", FIXTURES / "intent-cold.yaml", "--key", env.keys["dave"]
+    )
+    assert human.exit_code == 0, human.stderr
+    assert "request is rejected" in human.stdout and "\nDENY: request" in human.stdout
+    assert "waiting for" not in human.stdout and "REQUIRE_APPROVAL:" not in human.stdout
+    simulated = env.denied_json(policy_app, "simulate", "--intent", request)
+    assert simulated["outcome"] == "DENY" and simulated["reason"] == "rejected"
+    kinds = [
+        json.loads(line)["kind"]
+        for line in env.ok(policy_app, "audit", "export").stdout.splitlines()
+    ]
+    assert kinds.count("rejection") == 2
+
+
+def test_approval_by_an_officer_outside_the_approver_group_is_refused(env: Env) -> None:
+    """Was: dave (not in treasury) signed, exit 0, no warning."""
+    env.genesis()
+    request = FIXTURES / "intent-large.yaml"  # rule hot-large: 2 of treasury (alice, bob, carol)
+    before = env.audit_count()
+    line = env.fails(officer_app, "approve-withdrawal", request, "--key", env.keys["dave"])
+    assert "'dave'" in line and "'treasury'" in line and "nothing recorded" in line
+    assert "hot-large" in line
+    assert env.audit_count() == before
+    assert env.ok_json(policy_app, "status")["pending_requests"] == []
+    error = env.fails_json(officer_app, "approve-withdrawal", request, "--key", env.keys["erin"])
+    assert error["code"] == "OUTSIDE_APPROVER_GROUP"
+    assert error["officer"] == "erin" and error["group"] == "treasury"
+    assert error["members"] == ["alice", "bob", "carol"]
+    # A member still approves normally.
+    env.ok(officer_app, "approve-withdrawal", request, "--key", env.keys["alice"])
+
+
+def test_store_option_is_accepted_on_every_store_command(env: Env, tmp_path: Path) -> None:
+    """Was: `policy status --store X` refused; only `policy --store X status` worked."""
+    other = tmp_path / "other.db"
+    env.env["TESSERA_POLICY_STORE"] = str(tmp_path / "not-this-one.db")
+    created = env.ok_json(policy_app, "init", "--store-only", "--store", other)
+    assert created["store"] == str(other) and created["store_created"]
+    assert env.ok_json(policy_app, "status", "--store", other)["store"] == str(other)
+    assert env.ok_json(policy_app, "--store", other, "status")["store"] == str(other)
+    # The command's own --store wins over the group's.
+    assert env.ok_json(policy_app, "--store", env.store, "status", "--store", other)["store"] == (
+        str(other)
+    )
+    env.ok(policy_app, "propose", env.policy_file(), "--store", other)
+    env.ok(officer_app, "approve-policy", "--key", env.keys["alice"], "--store", other)
+    voted = env.ok_json(officer_app, "--store", other, "approve-policy", "--key", env.keys["bob"])
+    assert voted["counted"] == ["alice", "bob"]
+    for path in [*_commands(officer_app), *_commands(policy_app)]:
+        if path[-1] in ("create-key", "show-key", "validate", "hash"):
+            continue  # these read only files
+        helped = runner.invoke(
+            officer_app if path[0] in _names(officer_app) else policy_app, [*path, "--help"]
+        )
+        assert "--store" in helped.stdout, path
+
+
+def _names(app: Any) -> set[str]:
+    return {path[0] for path in _commands(app)}
+
+
+def test_missing_store_file_is_refused_not_created(env: Env, tmp_path: Path) -> None:
+    """Was: a mistyped --store silently created an empty database."""
+    typo = tmp_path / "stroe.db"
+    for args in (
+        ["status"],
+        ["propose", str(env.policy_file())],
+        ["simulate", "--intent", str(FIXTURES / "intent-small.yaml")],
+        ["audit", "verify"],
+    ):
+        line = env.fails(policy_app, *args, "--store", typo)
+        assert str(typo) in line and "does not exist" in line and "policy init" in line
+    assert "does not exist" in env.fails(
+        officer_app, "approve-policy", "--key", env.keys["alice"], "--store", typo
+    )
+    error = env.fails_json(policy_app, "status", "--store", typo)
+    assert error["code"] == "STORE_NOT_FOUND" and error["path"] == str(typo)
+    assert not typo.exists()
+
+
+def test_every_schema_problem_is_printed_with_its_path(env: Env, tmp_path: Path) -> None:
+    """Was: only the first of several problems was printed."""
+    obj = yaml.safe_load((FIXTURES / "example.yaml").read_text())
+    obj["officers"] = [env.public[n] for n, _ in OFFICERS]
+    obj["colour"] = "blue"
+    obj["governance"] = {"quorum": 0, "freeze_quorum": 1}
+    obj["velocity_limits"][0]["max_amount"] = 1.5
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(obj))
+    for args in (["validate", bad], ["propose", bad]):
+        result = env.run(policy_app, *args)
+        assert result.exit_code == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert lines[0].startswith("error: ") and "problems" in lines[0]
+        text = "\n".join(lines[1:])
+        assert "colour: unknown field" in text
+        assert "governance.quorum" in text
+        assert "velocity_limits[0].max_amount" in text and "floats are not allowed" in text
+        assert all(line.startswith("  - ") for line in lines[1:])
+    error = env.fails_json(policy_app, "validate", bad)
+    assert error["code"] == "POLICY_SCHEMA" and error["source"] == str(bad)
+    paths = {problem["path"] for problem in error["problems"]}
+    assert {"colour", "governance.quorum", "velocity_limits[0].max_amount"} <= paths
+    assert env.audit_count() == 0
+
+
+def test_json_errors_are_one_object_on_stdout(env: Env, tmp_path: Path) -> None:
+    """Was: with --json, errors were plain text on stderr."""
+    env.ok(policy_app, "propose", env.policy_file())
+    error = env.fails_json(policy_app, "activate")
+    assert error["code"] == "QUORUM_NOT_REACHED" and error["needed"] == 3
+    assert "0 of the 3 required" in error["detail"]
+    error = env.fails_json(officer_app, "approve-policy", "--key", tmp_path / "absent.key")
+    assert error["code"] == "OFFICER_KEY" and str(tmp_path / "absent.key") in error["detail"]
+    error = env.fails_json(policy_app, "simulate", "--intent", FIXTURES / "intent-small.yaml")
+    assert error["code"] == "NO_ACTIVE_POLICY"
+    usage = env.fails_json(policy_app, "audit", "verify", "--head-seq", "3", code=2)
+    assert usage["code"] == "USAGE" and usage["option"] == "--head-seq/--head-hash"
+    error = env.fails_json(policy_app, "show", "zz", code=2)
+    assert error["code"] == "USAGE"
+
+
+def test_simulate_exit_code_follows_the_outcome(env: Env) -> None:
+    """Was: exit 0 on DENY and BLOCK.  Now 0 only for ALLOW."""
+    env.genesis()
+    small = FIXTURES / "intent-small.yaml"
+    assert env.run(policy_app, "simulate", "--intent", small).exit_code == 0
+    for name, outcome in (
+        ("intent-sanctioned.yaml", "BLOCK"),
+        ("intent-unlisted.yaml", "DENY"),
+        ("intent-large.yaml", "REQUIRE_APPROVAL"),
+    ):
+        result = env.run(policy_app, "simulate", "--intent", FIXTURES / name)
+        assert result.exit_code == 1 and result.stdout.startswith(outcome), (name, result.stdout)
+        assert env.denied_json(policy_app, "simulate", "--intent", FIXTURES / name)["outcome"] == (
+            outcome
+        )
+
+
+def test_exit_codes_done_refused_usage(env: Env) -> None:
+    """0 done, 1 refused or denied, 2 usage error — ours as well as typer's."""
+    assert env.run(policy_app, "status").exit_code == 0
+    assert env.run(policy_app, "activate").exit_code == 1  # nothing proposed: refused
+    assert env.run(policy_app, "status", "--bogus").exit_code == 2  # typer's own
+    assert env.run(policy_app, "activate", "--version", "1", "--hash", "abcd").exit_code == 2
+    assert env.run(policy_app, "show", "not-a-version").exit_code == 2
+    assert env.run(policy_app, "audit", "verify", "--head-hash", "00" * 32).exit_code == 2
+    assert env.run(policy_app, "new-version", env.tmp / "v2.yaml").exit_code == 2
+    assert env.run(policy_app, "init", "--example", "nope.yaml").exit_code == 2
+    assert (
+        env.run(
+            policy_app, "simulate", "--intent", FIXTURES / "intent-small.yaml", "--at", "soon"
+        ).exit_code
+        == 2
+    )
+
+
+def test_versions_by_number_or_hash_everywhere(env: Env) -> None:
+    genesis = env.genesis()
+    v2 = env.ok_json(
+        policy_app,
+        "propose",
+        env.policy_file("v2.json", base="example-v2.yaml", previous=genesis),
+    )
+    prefix = v2["policy_hash"][:12]
+    voted = env.ok_json(
+        officer_app, "approve-policy", "--key", env.keys["bob"], "--version", prefix
+    )
+    assert voted["version"] == 2
+    voted = env.ok_json(officer_app, "approve-policy", "--key", env.keys["carol"], "--version", "2")
+    assert voted["policy_hash"] == v2["policy_hash"]
+    env.ok(officer_app, "approve-policy", "--key", env.keys["dave"], "--hash", prefix)
+    assert env.ok_json(policy_app, "activate", "--version", prefix)["version"] == 2
+    assert env.ok_json(policy_app, "show", genesis[:10])["document"]["version"] == 1
+    assert env.ok_json(policy_app, "diff", genesis[:10], prefix)["new_version"] == 2
+    small = FIXTURES / "intent-small.yaml"
+    by_hash = env.ok_json(policy_app, "simulate", "--intent", small, "--version", genesis[:10])
+    by_number = env.ok_json(policy_app, "simulate", "--intent", small, "--version", "1")
+    assert by_hash["policy_hash"] == by_number["policy_hash"] == genesis
+
+
+def test_config_has_one_meaning(env: Env) -> None:
+    """`--config` on `officer create-key` is a tessera-hsm.json, as on `tessera hsm`;
+    `--token-config` stays as its older spelling."""
+    helped = runner.invoke(officer_app, ["create-key", "--help"]).stdout
+    assert "--config" in helped and "tessera-hsm.json" in helped
+    missing = env.tmp / "absent-hsm.json"
+    for spelling in ("--config", "--token-config"):
+        result = env.run(
+            officer_app, "create-key", "--id", "x", "--out", env.tmp / "x.ref", spelling, missing
+        )
+        assert result.exit_code == 1 and str(missing) in result.stderr, result.stderr
+
+
+def test_init_validate_hash_and_new_version(env: Env, tmp_path: Path) -> None:
+    env.store.unlink()
+    starter = tmp_path / "policy.yaml"
+    created = env.ok_json(policy_app, "init", starter)
+    assert created["store_created"] and env.store.exists() and starter.exists()
+    assert "TEST KEYS" in starter.read_text()
+    assert "already exists" in env.fails(policy_app, "init", starter)
+    validated = env.ok_json(policy_app, "validate", starter)
+    expected = load_policy(FIXTURES / "example.yaml").policy_hash()
+    assert validated["valid"] and validated["policy_hash"] == expected
+    assert env.ok(policy_app, "hash", starter).stdout.strip() == expected
+    assert env.ok(policy_app, "hash", FIXTURES / "example.json").stdout.strip() == expected
+
+    # From a file: the next version keeps the comments and names the right previous.
+    v2 = tmp_path / "policy-v2.yaml"
+    written = env.ok_json(policy_app, "new-version", v2, "--previous", starter)
+    assert written["version"] == 2 and written["previous"] == expected
+    assert "TEST KEYS" in v2.read_text()
+    assert load_policy(v2).previous == expected
+    # From the store: the chain head, whose officers are this store's.
+    env.genesis()
+    head = env.ok_json(policy_app, "status")["in_force"]["policy_hash"]
+    v2_json = tmp_path / "next.json"
+    written = env.ok_json(policy_app, "new-version", v2_json, "--from-store")
+    assert written["previous"] == head and written["version"] == 2
+    proposed = env.ok_json(policy_app, "propose", v2_json)  # extends the chain as written
+    assert proposed["previous"] == head
+    v2_yaml = tmp_path / "next.yaml"
+    env.ok(policy_app, "new-version", v2_yaml, "--from-store")
+    assert load_policy(v2_yaml).policy_hash() == proposed["policy_hash"]
+    assert "already exists" in env.fails(policy_app, "new-version", v2_yaml, "--from-store")
+
+
+def test_examples_ship_with_the_package() -> None:
+    from policies.locations import EXAMPLES, example
+
+    for name in EXAMPLES:
+        shipped = example(name)
+        assert shipped.is_file(), name
+        assert shipped.read_text(encoding="utf-8") == (FIXTURES / name).read_text(), name
+    assert (
+        load_policy(FIXTURES / "example.yaml").policy_hash()
+        == load_policy(FIXTURES / "example.json").policy_hash()
+    )
+
+
+def test_progress_shows_on_a_terminal_only() -> None:
+    import io
+    from contextlib import nullcontext
+
+    from rich.console import Console
+    from rich.status import Status
+
+    from policies.render import Output
+
+    quiet = Output(as_json=False)
+    quiet.errors = Console(file=io.StringIO(), force_terminal=False)
+    assert isinstance(quiet.progress("x"), nullcontext)
+    tty = Output(as_json=False)
+    tty.errors = Console(file=io.StringIO(), force_terminal=True)
+    assert isinstance(tty.progress("unlocking"), Status)
+    scripted = Output(as_json=True)
+    scripted.errors = Console(file=io.StringIO(), force_terminal=True)
+    assert isinstance(scripted.progress("x"), nullcontext)  # --json output stays clean
+
+
+def test_policy_modules_import_nothing_heavy() -> None:
+    """Start-up: the command line imports no model, database or crypto library until a command
+    runs, and no policy module ever imports the EVM stack."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, policies.cli\n"
+        "light = ('sqlalchemy', 'sqlmodel', 'pydantic', 'cryptography', 'yaml', 'alembic')\n"
+        "print([m for m in light if m in sys.modules])\n"
+        "import pkgutil, importlib, policies\n"
+        "for info in pkgutil.walk_packages(policies.__path__, 'policies.'):\n"
+        "    if not info.name.endswith('.env'):  # alembic runs those, inside its context\n"
+        "        importlib.import_module(info.name)\n"
+        "evm = ('web3', 'eth_tester', 'eth', 'coordinator', 'signer')\n"
+        "print([m for m in evm if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == ["[]", "[]"], result.stdout

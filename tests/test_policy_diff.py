@@ -26,10 +26,11 @@ from test_policy_evaluator import (
 )
 
 from policies.diff import diff_policies
-from policies.document import PolicyDocument, load_policy, parse_policy, read_structured_file
+from policies.document import PolicyDocument, load_policy, parse_policy
 from policies.errors import PolicySchemaError
 from policies.evaluator import evaluate
 from policies.intent import TransactionIntent
+from policies.structured import read_structured_file
 from policies.velocity import LedgerEntry, LedgerView
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policies"

@@ -17,14 +17,11 @@ from pydantic import ValidationError
 from policies.canonical import canonical_json
 from policies.document import (
     AMOUNT_CONTEXT,
-    MAX_NESTING,
     PolicyDocument,
     amount_str,
     load_policy,
     parse_amount,
     parse_policy,
-    parse_structured_text,
-    read_structured_file,
 )
 from policies.errors import (
     IntentSchemaError,
@@ -40,6 +37,7 @@ from policies.sanctions import (
     parse_sanctions_csv,
     parse_sanctions_json,
 )
+from policies.structured import MAX_NESTING, parse_structured_text, read_structured_file
 
 FIXTURES = Path(__file__).parent / "fixtures" / "policies"
 EXAMPLE = FIXTURES / "example.yaml"

@@ -43,10 +43,12 @@ from coordinator.driver import SessionDriver, SessionFailed
 from coordinator.engine import Coordinator, ReshareUnconfirmed, SignOutcome, presign_spec
 from coordinator.engine import reshare_spec as engine_reshare_spec
 from coordinator.store import CoordinatorStore, CoordinatorStoreError, WalletRow
+from policies.schema import SchemaOutdated, migrate
 from signer.node import codec
 from signer.node.api import ReshareReport, join_indices
 from signer.node.confirmation import ConfirmationBody, KeyConfirmation
 from signer.node.errors import NodeError
+from signer.node.migrations import SCHEMA as NODE_SCHEMA
 from signer.node.service import SESSION_TTL_SECONDS
 from signer.node.spec import SessionSpec
 from signer.node.store import KeyConfirmationRow, NodeStore, StoreError
@@ -65,7 +67,7 @@ FINAL_ECHO = 5
 
 def reshare_spec(
     wallet: WalletRow, dealers: tuple[int, ...], committee: tuple[int, ...], threshold: int
-) -> dict[str, Any]:
+) -> SessionSpec:
     parties = codec.decode_key_public(wallet.key_public).parties
     refresh = dealers == committee == parties and threshold == wallet.threshold
     return engine_reshare_spec(wallet, dealers, committee, threshold, refresh=refresh)
@@ -114,7 +116,7 @@ def new_wallet(nodes: dict[int, ScriptedNode], path: Path) -> WalletRow:
     return run(engine.create_wallet("w-" + secrets.token_hex(4), (1, 2, 3)))
 
 
-def run_session(nodes: dict[int, ScriptedNode], spec: dict[str, Any]) -> KeyPublic:
+def run_session(nodes: dict[int, ScriptedNode], spec: SessionSpec) -> KeyPublic:
     clients: Any = {i: LocalClient(i, node) for i, node in nodes.items()}
     results = run(SessionDriver(clients).run(spec))
     reports = [r for r in results.values() if isinstance(r, ReshareReport)]
@@ -147,7 +149,7 @@ def test_reshare_output_is_pending_and_the_old_version_keeps_signing(
     # the old version signs, with the presignature pooled before the re-share
     assert run(signs(engine, wallet.name, old)).presignature_id == pooled.presignature_id
     with pytest.raises(NodeError) as refused:  # node 4 has nothing active to presign with
-        nodes[4].start(SessionSpec.from_json({**presign_spec(wallet, (1, 4))}))
+        nodes[4].start(presign_spec(wallet, (1, 4)))
     assert code_of(refused.value) in (ErrorCode.BAD_REQUEST, ErrorCode.UNKNOWN_KEY)
 
 
@@ -313,7 +315,7 @@ def test_one_plan_per_key_in_flight_released_by_cancel_expiry_activation_or_disc
     node = nodes[1]
 
     def start() -> bytes:
-        return node.start(SessionSpec.from_json(reshare_spec(wallet, (1, 2), (1, 2, 3), 2))).session
+        return node.start(reshare_spec(wallet, (1, 2), (1, 2, 3), 2)).session
 
     def refused() -> str:
         with pytest.raises(NodeError) as error:
@@ -330,7 +332,7 @@ def test_one_plan_per_key_in_flight_released_by_cancel_expiry_activation_or_disc
     node.cancel(running)
     # another key is independent
     other = new_wallet(nodes, engine_path)
-    node.cancel(node.start(SessionSpec.from_json(reshare_spec(other, (1, 2), (1, 2), 2))).session)
+    node.cancel(node.start(reshare_spec(other, (1, 2), (1, 2), 2)).session)
     # a pending version holds the key until it is activated ...
     new = run_session(nodes, reshare_spec(wallet, (1, 2, 3), (1, 2, 3), 2))
     assert "pending" in refused()
@@ -351,10 +353,16 @@ def replace_wallet(wallet: WalletRow, key: KeyPublic) -> WalletRow:
 
 
 def test_an_old_database_gains_the_new_tables(tmp_path: Path) -> None:
+    """A database from before pending versions (no key_confirmations, no key_events, no
+    schema version) is refused until the operator migrates it, then has both tables."""
     NodeStore(tmp_path / "node.db").close()
     with sqlite3.connect(tmp_path / "node.db") as connection:
         connection.execute("DROP TABLE key_confirmations")
         connection.execute("DROP TABLE key_events")
+        connection.execute("DROP TABLE alembic_version")
+    with pytest.raises(SchemaOutdated, match="tessera node migrate"):
+        NodeStore(tmp_path / "node.db")
+    migrate(tmp_path / "node.db", NODE_SCHEMA)
     store = NodeStore(tmp_path / "node.db")
     assert store.confirmations("00", 1) == [] and store.key_events("00") == []
     store.close()
@@ -664,11 +672,12 @@ def test_two_concurrent_plans_of_one_version_never_split_the_nodes(
     async def crossed(engine: Coordinator) -> None:
         clients = engine.clients
         first = await asyncio.gather(
-            *(clients[j].start(p) for j in (1, 2)), *(clients[j].start(q) for j in (3, 4))
+            *(clients[j].start(p.to_json()) for j in (1, 2)),
+            *(clients[j].start(q.to_json()) for j in (3, 4)),
         )
         second = await asyncio.gather(
-            *(clients[j].start(q) for j in (1, 2)),
-            *(clients[j].start(p) for j in (3, 4)),
+            *(clients[j].start(q.to_json()) for j in (1, 2)),
+            *(clients[j].start(p.to_json()) for j in (3, 4)),
             return_exceptions=True,
         )
         assert all(code_of(r) is ErrorCode.PLAN_IN_FLIGHT for r in second)

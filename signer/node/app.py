@@ -5,7 +5,14 @@ oversize or slow request (`signer.node.limits`), an unexpected exception — is 
 `signer.problems.Problem` served as ``application/problem+json`` (`docs/errors.md` lists the
 codes).  Bad input is never answered with a 5xx, and a refusal never echoes the input.
 
+Every request gets a request id — the caller's ``X-Request-Id`` if it is a short token of
+letters, digits and ``._-``, else a fresh random one — bound to every log record made while it
+is served (`signer.logs.bind`) and echoed in the ``X-Request-Id`` response header.  One access
+record per request: method, route template, status, seconds; never the body, the query or
+the Authorization header.  A refusal logs its code and culprit, never the input.
+
   GET  /v1/health                        node id, index, whether the roster is pinned
+  GET  /metrics                          Prometheus text exposition (counts only; no token)
   GET  /v1/card                          the node's self-signed card
   POST /v1/roster                        pin the cluster roster (once)
   POST /v1/sessions                      start a protocol session → first envelopes
@@ -28,6 +35,7 @@ codes).  Bad input is never answered with a 5xx, and a refusal never echoes the 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Annotated, Any
 
@@ -35,9 +43,11 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hsm.errors import HsmError
 from signer.errors import TesseraError
+from signer.logs import Timer, bind, log_event
 from signer.node.api import (
     CancelReply,
     EnvelopeBatch,
@@ -60,6 +70,7 @@ from signer.node.confirmation import (
 from signer.node.envelope import Envelope, EnvelopeRejected
 from signer.node.errors import NodeError
 from signer.node.limits import RequestLimits
+from signer.node.metrics import CONTENT_TYPE
 from signer.node.runtime import NodeRuntime, roster_from_json
 from signer.node.service import NodeService
 from signer.node.spec import SessionSpec
@@ -67,6 +78,73 @@ from signer.node.store import StoreError
 from signer.problems import PROBLEM_MEDIA_TYPE, ErrorCode, Problem, validation_detail
 
 log = logging.getLogger("tessera.node")
+access = logging.getLogger("tessera.node.access")
+
+REQUEST_ID_HEADER = "x-request-id"
+#: A caller's request id is kept only if it is this kind of short token: anything else (long,
+#: spaces, quotes, control characters) could forge or bloat log lines, so it is replaced.
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    """The caller's X-Request-Id if sane, else a fresh random id (16 hex digits)."""
+    for name, value in headers:
+        if name.lower() == REQUEST_ID_HEADER.encode():
+            try:
+                text = value.decode("ascii")
+            except UnicodeDecodeError:
+                break
+            if _SANE_REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return secrets.token_hex(8)
+
+
+class RequestContext:
+    """Pure ASGI middleware, outermost: request id (bound for the request, echoed in the
+    response) and the access record.  Pure ASGI rather than `BaseHTTPMiddleware`, so the bound
+    context is the request's own task context, which FastAPI copies into the worker thread of
+    a sync route."""
+
+    def __init__(self, app: ASGIApp, *, node: int) -> None:
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(list(scope.get("headers", [])))
+        timer = Timer()
+        status = 500  # if the app dies before answering, the server answers 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
+                ]
+                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with bind(request=rid, node=self.node):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("route")
+                # The route template ("/v1/sessions/{session}"), not the path: no ids, no query.
+                template = getattr(route, "path", None) or "unmatched"
+                log_event(
+                    access,
+                    "http.request",
+                    method=str(scope.get("method", "")),
+                    route=template,
+                    status=status,
+                    seconds=timer.seconds,
+                )
+
 
 #: Starlette's own refusals (unknown route, wrong method, a malformed body it could not parse)
 #: by status; anything else it raises is a bad request.
@@ -103,10 +181,20 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     app = FastAPI(title=f"Tessera node {runtime.config.node_id}", docs_url=None, redoc_url=None)
     node = runtime.config.index
     app.add_middleware(RequestLimits, node=node, **limits)
+    app.add_middleware(RequestContext, node=node)  # added last: outermost, sees every refusal
 
     def problem(
         code: ErrorCode, detail: str, *, culprit: int | None = None, check: str | None = None
     ) -> Response:
+        # The code, check and culprit only: the detail may quote what the caller sent.
+        log_event(
+            log,
+            "request.refused",
+            level=logging.WARNING,
+            code=code.value,
+            check=check,
+            culprit=culprit,
+        )
         return problem_response(Problem.of(code, detail, culprit=culprit, check=check, node=node))
 
     def authorised(authorization: str = Header(default="")) -> None:
@@ -151,14 +239,25 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     async def http_error(_: Request, exc: HTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
         detail = exc.detail if isinstance(exc.detail, str) else code.value
+        log_event(log, "request.refused", level=logging.WARNING, code=code.value)
         return problem_response(
             Problem.of(code, detail, node=node), headers=dict(exc.headers or {})
         )
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> Response:
-        # Logged here with the traceback; the reply says nothing of it (nor of the input).
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        # Logged with the exception's type only (signer.logs drops tracebacks: their locals
+        # and messages may quote input); the reply says nothing of it (nor of the input).
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        log_event(
+            log,
+            "request.internal_error",
+            level=logging.ERROR,
+            method=request.method,
+            route=route,
+            code=ErrorCode.INTERNAL.value,
+            reason=type(exc).__name__,
+        )
         return problem(ErrorCode.INTERNAL, "unexpected error; see the node's log")
 
     guard = [Depends(authorised)]
@@ -172,6 +271,12 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
             sessions=0 if runtime.service is None else runtime.service.running_sessions,
             quarantined=len(runtime.store.quarantines()),
         )
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        # Counts, durations and public key ids only (signer/node/metrics.py): no token needed,
+        # like /v1/health, so a Prometheus server needs no coordinator credentials.
+        return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/card", dependencies=guard)
     def card() -> dict[str, Any]:

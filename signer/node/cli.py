@@ -1,17 +1,27 @@
-"""`tessera node …`: create and run a key-share node."""
+"""`tessera node …`: create and run a key-share node.
+
+Every command takes `--json` (`hsm.output`): its result, or its error as
+``{"error": {"code", "detail"}}``, is one JSON object on stdout.  Exit codes: 0 done, 1 refused,
+2 usage.  `run` writes the node's logs as JSON lines on stderr (`signer.logs`, component
+``node-<index>``; docs/nodes.md).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import uvicorn
 from rich.console import Console
 from starlette.types import ASGIApp
 
+from hsm.output import JsonUsageGroup, emit, error_code, fail, refuse
+from signer import logs
 from signer.errors import TesseraError
+from signer.logs import log_event
 from signer.node.app import create_app
 from signer.node.limits import SERVER_HEAD_BYTES
 from signer.node.runtime import NodeConfig, NodeRuntime, grow_roster, init_node, roster_from_json
@@ -24,11 +34,16 @@ node_app = typer.Typer(
         "local cluster."
     ),
     no_args_is_help=True,
+    cls=JsonUsageGroup,
 )
 errors = Console(stderr=True, soft_wrap=True)
+log = logging.getLogger("tessera.node")
 
 DirOption = Annotated[
     Path, typer.Option("--dir", help="The node's directory (created by `init`).", file_okay=False)
+]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Machine-readable output (errors too) on stdout.")
 ]
 
 
@@ -46,6 +61,7 @@ def init(
         Path | None,
         typer.Option("--prime-pool", help="Safe-prime pool for aux-info (tessera primes)."),
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Create the node directory: SoftHSM2 token (KEK + identity key), sealed X25519 key,
     API token, database, and card.json for the other nodes to pin."""
@@ -54,25 +70,50 @@ def init(
             directory, node_id, index, host=host, port=port, url=url, prime_pool=prime_pool
         )
     except TesseraError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    typer.echo(json.dumps(card.to_dict(), indent=2))
+        refuse(exc, as_json)
+    emit(card.to_dict())  # the card is JSON with or without --json
+
+
+def _refuse_start(exc: TesseraError, as_json: bool) -> NoReturn:
+    detail = f"node refuses to start: {exc}"
+    if as_json:
+        typer.echo(json.dumps({"error": {"code": error_code(exc), "detail": detail}}))
+    else:
+        errors.print(f"[red]error:[/red] {detail}", markup=True, highlight=False)
+    raise typer.Exit(1) from exc
 
 
 @node_app.command("run")
-def run(directory: DirOption) -> None:
-    """Serve the node's API until interrupted (uvicorn, the host/port of node.json)."""
+def run(directory: DirOption, as_json: JsonFlag = False) -> None:
+    """Serve the node's API until interrupted (uvicorn, the host/port of node.json).  Logs are
+    JSON lines on stderr; --json makes a start-up refusal a JSON error on stdout too."""
+    try:
+        config = NodeConfig.load(directory)
+    except TesseraError as exc:
+        _refuse_start(exc, as_json)
+    logs.configure(f"node-{config.index}")
     try:
         runtime = NodeRuntime.open(directory)
     except TesseraError as exc:
-        errors.print(f"[red]error:[/red] node refuses to start: {exc}")
-        raise typer.Exit(1) from exc
+        # The code only (the message may name files; it goes to the operator below).
+        log_event(log, "node.refused", level=logging.ERROR, code=error_code(exc))
+        logs.reset()
+        _refuse_start(exc, as_json)
+    log_event(
+        log,
+        "node.start",
+        node=config.node_id,
+        party=config.index,
+        port=config.port,
+        detail="roster pinned" if runtime.service is not None else "no roster pinned yet",
+    )
     try:
         uvicorn.Server(
             server_config(create_app(runtime), runtime.config.host, runtime.config.port)
         ).run()
     finally:
         runtime.close()
+        log_event(log, "node.stop", node=config.node_id, party=config.index)
 
 
 def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
@@ -91,6 +132,10 @@ def server_config(app: ASGIApp, host: str, port: int) -> uvicorn.Config:
         port=port,
         http="h11",
         log_level="warning",
+        # Logging is `signer.logs` (JSON lines): uvicorn must not install its own text
+        # handlers, and the app writes the access records itself (request id, route template).
+        log_config=None,
+        access_log=False,
         h11_max_incomplete_event_size=SERVER_HEAD_BYTES,
         timeout_keep_alive=5,
         limit_concurrency=512,
@@ -104,6 +149,7 @@ def pin(
     roster: Annotated[
         Path, typer.Option("--roster", help="Roster JSON: cluster_id and every node's card.")
     ],
+    as_json: JsonFlag = False,
 ) -> None:
     """Pin (or grow) the cluster roster on this node, as its operator.  Cards already pinned
     can never change; new ones can be added (to re-share a key to new nodes).  A running node
@@ -111,12 +157,13 @@ def pin(
     try:
         grow_roster(directory, roster_from_json(json.loads(roster.read_text())))
     except (OSError, ValueError) as exc:
-        errors.print(f"[red]error:[/red] cannot read {roster}: {exc}")
-        raise typer.Exit(1) from exc
+        fail(as_json, "ROSTER_UNREADABLE", f"cannot read {roster}: {exc}")
     except TesseraError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    typer.echo("roster pinned")
+        refuse(exc, as_json)
+    if as_json:
+        emit({"pinned": True, "roster": str(roster)})
+    else:
+        typer.echo("roster pinned")
 
 
 quarantine_app = typer.Typer(
@@ -130,12 +177,11 @@ quarantine_app = typer.Typer(
 node_app.add_typer(quarantine_app, name="quarantine")
 
 
-def _open_store(directory: Path) -> NodeStore:
+def _open_store(directory: Path, as_json: bool = False) -> NodeStore:
     try:
         return NodeStore(NodeConfig.load(directory).db_path)
     except TesseraError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        refuse(exc, as_json)
 
 
 @quarantine_app.command("list")
@@ -144,9 +190,10 @@ def quarantine_list(
     include_cleared: Annotated[
         bool, typer.Option("--all", help="Also show cleared entries.")
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Print the entries as JSON (active ones unless --all)."""
-    store = _open_store(directory)
+    store = _open_store(directory, as_json)
     try:
         rows = store.quarantines(include_cleared=include_cleared)
     finally:
@@ -161,14 +208,14 @@ def quarantine_clear(
     reason: Annotated[
         str, typer.Option("--reason", help="Why it no longer applies (kept with the entry).")
     ],
+    as_json: JsonFlag = False,
 ) -> None:
     """Lift one entry after investigation; the entry and the reason stay on record."""
-    store = _open_store(directory)
+    store = _open_store(directory, as_json)
     try:
         row = store.clear_quarantine(entry, reason)
     except TesseraError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        refuse(exc, as_json)
     finally:
         store.close()
     typer.echo(json.dumps(row.to_json(), indent=2))
@@ -190,9 +237,10 @@ node_app.add_typer(key_app, name="key")
 def key_list(
     directory: DirOption,
     key_id: Annotated[str, typer.Option("--key", help="Key id (hex).")],
+    as_json: JsonFlag = False,
 ) -> None:
     """Print every version of the key (state, whether a share is held) and its event log."""
-    store = _open_store(directory)
+    store = _open_store(directory, as_json)
     try:
         versions = [
             {"epoch": r.epoch, "state": r.state, "share": r.sealed_share is not None}
@@ -221,16 +269,71 @@ def key_discard_pending(
             ),
         ),
     ] = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Drop the key's pending version (its new share erased) so that another re-share or
     refresh can start; the active version is untouched.  Refused after this node confirmed the
     version, unless --force; the node never confirms another version of that epoch."""
-    store = _open_store(directory)
+    store = _open_store(directory, as_json)
     try:
         row = store.discard_pending(key_id, reason, force=force)
     except TesseraError as exc:
-        errors.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        refuse(exc, as_json)
     finally:
         store.close()
     typer.echo(json.dumps({"discarded": {"key_id": row.key_id, "epoch": row.epoch}}, indent=2))
+
+
+@node_app.command("migrate")
+def migrate_db(
+    directory: Annotated[
+        Path | None,
+        typer.Option("--dir", help="The node's directory (its node.db).", file_okay=False),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="The node's node.json (its directory's node.db).", dir_okay=False
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="The database file itself.", dir_okay=False)
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Bring the node's database to the schema this code needs (the node refuses to start on an
+    older one).  A copy of the file is made first, next to it (node.db.pre-<revision>-<UTC
+    time>.bak, mode 0600); sealed shares are moved as they are, never unsealed.  Stop the node
+    first.  Exit 0 migrated or already current, 1 refused, 2 usage."""
+    # Imported here: only this command needs alembic's machinery.
+    from policies.schema import CommandResult, run_migrate_command, usage_result  # noqa: PLC0415
+    from signer.node.migrations import SCHEMA  # noqa: PLC0415
+    from signer.node.runtime import CONFIG_FILE  # noqa: PLC0415
+
+    given = [option for option in (directory, config, db) if option is not None]
+    if len(given) != 1:
+        result = usage_result("give exactly one of --dir, --config, --db", as_json=as_json)
+    elif config is not None and config.name != CONFIG_FILE:
+        result = usage_result(
+            f"--config names a node's {CONFIG_FILE}, not {config}", as_json=as_json
+        )
+    elif db is not None:
+        result = run_migrate_command([(db, SCHEMA)], as_json=as_json)
+    else:
+        node_dir = directory if directory is not None else given[0].parent
+        try:
+            path = NodeConfig.load(node_dir).db_path
+        except TesseraError as exc:
+            doc = {"error": {"code": "NODE_CONFIG", "detail": str(exc)}}
+            result = (
+                CommandResult(1, output=json.dumps(doc, indent=2))
+                if as_json
+                else CommandResult(1, error=f"error: {exc}")
+            )
+        else:
+            result = run_migrate_command([(path, SCHEMA)], as_json=as_json)
+    if result.output:
+        typer.echo(result.output)
+    if result.error:
+        errors.print(result.error, markup=False)
+    raise typer.Exit(result.exit_code)

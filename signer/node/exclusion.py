@@ -27,9 +27,9 @@ class ExclusionError(TesseraError):
 
 
 class Exclusion(SQLModel):
-    """What a quarantine entry (node) and a suspension (coordinator) share: a party (kind
-    "party", a named culprit) or a party set (kind "signer_set", a failure that named nobody),
-    active until cleared with a reason."""
+    """What a quarantine entry (node) and a quarantine-mirror entry (coordinator) share: a
+    party (kind "party", a named culprit) or a party set (kind "signer_set", a failure that
+    named nobody), active until cleared with a reason."""
 
     id: int | None = Field(default=None, primary_key=True)
     kind: str

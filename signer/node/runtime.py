@@ -31,6 +31,7 @@ from hsm.keystore import KeyStore
 from hsm.softhsm import init_token
 from signer.errors import TesseraError
 from signer.node.envelope import Endpoint, EnvelopeRejected, NodeCard, Roster
+from signer.node.metrics import NodeMetrics
 from signer.node.service import NodeService
 from signer.node.store import NodeStore
 from signer.paillier import PaillierSecretKey
@@ -217,6 +218,11 @@ class NodeRuntime:
             sealed, node_id=config.node_id, key_id="kex", share_version=0, purpose="x25519"
         )
         self._kex = X25519PrivateKey.from_private_bytes(raw)
+        # One registry per node process (not the global default): several runtimes in one
+        # test process must not collide.  The HSM histogram is this keystore's own.
+        self.metrics = NodeMetrics()
+        self.metrics.watch_store(store)
+        self.metrics.watch_hsm(keystore.metrics)
         self.service: NodeService | None = None
         roster = store.setting(_ROSTER_SETTING)
         if roster is not None:
@@ -269,6 +275,7 @@ class NodeRuntime:
             self.keystore,
             endpoint,
             paillier_source(self.config.prime_pool),
+            self.metrics,
         )
 
 

@@ -1,160 +1,92 @@
-"""A key-share node's logic, independent of HTTP: sessions of the sans-IO protocols driven by
-the coordinator's relayed envelopes, durable results, and the one-round signing path.
+"""A key-share node's logic, independent of HTTP: `NodeService`, the façade the app, the CLI and
+the tests use.  It runs the session lifecycle itself and delegates every other job to a module
+of its own:
 
-Every session is created from a `SessionSpec` (what to run, with whom) and then fed envelopes;
-each call returns the envelopes to relay next and the session's status.  On completion the
-result is stored before the status says "done": key shares, aux-info secrets and
-presignatures sealed by the node's HSM (AAD: node id, key or object id, version, purpose).
-An aborted session stores nothing and reports the culprits and the failed check.  A re-share or
-refresh stores its output as a *pending* key version; the old one stays active until `activate`
-gets a storage confirmation from every member of the new committee (`confirm`,
-signer/node/confirmation.py), and one such plan per key is in flight at a time.
+  sessions.py    session records and replies (`Session`, `SessionReply`, TTL and limits)
+  parties.py     which protocol party a spec runs, on which stored inputs
+  results.py     storing a finished session's output (sealed) before it reports "done"
+  state.py       sealing/unsealing and reading the node's stored secrets back
+  quarantine.py  failed sessions as security events (attacks.md A03)
+  signing.py     the one-round signing path (presignature consumed before the partial)
+  versions.py    storage confirmations and activation of pending key versions (A12)
+  metrics.py     the node's Prometheus registry; logs go through `signer.logs`
 
-A failed session is a security event (attacks.md A03), never a retryable error: the parties it
-names are quarantined, and a cryptographic failure that names nobody freezes its party set, in
-this node's own database — so no coordinator can turn failures into an oracle by retrying.  A
-presign whose output check failed keeps its identification state (in memory, for the session
-TTL) until the coordinator runs `presign_identify/v1`, which names the party that lied.
+Every session is created from a `SessionSpec` and then fed envelopes; each call returns the
+envelopes to relay next and the session's status.  On completion the result is stored before
+the status says "done"; an aborted session stores nothing, reports the culprits and the failed
+check, and quarantines (A03): the parties it names, or — when a cryptographic failure names
+nobody — its party set, in this node's own database, so no coordinator can turn failures into
+an oracle by retrying.  A presign whose output check failed keeps its identification state (in
+memory, for the session TTL) until the coordinator runs `presign_identify/v1`.  One re-share or
+refresh per key is in flight at a time.
 
-Signing consumes the presignature durably *before* computing the partial signature
-(`store.consume_presignature`), so a crash at any point can lose a presignature but never
-reuse one; a presignature is only usable for its key version, signer set and path.
+Each outcome is logged as a structured event (session id, party, protocol, outcome, code,
+check, culprits — never an input or a payload) and counted in `NodeMetrics`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from signer.curve import Point
-from signer.errors import Check, CryptoMisuse, EncodingError, InvalidParameter, TesseraError
-from signer.node import codec
+from hsm.errors import HsmError
+from signer.errors import CryptoMisuse, EncodingError, InvalidParameter
+from signer.logs import log_event
 from signer.node.api import (
-    AbortReport,
-    AuxResult,
     Finding,
     IdentifyResult,
-    KeyResult,
-    PresignResult,
-    ReshareReport,
     SessionProtocol,
     SessionResult,
     SignReply,
-    join_indices,
-    join_path,
 )
-from signer.node.confirmation import (
-    ActivationReply,
-    ConfirmationRejected,
-    KeyConfirmation,
-    KeyVersionState,
-    check_set,
-)
+from signer.node.confirmation import ActivationReply, KeyConfirmation, KeyVersionState
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard
 from signer.node.errors import NodeError
 from signer.node.faults import failpoint
-from signer.node.spec import SessionSpec
-from signer.node.store import (
-    KeyConfirmationRow,
-    KeyVersionRow,
-    NodeStore,
-    PresignatureRow,
-    QuarantineRow,
-    StoreError,
+from signer.node.metrics import NodeMetrics
+from signer.node.parties import new_party
+from signer.node.quarantine import NOT_SECURITY_EVENTS, Quarantine
+from signer.node.results import Results
+from signer.node.sessions import (
+    MAX_SESSIONS,
+    SESSION_TTL_SECONDS,
+    Session,
+    SessionReply,
+    abort_json,
+    rejection,
 )
+from signer.node.signing import Signing
+from signer.node.spec import SessionSpec
+from signer.node.state import NodeState, Sealer
+from signer.node.store import NodeStore, StoreError
+from signer.node.versions import KeyVersions
 from signer.paillier import PaillierSecretKey
 from signer.problems import ErrorCode
-from signer.protocol.aux_info import AuxInfo, AuxInfoParty
+from signer.protocol.aux_info import AuxInfo
 from signer.protocol.base import Message, MessageRefused, Party, ProtocolAbort, SessionConfig
-from signer.protocol.keygen import KeygenParty, KeyPublic, KeyShare
-from signer.protocol.presign import Presignature, PresignParty
+from signer.protocol.keygen import KeyShare
 from signer.protocol.presign_identify import (
     Identification,
     IdentificationRequired,
     IdentificationState,
-    PresignIdentifyParty,
 )
-from signer.protocol.reshare import (
-    RefreshParty,
-    ReshareParty,
-    ResharePlan,
-    ReshareResult,
-)
-from signer.protocol.sign import HashScheme, issue_partial
+from signer.protocol.sign import HashScheme
 
-#: A session that made no progress for this long is forgotten (the coordinator retries).
-SESSION_TTL_SECONDS = 600.0
-MAX_SESSIONS = 256
+# Re-exported: these names have always been importable from here.
+__all__ = [
+    "MAX_SESSIONS",
+    "NOT_SECURITY_EVENTS",
+    "SESSION_TTL_SECONDS",
+    "NodeService",
+    "Sealer",
+    "SessionReply",
+    "abort_json",
+]
 
-#: Failures that name nobody and freeze nothing: round-1 session contexts that differ (e.g. a
-#: node on an older key version) are found before any secret is used, so their outcome cannot
-#: depend on a secret.  (A message from outside the party set no longer aborts anything: the
-#: party refuses it and the session goes on, `MessageRefused`.)
-NOT_SECURITY_EVENTS = frozenset({Check.MISMATCH})
-
-
-class Sealer(Protocol):
-    """The HSM operations a node needs (hsm.keystore.KeyStore satisfies it)."""
-
-    def seal(
-        self, plaintext: bytes, *, node_id: str, key_id: str, share_version: int, purpose: str
-    ) -> bytes: ...
-
-    def unseal(
-        self, blob: bytes, *, node_id: str, key_id: str, share_version: int, purpose: str
-    ) -> bytes: ...
-
-
-@dataclass
-class SessionReply:
-    session: bytes
-    status: str  # running | done | aborted
-    envelopes: list[Envelope] = field(default_factory=list)
-    result: SessionResult | None = None
-    abort: dict[str, Any] | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "session": self.session.hex(),
-            "status": self.status,
-            "envelopes": [e.to_dict() for e in self.envelopes],
-            "result": None if self.result is None else self.result.model_dump(),
-            "abort": self.abort,
-        }
-
-
-@dataclass
-class _Session:
-    spec: SessionSpec
-    party: Party[Any]
-    finish: Callable[[Any], SessionResult]
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    touched: float = field(default_factory=time.monotonic)
-    status: str = "running"
-    result: SessionResult | None = None
-    abort: dict[str, Any] | None = None
-    halted: str | None = None  # set when a new quarantine entry blocks this running session
-
-
-def abort_json(abort: ProtocolAbort) -> dict[str, Any]:
-    """The abort's wire report (`signer.node.api.AbortReport`, checked as it is built)."""
-    report = AbortReport(
-        protocol=abort.protocol,
-        round=abort.round,
-        code=abort.code.value,
-        culprits=sorted(abort.culprits),
-        detail=abort.detail,
-        # the request id of the identification session every signer is now ready to run
-        identification=(
-            abort.identification.request().hex()
-            if isinstance(abort, IdentificationRequired)
-            else None
-        ),
-    )
-    return report.model_dump(exclude_none=True, exclude={"rejected"})
+log = logging.getLogger("tessera.node")
 
 
 class NodeService:
@@ -166,85 +98,69 @@ class NodeService:
         sealer: Sealer,
         endpoint: Endpoint,
         paillier_source: Callable[[], PaillierSecretKey],
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node_id = node_id
         self.index = index
         self.store = store
         self.sealer = sealer
-        self.endpoint = endpoint
         self._paillier = paillier_source
-        self._sessions: dict[bytes, _Session] = {}
+        self.metrics = metrics if metrics is not None else NodeMetrics()
+        self.state = NodeState(node_id, index, store, sealer)
+        self.results = Results(self.state)
+        self.quarantine = Quarantine(store, index)
+        self.signing = Signing(self.state, self.quarantine)
+        self.key_versions = KeyVersions(self.state, endpoint)
+        self._sessions: dict[bytes, Session] = {}
         self._identifications: dict[bytes, tuple[IdentificationState, float]] = {}
         self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return self.key_versions.endpoint
+
+    @endpoint.setter
+    def endpoint(self, endpoint: Endpoint) -> None:
+        self.key_versions.endpoint = endpoint
 
     @property
     def card(self) -> NodeCard:
         return self.endpoint.roster.card(self.index)
 
-    # --- sealing -------------------------------------------------------------------------------
-    def _seal(self, data: bytes, ref: str, version: int, purpose: str) -> bytes:
-        return self.sealer.seal(
-            data, node_id=self.node_id, key_id=ref, share_version=version, purpose=purpose
-        )
-
-    def _unseal(self, blob: bytes, ref: str, version: int, purpose: str) -> bytes:
-        return self.sealer.unseal(
-            blob, node_id=self.node_id, key_id=ref, share_version=version, purpose=purpose
-        )
-
-    # --- loading state -------------------------------------------------------------------------
+    # --- stored state (state.py) ---------------------------------------------------------------
     def key_share(self, key_id: bytes) -> KeyShare:
-        row = self._active_key(key_id)
-        if row.sealed_share is None:
-            raise NodeError(
-                ErrorCode.NO_SHARE, f"this node holds no share of key {key_id.hex()[:16]}"
-            )
-        public = codec.decode_key_public(row.public)
-        secret = self._unseal(row.sealed_share, key_id.hex(), row.epoch, "key_share")
-        share = codec.key_share(public, secret)
-        if share.index != self.index:
-            raise NodeError(ErrorCode.CORRUPT, "stored share belongs to another party index")
-        return share
-
-    def _active_key(self, key_id: bytes) -> KeyVersionRow:
-        try:
-            return self.store.active_key(key_id.hex())
-        except StoreError as exc:
-            raise NodeError(ErrorCode.UNKNOWN_KEY, str(exc)) from exc
+        return self.state.key_share(key_id)
 
     def aux_info(self, aux_id: bytes) -> AuxInfo:
-        row = self.store.aux(aux_id.hex())
-        secret = self._unseal(row.sealed_secret, aux_id.hex(), 0, "aux_info")
-        aux = codec.aux_info(row.public, self.index, secret)
-        if aux.aux_id() != aux_id:
-            raise NodeError(
-                ErrorCode.CORRUPT, f"aux-info record {aux_id.hex()[:16]} does not match its id"
-            )
-        return aux
-
-    def _replaced_moduli(self, aux_id: bytes) -> frozenset[int]:
-        """The Paillier moduli of the aux-info that an aux_info/v1 session replaces (its spec's
-        `aux_id`, set for refresh and re-share): none of them may come back, neither a peer's
-        nor our own (AuxInfoParty, issue 9 item 4).  A node without that record (a new
-        committee member) has nothing to compare; the members that hold it check."""
-        if not aux_id:
-            return frozenset()
-        try:
-            row = self.store.aux(aux_id.hex())
-        except StoreError:
-            return frozenset()
-        _, params = codec.decode_aux_public(row.public)
-        return frozenset(p.n for p in params)
+        return self.state.aux_info(aux_id)
 
     # --- sessions ------------------------------------------------------------------------------
     def start(self, spec: SessionSpec) -> SessionReply:
+        try:
+            return self._start(spec)
+        except NodeError as exc:
+            # Refused before anything ran: counted, logged with its code, never the spec.
+            self.metrics.session_outcome(str(spec.protocol), "refused", None)
+            log_event(
+                log,
+                "session.refused",
+                level=logging.WARNING,
+                party=self.index,
+                protocol=str(spec.protocol),
+                outcome="refused",
+                code=exc.code.value,
+                culprit=exc.culprit,
+            )
+            raise
+
+    def _start(self, spec: SessionSpec) -> SessionReply:
         if self.index not in spec.parties:
             raise NodeError(
                 ErrorCode.NOT_A_PARTY, f"party {self.index} is not in {list(spec.parties)}"
             )
         # Identifying a culprit is always allowed, even among quarantined parties.
         if spec.protocol != SessionProtocol.PRESIGN_IDENTIFY:
-            self._refuse_quarantined(spec.parties)
+            self.quarantine.refuse(spec.parties)
         try:
             config = SessionConfig(
                 spec.protocol, spec.parties, self.index, spec.threshold, spec.key_id, spec.request
@@ -277,8 +193,16 @@ class NodeService:
                 # cannot both pass (and a finishing session stores its pending version before
                 # it leaves `_sessions`, so one of the two checks always sees it).
                 self._refuse_plan_in_flight(spec.key_id)
-            session = _Session(spec, party, finish)
+            session = Session(spec, party, finish)
             self._sessions[instance] = session
+        log_event(
+            log,
+            "session.start",
+            session=instance,
+            party=self.index,
+            protocol=str(spec.protocol),
+            parties=spec.parties,
+        )
         with session.lock:
             try:
                 outgoing = party.start()
@@ -309,8 +233,19 @@ class NodeService:
                 except (EnvelopeRejected, CryptoMisuse, MessageRefused) as exc:
                     # Not from a pinned peer, altered, or from a pinned node that is not a party
                     # of this session: drop it, report it, keep waiting — one signed envelope
-                    # from outside the session must not end it (attacks.md A19 T19f).
-                    rejected.append(_rejection(envelope, exc))
+                    # from outside the session must not end it (attacks.md A17).
+                    report = rejection(envelope, exc)
+                    rejected.append(report)
+                    log_event(
+                        log,
+                        "envelope.rejected",
+                        level=logging.WARNING,
+                        session=instance,
+                        party=self.index,
+                        protocol=str(session.spec.protocol),
+                        check=report["check"],
+                        culprit=report["sender"],
+                    )
                 except ProtocolAbort as abort:
                     # Any failure inside the party, INTERNAL included, arrives here as a
                     # ProtocolAbort (base.py): never a 500.  INTERNAL names nobody and is not
@@ -341,6 +276,8 @@ class NodeService:
         """Forget a running session (the coordinator gave up on it); True if there was one."""
         with self._lock:
             session = self._sessions.pop(instance, None)
+        if session is not None:
+            self._ended(instance, session, "cancelled")
         return session is not None
 
     @property
@@ -348,15 +285,16 @@ class NodeService:
         with self._lock:
             return len(self._sessions)
 
-    def _reply(self, instance: bytes, session: _Session, outgoing: list[Message]) -> SessionReply:
+    def _reply(self, instance: bytes, session: Session, outgoing: list[Message]) -> SessionReply:
         if session.status == "running" and session.party.done:
             failpoint("session.before_store")
             try:
                 session.result = session.finish(session.party.result)
-            except NodeError:
+            except NodeError as exc:
                 # nothing was stored (the store refused the output): over on this node
                 with self._lock:
                     self._sessions.pop(instance, None)
+                self._outcome(instance, session, "aborted", code=exc.code.value)
                 raise
             session.status = "done"
             failpoint("session.after_store")
@@ -364,13 +302,60 @@ class NodeService:
         if session.status != "running":
             with self._lock:
                 self._sessions.pop(instance, None)
+            self._outcome(instance, session, session.status)
         return SessionReply(instance, session.status, envelopes, session.result, session.abort)
+
+    def _outcome(
+        self, instance: bytes, session: Session, outcome: str, *, code: str | None = None
+    ) -> None:
+        """Log and count a session's end: done, or aborted with the failed check and the
+        parties it names (the abort's detail stays out: it may describe a peer's message)."""
+        seconds = time.monotonic() - session.started
+        protocol = str(session.spec.protocol)
+        self.metrics.session_outcome(protocol, outcome, seconds)
+        fields: dict[str, Any] = {}
+        if outcome == "aborted":
+            abort = session.abort or {}
+            check = abort.get("code")
+            fields = {
+                "code": code
+                or (ErrorCode.QUARANTINED.value if check == "QUARANTINED" else "SESSION_FAILED"),
+                "check": check,
+                "culprit": abort.get("culprits") or None,
+            }
+        log_event(
+            log,
+            f"session.{outcome}",
+            level=logging.INFO if outcome == "done" else logging.WARNING,
+            session=instance,
+            party=self.index,
+            protocol=protocol,
+            outcome=outcome,
+            seconds=round(seconds, 6),
+            **fields,
+        )
+
+    def _ended(self, instance: bytes, session: Session, outcome: str) -> None:
+        """A running session left without an outcome of its own (cancelled, expired)."""
+        seconds = time.monotonic() - session.started
+        protocol = str(session.spec.protocol)
+        self.metrics.session_outcome(protocol, outcome, seconds)
+        log_event(
+            log,
+            f"session.{outcome}",
+            session=instance,
+            party=self.index,
+            protocol=protocol,
+            outcome=outcome,
+            seconds=round(seconds, 6),
+        )
 
     def _expire(self) -> None:
         now = time.monotonic()
         for instance, session in list(self._sessions.items()):
             if now - session.touched > SESSION_TTL_SECONDS:
                 del self._sessions[instance]
+                self._ended(instance, session, "expired")
         for request, (_, kept) in list(self._identifications.items()):
             if now - kept > SESSION_TTL_SECONDS:
                 del self._identifications[request]
@@ -401,53 +386,16 @@ class NodeService:
                 "by its storage confirmations, or discarded by this node's operator",
             )
 
-    # --- quarantine (attacks.md A03) -------------------------------------------------------------
-    def _refuse_quarantined(self, parties: Sequence[int]) -> None:
-        row = self.store.blocking(tuple(parties))
-        if row is not None:
-            raise NodeError(
-                ErrorCode.QUARANTINED,
-                f"{row.describe()}; only this node's operator can clear it "
-                "(tessera node quarantine clear)",
-            )
-
-    def _quarantine(
-        self,
-        kind: str,
-        parties: Sequence[int],
-        spec: SessionSpec,
-        session: bytes,
-        code: str,
-        detail: str,
-    ) -> None:
-        self.store.quarantine(
-            QuarantineRow(
-                kind=kind,
-                parties=join_indices(tuple(sorted(parties))),
-                key_id=spec.key_id.hex(),
-                protocol=spec.protocol,
-                session=session.hex(),
-                code=code,
-                detail=detail[:1000],
-                created_at=time.time(),
-            )
-        )
-
+    # --- failures (quarantine.py, attacks.md A03) ------------------------------------------------
     def _on_abort(self, instance: bytes, spec: SessionSpec, abort: ProtocolAbort) -> None:
-        """Record the failure where no coordinator can undo it: named parties are quarantined;
-        a failure that names nobody freezes the party set (unless it cannot depend on a secret,
-        NOT_SECURITY_EVENTS).  A failed presign output check also keeps the state its
-        identification needs; the set stays frozen until the operator clears it."""
+        """Record the failure where no coordinator can undo it (`Quarantine.record_abort`).  A
+        failed presign output check also keeps the state its identification needs; the set
+        stays frozen until the operator clears it."""
         if isinstance(abort, IdentificationRequired):
             state = abort.identification
             with self._lock:
                 self._identifications[state.request()] = (state, time.monotonic())
-        culprits = sorted(abort.culprits - {self.index})
-        code = abort.code.value
-        for culprit in culprits:
-            self._quarantine("party", [culprit], spec, instance, code, abort.detail)
-        if not culprits and abort.code not in NOT_SECURITY_EVENTS:
-            self._quarantine("signer_set", spec.parties, spec, instance, code, abort.detail)
+        self.quarantine.record_abort(instance, spec, abort)
         self._halt_blocked(instance)
 
     def _halt_blocked(self, failed: bytes) -> None:
@@ -458,112 +406,9 @@ class NodeService:
         for _, other in running:
             if other.spec.protocol == SessionProtocol.PRESIGN_IDENTIFY or other.halted:
                 continue
-            row = self.store.blocking(other.spec.parties)
-            if row is not None:
-                other.halted = row.describe()
-
-    def _party(
-        self, spec: SessionSpec, config: SessionConfig
-    ) -> tuple[Party[Any], Callable[[Any], SessionResult]]:
-        if spec.protocol == SessionProtocol.KEYGEN:
-            return KeygenParty(config), self._finish_keygen
-        if spec.protocol == SessionProtocol.AUX_INFO:
-            previous = self._replaced_moduli(spec.aux_id)
-            return AuxInfoParty(config, self._paillier(), previous), self._finish_aux
-        if spec.protocol == SessionProtocol.PRESIGN:
-            key = self.key_share(spec.key_id)
-            aux = self.aux_info(spec.aux_id)
-            party = PresignParty(config, key, aux, spec.path)
-            return party, lambda p: self._finish_presign(p, spec, key.epoch)
-        if spec.protocol == SessionProtocol.PRESIGN_IDENTIFY:
-            with self._lock:
-                kept = self._identifications.get(spec.request)
-            if kept is None:
-                raise NodeError(
-                    ErrorCode.UNKNOWN_SESSION,
-                    "no failed presign awaits identification under this request",
-                )
-            state = kept[0]
-            if state.session_config() != config:
-                raise NodeError(
-                    ErrorCode.BAD_REQUEST, "identification spec differs from the failed presign"
-                )
-            return PresignIdentifyParty(config, state), lambda r: self._finish_identify(r, spec)
-        if spec.protocol in (SessionProtocol.RESHARE, SessionProtocol.REFRESH):
-            old = codec.decode_key_public(spec.plan_old)
-            if old.key_id != spec.key_id:
-                raise NodeError(ErrorCode.BAD_REQUEST, "plan is for another key")
-            plan = ResharePlan(old, spec.dealers, spec.new_parties, spec.threshold)
-            share = self.key_share(spec.key_id) if self.index in plan.dealers else None
-            current = self._active_public(spec.key_id)
-            if (share is not None and share.public_data() != old) or (
-                current is not None and current != old  # a member that is no dealer, too
-            ):
-                raise NodeError(
-                    ErrorCode.STALE_PLAN, "the plan's key version is not this node's active one"
-                )
-            if spec.protocol == SessionProtocol.REFRESH:
-                if share is None or not plan.is_refresh:
-                    raise NodeError(
-                        ErrorCode.BAD_REQUEST, "a refresh re-shares to the same committee"
-                    )
-                return RefreshParty(config, share), self._finish_reshare
-            return ReshareParty(config, plan, share), self._finish_reshare
-        raise NodeError(ErrorCode.BAD_REQUEST, f"unknown protocol {spec.protocol!r}")
-
-    # --- results -------------------------------------------------------------------------------
-    def _store_key(
-        self, share: KeyShare | None, public_bytes: bytes, key_id: bytes, epoch: int
-    ) -> None:
-        sealed = None
-        if share is not None:
-            sealed = self._seal(codec.encode_share_secret(share), key_id.hex(), epoch, "key_share")
-        self.store.put_key_version(key_id.hex(), epoch, public_bytes, sealed)
-
-    def _finish_keygen(self, share: KeyShare) -> SessionResult:
-        public = share.public_data()
-        encoded = codec.encode_key_public(public)
-        self._store_key(share, encoded, share.key_id, share.epoch)
-        return _key_result(public, encoded)
-
-    def _finish_aux(self, aux: AuxInfo) -> SessionResult:
-        aux_id = aux.aux_id()
-        sealed = self._seal(aux.own.to_bytes(), aux_id.hex(), 0, "aux_info")
-        self.store.put_aux(aux_id.hex(), aux.parties, codec.encode_aux_public(aux), sealed)
-        return AuxResult(aux_id=aux_id.hex(), parties=list(aux.parties))
-
-    def _finish_presign(
-        self, presignature: Presignature, spec: SessionSpec, epoch: int
-    ) -> SessionResult:
-        """Stored under the epoch of the share the session started with, never the epoch active
-        at the end: a re-share activated meanwhile must not relabel an old-share presignature
-        as the new version's (its partials would then fail and blame an honest node)."""
-        public = presignature.public
-        encoded = codec.encode_presignature_public(public)
-        pid = public.presignature_id.hex()
-        sealed = self._seal(
-            codec.take_presignature_secret(presignature), pid, epoch, "presignature"
-        )
-        row = PresignatureRow(
-            presignature_id=pid,
-            key_id=spec.key_id.hex(),
-            epoch=epoch,
-            signers=join_indices(public.signers),
-            path=join_path(public.derivation.path),
-            aux_id=spec.aux_id.hex(),
-            public=encoded,
-            sealed_secret=sealed,
-            state="available",
-            created_at=time.time(),
-        )
-        try:
-            self.store.put_presignature(row)  # refused unless that version is still active
-        except StoreError as exc:
-            raise NodeError(
-                ErrorCode.STALE_PRESIGNATURE,
-                f"key version {epoch} was replaced while this presign ran; nothing stored",
-            ) from exc
-        return PresignResult(presignature_id=pid, public=encoded.hex(), epoch=epoch)
+            blocked = self.quarantine.blocking(other.spec.parties)
+            if blocked is not None:
+                other.halted = blocked
 
     def _finish_identify(self, result: Identification, spec: SessionSpec) -> SessionResult:
         """Every party this node found lying is quarantined; the identification state is gone."""
@@ -571,7 +416,7 @@ class NodeService:
             self._identifications.pop(spec.request, None)
         for finding in result.findings:
             if finding.party != self.index:
-                self._quarantine(
+                self.quarantine.record(
                     "party",
                     [finding.party],
                     spec,
@@ -590,202 +435,70 @@ class NodeService:
             ],
         )
 
-    def _finish_reshare(self, result: ReshareResult) -> SessionResult:
-        """The new version is stored *pending*: the old one stays active and usable until every
-        member of the new committee has confirmed storing its share (`activate`).  A relay that
-        withheld the last echo from some parties can make only some of them finish; erasing
-        the old share here would then lose the key (signer/node/confirmation.py)."""
-        key = result.key
-        encoded = codec.encode_key_public(key)
-        sealed = None
-        if result.share is not None:
-            secret = codec.encode_share_secret(result.share)
-            sealed = self._seal(secret, key.key_id.hex(), key.epoch, "key_share")
-        try:
-            self.store.put_pending_version(key.key_id.hex(), key.epoch, encoded, sealed)
-        except StoreError as exc:  # (the in-flight rule makes this unreachable by a relay)
-            raise NodeError(ErrorCode.STALE_PLAN, str(exc)) from exc
-        return ReshareReport(
-            key_id=key.key_id.hex(),
-            epoch=key.epoch,
-            public_key=key.public_key.to_bytes().hex(),
-            key_public=encoded.hex(),
-            member=result.share is not None,
-            state="pending",
-            fingerprint=key.fingerprint().hex(),
+    def _party(
+        self, spec: SessionSpec, config: SessionConfig
+    ) -> tuple[Party[Any], Callable[[Any], SessionResult]]:
+        """The party and result-storing function for `spec` (parties.py); a method so that
+        tests can substitute a malicious party (tests/node_local.py)."""
+        identification = None
+        if spec.protocol == SessionProtocol.PRESIGN_IDENTIFY:
+            with self._lock:
+                kept = self._identifications.get(spec.request)
+            identification = None if kept is None else kept[0]
+        return new_party(
+            spec,
+            config,
+            state=self.state,
+            results=self.results,
+            paillier=self._paillier,
+            identification=identification,
+            finish_identify=lambda r: self._finish_identify(r, spec),
         )
 
-    # --- key versions: confirmation and activation ------------------------------------------------
-    def _active_public(self, key_id: bytes) -> KeyPublic | None:
-        try:
-            row = self.store.active_key(key_id.hex())
-        except StoreError:
-            return None
-        return codec.decode_key_public(row.public)
-
-    def _version(self, key_id: bytes, epoch: int) -> tuple[KeyVersionRow, KeyPublic]:
-        row = self.store.key_version(key_id.hex(), epoch)
-        if row is None or row.state == "retired":
-            state = "unknown" if row is None else row.state
-            raise NodeError(
-                ErrorCode.NO_PENDING_VERSION,
-                f"key {key_id.hex()[:16]} epoch {epoch} is {state} on this node",
-            )
-        return row, codec.decode_key_public(row.public)
-
+    # --- key versions (versions.py) ------------------------------------------------------------
     def confirm(self, key_id: bytes, epoch: int) -> KeyConfirmation:
-        """This node's signed statement that it durably stored its share of its pending version
-        (key, epoch).  The share is read back from the database and checked against its public
-        share first, so the statement is about what is on disk.  At most one version per
-        (key, epoch) is ever confirmed: the statement is recorded before it is returned, and
-        asking again returns the same one (also once the version is active)."""
-        row, public = self._version(key_id, epoch)
-        if self.index not in public.parties or row.sealed_share is None:
-            raise NodeError(
-                ErrorCode.NOT_A_PARTY, "only a member of the new committee confirms its share"
-            )
-        if row.state == "active":
-            mine = self.store.confirmation(key_id.hex(), epoch, self.index)
-            if mine is None or mine.fingerprint != public.fingerprint().hex():
-                raise NodeError(ErrorCode.NO_PENDING_VERSION, "active without a confirmation")
-            return self._statement(mine)
-        secret = self._unseal(row.sealed_share, key_id.hex(), epoch, "key_share")
-        share = codec.key_share(public, secret)
-        if share.index != self.index or Point.base_mul(share.secret_share) != public.public_share(
-            self.index
-        ):
-            raise NodeError(ErrorCode.CORRUPT, "stored pending share does not match its version")
-        cluster = self.endpoint.roster.cluster_id
-        statement = KeyConfirmation.issue(self.endpoint.signer, cluster, self.index, public)
-        record = KeyConfirmationRow(
-            key_id=key_id.hex(),
-            epoch=epoch,
-            signer=self.index,
-            fingerprint=statement.fingerprint.hex(),
-            signature=statement.signature,
-            origin="signed",
-            created_at=time.time(),
-        )
-        try:
-            recorded = self.store.record_own_confirmation(record, row.public)
-        except StoreError as exc:
-            code = (
-                ErrorCode.CONFIRMATION_CONFLICT
-                if "another version" in exc.detail
-                else ErrorCode.NO_PENDING_VERSION
-            )
-            raise NodeError(code, str(exc)) from exc
-        return self._statement(recorded)
-
-    def _statement(self, row: KeyConfirmationRow) -> KeyConfirmation:
-        return KeyConfirmation(
-            self.endpoint.roster.cluster_id,
-            bytes.fromhex(row.key_id),
-            row.epoch,
-            bytes.fromhex(row.fingerprint),
-            row.signer,
-            row.signature,
-        )
+        return self.key_versions.confirm(key_id, epoch)
 
     def activate(
         self, key_id: bytes, epoch: int, statements: Sequence[KeyConfirmation]
     ) -> ActivationReply:
-        """Activate the pending version (key, epoch) given a complete, valid set of storage
-        confirmations — one from every member of its committee, for exactly its fingerprint —
-        in one transaction: old share erased, old presignatures revoked.  A repeated delivery
-        of a valid set for the already active version changes nothing."""
-        row, public = self._version(key_id, epoch)
-        try:
-            check_set(statements, public, self.endpoint.roster)
-        except ConfirmationRejected as exc:
-            raise NodeError(
-                ErrorCode.CONFIRMATION_REJECTED, str(exc), culprit=exc.sender, check=exc.check
-            ) from exc
-        received = [
-            KeyConfirmationRow(
-                key_id=key_id.hex(),
-                epoch=epoch,
-                signer=s.signer,
-                fingerprint=s.fingerprint.hex(),
-                signature=s.signature,
-                origin="received",
-                created_at=time.time(),
-            )
-            for s in statements
-        ]
-        try:
-            activated = self.store.activate_pending(key_id.hex(), epoch, row.public, received)
-        except StoreError as exc:
-            raise NodeError(ErrorCode.NO_PENDING_VERSION, str(exc)) from exc
-        return ActivationReply(
-            key_id=key_id.hex(),
-            epoch=epoch,
-            state="active",
-            activated=activated,
-            fingerprint=public.fingerprint().hex(),
-        )
+        return self.key_versions.activate(key_id, epoch, statements)
 
     def versions(self, key_id: bytes) -> list[KeyVersionState]:
-        """Every version of the key this node knows, with its state (public data only)."""
-        out = []
-        for row in self.store.key_versions(key_id.hex()):
-            public = codec.decode_key_public(row.public)
-            out.append(
-                KeyVersionState(
-                    epoch=row.epoch,
-                    state=row.state,
-                    fingerprint=public.fingerprint().hex(),
-                    parties=list(public.parties),
-                    threshold=public.threshold,
-                    share=row.sealed_share is not None,
-                    key_public=row.public.hex(),
-                )
-            )
-        return out
+        return self.key_versions.versions(key_id)
 
-    # --- signing -------------------------------------------------------------------------------
+    # --- signing (signing.py) ------------------------------------------------------------------
     def sign(
         self, key_id: bytes, presignature_id: bytes, message: bytes, scheme: HashScheme
     ) -> SignReply:
-        """This node's partial signature on `message` with one of its presignatures."""
-        pid = presignature_id.hex()
-        row = self.store.presignature(pid)
-        if row is None or row.key_id != key_id.hex():
-            raise NodeError(
-                ErrorCode.UNKNOWN_PRESIGNATURE, f"no presignature {pid[:16]} for this key"
-            )
-        key_row = self._active_key(key_id)
-        if row.epoch != key_row.epoch:
-            raise NodeError(ErrorCode.STALE_PRESIGNATURE, "made for an older key version")
-        public = codec.decode_presignature_public(
-            row.public, codec.decode_key_public(key_row.public)
-        )
-        self._refuse_quarantined(public.signers)
-        failpoint("sign.before_consume")
+        """This node's partial signature on `message` with one of its presignatures.  Issued
+        and refused signatures are logged with their code (and culprit, when one is named) and
+        counted; the message, the presignature's secret and the partial never are."""
         try:
-            consumed = self.store.consume_presignature(pid)  # durable before anything leaves
-        except StoreError as exc:
-            raise NodeError(ErrorCode.PRESIGNATURE_USED, str(exc)) from exc
-        failpoint("sign.after_consume")
-        secret = self._unseal(consumed.sealed_secret, pid, consumed.epoch, "presignature")
-        presignature = codec.presignature(public, secret)
-        partial = issue_partial(presignature, message, scheme)
-        failpoint("sign.after_partial")
-        return SignReply(index=self.index, presignature_id=pid, partial=f"{partial:064x}")
-
-
-def _rejection(envelope: Envelope, exc: TesseraError) -> dict[str, Any]:
-    if isinstance(exc, EnvelopeRejected):
-        return {"sender": exc.sender, "check": exc.check, "detail": exc.detail}
-    if isinstance(exc, MessageRefused):
-        return {"sender": exc.sender, "check": exc.check.value, "detail": exc.detail}
-    return {"sender": envelope.sender, "check": "MISDIRECTED", "detail": str(exc)}
-
-
-def _key_result(public: KeyPublic, encoded: bytes) -> KeyResult:
-    return KeyResult(
-        key_id=public.key_id.hex(),
-        epoch=public.epoch,
-        public_key=public.public_key.to_bytes().hex(),
-        key_public=encoded.hex(),
-    )
+            reply = self.signing.sign(key_id, presignature_id, message, scheme)
+        except (NodeError, HsmError) as exc:
+            code = exc.code if isinstance(exc, NodeError) else ErrorCode.HSM
+            self.metrics.signature_refused(code)
+            log_event(
+                log,
+                "signature.refused",
+                level=logging.WARNING,
+                party=self.index,
+                key=key_id,
+                presignature=presignature_id,
+                outcome="refused",
+                code=code.value,
+                culprit=exc.culprit if isinstance(exc, NodeError) else None,
+            )
+            raise
+        self.metrics.signature_issued()
+        log_event(
+            log,
+            "signature.issued",
+            party=self.index,
+            key=key_id,
+            presignature=presignature_id,
+            outcome="issued",
+            code="ok",
+        )
+        return reply

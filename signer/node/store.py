@@ -27,7 +27,7 @@ At most one pending version per key; the active one stays usable until activatio
 confirmations this node signed are kept for good (`key_confirmations`, origin "signed"): its
 primary key (key, epoch, signer) is what stops a node from ever confirming two versions of one
 epoch, even across a discard.  Databases made before pending versions existed need nothing:
-`state` is a plain string and the two new tables are created on open.
+`state` is a plain string; `tessera node migrate` adds the two newer tables (docs/nodes.md, "Schema versions and migrations").
 
 Quarantine (attacks.md A03): a protocol failure is a security event, never a retryable error.
 A party that an abort or an identification names is quarantined; a cryptographic failure that
@@ -201,7 +201,17 @@ class NodeStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.engine = sqlite_engine(path)
-        _NodeTable.metadata.create_all(self.engine)
+        # Imported on first use: alembic and the scripts load only once a database opens.
+        from policies.schema import ensure  # noqa: PLC0415
+        from signer.node.migrations import SCHEMA  # noqa: PLC0415
+
+        # Tables at head on a new file; an older or unknown revision refuses to open (the node
+        # refuses to start) until the operator runs `tessera node migrate`.
+        try:
+            ensure(self.engine, SCHEMA, path)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     @contextmanager
     def session(self) -> Iterator[Session]:

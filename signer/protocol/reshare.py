@@ -20,9 +20,10 @@ different epochs before doing any work (presign.py, Check.MISMATCH).
 Checks: every party runs with the same plan (old key version, dealers, new committee, t′):
 MISMATCH, unattributed since either side may hold the wrong input; commitment opens
 (COMMITMENT); exactly t′ Feldman points (LENGTH); F_i[0] = λ_i·X_i, so a dealer cannot change
-the key (EQUATION; a dealer sending the identity there is attacks.md A14); share consistent with F_i (SHARE); Schnorr proof of every new
-share (EQUATION).  Hash-committing F_i before anything is opened matters: a dealer that saw the
-others' polynomials could cancel their higher coefficients and make every new share equal x.
+the key (EQUATION; a dealer sending the identity there is attacks.md A14); share consistent
+with F_i (SHARE); Schnorr proof of every new share (EQUATION).  Hash-committing F_i before
+anything is opened matters: a dealer that saw the others' polynomials could cancel their higher
+coefficients and make every new share equal x.
 
 Because round 3 is echoed, no party finishes unless every party received the same
 acknowledgements (attacks.md A12 T12c, the GG18 re-sharing split view): no two honest parties

@@ -1,4 +1,4 @@
-"""EVM transactions for the threshold signer: build, sign over, attach, check, submit.
+"""EVM transaction codec for the threshold signer: build, sign over, attach, check.
 
 The signer hashes MESSAGE BYTES with Keccak-256 (signer/protocol/sign.py), so a transaction is
 signed by handing it `signing_payload()`: for EIP-1559, `0x02 ‖ rlp([chain_id, nonce,
@@ -6,14 +6,17 @@ max_priority_fee_per_gas, max_fee_per_gas, gas, to, value, data, access_list])`;
 EIP-155 transaction, `rlp([nonce, gas_price, gas, to, value, data, chain_id, 0, 0])`.  Keccak of
 the payload is the hash the signature covers.  `with_signature` (or `attach`, for a
 `signer.protocol.sign.Signature`) encodes the broadcastable transaction; `recover_sender`
-re-derives its sender with eth-account, independently of this module's encoder.
+re-derives its sender from the raw bytes alone (schema-free RLP and eth-keys), independently of
+this module's typed encoder.
 
 Encoding uses the `rlp` library with strict sedes, so `decode_signing_payload` is the exact
 inverse of `signing_payload` (a key-share node can decode the bytes it is asked to sign and
 evaluate its policy on what they really say).  Every field is validated when a transfer is built:
 a rejected field raises `InvalidTransaction` naming it, and nothing is encoded.
 
-`InProcessChain` is a real EVM (py-evm through eth-tester and web3) for tests and the demo.
+Only light dependencies (rlp, eth-keys, eth-utils): the CLI and the engine import this module,
+and a production install has no EVM.  The in-process test chain is `coordinator.evm_chain`
+(the `evm` extra).
 """
 
 from __future__ import annotations
@@ -24,22 +27,14 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import rlp
-from eth.exceptions import PyEVMError
-from eth_account import Account
 from eth_keys.datatypes import PublicKey as EthPublicKey
+from eth_keys.datatypes import Signature as EthSignature
 from eth_keys.exceptions import BadSignature
-from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.exceptions import TransactionFailed
-from eth_tester.exceptions import ValidationError as TesterValidationError
 from eth_typing import ChecksumAddress
 from eth_utils.address import is_checksum_address, to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
-from hexbytes import HexBytes
 from rlp.sedes import Binary, CountableList, List, big_endian_int, binary
-from web3 import EthereumTesterProvider, Web3
-from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
-from web3.types import TxParams, TxReceipt, Wei
 
 from signer.curve import Point, Q
 from signer.errors import TesseraError
@@ -108,44 +103,8 @@ class MalformedTransaction(ChainError):
         super().__init__(f"{what} does not decode: {reason}")
 
 
-class TransactionRejected(ChainError):
-    """The chain refused a transaction before executing it (chain id, nonce, funds, signature)."""
-
-    def __init__(self, reason: str, tx_hash: bytes | None = None) -> None:
-        self.reason = reason
-        self.tx_hash = tx_hash
-        shown = f" 0x{tx_hash.hex()}" if tx_hash is not None else ""
-        super().__init__(f"transaction{shown} rejected by the chain: {reason}")
-
-
-class TransactionReverted(ChainError):
-    """The transaction was mined but its execution failed (receipt status 0)."""
-
-    def __init__(self, receipt: Receipt) -> None:
-        self.receipt = receipt
-        super().__init__(
-            f"transaction 0x{receipt.tx_hash.hex()} reverted in block {receipt.block_number}"
-        )
-
-
-class TransactionPending(ChainError):
-    """No receipt appeared within the wait limit."""
-
-    def __init__(self, tx_hash: bytes, seconds: float) -> None:
-        self.tx_hash = tx_hash
-        super().__init__(f"transaction 0x{tx_hash.hex()} has no receipt after {seconds} s")
-
-
-class UnknownTransaction(ChainError):
-    """No transaction with this hash is known to the chain."""
-
-    def __init__(self, tx_hash: bytes) -> None:
-        self.tx_hash = tx_hash
-        super().__init__(f"transaction 0x{tx_hash.hex()} is not known to the chain")
-
-
 # --- field validation ----------------------------------------------------------------------------
-def _integer(field: str, value: object, low: int, high: int) -> int:
+def integer_field(field: str, value: object, low: int, high: int) -> int:
     """An int (not bool) in [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidTransaction(field, f"must be an integer, got {type(value).__name__}")
@@ -214,7 +173,7 @@ def intrinsic_gas(data: bytes, access_list: Sequence[AccessListEntry] = ()) -> i
 
 
 def _gas(value: object, data: bytes, access_list: Sequence[AccessListEntry]) -> int:
-    gas = _integer("gas", value, 0, MAX_GAS)
+    gas = integer_field("gas", value, 0, MAX_GAS)
     needed = intrinsic_gas(data, access_list)
     if gas < needed:
         raise InvalidTransaction("gas", f"{gas} is below the intrinsic cost {needed}")
@@ -222,10 +181,10 @@ def _gas(value: object, data: bytes, access_list: Sequence[AccessListEntry]) -> 
 
 
 def _common(tx: Eip1559Transfer | LegacyTransfer) -> None:
-    _integer("chain_id", tx.chain_id, 1, CHAIN_ID_MAX)
-    _integer("nonce", tx.nonce, 0, NONCE_LIMIT - 1)
+    integer_field("chain_id", tx.chain_id, 1, CHAIN_ID_MAX)
+    integer_field("nonce", tx.nonce, 0, NONCE_LIMIT - 1)
     _destination(tx.to)
-    _integer("value", tx.value, 0, UINT256_LIMIT - 1)
+    integer_field("value", tx.value, 0, UINT256_LIMIT - 1)
     _data(tx.data)
 
 
@@ -284,8 +243,8 @@ class Eip1559Transfer:
 
     def __post_init__(self) -> None:
         _common(self)
-        _integer("max_fee_per_gas", self.max_fee_per_gas, 0, MAX_FEE_PER_GAS)
-        _integer("max_priority_fee_per_gas", self.max_priority_fee_per_gas, 0, MAX_FEE_PER_GAS)
+        integer_field("max_fee_per_gas", self.max_fee_per_gas, 0, MAX_FEE_PER_GAS)
+        integer_field("max_priority_fee_per_gas", self.max_priority_fee_per_gas, 0, MAX_FEE_PER_GAS)
         if self.max_priority_fee_per_gas > self.max_fee_per_gas:
             raise InvalidTransaction(
                 "max_priority_fee_per_gas",
@@ -337,7 +296,7 @@ class LegacyTransfer:
 
     def __post_init__(self) -> None:
         _common(self)
-        _integer("gas_price", self.gas_price, 0, MAX_FEE_PER_GAS)
+        integer_field("gas_price", self.gas_price, 0, MAX_FEE_PER_GAS)
         _gas(self.gas, self.data, ())
 
     def _fields(self) -> list[Any]:
@@ -443,175 +402,43 @@ def address_of(public_key: Point) -> ChecksumAddress:
     return key.to_checksum_address()
 
 
-def recover_sender(raw_signed_tx: bytes) -> ChecksumAddress:
-    """The sender a raw signed transaction recovers to, computed by eth-account."""
+def _signed_fields(raw_signed_tx: bytes) -> tuple[bytes, int, int, int]:
+    """(signing hash, y parity, r, s) of a raw signed transaction, read with schema-free RLP:
+    the unsigned fields are re-encoded exactly as they came, so the hash is the one the chain
+    computes whatever this module's builder would have said about them."""
     if not isinstance(raw_signed_tx, bytes) or not raw_signed_tx:
         raise MalformedTransaction("signed transaction", "must be non-empty bytes")
     try:
-        return to_checksum_address(Account.recover_transaction(raw_signed_tx))
-    except (
-        rlp.exceptions.RLPException,
-        BadSignature,
-        EthValidationError,
-        ValueError,
-        TypeError,
-    ) as exc:
+        if raw_signed_tx[0] == EIP1559_TYPE:
+            items = rlp.decode(raw_signed_tx[1:], strict=True)
+            if not isinstance(items, list) or len(items) != 12:
+                raise MalformedTransaction("signed transaction", "EIP-1559 needs 12 fields")
+            y, r, s = (big_endian_int.deserialize(item) for item in items[9:])
+            digest = keccak(bytes([EIP1559_TYPE]) + rlp.encode(items[:9]))
+            return digest, y, r, s
+        if raw_signed_tx[0] >= 0xC0:
+            items = rlp.decode(raw_signed_tx, strict=True)
+            if not isinstance(items, list) or len(items) != 9:
+                raise MalformedTransaction("signed transaction", "legacy needs 9 fields")
+            v, r, s = (big_endian_int.deserialize(item) for item in items[6:])
+            if v in (27, 28):  # unprotected (pre-EIP-155): the chain id is not signed
+                return keccak(rlp.encode(items[:6])), v - 27, r, s
+            if v < 35:
+                raise MalformedTransaction("signed transaction", f"legacy v = {v}")
+            chain_id = (v - 35) // 2
+            unsigned = [*items[:6], big_endian_int.serialize(chain_id), b"", b""]
+            return keccak(rlp.encode(unsigned)), (v - 35) % 2, r, s
+    except (rlp.exceptions.RLPException, TypeError) as exc:
+        raise MalformedTransaction("signed transaction", str(exc)) from exc
+    kind = f"unsupported type byte {raw_signed_tx[0]:#04x}"
+    raise MalformedTransaction("signed transaction", kind)
+
+
+def recover_sender(raw_signed_tx: bytes) -> ChecksumAddress:
+    """The sender a raw signed transaction recovers to (eth-keys ECDSA recovery)."""
+    digest, y, r, s = _signed_fields(raw_signed_tx)
+    try:
+        public = EthSignature(vrs=(y, r, s)).recover_public_key_from_msg_hash(digest)
+    except (BadSignature, EthValidationError, ValueError, TypeError) as exc:
         raise MalformedTransaction("signed transaction", f"no sender recovers: {exc}") from exc
-
-
-# --- an in-process EVM ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Receipt:
-    """What the chain recorded for a mined transaction."""
-
-    tx_hash: bytes
-    block_number: int
-    success: bool
-    gas_used: int
-    effective_gas_price: int
-    sender: ChecksumAddress
-    to: ChecksumAddress | None
-
-    @property
-    def fee(self) -> int:
-        """Wei the sender paid for gas (base fee burnt plus the priority fee)."""
-        return self.gas_used * self.effective_gas_price
-
-
-def _receipt(data: TxReceipt) -> Receipt:
-    to = data.get("to")
-    return Receipt(
-        tx_hash=bytes(data["transactionHash"]),
-        block_number=int(data["blockNumber"]),
-        success=data["status"] == 1,
-        gas_used=int(data["gasUsed"]),
-        effective_gas_price=int(data["effectiveGasPrice"]),
-        sender=to_checksum_address(data["from"]),
-        to=to_checksum_address(to) if to else None,
-    )
-
-
-_EVM_REJECTIONS: Final = (
-    EthValidationError,
-    TesterValidationError,
-    TransactionFailed,
-    rlp.exceptions.RLPException,
-    PyEVMError,
-    Web3Exception,
-)
-
-
-class InProcessChain:
-    """A fresh in-memory chain on py-evm (through eth-tester and web3): every submitted
-    transaction is mined at once.  Prefunded test accounts act as the faucet.
-
-    py-evm executes whatever it is given; the chain-id check a node's transaction pool makes
-    (geth refuses a transaction for another chain, and unprotected legacy ones) is therefore
-    made here, before the transaction reaches the EVM.
-    """
-
-    def __init__(self, receipt_timeout: float = 10.0) -> None:
-        self._tester = EthereumTester(PyEVMBackend())
-        self._w3 = Web3(EthereumTesterProvider(self._tester))
-        self._faucet = to_checksum_address(self._w3.eth.accounts[0])
-        self._chain_id = int(self._w3.eth.chain_id)
-        self._receipt_timeout = receipt_timeout
-
-    @property
-    def chain_id(self) -> int:
-        return self._chain_id
-
-    @property
-    def faucet(self) -> ChecksumAddress:
-        return self._faucet
-
-    def balance(self, address: str) -> int:
-        return int(self._w3.eth.get_balance(checksum_address("address", address)))
-
-    def nonce(self, address: str) -> int:
-        """The next nonce of `address`, counting transactions already submitted."""
-        account = checksum_address("address", address)
-        return int(self._w3.eth.get_transaction_count(account, "pending"))
-
-    def base_fee(self) -> int:
-        """The base fee per gas of the block the next transaction goes into."""
-        block = self._w3.eth.get_block("pending")
-        fee = block.get("baseFeePerGas")
-        if fee is None:
-            raise ChainError("the pending block has no base fee: the chain is not post-London")
-        return int(fee)
-
-    def suggest_fees(self) -> tuple[int, int]:
-        """(max_priority_fee_per_gas, max_fee_per_gas): the node's tip suggestion, and room for
-        the base fee to double before inclusion."""
-        priority = int(self._w3.eth.max_priority_fee)
-        return priority, 2 * self.base_fee() + priority
-
-    def fund(self, address: str, wei: int) -> Receipt:
-        """Send `wei` from the faucet to `address` and wait for it to be mined."""
-        to = checksum_address("address", address)
-        amount = _integer("wei", wei, 1, UINT256_LIMIT - 1)
-        params: TxParams = {"from": self._faucet, "to": to, "value": Wei(amount)}
-        try:
-            tx_hash = bytes(self._w3.eth.send_transaction(params))
-        except _EVM_REJECTIONS as exc:
-            raise TransactionRejected(f"funding {to} with {amount} wei: {exc}") from exc
-        return self.receipt(self._mined(tx_hash))
-
-    def deploy(self, init_code: bytes) -> ChecksumAddress:
-        """Deploy a contract from the faucet (test tokens, contracts that revert) and return
-        its address."""
-        if not isinstance(init_code, bytes) or not init_code:
-            raise InvalidTransaction("init_code", "must be non-empty bytes")
-        params: TxParams = {"from": self._faucet, "data": HexBytes(init_code)}
-        try:
-            tx_hash = bytes(self._w3.eth.send_transaction(params))
-        except _EVM_REJECTIONS as exc:
-            raise TransactionRejected(f"deploying a contract: {exc}") from exc
-        data = self._w3.eth.get_transaction_receipt(HexBytes(self._mined(tx_hash)))
-        address = data.get("contractAddress")
-        if address is None:
-            raise ChainError(f"deployment 0x{tx_hash.hex()} created no contract")
-        return to_checksum_address(address)
-
-    def send_raw(self, raw_signed_tx: bytes) -> bytes:
-        """Submit a raw signed transaction, wait until it is mined and return its hash.
-
-        Raises `TransactionRejected` if the chain refuses it (state unchanged) and
-        `TransactionReverted` if it was mined but failed."""
-        chain_id = chain_id_of(raw_signed_tx)
-        tx_hash = transaction_hash(raw_signed_tx)
-        if chain_id is None:
-            raise TransactionRejected("unprotected (pre-EIP-155) transaction", tx_hash)
-        if chain_id != self._chain_id:
-            raise TransactionRejected(
-                f"chain id {chain_id}, this chain is {self._chain_id}", tx_hash
-            )
-        try:
-            submitted = bytes(self._w3.eth.send_raw_transaction(raw_signed_tx))
-        except _EVM_REJECTIONS as exc:
-            raise TransactionRejected(str(exc) or type(exc).__name__, tx_hash) from exc
-        if submitted != tx_hash:
-            raise ChainError(f"the chain reports hash 0x{submitted.hex()} for 0x{tx_hash.hex()}")
-        return self._mined(tx_hash)
-
-    def receipt(self, tx_hash: bytes) -> Receipt:
-        """The receipt of a mined transaction."""
-        if not (isinstance(tx_hash, bytes) and len(tx_hash) == 32):
-            raise InvalidTransaction("tx_hash", "must be 32 bytes")
-        try:
-            return _receipt(self._w3.eth.get_transaction_receipt(HexBytes(tx_hash)))
-        except TransactionNotFound as exc:
-            raise UnknownTransaction(tx_hash) from exc
-
-    def _mined(self, tx_hash: bytes) -> bytes:
-        try:
-            data = self._w3.eth.wait_for_transaction_receipt(
-                HexBytes(tx_hash), timeout=self._receipt_timeout, poll_latency=0.01
-            )
-        except TimeExhausted as exc:
-            raise TransactionPending(tx_hash, self._receipt_timeout) from exc
-        receipt = _receipt(data)
-        if not receipt.success:
-            raise TransactionReverted(receipt)
-        return tx_hash
+    return public.to_checksum_address()

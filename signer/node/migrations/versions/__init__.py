@@ -1,0 +1,1 @@
+"""Revision files (alembic loads them by path; the package makes setuptools ship them)."""
