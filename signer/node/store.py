@@ -26,8 +26,8 @@ Key versions (`key_versions.state`; `signer/node/confirmation.py` says why):
 At most one pending version per key; the active one stays usable until activation.  The
 confirmations this node signed are kept for good (`key_confirmations`, origin "signed"): its
 primary key (key, epoch, signer) is what stops a node from ever confirming two versions of one
-epoch, even across a discard.  Databases made before pending versions existed need nothing:
-`state` is a plain string; `tessera node migrate` adds the two newer tables (docs/nodes.md, "Schema versions and migrations").
+epoch, even across a discard.  A database made before pending versions existed gains the two
+tables with `tessera node migrate` (docs/nodes.md, "Schema versions and migrations").
 
 Quarantine (attacks.md A03): a protocol failure is a security event, never a retryable error.
 A party that an abort or an identification names is quarantined; a cryptographic failure that
