@@ -25,6 +25,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hsm import output
+from hsm.output import EXIT_DONE, EXIT_REFUSED, emit
 from signer.errors import TesseraError
 from signer.problems import ErrorCode
 
@@ -48,7 +50,6 @@ console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
 #: Exit codes of every cluster command.
-EXIT_DONE, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 RootOption = Annotated[
     Path,
@@ -66,44 +67,25 @@ PathOption = Annotated[
 
 
 # --- output and errors ---------------------------------------------------------------------------
-def error_code(exc: BaseException) -> ErrorCode:
-    """The `ErrorCode` a failure is reported with: the code it carries (a node's refusal, the
-    coordinator's typed errors), else the closest generic one."""
+def error_code(exc: BaseException) -> str:
+    """The code a failure is reported with: the `ErrorCode` it carries (a node's refusal, the
+    coordinator's typed errors), a node that cannot be reached is `BUSY`, anything else the
+    shared rule of `hsm.output.error_code` (its class name)."""
     from coordinator.client import NodeUnavailable  # noqa: PLC0415 (start-up time)
-    from coordinator.evm_codec import ChainError  # noqa: PLC0415
 
-    code = getattr(exc, "code", None)
-    if isinstance(code, ErrorCode):
-        return code
     if isinstance(exc, NodeUnavailable):
-        return ErrorCode.BUSY
-    if isinstance(exc, ChainError):
-        return ErrorCode.VALIDATION
-    return ErrorCode.BAD_REQUEST
-
-
-def _error(
-    as_json: bool, code: ErrorCode | str, detail: str, what: str, exit_code: int
-) -> NoReturn:
-    if as_json:
-        typer.echo(json.dumps({"error": {"code": str(code), "detail": detail}}))
-    else:
-        errors.print(f"[red]{what}:[/red] {detail}", markup=True, highlight=False)
-    raise typer.Exit(exit_code)
+        return ErrorCode.BUSY.value
+    return output.error_code(exc)
 
 
 def refuse(exc: BaseException, what: str, as_json: bool) -> NoReturn:
-    """Report a refusal (exit 1)."""
-    _error(as_json, error_code(exc), str(exc), what, EXIT_REFUSED)
+    """Report a refusal (exit 1), in the one form of every command group (`hsm.output`)."""
+    output.fail(as_json, error_code(exc), str(exc), what=what, exit_code=output.EXIT_REFUSED)
 
 
 def usage(detail: str, as_json: bool) -> NoReturn:
     """Report a usage error found after parsing (exit 2)."""
-    _error(as_json, ErrorCode.BAD_REQUEST, detail, "usage", EXIT_USAGE)
-
-
-def emit(doc: Any) -> None:
-    typer.echo(json.dumps(doc, indent=2))
+    output.usage(detail, as_json)
 
 
 @contextmanager
@@ -205,7 +187,7 @@ def _check_signers(wallet: WalletRow, signers: tuple[int, ...], as_json: bool) -
     elif not set(signers) <= set(key.parties):
         detail = f"--signers: not all of {list(signers)} hold a share (committee {key.parties})"
     if detail:
-        _error(as_json, ErrorCode.VALIDATION, detail, "refused", EXIT_REFUSED)
+        output.fail(as_json, ErrorCode.VALIDATION.value, detail, what="refused")
 
 
 def _wallet_doc(row: WalletRow) -> dict[str, Any]:
@@ -765,7 +747,7 @@ def demo_command(root: Path, pool_depth: int, keep_running: bool, as_json: bool)
     try:
         from coordinator.demo import run_cluster_demo  # noqa: PLC0415 (web3: ≈1 s)
     except ImportError as exc:
-        _error(as_json, ErrorCode.INTERNAL, str(exc), "demo unavailable", EXIT_REFUSED)
+        output.fail(as_json, ErrorCode.INTERNAL.value, str(exc), what="demo unavailable")
     with progress(as_json, "demo") as say:
         report = run_refusing(
             run_cluster_demo(root, pool_depth, keep_running, progress=say), "demo failed", as_json
@@ -842,7 +824,7 @@ def migrate_cluster(
             targets: list[tuple[Path, Schema]] = [(cluster.root / "coordinator.db", SCHEMA)]
             targets += [(NodeConfig.load(n.directory).db_path, NODE_SCHEMA) for n in cluster.nodes]
         except TesseraError as exc:
-            doc = {"error": {"code": "CLUSTER_CONFIG", "detail": str(exc)}}
+            doc = {"error": {"code": error_code(exc), "detail": str(exc)}}
             result = (
                 CommandResult(EXIT_REFUSED, output=json.dumps(doc, indent=2))
                 if as_json

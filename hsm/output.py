@@ -8,7 +8,9 @@ Usage errors found by the parser (a missing or malformed option) are JSON too wh
 is among the arguments (`JsonUsageGroup`).
 
 An error's code is the `code` it carries (a node's `ErrorCode`), else its class name in upper
-snake case (``HsmLoginError`` → ``HSM_LOGIN_ERROR``): stable, and never derived from input.
+snake case without ``Error`` (``HsmLoginError`` → ``HSM_LOGIN``): stable, never derived from
+input.  Every command group (hsm, node, primes, cluster, policy, officer, the migrate commands)
+reports errors through this module, so the form and the codes are the same everywhere.
 """
 
 from __future__ import annotations
@@ -32,11 +34,15 @@ errors = Console(stderr=True, soft_wrap=True)
 
 
 def error_code(exc: BaseException) -> str:
+    """The stable code of an error: the code it carries (a node's `ErrorCode`), else its class
+    name in upper snake case without the ``Error`` suffix (``StoreNotFoundError`` →
+    ``STORE_NOT_FOUND``) — derived, so no typed error lacks one, and never from input."""
     code = getattr(exc, "code", None)
     value = getattr(code, "value", code)
     if isinstance(value, str) and value:
         return value
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).upper()
+    name = type(exc).__name__.removesuffix("Error")
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
 
 
 def emit(doc: Any) -> None:

@@ -19,7 +19,6 @@ them.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any, NoReturn
@@ -29,24 +28,15 @@ from rich.console import Console
 from rich.table import Table
 
 from hsm.errors import TesseraError
+from hsm.output import EXIT_DONE, EXIT_REFUSED, EXIT_USAGE, error_code
 from policies.errors import PolicySchemaError, UsageError
 
-EXIT_OK = 0
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
+EXIT_OK = EXIT_DONE
+__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_USAGE", "error_code"]
 
 # Longer values are clipped in error documents: an error names the value, it does not echo a
 # whole document back.
 _MAX_VALUE_CHARS = 80
-
-
-def error_code(exc: BaseException) -> str:
-    """The stable code of an error, from its class: ``StoreNotFoundError`` → ``STORE_NOT_FOUND``.
-
-    Derived, not listed, so that every typed error has one and a new error class cannot be
-    forgotten in a table; docs/policies.md lists the ones a script is likely to meet."""
-    name = type(exc).__name__.removesuffix("Error")
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
 
 
 def _clip(value: object) -> object:

@@ -43,6 +43,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from hsm.output import USAGE
 from policies.errors import PolicyError
 from policies.sqlite import sqlite_engine
 
@@ -559,6 +560,6 @@ def run_migrate_command(targets: list[tuple[Path, Schema]], *, as_json: bool) ->
 def usage_result(detail: str, *, as_json: bool) -> CommandResult:
     """A command line that names no database, or two ways of naming one (exit code 2)."""
     if as_json:
-        doc = {"error": {"code": "USAGE", "detail": detail}}
+        doc = {"error": {"code": USAGE, "detail": detail}}
         return CommandResult(2, output=json.dumps(doc, indent=2))
     return CommandResult(2, error=f"error: {detail}")

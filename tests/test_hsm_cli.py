@@ -173,12 +173,12 @@ def test_errors_with_json_are_one_json_object_on_stdout(tmp_path: Path) -> None:
         1,
         env={"WRONG_PIN": "Wrong-Json-Marker-77"},
     )
-    assert wrong["code"] == "HSM_LOGIN_ERROR" and "incorrect PIN" in wrong["detail"]
+    assert wrong["code"] == "HSM_LOGIN" and "incorrect PIN" in wrong["detail"]
     assert "Wrong-Json-Marker-77" not in json.dumps(wrong) and PIN not in json.dumps(wrong)
     again = error(init, 1)
-    assert again["code"] == "TOKEN_INIT_ERROR" and "already holds" in again["detail"]
+    assert again["code"] == "TOKEN_INIT" and "already holds" in again["detail"]
     nothing = error(["status"], 1)
-    assert nothing["code"] == "HSM_CONFIG_ERROR" and "--label" in nothing["detail"]
+    assert nothing["code"] == "HSM_CONFIG" and "--label" in nothing["detail"]
     usage = error(["init", "--dir", str(tmp_path / "k")], 2)
     assert usage["code"] == "USAGE" and "--label" in usage["detail"]
     plain = runner.invoke(hsm_app, ["init", "--dir", str(tmp_path / "k")])

@@ -539,7 +539,7 @@ def test_node_migrate_command(tmp_path: Path) -> None:
     code, doc = invoke("node", "migrate", "--db", str(directory / "node.db"), "--dir", "x")
     assert code == 2 and doc["error"]["code"] == "USAGE"
     code, doc = invoke("node", "migrate", "--dir", str(tmp_path))
-    assert code == 1 and doc["error"]["code"] == "NODE_CONFIG"
+    assert code == 1 and doc["error"]["code"] == "NODE_SETUP"
     text = runner.invoke(app, ["node", "migrate", "--db", str(tmp_path / "absent.db")])
     assert text.exit_code == 1 and "no such file" in text.stderr
 
@@ -598,7 +598,7 @@ def test_cluster_migrate_refuses_all_when_one_is_refused(tmp_path: Path) -> None
     assert doc["error"]["database"] == str(node_dbs[1])
     assert [digest(p) for p in (root / "coordinator.db", *node_dbs)] == untouched
     code, doc = invoke("cluster", "migrate", "--root", str(tmp_path / "nowhere"))
-    assert code == 1 and doc["error"]["code"] == "CLUSTER_CONFIG"
+    assert code == 1 and doc["error"]["code"] == "CLUSTER"
     code, doc = invoke("cluster", "migrate", "--root", str(root), "--db", str(node_dbs[0]))
     assert code == 2 and doc["error"]["code"] == "USAGE"
 

@@ -270,7 +270,7 @@ def _json_error(result: Any, exit_code: int) -> dict[str, str]:
 
 def test_node_commands_report_errors_as_json(tmp_path: Path) -> None:
     refused = _json_error(runner.invoke(app, ["node", "run", "--dir", str(tmp_path), "--json"]), 1)
-    assert refused["code"] == "NODE_SETUP_ERROR" and "node refuses to start" in refused["detail"]
+    assert refused["code"] == "NODE_SETUP" and "node refuses to start" in refused["detail"]
     missing = tmp_path / "nowhere"
     for command in (
         ["node", "quarantine", "list", "--dir", str(missing)],

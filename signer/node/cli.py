@@ -75,12 +75,7 @@ def init(
 
 
 def _refuse_start(exc: TesseraError, as_json: bool) -> NoReturn:
-    detail = f"node refuses to start: {exc}"
-    if as_json:
-        typer.echo(json.dumps({"error": {"code": error_code(exc), "detail": detail}}))
-    else:
-        errors.print(f"[red]error:[/red] {detail}", markup=True, highlight=False)
-    raise typer.Exit(1) from exc
+    fail(as_json, error_code(exc), f"node refuses to start: {exc}")
 
 
 @node_app.command("run")
@@ -324,7 +319,7 @@ def migrate_db(
         try:
             path = NodeConfig.load(node_dir).db_path
         except TesseraError as exc:
-            doc = {"error": {"code": "NODE_CONFIG", "detail": str(exc)}}
+            doc = {"error": {"code": error_code(exc), "detail": str(exc)}}
             result = (
                 CommandResult(1, output=json.dumps(doc, indent=2))
                 if as_json
