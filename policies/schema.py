@@ -392,19 +392,11 @@ def migrate(path: Path, schema: Schema) -> MigrationReport:
         # BEGIN IMMEDIATE: no other writer from here to the commit, so the backup taken inside
         # (a reader on its own connection) is exactly the state the migration starts from.
         with engine.connect() as connection, connection.begin():
-            revision, tables = _revision(connection), _tables(connection)
-            if revision is None and not tables:
-                raise DatabaseMissing(
-                    path, schema.name, f"holds no tables: not a {schema.name} database"
-                )
-            if revision is not None and revision not in known_revisions(schema):
-                raise SchemaTooNew(path, schema, revision)
+            # Again under the lock: the file may have changed since `check`.
+            revision = _refusals(connection, schema, path)
             if revision == schema.head:
-                _refuse(schema, path, revision, tables)
                 counts = row_counts(connection)
                 return MigrationReport(path, schema.name, revision, revision, None, counts, counts)
-            if revision is None:
-                _check_baseline(connection, schema, path)
             before = row_counts(connection)
             copy = backup(path, schema, revision or "unversioned", before)
             try:
@@ -488,21 +480,26 @@ def check(path: Path, schema: Schema) -> str | None:
     engine = sa.create_engine(f"sqlite:///{path}")
     try:
         with engine.connect() as connection:
-            revision, tables = _revision(connection), _tables(connection)
-            if revision is None and not tables:
-                raise DatabaseMissing(
-                    path, schema.name, f"holds no tables: not a {schema.name} database"
-                )
-            if revision is not None and revision not in known_revisions(schema):
-                raise SchemaTooNew(path, schema, revision)
-            if revision == schema.head:
-                _refuse(schema, path, revision, tables)
-            if revision is None:
-                _check_baseline(connection, schema, path)
+            revision = _refusals(connection, schema, path)
             connection.rollback()
             return revision
     finally:
         engine.dispose()
+
+
+def _refusals(connection: sa.Connection, schema: Schema, path: Path) -> str | None:
+    """Raise what `migrate` refuses on this connection's view of the file (see `check`);
+    return the file's revision (None: an unversioned file that is the baseline)."""
+    revision, tables = _revision(connection), _tables(connection)
+    if revision is None and not tables:
+        raise DatabaseMissing(path, schema.name, f"holds no tables: not a {schema.name} database")
+    if revision is not None and revision not in known_revisions(schema):
+        raise SchemaTooNew(path, schema, revision)
+    if revision == schema.head:
+        _refuse(schema, path, revision, tables)
+    if revision is None:
+        _check_baseline(connection, schema, path)
+    return revision
 
 
 def migrate_all(targets: list[tuple[Path, Schema]]) -> list[MigrationReport]:
