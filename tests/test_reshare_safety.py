@@ -698,9 +698,8 @@ def test_two_concurrent_plans_of_one_version_never_split_the_nodes(
         async def both(j: int) -> list[Any]:
             plans = [p, q]
             rng.shuffle(plans)
-            return list(
-                await asyncio.gather(*(clients[j].start(s) for s in plans), return_exceptions=True)
-            )
+            starts = (clients[j].start(s.to_json()) for s in plans)
+            return list(await asyncio.gather(*starts, return_exceptions=True))
 
         started = await asyncio.gather(*(both(j) for j in (1, 2, 3, 4)))
         for j, replies in zip((1, 2, 3, 4), started, strict=True):
