@@ -268,12 +268,12 @@ class LocalCluster:
 
     async def wait_healthy(self, node: NodeEntry, timeout: float = 60.0) -> Health:
         """The node's health once it answers, polled with exponential back-off (50 ms doubling
-        to 2 s: a fresh process answers within a second, one unsealing its token can take many)
+        to 0.5 s: a fresh process answers within a second, one unsealing its token can take many)
         for at most `timeout` seconds."""
         client = self.client(node)
         waiting = AsyncRetrying(
             retry=retry_if_exception_type((NodeUnavailable, NodeRefused)),
-            wait=wait_exponential(multiplier=0.05, max=2.0),
+            wait=wait_exponential(multiplier=0.05, max=0.5),
             stop=stop_after_delay(timeout),
         )
         try:

@@ -4,9 +4,8 @@ signer set, path), filled to a depth on request or kept full in the background."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_result, wait_exponential
@@ -119,11 +118,32 @@ class PoolOps(SessionRunner):
         target again only after an operational failure (node down, stall) — after any other
         failure it leaves the target alone."""
         paused: set[PoolTarget] = set()
+        wake = asyncio.Event()  # a presignature was drawn (`_wake_keepers`): refill now
 
         async def pause(seconds: float) -> None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=seconds)
+            waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+                wake.clear()
 
+        self._keeper_wakeups.append(wake)
+        try:
+            await self._keep(targets, stop, interval, max_interval, paused, pause)
+        finally:
+            self._keeper_wakeups.remove(wake)
+
+    async def _keep(
+        self,
+        targets: Sequence[PoolTarget],
+        stop: asyncio.Event,
+        interval: float,
+        max_interval: float,
+        paused: set[PoolTarget],
+        pause: Callable[[float], Awaitable[None]],
+    ) -> None:
         def stopped(_: RetryCallState) -> bool:
             return stop.is_set()
 

@@ -13,6 +13,7 @@ in every node's own quarantine.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -74,6 +75,13 @@ class SessionRunner:
         # nodes that failed operationally are not chosen until a health check sees them back
         self.health = health if health is not None else NodeHealth(clients)
         self.metrics = CoordinatorMetrics()
+        # One event per running pool keeper (`keep_pools`): set when a presignature is drawn,
+        # so an idle keeper that has backed off refills at once instead of after its pause.
+        self._keeper_wakeups: list[asyncio.Event] = []
+
+    def _wake_keepers(self) -> None:
+        for wake in self._keeper_wakeups:
+            wake.set()
 
     async def aclose(self) -> None:
         for client in self.clients.values():

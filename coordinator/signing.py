@@ -221,6 +221,7 @@ class SigningOps(PoolOps):
                 chosen = (signers, row)
                 timings["presign"] = time.perf_counter() - started
             signers, row = chosen
+            self._wake_keepers()  # the pool is one short: let an idle keeper refill it now
             try:
                 signature = await self._sign_with(wallet, key, signers, row, message, scheme)
             except EncodingError as exc:

@@ -89,7 +89,7 @@ def test_hardened_path_is_a_usage_error_with_a_clear_message(tmp_path: Path) -> 
     result = cli("address", "--dir", str(tmp_path), "--wallet", "w", "--path", "m/0'/5", "--json")
     assert result.exit_code == 2
     error = error_of(result)
-    assert error["code"] == "BAD_REQUEST" and "hardened" in error["detail"]
+    assert error["code"] == "USAGE" and "hardened" in error["detail"]
     plain = cli("address", "--dir", str(tmp_path), "--wallet", "w", "--path", "m/0'/5")
     assert plain.exit_code == 2 and "non-hardened" in plain.output
 

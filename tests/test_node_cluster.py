@@ -226,6 +226,43 @@ def test_pool_keeper_refills_in_the_background(cluster: LocalCluster, wallet: Wa
     run(_with(cluster, body))
 
 
+def test_a_drawn_presignature_wakes_an_idle_keeper(
+    cluster: LocalCluster, wallet: WalletRow
+) -> None:
+    """A keeper pauses between passes (here 30 s, doubling while idle); a signature that draws
+    from its pool wakes it, so the pool is refilled long before the pause would end."""
+
+    async def depth(coordinator: Coordinator) -> int:
+        return coordinator.store.pool_depth(wallet.key_id, wallet.epoch, "1,2", "")
+
+    async def body(coordinator: Coordinator) -> None:
+        target = PoolTarget("hot", (1, 2), (), depth=1)
+        stop = asyncio.Event()
+        keeper = asyncio.create_task(
+            coordinator.keep_pools([target], stop, interval=30.0, max_interval=600.0)
+        )
+        try:
+            while await depth(coordinator) < 1:
+                await asyncio.sleep(0.1)
+            outcome = await coordinator.sign(
+                "hot", secrets.token_bytes(16), HashScheme.KECCAK256, preferred=(1, 2)
+            )
+            assert "presign" not in outcome.timings  # drawn from the pool
+
+            async def refilled() -> None:
+                while await depth(coordinator) < 1:
+                    await asyncio.sleep(0.1)
+
+            # A liveness bound, not a timing assertion: without the wake-up the refill would
+            # wait for the keeper's 30 s pause.
+            await asyncio.wait_for(refilled(), timeout=20)
+        finally:
+            stop.set()
+            await keeper
+
+    run(_with(cluster, body))
+
+
 def node_presignature_state(cluster: LocalCluster, index: int, presignature_id: str) -> str:
     db = cluster.nodes[index - 1].directory / "node.db"
     with sqlite3.connect(db) as connection:
