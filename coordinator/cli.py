@@ -26,7 +26,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hsm import output
-from hsm.output import EXIT_DONE, EXIT_REFUSED, emit
+from hsm.output import EXIT_DONE, EXIT_REFUSED, JsonUsageGroup, emit
 from signer.errors import TesseraError
 from signer.problems import ErrorCode
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 cluster_app = typer.Typer(
+    cls=JsonUsageGroup,
     help=(
         "A local cluster: n key-share node processes on this machine, each with its own "
         "SoftHSM2 token and database, and the coordinator's database. `up` creates what is "
@@ -624,6 +625,7 @@ async def _sign_transfer(
 
 # --- the quarantine mirror -----------------------------------------------------------------------
 quarantine_app = typer.Typer(
+    cls=JsonUsageGroup,
     help=(
         "The coordinator's quarantine mirror: parties and party sets it no longer chooses "
         "after a failure (the same exclusion model as each node's own quarantine, "

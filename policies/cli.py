@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from hsm.output import JsonUsageGroup
 from policies.errors import UsageError
 from policies.locations import DEFAULT_STORE, EXAMPLES, STARTER, STORE_ENV
 from policies.render import Output, decision_lines, policy_summary, status_print, withdrawal_lines
@@ -46,17 +47,21 @@ else:
     drafts = _Lazy("policies.drafts")  # policy files only: validate and hash load no store
 
 officer_app = typer.Typer(
+    cls=JsonUsageGroup,
     help="Security officers: keys, policy votes, withdrawal approvals, freezes.",
     no_args_is_help=True,
 )
 policy_app = typer.Typer(
+    cls=JsonUsageGroup,
     help=(
         "Policy versions: init, validate, hash, new-version, propose, show, diff, activate, "
         "status, simulate; the audit log."
     ),
     no_args_is_help=True,
 )
-audit_app = typer.Typer(help="Verify, checkpoint and export the audit log.", no_args_is_help=True)
+audit_app = typer.Typer(
+    cls=JsonUsageGroup, help="Verify, checkpoint and export the audit log.", no_args_is_help=True
+)
 policy_app.add_typer(audit_app, name="audit")
 
 

@@ -105,3 +105,24 @@ def test_the_cli_and_the_codec_never_import_the_evm() -> None:
     command = [sys.executable, "-c", probe]
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_parser_errors_are_json_in_every_group() -> None:
+    """A missing argument or option found by the parser is the same JSON error (code USAGE,
+    exit 2) in every command group when --json is given; without --json it stays text."""
+    for command in (
+        ["cluster", "address", "--json"],
+        ["cluster", "quarantine", "clear", "--json"],
+        ["policy", "hash", "--json"],
+        ["policy", "audit", "export", "--json"],
+        ["officer", "approve-withdrawal", "--json"],
+        ["node", "pin", "--json"],
+        ["hsm", "init", "--json"],
+        ["primes", "count", "--json"],
+    ):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] == "USAGE" and error["detail"], command
+    plain = runner.invoke(app, ["policy", "hash"])
+    assert plain.exit_code == 2 and not plain.stdout.lstrip().startswith("{")
