@@ -84,6 +84,18 @@ async def _drive(cluster: LocalCluster) -> dict[str, Any]:
             assert reply.headers["content-type"].startswith("text/plain")
             assert reply.headers["x-request-id"]
             texts[node.index] = reply.text
+    # Bad input on the metrics route: answered with 4xx problems, never a 500 or an echo.
+    bad: dict[str, tuple[int, str, str]] = {}
+    async with httpx.AsyncClient(base_url=cluster.nodes[0].url) as client:
+        cases = {
+            "post": client.post("/metrics", content=b"x"),
+            "long_target": client.get("/metrics?q=" + "A" * (12 << 10)),  # limit: 8 KiB
+        }
+        for name, call in cases.items():
+            reply = await call
+            bad[name] = (reply.status_code, reply.headers.get("content-type", ""), reply.text)
+        junk = await client.get("/metrics?x=NaN", headers={"Authorization": "Bearer nonsense"})
+        bad["junk_query_and_token"] = (junk.status_code, "", "")
     # What the stores hold now (the coordinator may top pools up on its own): the gauge must
     # equal this, and every stored presignature came from one finished presign session.
     stored = {}
@@ -97,7 +109,7 @@ async def _drive(cluster: LocalCluster) -> dict[str, Any]:
             stored[node.index] = {str(state): int(count) for state, count in rows}
         finally:
             db.close()
-    return {"texts": texts, "key_id": wallet.key_id, "stored": stored}
+    return {"texts": texts, "key_id": wallet.key_id, "stored": stored, "bad": bad}
 
 
 def test_signature_counters_by_outcome_and_reason(scraped: dict[str, Any]) -> None:
@@ -213,3 +225,16 @@ def test_in_process_refusals_are_counted_and_logged_by_code(
     assert signed["code"] == "UNKNOWN_PRESIGNATURE" and signed["outcome"] == "refused"
     text = repr([(r.getMessage(), getattr(r, "fields", None)) for r in caplog.records])
     assert request.hex() not in text and message.hex() not in text and "never logged" not in text
+
+
+def test_metrics_route_refuses_bad_input_with_problems(scraped: dict[str, Any]) -> None:
+    """POST or an oversized target: a 4xx problem, never a 500 or an echo of the input; a junk
+    query or a wrong token changes nothing (the route needs no token).  Body limits are the
+    shared middleware's, tested on every route in tests/test_node_http.py."""
+    bad = scraped["bad"]
+    for name in ("post", "long_target"):
+        status, media, text = bad[name]
+        assert 400 <= status < 500, (name, status)
+        assert media.startswith("application/problem+json"), (name, media)
+        assert "AAAA" not in text
+    assert bad["junk_query_and_token"][0] == 200
