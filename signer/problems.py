@@ -65,6 +65,20 @@ class ErrorCode(StrEnum):
     CONFIRMATION_REJECTED = "CONFIRMATION_REJECTED"
     CONFIRMATION_CONFLICT = "CONFIRMATION_CONFLICT"
     QUARANTINED = "QUARANTINED"
+    # the node's policy (docs/policies.md, "Enforcement in the nodes")
+    NO_GENESIS = "NO_GENESIS"
+    NO_POLICY = "NO_POLICY"
+    GOVERNANCE_REFUSED = "GOVERNANCE_REFUSED"
+    POLICY_DENIED = "POLICY_DENIED"
+    TRANSACTION_INVALID = "TRANSACTION_INVALID"
+    UNSUPPORTED_TRANSACTION = "UNSUPPORTED_TRANSACTION"
+    INTENT_MISMATCH = "INTENT_MISMATCH"
+    SENDER_MISMATCH = "SENDER_MISMATCH"
+    RECEIPTS_MISSING = "RECEIPTS_MISSING"
+    REQUEST_REUSED = "REQUEST_REUSED"
+    RAW_SIGNING_REFUSED = "RAW_SIGNING_REFUSED"
+    WALLET_BOUND = "WALLET_BOUND"
+    PLAN_UNAUTHORISED = "PLAN_UNAUTHORISED"
     # the node cannot serve now
     BUSY = "BUSY"
     HSM = "HSM"
@@ -101,6 +115,19 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CONFIRMATION_REJECTED: 400,
     ErrorCode.CONFIRMATION_CONFLICT: 409,
     ErrorCode.QUARANTINED: 409,
+    ErrorCode.NO_GENESIS: 409,
+    ErrorCode.NO_POLICY: 409,
+    ErrorCode.GOVERNANCE_REFUSED: 409,
+    ErrorCode.POLICY_DENIED: 403,
+    ErrorCode.TRANSACTION_INVALID: 422,
+    ErrorCode.UNSUPPORTED_TRANSACTION: 422,
+    ErrorCode.INTENT_MISMATCH: 409,
+    ErrorCode.SENDER_MISMATCH: 409,
+    ErrorCode.RECEIPTS_MISSING: 409,
+    ErrorCode.REQUEST_REUSED: 409,
+    ErrorCode.RAW_SIGNING_REFUSED: 403,
+    ErrorCode.WALLET_BOUND: 409,
+    ErrorCode.PLAN_UNAUTHORISED: 403,
     ErrorCode.BUSY: 503,
     ErrorCode.HSM: 503,
     ErrorCode.CORRUPT: 500,
@@ -136,6 +163,19 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.CONFIRMATION_REJECTED: "a storage confirmation of a key version is invalid",
     ErrorCode.CONFIRMATION_CONFLICT: "this node confirmed another version of this key epoch",
     ErrorCode.QUARANTINED: "a party of the request is quarantined by this node",
+    ErrorCode.NO_GENESIS: "no genesis policy hash is pinned on this node",
+    ErrorCode.NO_POLICY: "no policy version is in force on this node",
+    ErrorCode.GOVERNANCE_REFUSED: "the policy version, cancellation or freeze order is not accepted",
+    ErrorCode.POLICY_DENIED: "the node's policy does not allow this request",
+    ErrorCode.TRANSACTION_INVALID: "the transaction to sign does not decode",
+    ErrorCode.UNSUPPORTED_TRANSACTION: "the transaction's kind or calldata is not one this node signs",
+    ErrorCode.INTENT_MISMATCH: "the claimed intent differs from the transaction the node decoded",
+    ErrorCode.SENDER_MISMATCH: "the transaction claims another wallet, sender or path than the key's",
+    ErrorCode.RECEIPTS_MISSING: "too few valid velocity receipts for a velocity-limited intent",
+    ErrorCode.REQUEST_REUSED: "the request id was already used for another transaction",
+    ErrorCode.RAW_SIGNING_REFUSED: "this key signs transactions only, never raw bytes",
+    ErrorCode.WALLET_BOUND: "the policy wallet is already bound to a key",
+    ErrorCode.PLAN_UNAUTHORISED: "the re-share or refresh lacks a valid officer-quorum authorisation",
     ErrorCode.BUSY: "the node is at its session limit",
     ErrorCode.HSM: "the node's HSM could not complete the operation",
     ErrorCode.CORRUPT: "the node's stored state is inconsistent",
@@ -175,6 +215,10 @@ class Problem(BaseModel):
     culprit: int | None = None
     check: str | None = None
     node: int | None = None
+    # A policy refusal names the rule that decided (when one did) and the policy hash the node
+    # decided under, so an operator sees at once which version and rule refused.
+    rule: str | None = None
+    policy_hash: str | None = None
 
     @classmethod
     def of(
@@ -185,6 +229,8 @@ class Problem(BaseModel):
         culprit: int | None = None,
         check: str | None = None,
         node: int | None = None,
+        rule: str | None = None,
+        policy_hash: str | None = None,
     ) -> Problem:
         return cls(
             type=f"urn:tessera:problem:{code.value.lower().replace('_', '-')}",
@@ -195,4 +241,6 @@ class Problem(BaseModel):
             culprit=culprit,
             check=check,
             node=node,
+            rule=rule,
+            policy_hash=policy_hash,
         )

@@ -184,7 +184,13 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     app.add_middleware(RequestContext, node=node)  # added last: outermost, sees every refusal
 
     def problem(
-        code: ErrorCode, detail: str, *, culprit: int | None = None, check: str | None = None
+        code: ErrorCode,
+        detail: str,
+        *,
+        culprit: int | None = None,
+        check: str | None = None,
+        rule: str | None = None,
+        policy_hash: str | None = None,
     ) -> Response:
         # The code, check and culprit only: the detail may quote what the caller sent.
         log_event(
@@ -195,7 +201,17 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
             check=check,
             culprit=culprit,
         )
-        return problem_response(Problem.of(code, detail, culprit=culprit, check=check, node=node))
+        return problem_response(
+            Problem.of(
+                code,
+                detail,
+                culprit=culprit,
+                check=check,
+                node=node,
+                rule=rule,
+                policy_hash=policy_hash,
+            )
+        )
 
     def authorised(authorization: str = Header(default="")) -> None:
         expected = f"Bearer {runtime.api_token}"
@@ -210,7 +226,14 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
 
     @app.exception_handler(NodeError)
     async def node_error(_: Request, exc: NodeError) -> Response:
-        return problem(exc.code, exc.detail, culprit=exc.culprit, check=exc.check)
+        return problem(
+            exc.code,
+            exc.detail,
+            culprit=exc.culprit,
+            check=exc.check,
+            rule=exc.rule,
+            policy_hash=exc.policy_hash,
+        )
 
     @app.exception_handler(EnvelopeRejected)
     async def envelope_error(_: Request, exc: EnvelopeRejected) -> Response:

@@ -44,11 +44,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, select
 
 from policies.sqlite import sqlite_engine
 from signer.errors import TesseraError
+from signer.node import policy_tables as policy_tables  # the policy's tables: same metadata
 from signer.node.api import join_indices, join_path
 from signer.node.exclusion import (
     Exclusion,
@@ -58,6 +58,7 @@ from signer.node.exclusion import (
     first_blocking,
     list_exclusions,
 )
+from signer.node.tables import NodeTable
 
 
 class StoreError(TesseraError):
@@ -69,17 +70,13 @@ class StoreError(TesseraError):
         super().__init__(f"{what}: {detail}")
 
 
-class _NodeTable(SQLModel, registry=registry()):
-    """Own metadata: the node's and the coordinator's tables never mix."""
-
-
-class SettingRow(_NodeTable, table=True):
+class SettingRow(NodeTable, table=True):
     __tablename__ = "settings"
     name: str = Field(primary_key=True)
     value: bytes
 
 
-class KeyVersionRow(_NodeTable, table=True):
+class KeyVersionRow(NodeTable, table=True):
     __tablename__ = "key_versions"
     key_id: str = Field(primary_key=True)  # hex
     epoch: int = Field(primary_key=True)
@@ -89,7 +86,7 @@ class KeyVersionRow(_NodeTable, table=True):
     created_at: float
 
 
-class KeyConfirmationRow(_NodeTable, table=True):
+class KeyConfirmationRow(NodeTable, table=True):
     """A storage confirmation (`signer.node.confirmation.KeyConfirmation`) this node signed
     (origin "signed") or received in the set that activated a version (origin "received")."""
 
@@ -103,7 +100,7 @@ class KeyConfirmationRow(_NodeTable, table=True):
     created_at: float
 
 
-class KeyEventRow(_NodeTable, table=True):
+class KeyEventRow(NodeTable, table=True):
     """What happened to a key version, for the operator: pending, activated, discarded."""
 
     __tablename__ = "key_events"
@@ -115,7 +112,7 @@ class KeyEventRow(_NodeTable, table=True):
     at: float
 
 
-class AuxRow(_NodeTable, table=True):
+class AuxRow(NodeTable, table=True):
     __tablename__ = "aux_info"
     aux_id: str = Field(primary_key=True)  # hex
     parties: str  # "1,2,3"
@@ -125,7 +122,7 @@ class AuxRow(_NodeTable, table=True):
     created_at: float
 
 
-class PresignatureRow(_NodeTable, table=True):
+class PresignatureRow(NodeTable, table=True):
     __tablename__ = "presignatures"
     presignature_id: str = Field(primary_key=True)  # hex
     key_id: str = Field(index=True)
@@ -140,7 +137,7 @@ class PresignatureRow(_NodeTable, table=True):
     consumed_at: float | None = None
 
 
-class SessionStartRow(_NodeTable, table=True):
+class SessionStartRow(NodeTable, table=True):
     """Every session instance this node ever started: an instance is started at most once."""
 
     __tablename__ = "session_starts"
@@ -149,7 +146,7 @@ class SessionStartRow(_NodeTable, table=True):
     started_at: float
 
 
-class QuarantineRow(Exclusion, _NodeTable, table=True):
+class QuarantineRow(Exclusion, NodeTable, table=True):
     __tablename__ = "quarantine"
     protocol: str
     session: str  # hex instance id of the failed session
