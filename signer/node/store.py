@@ -48,7 +48,7 @@ from sqlmodel import Field, Session, select
 
 from policies.sqlite import sqlite_engine
 from signer.errors import TesseraError
-from signer.node import policy_tables as policy_tables  # the policy's tables: same metadata
+from signer.node import policy_tables  # noqa: F401  (the policy's tables: same metadata)
 from signer.node.api import join_indices, join_path
 from signer.node.exclusion import (
     Exclusion,
