@@ -359,6 +359,16 @@ def test_an_old_database_gains_the_new_tables(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "node.db") as connection:
         connection.execute("DROP TABLE key_confirmations")
         connection.execute("DROP TABLE key_events")
+        # Nor did it have the policy tables, which came later still (node_0002).
+        for table in (
+            "policy_versions",
+            "freeze_orders",
+            "key_bindings",
+            "signed_requests",
+            "approvals_used",
+            "audit_log",
+        ):
+            connection.execute(f"DROP TABLE {table}")
         connection.execute("DROP TABLE alembic_version")
     with pytest.raises(SchemaOutdated, match="tessera node migrate"):
         NodeStore(tmp_path / "node.db")
