@@ -53,7 +53,7 @@ async def bench(root: Path, signatures: int, concurrency: int) -> dict[str, Any]
     if root.exists():
         shutil.rmtree(root)
     t0 = time.perf_counter()
-    cluster = LocalCluster.create(root, 3, 2, base_port=18500)
+    cluster = LocalCluster.create(root, 3, 2, base_port=18500, raw_keys=True)
     await cluster.up()
     results["cluster set-up (3 tokens, keys, processes)"] = time.perf_counter() - t0
     coordinator = cluster.coordinator()

@@ -193,7 +193,7 @@ def _check_signers(wallet: WalletRow, signers: tuple[int, ...], as_json: bool) -
 
 def _wallet_doc(row: WalletRow) -> dict[str, Any]:
     from coordinator.bip32 import serialize_xpub  # noqa: PLC0415
-    from coordinator.evm_codec import address_of  # noqa: PLC0415
+    from signer.chains.evm import address_of  # noqa: PLC0415
     from signer.node import codec  # noqa: PLC0415
 
     key = codec.decode_key_public(row.key_public)
@@ -227,6 +227,21 @@ def up(
             "Used only when the cluster is created.",
         ),
     ] = 18100,
+    genesis_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--genesis-policy",
+            help="Genesis policy hash pinned on every node (used only when the cluster is "
+            "created).",
+        ),
+    ] = None,
+    raw_keys: Annotated[
+        bool,
+        typer.Option(
+            "--raw-keys",
+            help="Nodes may hold keys of no wallet that sign raw bytes (tests, benchmarks).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Create the cluster if the directory has none (tokens, keys, databases, roster), start
@@ -241,7 +256,14 @@ def up(
                 cluster = LocalCluster.load(root)
             else:
                 say(f"initialising {nodes} nodes (SoftHSM2 tokens, identity keys)")
-                cluster = LocalCluster.create(root, nodes, threshold, base_port)
+                cluster = LocalCluster.create(
+                    root,
+                    nodes,
+                    threshold,
+                    base_port,
+                    genesis_policy=genesis_policy,
+                    raw_keys=raw_keys,
+                )
             say("starting the nodes, pinning the roster")
             asyncio.run(cluster.up())
         except TesseraError as exc:
@@ -368,8 +390,8 @@ def address(
 ) -> None:
     """The address of a child of the wallet's key (BIP32 non-hardened public derivation from
     its public key and chain code: no node is asked)."""
-    from coordinator.evm_codec import address_of  # noqa: PLC0415
     from coordinator.store import CoordinatorStore  # noqa: PLC0415
+    from signer.chains.evm import address_of  # noqa: PLC0415
     from signer.node import codec  # noqa: PLC0415
     from signer.protocol.hd import derive  # noqa: PLC0415
 
@@ -579,7 +601,7 @@ async def _sign_transfer(
     preferred: tuple[int, ...] | None,
     as_json: bool,
 ) -> dict[str, Any]:
-    from coordinator.evm_codec import (  # noqa: PLC0415
+    from signer.chains.evm import (  # noqa: PLC0415
         Eip1559Transfer,
         address_of,
         recover_sender,

@@ -13,13 +13,20 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from policies.bundle import GovernanceBundle
 from signer.errors import TesseraError
 from signer.node.api import (
+    AuditHead,
     CancelReply,
+    GovernanceReply,
     Health,
+    PolicyStatus,
     PresignatureListing,
     SessionState,
     SignReply,
+    SignRequest,
+    TransactionRequest,
+    VelocityReceipt,
 )
 from signer.node.confirmation import (
     ActivationBody,
@@ -166,10 +173,40 @@ class NodeClient:
             "scheme": scheme,
         }
         try:
-            return await self._model(SignReply, "POST", "/v1/sign", json=body)
+            return await self._model(SignReply, "POST", "/v1/sign/raw", json=body)
         except NodeReplyInvalid as exc:
             # a signer that answers with something that is not a partial is to blame
             raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
+
+    async def sign_transaction(self, request: SignRequest) -> SignReply:
+        """The node's partial on a wallet transaction, after its own policy decision."""
+        try:
+            return await self._model(
+                SignReply, "POST", "/v1/sign", json=request.model_dump(mode="json")
+            )
+        except NodeReplyInvalid as exc:
+            raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
+
+    async def receipt(self, request: TransactionRequest) -> VelocityReceipt:
+        """The node's signed velocity receipt for the request (it reserves the amount)."""
+        return await self._model(
+            VelocityReceipt, "POST", "/v1/receipts", json=request.model_dump(mode="json")
+        )
+
+    # --- governance and audit (signer/node/governance.py, signer/node/audit.py) ----------------
+    async def governance(self) -> PolicyStatus:
+        return await self._model(PolicyStatus, "GET", "/v1/governance")
+
+    async def governance_chain(self) -> GovernanceBundle:
+        return await self._model(GovernanceBundle, "GET", "/v1/governance/chain")
+
+    async def relay_governance(self, bundle: GovernanceBundle) -> GovernanceReply:
+        return await self._model(
+            GovernanceReply, "POST", "/v1/governance", json=bundle.model_dump(mode="json")
+        )
+
+    async def audit_head(self) -> AuditHead:
+        return await self._model(AuditHead, "GET", "/v1/audit/head")
 
     async def presignatures(self, key_id: str, signers: str, path: str) -> PresignatureListing:
         return await self._model(

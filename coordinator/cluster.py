@@ -52,11 +52,18 @@ class ClusterError(TesseraError):
     pass
 
 
-def _init_nodes(nodes: list[tuple[int, Path, int, Path | None]]) -> None:
+def _init_nodes(
+    nodes: list[tuple[int, Path, int, Path | None]],
+    *,
+    genesis_policy: str | None = None,
+    raw_keys: bool = False,
+) -> None:
     """`tessera node init` for each (index, directory, port, prime pool), in parallel.  Each node
     is initialised in its own process: PKCS#11 module state (which SoftHSM2 configuration is
     loaded, which tokens are open) is per process, as in production."""
     pending = []
+    extra = [*(["--genesis-policy", genesis_policy] if genesis_policy else [])]
+    extra += ["--raw-keys"] if raw_keys else []
     for index, directory, port, pool in nodes:
         command = [
             sys.executable,
@@ -72,6 +79,7 @@ def _init_nodes(nodes: list[tuple[int, Path, int, Path | None]]) -> None:
             "--port",
             str(port),
             *([] if pool is None else ["--prime-pool", str(pool)]),
+            *extra,
         ]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # noqa: S603
         pending.append((index, process))
@@ -140,10 +148,15 @@ class LocalCluster:
         threshold: int,
         base_port: int = 18100,
         prime_pools: dict[int, Path] | None = None,
+        *,
+        genesis_policy: str | None = None,
+        raw_keys: bool = False,
     ) -> LocalCluster:
         """Initialise n node directories (tokens, keys) and the cluster file.  `prime_pools`
         gives a node its own safe-prime pool (`tessera primes generate`); never share one pool
-        between nodes — they would draw the same primes and aux-info would abort."""
+        between nodes — they would draw the same primes and aux-info would abort.
+        `genesis_policy` is pinned on every node; `raw_keys` lets the nodes hold keys of no
+        wallet that sign raw bytes (benchmarks and protocol tests, never production)."""
         if (root / CLUSTER_FILE).exists():
             raise ClusterError(f"{root} already holds a cluster")
         if not 2 <= threshold <= n <= 255:
@@ -159,7 +172,9 @@ class LocalCluster:
                 )
                 for index in range(1, n + 1)
                 if not (root / "nodes" / f"node-{index}" / "node.json").exists()
-            ]
+            ],
+            genesis_policy=genesis_policy,
+            raw_keys=raw_keys,
         )
         nodes = []
         for index in range(1, n + 1):
@@ -176,7 +191,12 @@ class LocalCluster:
         key with `Coordinator.reshare`."""
         index = max(n.index for n in self.nodes) + 1
         directory = self.root / "nodes" / f"node-{index}"
-        _init_nodes([(index, directory, base_port + index, prime_pool)])
+        first = NodeConfig.load(self.nodes[0].directory)  # the new node is set up like the rest
+        _init_nodes(
+            [(index, directory, base_port + index, prime_pool)],
+            genesis_policy=first.genesis_policy,
+            raw_keys=first.raw_keys,
+        )
         config = NodeConfig.load(directory)
         grown = LocalCluster(
             self.root,

@@ -22,8 +22,8 @@ from eth_keys.datatypes import PrivateKey
 
 from coordinator.cluster import CLUSTER_FILE, LocalCluster
 from coordinator.evm_chain import InProcessChain
-from coordinator.evm_codec import Eip1559Transfer, address_of, recover_sender
 from coordinator.store import CoordinatorStoreError, WalletRow
+from signer.chains.evm import Eip1559Transfer, address_of, recover_sender
 from signer.errors import TesseraError
 from signer.node import codec
 from signer.protocol.sign import HashScheme, Signature

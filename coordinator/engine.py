@@ -5,6 +5,8 @@ per job —
   wallets    aux-info and DKGs
   pools      presignature pools (fill, keep full with back-off)
   signing    signing with retries across signer sets
+  transactions  policy wallets: the transaction, claimed intent, approvals and receipts each
+             node decides on; relaying the officers' policy chain
   resharing  refresh and re-share with storage confirmations
 
 — and `specs` builds every session spec.  The names below are re-exported so callers need one
@@ -22,8 +24,9 @@ from coordinator.errors import (
 )
 from coordinator.pools import PoolTarget
 from coordinator.resharing import ReshareOps
-from coordinator.signing import NEVER_USABLE, NOTHING_CONSUMED, SigningOps, SignOutcome
+from coordinator.signing import NEVER_USABLE, NOTHING_CONSUMED, SignOutcome
 from coordinator.specs import Operation, presign_spec, reshare_spec
+from coordinator.transactions import TransactionOps
 
 __all__ = [
     "NEVER_USABLE",
@@ -42,8 +45,9 @@ __all__ = [
 ]
 
 
-class Coordinator(SigningOps, ReshareOps):
-    """Aux-info, wallets, pools, signing, refresh and re-share over the nodes' HTTP APIs."""
+class Coordinator(TransactionOps, ReshareOps):
+    """Aux-info, wallets, pools, signing (raw keys and policy wallets), refresh and re-share
+    over the nodes' HTTP APIs."""
 
     def metrics_text(self) -> str:
         """Every metric in the Prometheus text format; node health and pool gauges are brought

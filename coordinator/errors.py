@@ -11,9 +11,18 @@ class SigningFailed(TesseraError):
     `code` is the most telling reason: the last node refusal's code, `SESSION_FAILED` if only
     sessions failed, `BUSY` if no set of nodes was available at all."""
 
-    def __init__(self, attempts: list[str], code: ErrorCode = ErrorCode.BUSY) -> None:
+    def __init__(
+        self,
+        attempts: list[str],
+        code: ErrorCode = ErrorCode.BUSY,
+        *,
+        refusal: Exception | None = None,
+    ) -> None:
         self.attempts = attempts
         self.code = code
+        # A node's refusal of the request itself (its policy said no): its problem names the
+        # node, the rule and the policy hash (`coordinator.client.NodeRefused`).
+        self.refusal = refusal
         super().__init__("no signer set produced a signature: " + "; ".join(attempts))
 
 
@@ -27,6 +36,10 @@ class SignRequestInvalid(TesseraError):
     """A signing request no node would accept (refused before any presignature is taken)."""
 
     code = ErrorCode.VALIDATION
+
+    def __init__(self, detail: str, code: ErrorCode = ErrorCode.VALIDATION) -> None:
+        self.code = code
+        super().__init__(detail)
 
 
 class ReshareUnconfirmed(TesseraError):

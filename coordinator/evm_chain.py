@@ -1,6 +1,6 @@
 """An in-process EVM for tests and the demo: py-evm through eth-tester and web3.
 
-Not imported by the CLI, the engine or the transaction codec (`coordinator.evm_codec`): these
+Not imported by the CLI, the engine or the transaction codec (`signer.chains.evm`): these
 packages are heavy (≈1 s to import) and a production install has no use for them, so they are
 the `evm` extra — `pip install 'tessera-custody[evm]'` (`./run` installs it).
 """
@@ -15,7 +15,7 @@ from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.exceptions import ValidationError as EthValidationError
 
-from coordinator.evm_codec import (
+from signer.chains.evm import (
     UINT256_LIMIT,
     ChainError,
     InvalidTransaction,

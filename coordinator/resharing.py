@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Sequence
 
 from coordinator.client import NodeRefused, NodeReplyInvalid, NodeUnavailable
 from coordinator.driver import SessionFailed
@@ -16,6 +17,7 @@ from coordinator.sessions import same
 from coordinator.specs import Operation, reshare_spec
 from coordinator.store import CoordinatorStoreError, PendingVersionRow, WalletRow
 from coordinator.wallets import WalletOps
+from policies.governance import GovernanceSignature
 from signer.logs import log_event
 from signer.node import codec
 from signer.node.api import ReshareReport, join_indices
@@ -26,12 +28,17 @@ logger = logging.getLogger("tessera.coordinator.resharing")
 
 
 class ReshareOps(WalletOps):
-    async def refresh(self, wallet_name: str) -> WalletRow:
+    async def refresh(
+        self, wallet_name: str, authorization: Sequence[GovernanceSignature] = ()
+    ) -> WalletRow:
         """Fresh aux-info for the committee, then fresh shares of the same key (epoch + 1);
-        old presignatures are revoked on every node and here."""
+        old presignatures are revoked on every node and here.  A policy wallet's refresh
+        carries the officers' `authorization` of the plan (`specs.plan_statement`)."""
         wallet = self.store.wallet(wallet_name)
         old = codec.decode_key_public(wallet.key_public)
-        return await self._reshare(wallet, old.parties, old.parties, old.threshold, refresh=True)
+        return await self._reshare(
+            wallet, old.parties, old.parties, old.threshold, True, authorization
+        )
 
     async def reshare(
         self,
@@ -39,6 +46,7 @@ class ReshareOps(WalletOps):
         new_parties: tuple[int, ...],
         new_threshold: int,
         dealers: tuple[int, ...] | None = None,
+        authorization: Sequence[GovernanceSignature] = (),
     ) -> WalletRow:
         """Move the wallet's key to a new committee (add, remove or replace nodes, change t):
         fresh aux-info for the new committee, then the re-share session among the dealers
@@ -49,7 +57,12 @@ class ReshareOps(WalletOps):
         usable = tuple(i for i in old.parties if self.store.quarantined((i,)) is None)
         chosen = dealers if dealers is not None else usable
         return await self._reshare(
-            wallet, tuple(sorted(chosen)), tuple(sorted(new_parties)), new_threshold, False
+            wallet,
+            tuple(sorted(chosen)),
+            tuple(sorted(new_parties)),
+            new_threshold,
+            False,
+            authorization,
         )
 
     async def _reshare(
@@ -59,6 +72,7 @@ class ReshareOps(WalletOps):
         committee: tuple[int, ...],
         threshold: int,
         refresh: bool,
+        authorization: Sequence[GovernanceSignature] = (),
     ) -> WalletRow:
         old = codec.decode_key_public(wallet.key_public)
         in_flight = self.store.pending(wallet.key_id)
@@ -68,7 +82,9 @@ class ReshareOps(WalletOps):
                 "(or, if it can never be confirmed, abandon_pending) first"
             )
         aux_id = await self.run_aux_info(committee, replaces=wallet.aux_id)
-        spec = reshare_spec(wallet, dealers, committee, threshold, refresh=refresh)
+        spec = reshare_spec(
+            wallet, dealers, committee, threshold, refresh=refresh, authorization=authorization
+        )
         try:
             operation = Operation.REFRESH if refresh else Operation.RESHARE
             results = await self._run(operation, spec)

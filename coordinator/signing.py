@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from coordinator.client import NodeRefused, NodeUnavailable
@@ -29,12 +29,29 @@ from coordinator.store import CoordinatorStoreError, PresignatureRow, WalletRow
 from signer.errors import Check, EncodingError
 from signer.logs import Timer, bind, log_event
 from signer.node import codec
-from signer.node.api import MAX_SIGN_MESSAGE_BYTES, join_indices, join_path
+from signer.node.api import MAX_SIGN_MESSAGE_BYTES, SignReply, join_indices, join_path
 from signer.problems import ErrorCode
 from signer.protocol.keygen import KeyPublic
 from signer.protocol.sign import HashScheme, PartialSignatureInvalid, Signature, combine
 
 logger = logging.getLogger("tessera.coordinator.signing")
+
+#: A node's policy refused the request itself (signer/node/decision.py): no other signer set
+#: would sign it, so it is not retried, and nothing was consumed.
+POLICY_REFUSALS = frozenset(
+    {
+        ErrorCode.NO_GENESIS,
+        ErrorCode.NO_POLICY,
+        ErrorCode.POLICY_DENIED,
+        ErrorCode.TRANSACTION_INVALID,
+        ErrorCode.UNSUPPORTED_TRANSACTION,
+        ErrorCode.INTENT_MISMATCH,
+        ErrorCode.SENDER_MISMATCH,
+        ErrorCode.RECEIPTS_MISSING,
+        ErrorCode.REQUEST_REUSED,
+        ErrorCode.RAW_SIGNING_REFUSED,
+    }
+)
 
 #: A signer's refusal with one of these codes comes before it consumes anything
 #: (`NodeService.sign` consumes only after every check; the limits and validation refuse before
@@ -58,6 +75,7 @@ NOTHING_CONSUMED = frozenset(
         ErrorCode.UNKNOWN_PRESIGNATURE,
         ErrorCode.STALE_PRESIGNATURE,
         ErrorCode.QUARANTINED,
+        *POLICY_REFUSALS,
     }
 )
 #: ...of which these also say the presignature can never sign (unknown to a signer, or for
@@ -89,6 +107,10 @@ class SignOutcome:
     timings: dict[str, float] = field(default_factory=dict)
 
 
+#: How a signer is asked for its partial on presignature `presignature_id` (default: raw bytes).
+Ask = Callable[[int, str], Awaitable[SignReply]]
+
+
 def _failure_rank(failure: BaseException) -> int:
     if isinstance(failure, NodeUnavailable):
         return 0
@@ -116,11 +138,19 @@ class SigningOps(PoolOps):
         a pooled presignature if one exists for a usable signer set, else from an interactive
         presign on the spot; retried with other sets as nodes fail.  One log record and one
         metric per request, whatever its outcome."""
+        return await self._observed(
+            wallet_name, lambda: self._sign(wallet_name, message, scheme, path, preferred)
+        )
+
+    async def _observed(
+        self, wallet_name: str, attempt: Callable[[], Awaitable[SignOutcome]]
+    ) -> SignOutcome:
+        """One log record and one metric per signing request, whatever its outcome."""
         request = new_request_id().hex()
         timer = Timer()
         with bind(request=request):
             try:
-                outcome = await self._sign(wallet_name, message, scheme, path, preferred)
+                outcome = await attempt()
             except (SigningFailed, SignRequestInvalid) as exc:
                 self.metrics.refused(exc.code)
                 log_event(
@@ -157,6 +187,8 @@ class SigningOps(PoolOps):
         scheme: HashScheme,
         path: Sequence[int],
         preferred: tuple[int, ...] | None,
+        ask: Ask | None = None,
+        excluded_from_start: frozenset[int] = frozenset(),
     ) -> SignOutcome:
         # Checked here, before a presignature is taken: a request every node would refuse
         # must not spend one (an empty message once spent two).
@@ -169,12 +201,13 @@ class SigningOps(PoolOps):
         wallet = self.store.wallet(wallet_name)
         key = codec.decode_key_public(wallet.key_public)
         steps = tuple(path)
-        excluded: set[int] = set()
+        excluded: set[int] = set(excluded_from_start)
         attempts: list[str] = []
         tried_fresh: set[tuple[int, ...]] = set()
         await self.health.refresh()  # a node back since its last failure may be chosen again
         checked = False
         code = ErrorCode.BUSY  # what SigningFailed will say if nothing more telling happens
+        refusal: NodeRefused | None = None  # a node's refusal of the request itself
         for _ in range(4 * len(key.parties)):
             sets = self.signer_sets(key, excluded)  # mirrored quarantine is left out
             if not sets and not checked and self.health.down() & set(key.parties):
@@ -223,7 +256,7 @@ class SigningOps(PoolOps):
             signers, row = chosen
             self._wake_keepers()  # the pool is one short: let an idle keeper refill it now
             try:
-                signature = await self._sign_with(wallet, key, signers, row, message, scheme)
+                signature = await self._sign_with(wallet, key, signers, row, message, scheme, ask)
             except EncodingError as exc:
                 # The pooled row does not decode (e.g. made before the presignature format
                 # gained its key version): nothing was sent to a node; the row stays taken.
@@ -237,7 +270,8 @@ class SigningOps(PoolOps):
             except NodeRefused as exc:
                 code = exc.code
                 attempts.append(f"{list(signers)}: node {exc.index} refused {exc.code}")
-                if exc.code is ErrorCode.VALIDATION:
+                if exc.code is ErrorCode.VALIDATION or exc.code in POLICY_REFUSALS:
+                    refusal = exc
                     break  # the nodes refuse the request itself: no other set would take it
                 if exc.code is ErrorCode.QUARANTINED:  # the node is honest; the set is not usable
                     self.store.quarantine(
@@ -264,7 +298,7 @@ class SigningOps(PoolOps):
             timings["sign"] = time.perf_counter() - started - timings.get("presign", 0.0)
             self._pool_gauge(wallet)
             return SignOutcome(signature, signers, row.presignature_id, attempts, timings)
-        raise SigningFailed(attempts, code)
+        raise SigningFailed(attempts, code, refusal=refusal)
 
     async def _sign_with(
         self,
@@ -274,13 +308,15 @@ class SigningOps(PoolOps):
         row: PresignatureRow,
         message: bytes,
         scheme: HashScheme,
+        ask: Ask | None = None,
     ) -> Signature:
         public = codec.decode_presignature_public(row.public, key)
+
+        def raw(i: int) -> Awaitable[SignReply]:
+            return self.clients[i].sign(wallet.key_id, row.presignature_id, message, scheme.value)
+
         replies = await asyncio.gather(
-            *(
-                self.clients[i].sign(wallet.key_id, row.presignature_id, message, scheme.value)
-                for i in signers
-            ),
+            *((raw(i) if ask is None else ask(i, row.presignature_id)) for i in signers),
             return_exceptions=True,
         )
         failed = [r for r in replies if isinstance(r, BaseException)]

@@ -7,8 +7,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from enum import StrEnum
+from typing import Any
 
 from coordinator.store import WalletRow
+from policies.governance import GovernanceSignature, key_plan_statement
+from signer.node import codec
 from signer.node.api import AUX_KEY_ID, SessionProtocol
 from signer.node.spec import SessionSpec
 
@@ -46,14 +49,18 @@ def aux_info_spec(committee: tuple[int, ...], replaces: str | None = None) -> Se
     )
 
 
-def keygen_spec(committee: tuple[int, ...], threshold: int, key_id: bytes) -> SessionSpec:
-    """A t-of-n DKG of a new key `key_id` among `committee`."""
+def keygen_spec(
+    committee: tuple[int, ...], threshold: int, key_id: bytes, wallet: str | None = None
+) -> SessionSpec:
+    """A t-of-n DKG of a new key `key_id` among `committee` for policy wallet `wallet` (None:
+    a raw key, on a `--raw-keys` cluster only)."""
     return SessionSpec(
         protocol=SessionProtocol.KEYGEN,
         request=new_request_id(),
         parties=committee,
         threshold=threshold,
         key_id=key_id,
+        wallet=wallet or "",
     )
 
 
@@ -91,9 +98,11 @@ def reshare_spec(
     threshold: int,
     *,
     refresh: bool,
+    authorization: Sequence[GovernanceSignature] = (),
 ) -> SessionSpec:
     """A re-share of the wallet's current version (a refresh when `refresh`: same committee,
-    same t) from `dealers` to `committee` with threshold t′."""
+    same t) from `dealers` to `committee` with threshold t′; a policy wallet's plan carries
+    the officers' signatures over it (`plan_statement`)."""
     return SessionSpec(
         protocol=SessionProtocol.REFRESH if refresh else SessionProtocol.RESHARE,
         request=new_request_id(),
@@ -103,4 +112,30 @@ def reshare_spec(
         plan_old=wallet.key_public,
         dealers=tuple(dealers),
         new_parties=tuple(committee),
+        wallet=wallet.policy_wallet or "",
+        authorization=tuple(authorization),
+    )
+
+
+def plan_statement(
+    wallet: WalletRow,
+    dealers: tuple[int, ...],
+    committee: tuple[int, ...],
+    threshold: int,
+    *,
+    refresh: bool,
+    policy_hash: str,
+) -> dict[str, Any]:
+    """What the officers sign to authorise `reshare_spec(wallet, dealers, committee, …)`."""
+    key = codec.decode_key_public(wallet.key_public)
+    return key_plan_statement(
+        key_id=wallet.key_id,
+        epoch=key.epoch,
+        protocol=str(SessionProtocol.REFRESH if refresh else SessionProtocol.RESHARE),
+        old_parties=key.parties,
+        dealers=dealers,
+        new_parties=committee,
+        threshold=threshold,
+        wallet=wallet.policy_wallet or "",
+        policy_hash=policy_hash,
     )

@@ -54,6 +54,8 @@ class WalletRow(_CoordinatorTable, table=True):
     key_public: bytes
     aux_id: str
     created_at: float
+    # The policy wallet the nodes bound the key to (None: a raw key).
+    policy_wallet: str | None = None
 
 
 class PendingVersionRow(_CoordinatorTable, table=True):

@@ -39,14 +39,23 @@ class WalletOps(SessionRunner):
         self.store.add_aux(aux_id, join_indices(committee))
         return aux_id
 
-    async def create_wallet(self, name: str, parties: tuple[int, ...] | None = None) -> WalletRow:
-        """DKG among `parties` (all nodes by default) with the cluster's threshold."""
+    async def create_wallet(
+        self,
+        name: str,
+        parties: tuple[int, ...] | None = None,
+        *,
+        policy_wallet: str | None = None,
+    ) -> WalletRow:
+        """DKG among `parties` (all nodes by default) with the cluster's threshold, for the
+        policy's wallet `policy_wallet`: every node binds the new key to it for good (None: a
+        raw key, which only a `--raw-keys` cluster holds and which signs no transaction)."""
         committee = parties or self.parties
         if any(w.name == name for w in self.store.wallets()):
             raise CoordinatorStoreError(f"a wallet named {name!r} exists")  # before any DKG
         aux_id = await self.ensure_aux(committee)
         key_id = secrets.token_bytes(16)
-        results = await self._run(Operation.KEYGEN, keygen_spec(committee, self.threshold, key_id))
+        spec = keygen_spec(committee, self.threshold, key_id, policy_wallet)
+        results = await self._run(Operation.KEYGEN, spec)
         key_public = bytes.fromhex(same(results, KeyResult, "key_public", "key versions"))
         public = codec.decode_key_public(key_public)
         row = WalletRow(
@@ -57,6 +66,7 @@ class WalletOps(SessionRunner):
             key_public=key_public,
             aux_id=aux_id,
             created_at=time.time(),
+            policy_wallet=policy_wallet,
         )
         self.store.add_wallet(row)
         log_event(logger, "wallet.created", key=row.key_id, parties=committee, outcome="created")

@@ -2,8 +2,9 @@
 
 Record ``seq`` (1, 2, …) carries ``hash = SHA-256(canonical_json({format, seq, timestamp, kind,
 payload, prev_hash}))`` and ``prev_hash`` = the previous record's hash (64 zeros for seq 1).  A
-checkpoint is a record of kind ``checkpoint`` whose payload is a `Checkpoint`: an officer's (later
-also a node's) signature over the seq and hash of the record just before it.
+checkpoint is a record of kind ``checkpoint`` (a node's log: ``node_checkpoint``) whose payload is
+a `Checkpoint`: an officer's (or a node's identity key's) signature over the seq and hash of the
+record just before it.
 
 `verify_log` walks the records and names the first position where the log stops being the one
 that was written: an edited record (its hash no longer matches), a removed one (a gap in seq), an
@@ -50,8 +51,19 @@ AuditKind = Literal[
     "freeze",
     "unfreeze",
     "checkpoint",
+    # A key-share node's own log (signer.node.audit): what the node signed, refused, received
+    # and changed, and its checkpoints, signed with the node's HSM identity key.
+    "node_signed",
+    "node_refused",
+    "node_receipt",
+    "node_quarantine",
+    "node_governance",
+    "node_key",
+    "node_checkpoint",
 ]
 AUDIT_KINDS: tuple[str, ...] = get_args(AuditKind)
+# Kinds whose payload is a `Checkpoint` that `verify_log` checks in place.
+CHECKPOINT_KINDS: frozenset[str] = frozenset({"checkpoint", "node_checkpoint"})
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -343,7 +355,7 @@ def verify_log(
                 f"prev_hash is not the hash of the record at position {j - 1}: that record was "
                 "altered and re-hashed, or this one was inserted",
             )
-        if rec.kind == "checkpoint":
+        if rec.kind in CHECKPOINT_KINDS:
             last_checkpoint = _verify_checkpoint(records, j, trusted_keys).seq
             checkpoints += 1
     trusted_head_seq = None

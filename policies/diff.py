@@ -154,6 +154,16 @@ def _diff_assets(old: PolicyDocument, new: PolicyDocument, changes: _Changes) ->
         if was != now:
             kind: Kind = "loosening" if now > was else "tightening"
             changes.add("~", f"asset {symbol}: decimals {was} → {now}", kind)
+        was_native, now_native = old.assets[symbol].native_chains, new.assets[symbol].native_chains
+        if set(was_native) != set(now_native):
+            # Loosening in either direction: which coin a plain value transfer's amount means
+            # decides which rules and limits it meets, so any change can let more through.
+            changes.add(
+                "~",
+                f"asset {symbol}: native on chains {_join(sorted(was_native))} →"
+                f" {_join(sorted(now_native))}",
+                "loosening",
+            )
 
 
 def _diff_wallets(old: PolicyDocument, new: PolicyDocument, changes: _Changes) -> None:
@@ -314,8 +324,29 @@ def _diff_limits(old: PolicyDocument, new: PolicyDocument, changes: _Changes) ->
             changes.add(
                 "~", f"{where}: window {was.window_seconds} s → {now.window_seconds} s", kind
             )
+        if was.receipt_quorum != now.receipt_quorum:
+            changes.add(
+                "~",
+                f"{where}: receipt quorum {_quorum(was.receipt_quorum)} →"
+                f" {_quorum(now.receipt_quorum)}",
+                _quorum_kind(was.receipt_quorum, now.receipt_quorum),
+            )
         if was.description != now.description:
             changes.add("~", f"{where}: description changed", "neutral")
+
+
+def _quorum_kind(was: int | None, now: int | None) -> Kind:
+    """None means every node of the committee, the most receipts there can be: setting a
+    number where there was none, or a smaller one, lets a node sign having seen fewer."""
+    if now is None:
+        return "tightening"
+    if was is None or now < was:
+        return "loosening"
+    return "tightening"
+
+
+def _quorum(value: int | None) -> str:
+    return "every node" if value is None else str(value)
 
 
 # --- relations and text ------------------------------------------------------------------------

@@ -340,6 +340,10 @@ class Governance(_Model):
 
 class Asset(_Model):
     decimals: Decimals
+    # The chains on which this asset is the chain's native coin (ETH on 1, 31337, …): a node
+    # decoding a plain value transfer on one of them reads its amount as this asset.  Which
+    # coin an amount means decides every limit, so a chain is native to at most one asset.
+    native_chains: tuple[ChainId, ...] = ()
 
 
 class Wallet(_Model):
@@ -418,6 +422,10 @@ class VelocityLimit(_Model):
     window_seconds: WindowSeconds
     max_amount: Amount
     description: Label | None = None
+    # How many key-share nodes' velocity receipts a node needs before it signs against this
+    # limit; None: every node of the committee.  Fewer receipts means a node may sign without
+    # having seen spending that other nodes recorded, so lowering it loosens the limit.
+    receipt_quorum: Count | None = None
 
 
 class PolicyDocument(BaseModel):
@@ -456,6 +464,7 @@ class PolicyDocument(BaseModel):
         problems = _Problems()
         _check_header(self, problems)
         _check_officers(self, problems)
+        _check_assets(self, problems)
         _check_wallets(self, problems)
         _check_lists(self, problems)
         _check_rules(self, problems)
@@ -471,6 +480,8 @@ class PolicyDocument(BaseModel):
         obj: dict[str, Any] = self.model_dump(mode="json")
         obj["officers"] = sorted(obj["officers"], key=lambda o: o["id"])
         obj["groups"] = {name: sorted(members) for name, members in obj["groups"].items()}
+        for asset in obj["assets"].values():
+            asset["native_chains"] = sorted(asset["native_chains"])
         obj["wallets"] = sorted(obj["wallets"], key=lambda w: w["id"])
         for wallet in obj["wallets"]:
             if wallet["chains"] is not None:
@@ -655,6 +666,25 @@ def _check_officers(doc: PolicyDocument, problems: _Problems) -> None:
         for index, member in enumerate(members):
             if member not in ids:
                 problems.add(f"groups.{name}[{index}]", member, "not an officer of this version")
+
+
+def _check_assets(doc: PolicyDocument, problems: _Problems) -> None:
+    # A chain with two native assets would make a plain value transfer's amount ambiguous:
+    # which limits apply would depend on which asset a node happened to pick.
+    native_of: dict[int, str] = {}
+    for symbol in sorted(doc.assets):
+        # _format_loc quotes a symbol such as "USDC.e", so the path stays unambiguous.
+        at = _format_loc(("assets", symbol, "native_chains"))
+        chains = doc.assets[symbol].native_chains
+        _duplicates(problems, chains, _at(at), "chain")
+        for index, chain in enumerate(chains):
+            other = native_of.setdefault(chain, symbol)
+            if other != symbol:
+                problems.add(
+                    f"{at}[{index}]",
+                    chain,
+                    f"chain {chain} already has {other} as its native asset",
+                )
 
 
 def _check_wallets(doc: PolicyDocument, problems: _Problems) -> None:

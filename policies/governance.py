@@ -482,3 +482,35 @@ def apply_freeze_order(
     wallets = dict(state.wallets)
     wallets[order.wallet] = WalletFreeze(order.action == "freeze", order.counter + 1)
     return FreezeState(wallets), signed_by
+
+
+# --- key plans ----------------------------------------------------------------------------------
+
+
+def key_plan_statement(
+    *,
+    key_id: str,
+    epoch: int,
+    protocol: str,
+    old_parties: Sequence[int],
+    dealers: Sequence[int],
+    new_parties: Sequence[int],
+    threshold: int,
+    wallet: str,
+    policy_hash: str,
+) -> dict[str, Any]:
+    """What officers sign (purpose ``key-plan``) to authorise one re-share or refresh of a
+    wallet's key: the key version it starts from, who deals, the new committee and threshold,
+    under the policy version in force.  Every node checks the quorum before it takes part, so
+    a coordinator cannot move a key to nodes of its choosing."""
+    return {
+        "key_id": key_id,
+        "epoch": epoch,
+        "protocol": protocol,
+        "old_parties": list(old_parties),
+        "dealers": list(dealers),
+        "new_parties": list(new_parties),
+        "threshold": threshold,
+        "wallet": wallet,
+        "policy_hash": policy_hash,
+    }

@@ -72,6 +72,7 @@ class Purpose(StrEnum):
     FREEZE = "wallet-freeze"
     UNFREEZE = "wallet-unfreeze"
     CHECKPOINT = "audit-checkpoint"
+    KEY_PLAN = "key-plan"  # authorises one re-share or refresh (signer/node/key_gate.py)
 
 
 def signing_message(purpose: Purpose, body: Mapping[str, Any]) -> bytes:

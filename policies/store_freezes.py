@@ -19,6 +19,7 @@ from policies.governance import (
     ActivatedVersion,
     FreezeOrder,
     FreezeState,
+    GovernanceSignature,
     active_policy,
     apply_freeze_order,
     freeze_order,
@@ -69,6 +70,21 @@ class FreezeOps(StoreCore):
     def freeze_state(self) -> FreezeState:
         with self._tx() as session:
             return freeze_state_of(session, self._chain(session))
+
+    def applied_freeze_orders(self) -> list[tuple[FreezeOrder, tuple[GovernanceSignature, ...]]]:
+        """Every applied order, in the order applied, with its signatures: what the nodes
+        need to reach the same freeze state (`policies.bundle`)."""
+        with self._tx() as session:
+            rows = session.exec(
+                select(FreezeOrderRow)
+                .where(col(FreezeOrderRow.applied_at_us).is_not(None))
+                .order_by(col(FreezeOrderRow.applied_at_us), col(FreezeOrderRow.counter))
+            ).all()
+            out = []
+            for row in rows:
+                order = stored_model(FreezeOrder, row.order, f"freeze order {row.order_id}")
+                out.append((order, self._signatures(session, order.purpose, row.order_id)))
+            return out
 
     def open_freeze_orders(self) -> list[tuple[FreezeOrder, tuple[str, ...]]]:
         """Orders still collecting signatures, with who signed so far."""

@@ -42,8 +42,6 @@ class Check(StrEnum):
     INTERNAL = "INTERNAL"
 
 
-
-
 class EncodingError(TesseraError):
     """Bytes or JSON that do not decode to the expected, canonical structure."""
 

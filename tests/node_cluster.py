@@ -52,11 +52,26 @@ def prime_pools(root: Path, n: int, per_node: int = 4) -> dict[int, Path]:
     return pools
 
 
-def make_cluster(root: Path, n: int = 3, t: int = 2, per_node: int = 6) -> LocalCluster:
+def make_cluster(
+    root: Path,
+    n: int = 3,
+    t: int = 2,
+    per_node: int = 6,
+    *,
+    genesis_policy: str | None = None,
+    raw_keys: bool = True,
+) -> LocalCluster:
+    """Protocol tests sign raw bytes, so their nodes hold raw keys unless told otherwise."""
     pools = prime_pools(root / "pools", n, per_node)
     # one spare port: a test may add node n + 1 (LocalCluster.add_node uses base + n + 1)
     return LocalCluster.create(
-        root / "cluster", n, t, base_port=free_base_port(n + 1), prime_pools=pools
+        root / "cluster",
+        n,
+        t,
+        base_port=free_base_port(n + 1),
+        prime_pools=pools,
+        genesis_policy=genesis_policy,
+        raw_keys=raw_keys,
     )
 
 

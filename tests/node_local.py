@@ -24,7 +24,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from coordinator.client import NodeRefused
 from hsm.identity import IdentityPublicKey
 from hsm.sealing import NONCE_BYTES, SealContext, encode_blob, parse_blob
-from signer.node.api import Health, SessionResult, SessionState, SignReply
+from policies.bundle import GovernanceBundle
+from signer.node.api import (
+    GovernanceReply,
+    Health,
+    PolicyStatus,
+    SessionResult,
+    SessionState,
+    SignReply,
+    SignRequest,
+    TransactionRequest,
+    VelocityReceipt,
+)
+from signer.node.audit import IdentitySigner
 from signer.node.confirmation import (
     ActivationBody,
     ActivationReply,
@@ -32,6 +44,7 @@ from signer.node.confirmation import (
     KeyConfirmation,
     KeyVersionState,
 )
+from signer.node.enforcement import Enforcement
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard, Roster
 from signer.node.errors import NodeError
 from signer.node.service import NodeService
@@ -69,9 +82,9 @@ def make_endpoints(n: int, cluster: bytes = b"c" * 32) -> dict[int, Endpoint]:
             f"node-{i}",
             i,
             identities[i].identity_public_key(),
-            kex[i].public_key().public_bytes(
-                serialization.Encoding.Raw, serialization.PublicFormat.Raw
-            ),
+            kex[i]
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
             f"http://127.0.0.1:{9000 + i}",
         ).signed_by(identities[i])
         for i in identities
@@ -125,22 +138,38 @@ class ScriptedNode(NodeService):
         return party, finish
 
 
-def make_nodes(root: Path, n: int, paillier_offset: int = 0) -> dict[int, ScriptedNode]:
+def make_nodes(
+    root: Path,
+    n: int,
+    paillier_offset: int = 0,
+    *,
+    genesis: str | None = None,
+    raw_keys: bool = True,
+) -> dict[int, ScriptedNode]:
     """n nodes with their own SQLite files under `root`; node i's aux-info uses fixture Paillier
-    key i + paillier_offset (a test-only speed-up: no prime generation)."""
+    key i + paillier_offset (a test-only speed-up: no prime generation).  Protocol tests sign
+    raw bytes, so the nodes hold raw keys and no policy unless told otherwise."""
     root.mkdir(parents=True, exist_ok=True)
     endpoints = make_endpoints(n)
-    return {
-        i: ScriptedNode(
+    nodes = {}
+    for i in endpoints:
+        store = NodeStore(root / f"node-{i}.db")
+        nodes[i] = ScriptedNode(
             f"node-{i}",
             i,
-            NodeStore(root / f"node-{i}.db"),
+            store,
             SoftwareSealer(),
             endpoints[i],
-            lambda i=i: paillier_key(i + paillier_offset),  # type: ignore[misc]
+            lambda i=i: paillier_key(i + paillier_offset),
+            enforcement=Enforcement.open(
+                store,
+                genesis=genesis,
+                raw_keys=raw_keys,
+                signer=IdentitySigner(endpoints[i].signer, f"node-{i}"),
+                ledger_path=root / f"node-{i}-velocity.db",
+            ),
         )
-        for i in endpoints
-    }
+    return nodes
 
 
 class LocalClient:
@@ -164,7 +193,13 @@ class LocalClient:
             )
         else:
             problem = Problem.of(
-                exc.code, exc.detail, culprit=exc.culprit, check=exc.check, node=self.index
+                exc.code,
+                exc.detail,
+                culprit=exc.culprit,
+                check=exc.check,
+                node=self.index,
+                rule=exc.rule,
+                policy_hash=exc.policy_hash,
             )
         return NodeRefused(self.index, problem)
 
@@ -205,6 +240,30 @@ class LocalClient:
             return self.node.sign(
                 bytes.fromhex(key_id), bytes.fromhex(presignature_id), message, HashScheme(scheme)
             )
+        except NodeError as exc:
+            raise self._refused(exc) from exc
+
+    async def sign_transaction(self, request: SignRequest) -> SignReply:
+        try:
+            return self.node.sign_transaction(request)
+        except NodeError as exc:
+            raise self._refused(exc) from exc
+
+    async def receipt(self, request: TransactionRequest) -> VelocityReceipt:
+        try:
+            return self.node.receipt(request)
+        except NodeError as exc:
+            raise self._refused(exc) from exc
+
+    async def governance(self) -> PolicyStatus:
+        return self.node.governance.status()
+
+    async def governance_chain(self) -> GovernanceBundle:
+        return self.node.governance.bundle()
+
+    async def relay_governance(self, bundle: GovernanceBundle) -> GovernanceReply:
+        try:
+            return self.node.governance.accept(bundle)
         except NodeError as exc:
             raise self._refused(exc) from exc
 

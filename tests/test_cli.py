@@ -97,7 +97,7 @@ def test_the_cli_and_the_codec_never_import_the_evm() -> None:
         "from typer.testing import CliRunner\n"
         "assert CliRunner().invoke(app, ['policy', '--help']).exit_code == 0\n"
         "assert 'coordinator.cli' not in sys.modules\n"
-        "import coordinator.cli, coordinator.engine, coordinator.evm_codec, coordinator.cluster\n"
+        "import coordinator.cli, coordinator.engine, signer.chains.evm, coordinator.cluster\n"
         "assert CliRunner().invoke(app, ['cluster', '--help']).exit_code == 0\n"
         "heavy = {'web3', 'eth_tester', 'eth', 'eth_account'} & set(sys.modules)\n"
         "assert not heavy, heavy\n"

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from coordinator.bip32 import base58check, serialize_xpub
 from coordinator.cli import cluster_app, parse_path
 from coordinator.console import app
-from coordinator.evm_codec import address_of, recover_sender
 from coordinator.store import CoordinatorStore, WalletRow
+from signer.chains.evm import address_of, recover_sender
 from signer.curve import Point
 from signer.node import codec
 from signer.protocol.hd import derive

@@ -1,4 +1,4 @@
-"""EVM transactions (coordinator/evm_codec.py, the in-process chain coordinator/evm_chain.py):
+"""EVM transactions (signer/chains/evm.py, the in-process chain coordinator/evm_chain.py):
 payloads cross-checked against eth-account, signatures attached and recovered, every transaction
 submitted to a real EVM (py-evm), and a transfer signed end to end by the 2-of-3 threshold
 signer."""
@@ -27,7 +27,7 @@ from coordinator.evm_chain import (
     TransactionReverted,
     UnknownTransaction,
 )
-from coordinator.evm_codec import (
+from signer.chains.evm import (
     CHAIN_ID_MAX,
     MAX_DATA_BYTES,
     MAX_FEE_PER_GAS,
@@ -654,7 +654,7 @@ def test_missing_evm_extra_says_what_to_install() -> None:
     probe = (
         "import sys\n"
         "sys.modules['web3'] = None\n"  # as if not installed
-        "import coordinator.evm_codec\n"
+        "import signer.chains.evm\n"
         "try:\n"
         "    import coordinator.evm_chain\n"
         "except ImportError as exc:\n"

@@ -44,6 +44,8 @@ class StubRuntime:
         self.service = node
         self.store = node.store
         self.card = node.card
+        self.governance = node.governance
+        self.audit = node.audit
 
     def reload_roster(self) -> None:
         return None
@@ -132,7 +134,7 @@ def test_every_refusal_is_a_problem_naming_the_node(client: httpx.Client) -> Non
     assert (rejected.culprit, rejected.check) == (2, "FORMAT")  # the claimed sender
     unknown = problem(
         client.post(
-            "/v1/sign",
+            "/v1/sign/raw",
             headers=AUTH,
             json={
                 "key_id": "11" * 16,
@@ -155,7 +157,7 @@ def test_an_unexpected_exception_is_an_internal_problem_without_traceback_or_inp
     monkeypatch.setattr(nodes[1], "sign", broken)
     with Served(app_for(nodes[1])) as server, httpx.Client(base_url=server.url) as http:
         reply = http.post(
-            "/v1/sign",
+            "/v1/sign/raw",
             headers=AUTH,
             json={
                 "key_id": "11" * 16,

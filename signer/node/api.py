@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 
+from policies.governance import GovernanceSignature
 from signer.params import MAX_PARTY_INDEX
 from signer.protocol import aux_info, keygen, presign, presign_identify, reshare
 from signer.protocol.hd import HARDENED, MAX_DEPTH
@@ -41,6 +42,10 @@ REQUEST_MAX_BYTES = 64
 #: body limit below is computed from.
 MAX_SESSION_PARTIES = 16
 
+#: Officer approvals (or plan signatures) attached to one request: as many as a policy may
+#: have officers.
+MAX_APPROVALS = 100
+
 #: A message to sign: at most 1 MiB (hex on the wire: twice that).
 MAX_SIGN_MESSAGE_BYTES = 1 << 20
 
@@ -63,7 +68,6 @@ MAX_TARGET_BYTES = 8 << 10
 MAX_HEADER_BYTES = 16 << 10
 #: The whole body must arrive within this many seconds of the request head (16 MiB at ≈1 MB/s).
 BODY_TIMEOUT_SECONDS = 30.0
-
 
 
 class SessionProtocol(StrEnum):
@@ -113,6 +117,11 @@ class SessionStart(_Wire):
     plan_old: Annotated[StrictStr, Field(pattern=r"^([0-9a-f]{2})*$", max_length=1 << 17)] = ""
     dealers: Parties = []
     new_parties: Parties = []
+    # The policy wallet a keygen creates the key for, or a re-share/refresh moves ("": a raw
+    # key, which only a node made with --raw-keys holds).  Bound to the key for good.
+    wallet: Annotated[StrictStr, Field(pattern=r"^([a-z0-9][a-z0-9_-]{0,31})?$")] = ""
+    # A wallet key's re-share or refresh: the officers' signatures over the plan (key_gate.py).
+    authorization: Annotated[list[GovernanceSignature], Field(max_length=MAX_APPROVALS)] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> SessionStart:
@@ -138,8 +147,11 @@ class SessionStart(_Wire):
                 raise ValueError("plan_old: a re-share needs plan_old, dealers and new_parties")
             if not set(self.dealers) | set(self.new_parties) <= set(self.parties):
                 raise ValueError("dealers: dealers and new_parties must be parties")
-        elif self.plan_old or self.dealers or self.new_parties:
+        elif self.plan_old or self.dealers or self.new_parties or self.authorization:
             raise ValueError("plan_old: only refresh/v1 and reshare/v1 take a plan")
+        keyed = (SessionProtocol.KEYGEN, SessionProtocol.REFRESH, SessionProtocol.RESHARE)
+        if self.wallet and self.protocol not in keyed:
+            raise ValueError("wallet: only keygen, refresh and reshare name a wallet")
         return self
 
 
@@ -240,8 +252,10 @@ class CancelReply(_Wire):
     cancelled: StrictBool
 
 
-class SignRequest(_Wire):
-    """`POST /v1/sign`: a partial signature with a named presignature."""
+class RawSignRequest(_Wire):
+    """`POST /v1/sign/raw`: a partial signature on raw bytes with a named presignature.  Only a
+    key bound to no wallet (a node made with `--raw-keys`: benchmarks, protocol tests) signs
+    raw bytes; a wallet key refuses (RAW_SIGNING_REFUSED)."""
 
     key_id: KeyIdHex
     presignature_id: Hex32
@@ -250,6 +264,58 @@ class SignRequest(_Wire):
         Field(pattern=r"^([0-9a-f]{2})+$", max_length=2 * MAX_SIGN_MESSAGE_BYTES),
     ]
     scheme: HashScheme
+
+
+#: An unsigned transaction a node decodes: EIP-1559/legacy signing payloads of a transfer are
+#: ≈ 100–200 bytes; a batch payout's calldata (the chains issue) stays far below 128 KiB.
+MAX_TRANSACTION_BYTES = 128 << 10
+#: Velocity receipts attached to one request: one per committee member at most.
+MAX_RECEIPTS = MAX_SESSION_PARTIES
+
+
+class TransactionRequest(_Wire):
+    """What a node needs to decide a wallet transaction (signer/node/decision.py): the unsigned
+    transaction it decodes itself, the request id and initiator that travel with it, what the
+    coordinator claims it is (refused when the decoded intent differs), and the officers'
+    approvals.  The node trusts none of it because the coordinator sent it."""
+
+    key_id: KeyIdHex
+    transaction: Annotated[
+        StrictStr,
+        Field(pattern=r"^([0-9a-f]{2})+$", max_length=2 * MAX_TRANSACTION_BYTES),
+    ]
+    request_id: StrictStr
+    initiator: StrictStr
+    intent: dict[str, Any]
+    approvals: Annotated[list[dict[str, Any]], Field(max_length=MAX_APPROVALS)] = []
+
+
+class VelocityReceipt(_Wire):
+    """A node's statement, signed with its identity key, that it durably reserved `amount` of
+    `asset` for `request_id` from `wallet` and that its own window totals stay within the
+    limits (signer/node/receipts.py)."""
+
+    node: PartyIndex
+    cluster: Hex32
+    request_id: StrictStr
+    intent_digest: Hex32
+    wallet: StrictStr
+    asset: StrictStr
+    amount: StrictStr
+    policy_hash: Hex32
+    limits: list[StrictStr]
+    window_seconds: StrictInt
+    signature: Annotated[StrictStr, Field(pattern=r"^([0-9a-f]{2}){32,80}$")]
+
+
+class SignRequest(TransactionRequest):
+    """`POST /v1/sign`: this node's partial signature on a wallet transaction, with a named
+    presignature, the sender the transaction claims (checked against the key and the path
+    bound at presign time) and, for a velocity-limited intent, the nodes' receipts."""
+
+    presignature_id: Hex32
+    sender: Annotated[StrictStr, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+    receipts: Annotated[list[VelocityReceipt], Field(max_length=MAX_RECEIPTS)] = []
 
 
 class SignReply(_Wire):
@@ -264,6 +330,9 @@ class Health(_Wire):
     pinned: bool
     sessions: int
     quarantined: int
+    # The policy version this node enforces (None: none in force yet), so a lagging node shows.
+    policy_hash: str | None = None
+    policy_version: int | None = None
 
 
 class KeyVersion(_Wire):
@@ -291,3 +360,46 @@ def join_indices(parties: tuple[int, ...]) -> str:
 
 def join_path(path: tuple[int, ...]) -> str:
     return "/".join(str(i) for i in path)
+
+
+# --- governance (signer/node/governance.py) ------------------------------------------------------
+
+# The bundle an officer or the coordinator posts (`POST /v1/governance`) is
+# `policies.bundle.GovernanceBundle`: one definition for the officers' CLI and the node.
+
+
+class PendingPolicy(_Wire):
+    policy_hash: Hex32
+    version: StrictInt
+    effective_at: StrictStr  # RFC 3339 UTC, by this node's clock
+
+
+class PolicyStatus(_Wire):
+    """What a node enforces (`GET /v1/governance`, no token: hashes and wallet ids only)."""
+
+    genesis: Hex32 | None
+    policy_hash: Hex32 | None
+    policy_version: StrictInt | None
+    pending: PendingPolicy | None = None
+    frozen: list[StrictStr] = []
+
+
+class GovernanceOutcome(_Wire):
+    """What the node did with one item of a bundle."""
+
+    item: StrictStr  # "version 2 (1a2b3c4d5e6f)", "freeze hot-1 #0"
+    outcome: Literal["accepted", "known"]
+
+
+class GovernanceReply(_Wire):
+    status: PolicyStatus
+    results: list[GovernanceOutcome]
+
+
+class AuditHead(_Wire):
+    """`GET /v1/audit/head`: where the node's audit log stands (the coordinator can read it,
+    never write it) and the node's last identity-signed checkpoint."""
+
+    seq: Annotated[StrictInt, Field(ge=0)]  # 0: empty log
+    hash: StrictStr | None
+    checkpoint: dict[str, Any] | None

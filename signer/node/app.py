@@ -18,7 +18,11 @@ the Authorization header.  A refusal logs its code and culprit, never the input.
   POST /v1/sessions                      start a protocol session → first envelopes
   POST /v1/sessions/{session}/envelopes  deliver relayed envelopes → envelopes to relay next
   DELETE /v1/sessions/{session}          forget a session the coordinator gave up on
-  POST /v1/sign                          partial signature with a named presignature
+  POST /v1/sign                          partial signature on a wallet transaction, after the
+                                         node's own policy decision (signer/node/decision.py)
+  POST /v1/sign/raw                      partial signature on raw bytes: raw keys only
+  POST /v1/receipts                      reserve a velocity-limited intent here and return the
+                                         signed receipt (signer/node/receipts.py)
   GET  /v1/keys                          active key versions (public data)
   GET  /v1/keys/{key_id}/presignatures   available presignature ids (by signers and path)
   GET  /v1/keys/{key_id}/versions        every version of the key here: pending/active/retired
@@ -30,6 +34,16 @@ the Authorization header.  A refusal logs its code and culprit, never the input.
                                          confirmations (old share erased, in one transaction)
   GET  /v1/quarantine                    active quarantine entries (read-only: clearing one
                                          is a local operator action, `tessera node quarantine`)
+  GET  /v1/governance                    the policy version in force, pending, frozen wallets
+                                         (no token: hashes and wallet ids only)
+  POST /v1/governance                    policy versions and freeze orders (no token: the
+                                         documents authenticate themselves, so an officer can
+                                         push straight to the node; signer/node/governance.py)
+  GET  /v1/governance/chain              every document this node accepted, to relay on
+  GET  /v1/audit/head                    the audit log's head and last checkpoint (read-only)
+
+Every reply, refusals included, carries the header ``Tessera-Policy-Hash``: the hash of the
+policy version the node enforces (``none`` before its genesis), so a lagging node shows at once.
 """
 
 from __future__ import annotations
@@ -37,6 +51,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -46,19 +61,26 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hsm.errors import HsmError
+from policies.bundle import GovernanceBundle
 from signer.errors import TesseraError
 from signer.logs import Timer, bind, log_event
 from signer.node.api import (
+    AuditHead,
     CancelReply,
     EnvelopeBatch,
+    GovernanceReply,
     Health,
     KeyVersion,
     Pinned,
+    PolicyStatus,
     PresignatureListing,
+    RawSignRequest,
     SessionStart,
     SessionState,
     SignReply,
     SignRequest,
+    TransactionRequest,
+    VelocityReceipt,
 )
 from signer.node.confirmation import (
     ActivationBody,
@@ -81,6 +103,7 @@ log = logging.getLogger("tessera.node")
 access = logging.getLogger("tessera.node.access")
 
 REQUEST_ID_HEADER = "x-request-id"
+POLICY_HASH_HEADER = "tessera-policy-hash"
 #: A caller's request id is kept only if it is this kind of short token: anything else (long,
 #: spaces, quotes, control characters) could forge or bloat log lines, so it is replaced.
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -106,9 +129,12 @@ class RequestContext:
     context is the request's own task context, which FastAPI copies into the worker thread of
     a sync route."""
 
-    def __init__(self, app: ASGIApp, *, node: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, node: int, policy_hash: Callable[[], str | None] = lambda: None
+    ) -> None:
         self.app = app
         self.node = node
+        self.policy_hash = policy_hash
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,10 +148,12 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"
-                ]
+                ours = (REQUEST_ID_HEADER.encode(), POLICY_HASH_HEADER.encode())
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in ours]
                 headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+                headers.append(
+                    (POLICY_HASH_HEADER.encode(), (self.policy_hash() or "none").encode())
+                )
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -181,7 +209,8 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     app = FastAPI(title=f"Tessera node {runtime.config.node_id}", docs_url=None, redoc_url=None)
     node = runtime.config.index
     app.add_middleware(RequestLimits, node=node, **limits)
-    app.add_middleware(RequestContext, node=node)  # added last: outermost, sees every refusal
+    # added last: outermost, sees every refusal
+    app.add_middleware(RequestContext, node=node, policy_hash=runtime.governance.policy_hash)
 
     def problem(
         code: ErrorCode,
@@ -287,12 +316,15 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
 
     @app.get("/v1/health")
     def health() -> Health:
+        status = runtime.governance.status()
         return Health(
             node_id=runtime.config.node_id,
             index=runtime.config.index,
             pinned=runtime.service is not None,
             sessions=0 if runtime.service is None else runtime.service.running_sessions,
             quarantined=len(runtime.store.quarantines()),
+            policy_hash=status.policy_hash,
+            policy_version=status.policy_version,
         )
 
     @app.get("/metrics", include_in_schema=False)
@@ -333,12 +365,20 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
 
     @app.post("/v1/sign", dependencies=guard)
     def sign(request: SignRequest) -> SignReply:
+        return service().sign_transaction(request)
+
+    @app.post("/v1/sign/raw", dependencies=guard)
+    def sign_raw(request: RawSignRequest) -> SignReply:
         return service().sign(
             bytes.fromhex(request.key_id),
             bytes.fromhex(request.presignature_id),
             bytes.fromhex(request.message),
             request.scheme,
         )
+
+    @app.post("/v1/receipts", dependencies=guard)
+    def receipt(request: TransactionRequest) -> VelocityReceipt:
+        return service().receipt(request)
 
     @app.get("/v1/keys", dependencies=guard)
     def keys() -> list[KeyVersion]:
@@ -377,5 +417,29 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     @app.get("/v1/quarantine", dependencies=guard)
     def quarantine() -> list[dict[str, Any]]:
         return [row.to_json() for row in runtime.store.quarantines()]
+
+    @app.get("/v1/governance")
+    def governance_status() -> PolicyStatus:
+        return runtime.governance.status()
+
+    @app.post("/v1/governance")
+    def governance(bundle: GovernanceBundle) -> GovernanceReply:
+        # No token, no roster needed: every document is checked against the officers of the
+        # version before it, so whoever delivers it — coordinator or officer — is irrelevant.
+        return runtime.governance.accept(bundle)
+
+    @app.get("/v1/governance/chain", dependencies=guard)
+    def governance_chain() -> GovernanceBundle:
+        return runtime.governance.bundle()
+
+    @app.get("/v1/audit/head", dependencies=guard)
+    def audit_head() -> AuditHead:
+        head = runtime.audit.head()
+        checkpoint = runtime.audit.last_checkpoint()
+        return AuditHead(
+            seq=0 if head is None else head.seq,
+            hash=None if head is None else head.hash,
+            checkpoint=None if checkpoint is None else checkpoint.model_dump(mode="json"),
+        )
 
     return app

@@ -8,6 +8,7 @@ Every command takes `--json` (`hsm.output`): its result, or its error as
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from pathlib import Path
@@ -18,13 +19,25 @@ import uvicorn
 from rich.console import Console
 from starlette.types import ASGIApp
 
-from hsm.output import JsonUsageGroup, emit, error_code, fail, refuse
+from hsm.output import EXIT_REFUSED, JsonUsageGroup, emit, error_code, fail, refuse, usage
+from policies.audit import TrustedKey, export_csv, export_jsonl, load_checkpoint
+from policies.errors import AuditLogError
 from signer import logs
 from signer.errors import TesseraError
 from signer.logs import log_event
 from signer.node.app import create_app
+from signer.node.audit import NodeAudit
+from signer.node.audit import trusted_key as audit_trusted_key
+from signer.node.envelope import NodeCard
 from signer.node.limits import SERVER_HEAD_BYTES
-from signer.node.runtime import NodeConfig, NodeRuntime, grow_roster, init_node, roster_from_json
+from signer.node.runtime import (
+    _CARD_SETTING,
+    NodeConfig,
+    NodeRuntime,
+    grow_roster,
+    init_node,
+    roster_from_json,
+)
 from signer.node.store import NodeStore
 
 node_app = typer.Typer(
@@ -61,13 +74,37 @@ def init(
         Path | None,
         typer.Option("--prime-pool", help="Safe-prime pool for aux-info (tessera primes)."),
     ] = None,
+    genesis_policy: Annotated[
+        str | None,
+        typer.Option(
+            "--genesis-policy",
+            help="Hash of the genesis policy version (tessera policy hash), pinned for good.",
+        ),
+    ] = None,
+    raw_keys: Annotated[
+        bool,
+        typer.Option(
+            "--raw-keys",
+            help="Also hold keys of no wallet, which sign raw bytes (benchmarks, tests only).",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Create the node directory: SoftHSM2 token (KEK + identity key), sealed X25519 key,
-    API token, database, and card.json for the other nodes to pin."""
+    API token, database, and card.json for the other nodes to pin.  The genesis policy hash
+    comes from the officers, out of band, like the roster: the node accepts the policy chain
+    from that version on, and signs no wallet transaction before it has it."""
     try:
         card = init_node(
-            directory, node_id, index, host=host, port=port, url=url, prime_pool=prime_pool
+            directory,
+            node_id,
+            index,
+            host=host,
+            port=port,
+            url=url,
+            prime_pool=prime_pool,
+            genesis_policy=genesis_policy,
+            raw_keys=raw_keys,
         )
     except TesseraError as exc:
         refuse(exc, as_json)
@@ -332,3 +369,121 @@ def migrate_db(
     if result.error:
         errors.print(result.error, markup=False)
     raise typer.Exit(result.exit_code)
+
+
+audit_app = typer.Typer(
+    help=(
+        "The node's own audit log: hash-chained records of what it signed, refused, received "
+        "and changed, with checkpoints signed by its HSM identity key (docs/nodes.md, "
+        "section Audit log).  Both commands read the database only; no token login."
+    ),
+    no_args_is_help=True,
+)
+node_app.add_typer(audit_app, name="audit")
+
+
+def _node_identity(store: NodeStore, directory: Path, as_json: bool) -> TrustedKey:
+    """The checkpoint key the log is held to: the identity key of the node's own card, as the
+    node itself stores it (and checks against its token at start-up); the card must still be
+    self-signed."""
+    card_doc = store.setting(_CARD_SETTING)
+    if card_doc is None:
+        fail(as_json, "NODE_SETUP", f"{directory}: no node card (initialisation incomplete)")
+    try:
+        card = NodeCard.from_dict(json.loads(card_doc))
+        card.verify()
+    except (ValueError, TesseraError) as exc:
+        fail(as_json, "NODE_SETUP", f"{directory}: the node card is unusable: {exc}")
+    return audit_trusted_key(card.node_id, card.identity)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    directory: DirOption,
+    head: Annotated[
+        Path | None,
+        typer.Option(
+            "--head",
+            help=(
+                "A checkpoint JSON kept outside the node: a tail cut after the node's newest "
+                "checkpoint shows only against it."
+            ),
+            dir_okay=False,
+        ),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Verify the chain and every checkpoint signature against the node card's identity key.
+    Exit 0 intact, 1 broken (the first broken seq and why)."""
+    store = _open_store(directory, as_json)
+    try:
+        key = _node_identity(store, directory, as_json)
+        try:
+            held = None if head is None else load_checkpoint(head)
+            report = NodeAudit(store, None).verify({key}, head=held)
+        except AuditLogError as exc:
+            if as_json:
+                doc = {
+                    "code": error_code(exc),
+                    "detail": str(exc),
+                    "seq": exc.seq,
+                    "position": exc.position,
+                    "reason": exc.reason,
+                }
+                typer.echo(json.dumps({"error": doc}))
+            else:
+                where = f"seq {exc.seq}" if exc.seq is not None else f"position {exc.position}"
+                errors.print(f"audit log broken at {where}: {exc.reason}", markup=False)
+            raise typer.Exit(EXIT_REFUSED) from None
+        except TesseraError as exc:
+            refuse(exc, as_json)
+    finally:
+        store.close()
+    if as_json:
+        emit({**report.to_json_object(), "signer": key.signer})
+    else:
+        typer.echo(
+            f"audit log intact: {report.records} records, {report.checkpoints} checkpoints "
+            f"(last at seq {report.last_checkpoint_seq}), head seq {report.head_seq}"
+        )
+
+
+@audit_app.command("export")
+def audit_export(
+    directory: DirOption,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl (exact records) or csv.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write here instead of stdout.", dir_okay=False),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Export the records as JSONL (the exact canonical records, hashes included: verifiable
+    again with policies.audit) or CSV for spreadsheets.  An unknown format is a usage error
+    (exit 2)."""
+    writers = {"jsonl": export_jsonl, "csv": export_csv}
+    writer = writers.get(fmt)
+    if writer is None:
+        usage(f"unknown --format {fmt!r}; expected jsonl or csv", as_json)
+    store = _open_store(directory, as_json)
+    try:
+        records = NodeAudit(store, None).records()
+    except TesseraError as exc:
+        refuse(exc, as_json)
+    finally:
+        store.close()
+    buffer = io.StringIO()
+    count = writer(records, buffer)
+    if out is not None:
+        try:
+            out.write_text(buffer.getvalue(), encoding="utf-8")
+        except OSError as exc:
+            fail(as_json, "EXPORT_UNWRITABLE", f"cannot write {out}: {exc}")
+        if as_json:
+            emit({"format": fmt, "records": count, "out": str(out)})
+        else:
+            errors.print(f"{count} records written to {out}", markup=False)
+    elif as_json:
+        emit({"format": fmt, "records": count, "content": buffer.getvalue()})
+    else:
+        typer.echo(buffer.getvalue(), nl=False)

@@ -8,6 +8,9 @@ process do not collide:
   tessera_node_session_seconds{protocol, outcome}            histogram, start to outcome
   tessera_node_presignatures{key, state="available"}         gauge, read from the store at
                                                              scrape time (always true)
+  tessera_node_policy_info{policy_hash, version}              gauge 1: the policy version in
+                                                             force ("none" before the genesis)
+  tessera_node_frozen_wallets                                gauge, wallets frozen here
   tessera_hsm_call_seconds{operation}                        histogram (hsm.metrics), the
                                                              node's keystore's own
 
@@ -18,7 +21,8 @@ no bearer token (like /v1/health) and a scrape tells nothing a log would not.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -66,6 +70,46 @@ class PresignatureCollector(Collector):
         ]
 
 
+class _PolicyStatus(Protocol):
+    @property
+    def policy_hash(self) -> str | None: ...
+    @property
+    def policy_version(self) -> int | None: ...
+    @property
+    def frozen(self) -> list[str]: ...
+
+
+class PolicyCollector(Collector):
+    """`tessera_node_policy_info` and `tessera_node_frozen_wallets`, read at scrape time, so a
+    node that lags behind the officers' chain shows on a dashboard."""
+
+    def __init__(self, status: Callable[[], _PolicyStatus]) -> None:
+        self.status = status
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                "tessera_node_policy_info",
+                "The policy version this node enforces (value 1).",
+                labels=["policy_hash", "version"],
+            ),
+            GaugeMetricFamily("tessera_node_frozen_wallets", "Wallets frozen on this node."),
+        )
+
+    def collect(self) -> Iterable[Metric]:
+        status = self.status()
+        info, frozen = self._families()
+        version = "none" if status.policy_version is None else str(status.policy_version)
+        info.add_metric([status.policy_hash or "none", version], 1)
+        frozen.add_metric([], len(status.frozen))
+        yield info
+        yield frozen
+
+    def describe(self) -> Iterable[Metric]:
+        return list(self._families())
+
+
 class NodeMetrics:
     """The counters and histograms of one node, in a registry of its own."""
 
@@ -97,6 +141,10 @@ class NodeMetrics:
         if self._store is None:
             self._store = store
             self.registry.register(PresignatureCollector(store))
+
+    def watch_policy(self, status: Callable[[], _PolicyStatus]) -> None:
+        """Serve the policy gauges from `status` (the node's `NodeGovernance.status`)."""
+        self.registry.register(PolicyCollector(status))
 
     def watch_hsm(self, hsm: HsmMetrics) -> None:
         """Serve the HSM latency histogram of the node's keystore."""

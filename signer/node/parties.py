@@ -4,7 +4,8 @@ A pure choice given the node's state: keygen and aux-info start from nothing sto
 with a fresh Paillier key, refusing the moduli it replaces); presign from the active share and
 an aux-info record; identification from the state a failed presign kept (attacks.md A03); a
 re-share or refresh from the plan, refused unless the plan's key version is this node's
-active one (a stale plan must not run, A12).
+active one (a stale plan must not run, A12).  Keygen and re-share first pass the key gate
+(signer/node/key_gate.py): the wallet the key is bound to, and the officers' plan quorum.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from signer.node import codec
 from signer.node.api import SessionProtocol, SessionResult
 from signer.node.errors import NodeError
+from signer.node.key_gate import KeyGate
 from signer.node.results import Results
 from signer.node.spec import SessionSpec
 from signer.node.state import NodeState
@@ -43,10 +45,12 @@ def new_party(
     paillier: Callable[[], PaillierSecretKey],
     identification: IdentificationState | None,
     finish_identify: Callable[[Identification], SessionResult],
+    key_gate: KeyGate,
 ) -> tuple[Party[Any], Finish]:
     """The party for `spec` and the function that stores its result."""
     if spec.protocol == SessionProtocol.KEYGEN:
-        return KeygenParty(config), results.keygen
+        binding = key_gate.new_key(spec)  # the wallet the key is for, checked before the DKG
+        return KeygenParty(config), lambda share: results.keygen(share, binding)
     if spec.protocol == SessionProtocol.AUX_INFO:
         previous = state.replaced_moduli(spec.aux_id)
         return AuxInfoParty(config, paillier(), previous), results.aux
@@ -67,6 +71,7 @@ def new_party(
             )
         return PresignIdentifyParty(config, identification), finish_identify
     if spec.protocol in (SessionProtocol.RESHARE, SessionProtocol.REFRESH):
+        plan_binding = key_gate.plan(spec)  # the officers' authorisation of a wallet's plan
         old = codec.decode_key_public(spec.plan_old)
         if old.key_id != spec.key_id:
             raise NodeError(ErrorCode.BAD_REQUEST, "plan is for another key")
@@ -82,6 +87,6 @@ def new_party(
         if spec.protocol == SessionProtocol.REFRESH:
             if share is None or not plan.is_refresh:
                 raise NodeError(ErrorCode.BAD_REQUEST, "a refresh re-shares to the same committee")
-            return RefreshParty(config, share), results.reshare
-        return ReshareParty(config, plan, share), results.reshare
+            return RefreshParty(config, share), lambda r: results.reshare(r, plan_binding)
+        return ReshareParty(config, plan, share), lambda r: results.reshare(r, plan_binding)
     raise NodeError(ErrorCode.BAD_REQUEST, f"unknown protocol {spec.protocol!r}")

@@ -25,13 +25,18 @@ from signer.node.tables import NodeTable
 
 class PolicyVersionRow(NodeTable, table=True):
     __tablename__ = "policy_versions"
-    version: int = Field(primary_key=True)
+    # The link's place in the chain: a cancelled version keeps its row, and the next version
+    # the officers activate takes the same version number (policies.governance).
+    position: int = Field(primary_key=True)
+    version: int
     policy_hash: str = Field(unique=True)
     document: str  # canonical JSON of the PolicyDocument
     signatures: str  # JSON list of GovernanceSignature objects that activated it
     signed_by: str  # JSON list of the officers counted
-    activated_at: float  # this node's clock when it accepted the quorum
-    effective_at: float  # activated_at, or the end of the loosening time lock
+    # Microseconds since the UNIX epoch (integers: the chain is re-verified from these on every
+    # start, and a float's rounding could move the end of a time lock by a microsecond).
+    activated_at_us: int  # this node's clock when it accepted the quorum
+    effective_at_us: int  # activated_at_us, or the end of the loosening time lock
     loosening: str  # JSON list of the loosening changes (policies.diff)
     cancel_signatures: str = "[]"  # JSON list: freeze-quorum signatures that cancelled it
     cancelled_by: str = "[]"  # JSON list of officers; non-empty: the version never took effect

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from signer.errors import Check
 from signer.node.api import join_indices
+from signer.node.audit import AuditKind, NodeAudit
 from signer.node.errors import NodeError
 from signer.node.spec import SessionSpec
 from signer.node.store import NodeStore, QuarantineRow
@@ -29,9 +30,10 @@ NOT_SECURITY_EVENTS = frozenset({Check.MISMATCH})
 class Quarantine:
     """This node's quarantine entries: recording them and refusing work they block."""
 
-    def __init__(self, store: NodeStore, index: int) -> None:
+    def __init__(self, store: NodeStore, index: int, audit: NodeAudit | None = None) -> None:
         self.store = store
         self.index = index
+        self.audit = audit
 
     def blocking(self, parties: Sequence[int]) -> str | None:
         """What blocks work with `parties` (an entry's description), or None."""
@@ -57,7 +59,7 @@ class Quarantine:
         code: str,
         detail: str,
     ) -> None:
-        self.store.quarantine(
+        row = self.store.quarantine(
             QuarantineRow(
                 kind=kind,
                 parties=join_indices(tuple(sorted(parties))),
@@ -69,6 +71,20 @@ class Quarantine:
                 created_at=time.time(),
             )
         )
+        if self.audit is not None:
+            # Quarantine and blame go into the node's audit log too (docs/nodes.md).
+            self.audit.record(
+                AuditKind.NODE_QUARANTINE,
+                {
+                    "entry": row.id,
+                    "kind": kind,
+                    "parties": sorted(parties),
+                    "key_id": spec.key_id.hex(),
+                    "protocol": str(spec.protocol),
+                    "session": session.hex(),
+                    "code": code,
+                },
+            )
 
     def record_abort(self, instance: bytes, spec: SessionSpec, abort: ProtocolAbort) -> None:
         """Named parties are quarantined; a failure that names nobody freezes the party set

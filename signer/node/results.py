@@ -22,6 +22,7 @@ from signer.node.api import (
     join_path,
 )
 from signer.node.errors import NodeError
+from signer.node.policy_tables import KeyBindingRow
 from signer.node.spec import SessionSpec
 from signer.node.state import NodeState
 from signer.node.store import PresignatureRow, StoreError
@@ -38,19 +39,18 @@ class Results:
     def __init__(self, state: NodeState) -> None:
         self.state = state
 
-    def _store_key(
-        self, share: KeyShare | None, public_bytes: bytes, key_id: bytes, epoch: int
-    ) -> None:
-        sealed = None
-        if share is not None:
-            secret = codec.encode_share_secret(share)
-            sealed = self.state.seal(secret, key_id.hex(), epoch, "key_share")
-        self.state.store.put_key_version(key_id.hex(), epoch, public_bytes, sealed)
-
-    def keygen(self, share: KeyShare) -> SessionResult:
+    def keygen(self, share: KeyShare, binding: KeyBindingRow) -> SessionResult:
+        """The new key and its wallet binding, in one transaction (key_gate.py)."""
         public = share.public_data()
         encoded = codec.encode_key_public(public)
-        self._store_key(share, encoded, share.key_id, share.epoch)
+        secret = codec.encode_share_secret(share)
+        sealed = self.state.seal(secret, share.key_id.hex(), share.epoch, "key_share")
+        try:
+            self.state.store.put_key_version(
+                share.key_id.hex(), share.epoch, encoded, sealed, binding=binding
+            )
+        except StoreError as exc:
+            raise NodeError(ErrorCode.WALLET_BOUND, str(exc), check="wallet") from exc
         return key_result(public, encoded)
 
     def aux(self, aux: AuxInfo) -> SessionResult:
@@ -90,7 +90,7 @@ class Results:
             ) from exc
         return PresignResult(presignature_id=pid, public=encoded.hex(), epoch=epoch)
 
-    def reshare(self, result: ReshareResult) -> SessionResult:
+    def reshare(self, result: ReshareResult, binding: KeyBindingRow | None) -> SessionResult:
         """The new version is stored *pending*: the old one stays active and usable until every
         member of the new committee has confirmed storing its share (`activate`).  A relay that
         withheld the last echo from some parties can make only some of them finish; erasing
@@ -102,7 +102,9 @@ class Results:
             secret = codec.encode_share_secret(result.share)
             sealed = self.state.seal(secret, key.key_id.hex(), key.epoch, "key_share")
         try:
-            self.state.store.put_pending_version(key.key_id.hex(), key.epoch, encoded, sealed)
+            self.state.store.put_pending_version(
+                key.key_id.hex(), key.epoch, encoded, sealed, binding=binding
+            )
         except StoreError as exc:  # (the in-flight rule makes this unreachable by a relay)
             raise NodeError(ErrorCode.STALE_PLAN, str(exc)) from exc
         return ReshareReport(

@@ -8,15 +8,21 @@ A node directory holds (mode 0700):
   api-token        bearer token the coordinator must present (0600)
   node.db          SQLite: public data and HSM-sealed secrets only
   card.json        the node's self-signed card (identity key, X25519 key, URL) for peers to pin
+  velocity.db      SQLite: the node's own velocity ledger (policies.velocity)
 
 `init_node` creates all of it once; `NodeRuntime.open` opens it for `tessera node run`.  The
 roster (every node's card) is pinned once, at cluster set-up, and never changes afterwards.
+The genesis policy hash is pinned the same way, at `init_node`, by the operator: the node then
+accepts the officers' policy chain from that genesis on (signer/node/governance.py).  A node
+made with `raw_keys` may also hold keys that belong to no wallet and sign raw bytes (benchmarks
+and protocol tests); a wallet key never can.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +36,8 @@ from hsm.config import HsmConfig
 from hsm.keystore import KeyStore
 from hsm.softhsm import init_token
 from signer.errors import TesseraError
+from signer.node.audit import IdentitySigner
+from signer.node.enforcement import Enforcement
 from signer.node.envelope import Endpoint, EnvelopeRejected, NodeCard, Roster
 from signer.node.metrics import NodeMetrics
 from signer.node.service import NodeService
@@ -61,6 +69,8 @@ class NodeConfig:
     host: str
     port: int
     prime_pool: Path | None = None
+    genesis_policy: str | None = None  # hex SHA-256 of the genesis policy version
+    raw_keys: bool = False  # may hold keys of no wallet, which sign raw bytes
 
     @property
     def token_dir(self) -> Path:
@@ -74,6 +84,10 @@ class NodeConfig:
     def api_token_path(self) -> Path:
         return self.directory / "api-token"
 
+    @property
+    def velocity_path(self) -> Path:
+        return self.directory / "velocity.db"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,
@@ -82,6 +96,8 @@ class NodeConfig:
             "host": self.host,
             "port": self.port,
             "prime_pool": None if self.prime_pool is None else str(self.prime_pool),
+            "genesis_policy": self.genesis_policy,
+            "raw_keys": self.raw_keys,
         }
 
     @classmethod
@@ -96,6 +112,12 @@ class NodeConfig:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 raise ValueError("port must be an integer in 1..65535")
             pool = doc.get("prime_pool")
+            genesis = doc.get("genesis_policy")
+            if genesis is not None and not _is_hash(genesis):
+                raise ValueError("genesis_policy must be 64 lowercase hex digits")
+            raw_keys = doc.get("raw_keys", False)
+            if not isinstance(raw_keys, bool):
+                raise ValueError("raw_keys must be true or false")
             return cls(
                 directory=directory,
                 node_id=str(doc["node_id"]),
@@ -104,11 +126,17 @@ class NodeConfig:
                 host=str(doc["host"]),
                 port=port,
                 prime_pool=None if pool is None else Path(pool),
+                genesis_policy=genesis,
+                raw_keys=raw_keys,
             )
         except FileNotFoundError as exc:
             raise NodeSetupError(path, "not a node directory (run `tessera node init`)") from exc
         except (OSError, KeyError, TypeError, ValueError) as exc:
             raise NodeSetupError(path, f"malformed node config: {exc}") from exc
+
+
+def _is_hash(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value) is not None
 
 
 def _write_secret(path: Path, value: str) -> None:
@@ -130,16 +158,29 @@ def init_node(
     port: int,
     url: str | None = None,
     prime_pool: Path | None = None,
+    genesis_policy: str | None = None,
+    raw_keys: bool = False,
 ) -> NodeCard:
     """Create a node directory: token with KEK and identity key, X25519 key (sealed), API
-    token, database and self-signed card.  Refuses an existing node directory."""
+    token, database and self-signed card, with the genesis policy hash pinned.  Refuses an
+    existing node directory."""
     if (directory / CONFIG_FILE).exists():
         raise NodeSetupError(directory, "already a node directory")
+    if genesis_policy is not None and not _is_hash(genesis_policy):
+        raise NodeSetupError(directory, "the genesis policy hash must be 64 lowercase hex digits")
     if not 1 <= index <= 255:
         raise NodeSetupError(directory, f"party index {index} not in 1..255")
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     config = NodeConfig(
-        directory, node_id, index, url or f"http://{host}:{port}", host, port, prime_pool
+        directory,
+        node_id,
+        index,
+        url or f"http://{host}:{port}",
+        host,
+        port,
+        prime_pool,
+        genesis_policy,
+        raw_keys,
     )
     pin_file = directory / "hsm-pin"
     pin = secrets.token_urlsafe(24)
@@ -223,6 +264,18 @@ class NodeRuntime:
         self.metrics = NodeMetrics()
         self.metrics.watch_store(store)
         self.metrics.watch_hsm(keystore.metrics)
+        # The audit log and the policy live with the runtime, not the service: governance
+        # documents are accepted (and audited) before a roster is pinned.
+        self.enforcement = Enforcement.open(
+            store,
+            genesis=config.genesis_policy,
+            raw_keys=config.raw_keys,
+            signer=IdentitySigner(keystore, config.node_id),
+            ledger_path=config.velocity_path,
+        )
+        self.audit = self.enforcement.audit
+        self.governance = self.enforcement.governance
+        self.metrics.watch_policy(self.governance.status)
         self.service: NodeService | None = None
         roster = store.setting(_ROSTER_SETTING)
         if roster is not None:
@@ -241,6 +294,7 @@ class NodeRuntime:
             raise
 
     def close(self) -> None:
+        self.enforcement.close()
         self.store.close()
         self.keystore.close()
 
@@ -276,6 +330,7 @@ class NodeRuntime:
             endpoint,
             paillier_source(self.config.prime_pool),
             self.metrics,
+            self.enforcement,
         )
 
 

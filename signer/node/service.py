@@ -35,17 +35,25 @@ from typing import Any
 from hsm.errors import HsmError
 from signer.errors import CryptoMisuse, EncodingError, InvalidParameter
 from signer.logs import log_event
+from signer.node import receipts
 from signer.node.api import (
     Finding,
     IdentifyResult,
     SessionProtocol,
     SessionResult,
     SignReply,
+    SignRequest,
+    TransactionRequest,
+    VelocityReceipt,
 )
+from signer.node.audit import AuditKind
 from signer.node.confirmation import ActivationReply, KeyConfirmation, KeyVersionState
+from signer.node.decision import PolicyGate, audit_fields
+from signer.node.enforcement import Enforcement
 from signer.node.envelope import Endpoint, Envelope, EnvelopeRejected, NodeCard
 from signer.node.errors import NodeError
 from signer.node.faults import failpoint
+from signer.node.key_gate import KeyGate
 from signer.node.metrics import NodeMetrics
 from signer.node.parties import new_party
 from signer.node.quarantine import NOT_SECURITY_EVENTS, Quarantine
@@ -99,6 +107,7 @@ class NodeService:
         endpoint: Endpoint,
         paillier_source: Callable[[], PaillierSecretKey],
         metrics: NodeMetrics | None = None,
+        enforcement: Enforcement | None = None,
     ) -> None:
         self.node_id = node_id
         self.index = index
@@ -106,10 +115,24 @@ class NodeService:
         self.sealer = sealer
         self._paillier = paillier_source
         self.metrics = metrics if metrics is not None else NodeMetrics()
+        # Without one given (a test's in-process node): no genesis, no raw keys, a read-only
+        # audit log and a ledger next to the database — a node that signs nothing at all.
+        self.enforcement = enforcement or Enforcement.open(store, genesis=None, raw_keys=False)
+        self.governance = self.enforcement.governance
+        self.audit = self.enforcement.audit
+        self.gate = PolicyGate(
+            store,
+            self.governance,
+            self.enforcement.ledger,
+            raw_keys=self.enforcement.raw_keys,
+        )
+        self.key_gate = KeyGate(store, self.governance, raw_keys=self.enforcement.raw_keys)
         self.state = NodeState(node_id, index, store, sealer)
         self.results = Results(self.state)
-        self.quarantine = Quarantine(store, index)
-        self.signing = Signing(self.state, self.quarantine)
+        self.quarantine = Quarantine(store, index, self.audit)
+        self.signing = Signing(
+            self.state, self.quarantine, self.gate, self.audit, lambda: self.endpoint.roster
+        )
         self.key_versions = KeyVersions(self.state, endpoint)
         self._sessions: dict[bytes, Session] = {}
         self._identifications: dict[bytes, tuple[IdentificationState, float]] = {}
@@ -453,6 +476,7 @@ class NodeService:
             paillier=self._paillier,
             identification=identification,
             finish_identify=lambda r: self._finish_identify(r, spec),
+            key_gate=self.key_gate,
         )
 
     # --- key versions (versions.py) ------------------------------------------------------------
@@ -467,38 +491,109 @@ class NodeService:
     def versions(self, key_id: bytes) -> list[KeyVersionState]:
         return self.key_versions.versions(key_id)
 
-    # --- signing (signing.py) ------------------------------------------------------------------
+    # --- signing (signing.py, decision.py, receipts.py) ----------------------------------------
     def sign(
         self, key_id: bytes, presignature_id: bytes, message: bytes, scheme: HashScheme
     ) -> SignReply:
-        """This node's partial signature on `message` with one of its presignatures.  Issued
-        and refused signatures are logged with their code (and culprit, when one is named) and
-        counted; the message, the presignature's secret and the partial never are."""
+        """This node's partial signature on raw `message` (a raw key only: `sign_raw`)."""
+        return self._signed(
+            "sign_raw",
+            {"key_id": key_id.hex(), "presignature_id": presignature_id.hex()},
+            lambda: self.signing.sign_raw(key_id, presignature_id, message, scheme),
+        )
+
+    def sign_transaction(self, request: SignRequest) -> SignReply:
+        """This node's partial signature on a wallet transaction its policy allows."""
+        return self._signed(
+            "sign",
+            _request_fields(request) | {"presignature_id": request.presignature_id},
+            lambda: self.signing.sign_transaction(request)[0],
+        )
+
+    def receipt(self, request: TransactionRequest) -> VelocityReceipt:
+        """Reserve the request's amount in this node's ledger and return the signed receipt
+        (receipts.py).  Refusals are audited like a refused signature."""
         try:
-            reply = self.signing.sign(key_id, presignature_id, message, scheme)
-        except (NodeError, HsmError) as exc:
-            code = exc.code if isinstance(exc, NodeError) else ErrorCode.HSM
-            self.metrics.signature_refused(code)
-            log_event(
-                log,
-                "signature.refused",
-                level=logging.WARNING,
-                party=self.index,
-                key=key_id,
-                presignature=presignature_id,
-                outcome="refused",
-                code=code.value,
-                culprit=exc.culprit if isinstance(exc, NodeError) else None,
+            decided = self.gate.decide(request)
+            self.gate.reserve(decided)
+            issued = receipts.issue(
+                self.endpoint,
+                decided.decoded.intent,
+                policy_hash=decided.policy_hash,
+                limits=decided.limits,
             )
+        except (NodeError, HsmError) as exc:
+            self._refused("receipt", _request_fields(request), exc)
+            raise
+        self.audit.record(
+            AuditKind.NODE_RECEIPT,
+            {
+                **audit_fields(decided),
+                "key_id": request.key_id,
+                "limits": issued.limits,
+                "window_seconds": issued.window_seconds,
+            },
+        )
+        return issued
+
+    def _signed(
+        self, action: str, fields: dict[str, Any], issue: Callable[[], SignReply]
+    ) -> SignReply:
+        """Issued and refused signatures are logged with their code (and culprit, when one is
+        named), counted and — refusals; issued ones are recorded with the presignature's
+        consumption — audited; the message, the presignature's secret and the partial never
+        are."""
+        try:
+            reply = issue()
+        except (NodeError, HsmError) as exc:
+            self._refused(action, fields, exc)
             raise
         self.metrics.signature_issued()
         log_event(
             log,
             "signature.issued",
             party=self.index,
-            key=key_id,
-            presignature=presignature_id,
+            key=bytes.fromhex(fields["key_id"]),
+            presignature=bytes.fromhex(fields["presignature_id"]),
             outcome="issued",
             code="ok",
         )
         return reply
+
+    def _refused(self, action: str, fields: dict[str, Any], exc: NodeError | HsmError) -> None:
+        code = exc.code if isinstance(exc, NodeError) else ErrorCode.HSM
+        if action != "receipt":
+            self.metrics.signature_refused(code)
+        log_event(
+            log,
+            "signature.refused" if action != "receipt" else "receipt.refused",
+            level=logging.WARNING,
+            party=self.index,
+            key=bytes.fromhex(fields["key_id"]),
+            outcome="refused",
+            code=code.value,
+            culprit=exc.culprit if isinstance(exc, NodeError) else None,
+        )
+        node_error = exc if isinstance(exc, NodeError) else None
+        self.audit.record(
+            AuditKind.NODE_REFUSED,
+            {
+                **fields,
+                "action": action,
+                "code": code.value,
+                "check": None if node_error is None else node_error.check,
+                "rule": None if node_error is None else node_error.rule,
+                "policy_hash": (
+                    node_error.policy_hash
+                    if node_error is not None and node_error.policy_hash
+                    else self.governance.policy_hash()
+                ),
+                "detail": (node_error.detail if node_error is not None else str(exc))[:500],
+            },
+        )
+
+
+def _request_fields(request: TransactionRequest) -> dict[str, Any]:
+    """What a refusal's audit record says of the request: ids only (the request id at most
+    128 characters), never the transaction or the approvals."""
+    return {"key_id": request.key_id, "request_id": request.request_id[:128]}

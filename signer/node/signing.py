@@ -1,38 +1,76 @@
-"""The one-round signing path: a partial signature with a named presignature.
+"""Issuing this node's partial signatures: the one code path that produces one.
+
+Two doors lead here, and both go through the checks below:
+
+* `sign_transaction` (`POST /v1/sign`): a wallet transaction, after the policy decision
+  (signer/node/decision.py), the velocity receipts (signer/node/receipts.py) and the sender
+  check: the node derives the sending address from its own key and the derivation path bound
+  to the presignature at presign time, and refuses a transaction that claims another;
+* `sign_raw` (`POST /v1/sign/raw`): raw bytes, for a raw key only (a node made with
+  `--raw-keys`, for benchmarks and protocol tests); a wallet key can never get here.
 
 The presignature is consumed durably *before* the partial signature is computed
 (`store.consume_presignature`), so a crash at any point can lose a presignature but never
 reuse one (attacks.md A11: a reused nonce gives the key away); a presignature is only usable
-for its key version, signer set and path, and not with a quarantined party (A03).
+for its key version, signer set and path, and not with a quarantined party (A03).  For a
+transaction, the request it signs, the approvals it counted and its audit record are written
+in that same transaction: a refusal at that point consumes nothing.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from signer.chains.evm import address_of
 from signer.node import codec
-from signer.node.api import SignReply
+from signer.node.api import SignReply, SignRequest
+from signer.node.audit import AuditKind, NodeAudit
+from signer.node.decision import Decided, PolicyGate, audit_fields
+from signer.node.envelope import Roster
 from signer.node.errors import NodeError
 from signer.node.faults import failpoint
+from signer.node.policy_tables import SignedRequestRow, UsedApprovalRow
 from signer.node.quarantine import Quarantine
+from signer.node.receipts import count, receipt_quorum
 from signer.node.state import NodeState
-from signer.node.store import StoreError
+from signer.node.store import PresignatureRow, StoreError
 from signer.problems import ErrorCode
+from signer.protocol.presign import PresignaturePublic
 from signer.protocol.sign import HashScheme, issue_partial
+
+
+@dataclass(frozen=True)
+class _Presignature:
+    row: PresignatureRow
+    public: PresignaturePublic
+    committee: tuple[int, ...]  # the parties of the key version it was made for
 
 
 class Signing:
     """Issues this node's partial signatures."""
 
-    def __init__(self, state: NodeState, quarantine: Quarantine) -> None:
+    def __init__(
+        self,
+        state: NodeState,
+        quarantine: Quarantine,
+        gate: PolicyGate,
+        audit: NodeAudit,
+        roster: Callable[[], Roster],
+    ) -> None:
         self.state = state
         self.quarantine = quarantine
+        self.gate = gate
+        self.audit = audit
+        self.roster = roster
 
-    def sign(
-        self, key_id: bytes, presignature_id: bytes, message: bytes, scheme: HashScheme
-    ) -> SignReply:
-        """This node's partial signature on `message` with one of its presignatures."""
-        store = self.state.store
+    def _presignature(self, key_id: bytes, presignature_id: bytes) -> _Presignature:
         pid = presignature_id.hex()
-        row = store.presignature(pid)
+        row = self.state.store.presignature(pid)
         if row is None or row.key_id != key_id.hex():
             raise NodeError(
                 ErrorCode.UNKNOWN_PRESIGNATURE, f"no presignature {pid[:16]} for this key"
@@ -40,18 +78,159 @@ class Signing:
         key_row = self.state.active_key(key_id)
         if row.epoch != key_row.epoch:
             raise NodeError(ErrorCode.STALE_PRESIGNATURE, "made for an older key version")
-        public = codec.decode_presignature_public(
-            row.public, codec.decode_key_public(key_row.public)
-        )
+        key = codec.decode_key_public(key_row.public)
+        public = codec.decode_presignature_public(row.public, key)
         self.quarantine.refuse(public.signers)
+        return _Presignature(row, public, key.parties)
+
+    def _issue(
+        self,
+        presignature: _Presignature,
+        message: bytes,
+        scheme: HashScheme,
+        record: Callable[[Session], None] | None = None,
+    ) -> SignReply:
+        pid = presignature.row.presignature_id
         failpoint("sign.before_consume")
         try:
-            consumed = store.consume_presignature(pid)  # durable before anything leaves
+            consumed = self.state.store.consume_presignature(pid, record)  # durable first
         except StoreError as exc:
             raise NodeError(ErrorCode.PRESIGNATURE_USED, str(exc)) from exc
+        except IntegrityError as exc:  # serialised by SQLite's write lock; defence in depth
+            raise NodeError(
+                ErrorCode.REQUEST_REUSED, "the request or an approval was recorded meanwhile"
+            ) from exc
         failpoint("sign.after_consume")
         secret = self.state.unseal(consumed.sealed_secret, pid, consumed.epoch, "presignature")
-        presignature = codec.presignature(public, secret)
-        partial = issue_partial(presignature, message, scheme)
+        partial = issue_partial(codec.presignature(presignature.public, secret), message, scheme)
         failpoint("sign.after_partial")
         return SignReply(index=self.state.index, presignature_id=pid, partial=f"{partial:064x}")
+
+    def sign_raw(
+        self, key_id: bytes, presignature_id: bytes, message: bytes, scheme: HashScheme
+    ) -> SignReply:
+        """This node's partial signature on raw `message`: a raw key's only."""
+        presignature = self._presignature(key_id, presignature_id)
+        self.gate.require_raw(key_id.hex())
+        return self._issue(presignature, message, scheme)
+
+    def sign_transaction(self, request: SignRequest) -> tuple[SignReply, Decided]:
+        """This node's partial signature on a wallet transaction the policy allows."""
+        decided = self.gate.decide(request)
+        key_id = bytes.fromhex(request.key_id)
+        presignature = self._presignature(key_id, bytes.fromhex(request.presignature_id))
+        self._check_sender(request, presignature, decided)
+        receipts = self._check_receipts(request, presignature, decided)
+        intent = decided.decoded.intent
+
+        def record(session: Session) -> None:
+            now = time.time()
+            existing = session.get(SignedRequestRow, intent.request_id)
+            if existing is not None and existing.payload_hash != decided.decoded.payload_hash.hex():
+                raise NodeError(
+                    ErrorCode.REQUEST_REUSED,
+                    f"request {intent.request_id} already signed another transaction here",
+                    check="request_id",
+                    policy_hash=decided.policy_hash,
+                )
+            if existing is None:
+                session.add(
+                    SignedRequestRow(
+                        request_id=intent.request_id,
+                        intent_digest=intent.digest_hex(),
+                        payload_hash=decided.decoded.payload_hash.hex(),
+                        key_id=request.key_id,
+                        signed_at=now,
+                    )
+                )
+            for approval in request.approvals:
+                nonce = approval.get("nonce")
+                if nonce not in decided.approvals.nonces:
+                    continue  # not counted: not used up either
+                used = session.get(UsedApprovalRow, nonce)
+                if used is not None and used.request_id != intent.request_id:
+                    raise NodeError(
+                        ErrorCode.POLICY_DENIED,
+                        f"approval nonce {nonce} was just used for another request",
+                        check="approval_replay",
+                        policy_hash=decided.policy_hash,
+                    )
+                if used is None:
+                    session.add(
+                        UsedApprovalRow(
+                            nonce=nonce,
+                            officer=str(approval.get("officer")),
+                            request_id=intent.request_id,
+                            used_at=now,
+                        )
+                    )
+            self.audit.append(
+                session,
+                AuditKind.NODE_SIGNED,
+                {
+                    **audit_fields(decided),
+                    "key_id": request.key_id,
+                    "presignature_id": request.presignature_id,
+                    "signers": list(presignature.public.signers),
+                    "path": list(presignature.public.derivation.path),
+                    "receipts": sorted(receipts),
+                },
+            )
+
+        reply = self._issue(
+            presignature, bytes.fromhex(request.transaction), HashScheme.KECCAK256, record
+        )
+        if decided.limits:
+            # After the partial is out the spend is final; if this commit is lost (a crash),
+            # the reservation still counts until its window has passed (fail safe).
+            self.gate.ledger.commit(intent.request_id, now=decided.now)
+        return reply, decided
+
+    @staticmethod
+    def _check_sender(request: SignRequest, presignature: _Presignature, decided: Decided) -> None:
+        derived = address_of(presignature.public.derivation.public_key)
+        if derived.lower() != request.sender.lower():
+            path = "/".join(str(i) for i in presignature.public.derivation.path) or "(root)"
+            raise NodeError(
+                ErrorCode.SENDER_MISMATCH,
+                f"the transaction claims sender {request.sender}; this key at path {path} "
+                f"(bound to the presignature) is {derived}",
+                check="sender",
+                policy_hash=decided.policy_hash,
+            )
+
+    def _check_receipts(
+        self, request: SignRequest, presignature: _Presignature, decided: Decided
+    ) -> frozenset[int]:
+        """A velocity-limited intent needs receipts from q committee nodes, this one included
+        (receipts.py); this node's own is its reservation in its own ledger."""
+        if not decided.limits:
+            return frozenset()
+        needed = receipt_quorum(decided.limits, len(presignature.committee))
+        if not self.gate.holds_reservation(decided):
+            raise NodeError(
+                ErrorCode.RECEIPTS_MISSING,
+                "this node holds no velocity reservation for the request: ask it for a receipt "
+                "(POST /v1/receipts) first",
+                check="own_receipt",
+                policy_hash=decided.policy_hash,
+            )
+        counted, problems = count(
+            request.receipts,
+            self.roster(),
+            presignature.committee,
+            decided.decoded.intent,
+            policy_hash=decided.policy_hash,
+            limits=decided.limits,
+        )
+        counted = counted | {self.state.index}
+        if len(counted) < needed:
+            why = f"; not counted: {'; '.join(problems)}" if problems else ""
+            raise NodeError(
+                ErrorCode.RECEIPTS_MISSING,
+                f"{len(counted)} of the {needed} velocity receipts needed (nodes "
+                f"{sorted(counted)}){why}",
+                check="receipts",
+                policy_hash=decided.policy_hash,
+            )
+        return counted

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from policies.governance import GovernanceSignature
 from signer.node.api import SessionProtocol, SessionStart
 from signer.node.errors import NodeError
 from signer.problems import ErrorCode, validation_detail
@@ -33,6 +34,8 @@ class SessionSpec:
     plan_old: bytes = b""  # codec.encode_key_public of the version being re-shared
     dealers: tuple[int, ...] = ()
     new_parties: tuple[int, ...] = ()
+    wallet: str = ""  # the policy wallet of the key ("": a raw key)
+    authorization: tuple[GovernanceSignature, ...] = ()  # officers' signatures on a plan
 
     @classmethod
     def from_start(cls, start: SessionStart) -> SessionSpec:
@@ -49,6 +52,8 @@ class SessionSpec:
             plan_old=bytes.fromhex(start.plan_old),
             dealers=tuple(start.dealers),
             new_parties=tuple(start.new_parties),
+            wallet=start.wallet,
+            authorization=tuple(start.authorization),
         )
 
     @classmethod
@@ -72,4 +77,6 @@ class SessionSpec:
             "plan_old": self.plan_old.hex(),
             "dealers": list(self.dealers),
             "new_parties": list(self.new_parties),
+            "wallet": self.wallet,
+            "authorization": [s.model_dump(mode="json") for s in self.authorization],
         }

@@ -38,7 +38,7 @@ node's operator clears them locally (`tessera node quarantine clear`); they are 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,7 +48,6 @@ from sqlmodel import Field, Session, select
 
 from policies.sqlite import sqlite_engine
 from signer.errors import TesseraError
-from signer.node import policy_tables  # noqa: F401  (the policy's tables: same metadata)
 from signer.node.api import join_indices, join_path
 from signer.node.exclusion import (
     Exclusion,
@@ -58,6 +57,7 @@ from signer.node.exclusion import (
     first_blocking,
     list_exclusions,
 )
+from signer.node.policy_tables import KeyBindingRow  # (and the policy's tables: same metadata)
 from signer.node.tables import NodeTable
 
 
@@ -190,6 +190,18 @@ def _retire_active(session: Session, key_id: str) -> None:
         session.add(presignature)
 
 
+def _bind(session: Session, binding: KeyBindingRow | None) -> None:
+    """Add a key's wallet binding; a wallet or key already bound is refused (`StoreError`)."""
+    if binding is None:
+        return
+    session.add(binding)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        session.rollback()
+        raise StoreError(f"wallet {binding.wallet}", "is already bound to a key") from exc
+
+
 def _event(key_id: str, epoch: int, action: str, detail: str) -> KeyEventRow:
     return KeyEventRow(key_id=key_id, epoch=epoch, action=action, detail=detail, at=time.time())
 
@@ -234,10 +246,17 @@ class NodeStore:
 
     # --- key versions --------------------------------------------------------------------------
     def put_key_version(
-        self, key_id: str, epoch: int, public: bytes, sealed_share: bytes | None
+        self,
+        key_id: str,
+        epoch: int,
+        public: bytes,
+        sealed_share: bytes | None,
+        *,
+        binding: KeyBindingRow | None = None,
     ) -> None:
         """Store a new active version; older versions of the key are retired (their shares
-        erased) and their unused presignatures revoked — in one transaction."""
+        erased) and their unused presignatures revoked — in one transaction, with the key's
+        wallet binding when it is new (a wallet already bound refuses the whole store)."""
         with self.session() as session:
             existing = session.get(KeyVersionRow, (key_id, epoch))
             if existing is not None:
@@ -260,6 +279,7 @@ class NodeStore:
                     created_at=time.time(),
                 )
             )
+            _bind(session, binding)
             session.commit()
 
     def active_key(self, key_id: str) -> KeyVersionRow:
@@ -296,7 +316,13 @@ class NodeStore:
             ).first()
 
     def put_pending_version(
-        self, key_id: str, epoch: int, public: bytes, sealed_share: bytes | None
+        self,
+        key_id: str,
+        epoch: int,
+        public: bytes,
+        sealed_share: bytes | None,
+        *,
+        binding: KeyBindingRow | None = None,
     ) -> None:
         """Store a re-share's output as the key's pending version; nothing else changes (the
         active version, its share and its presignatures stay until `activate_pending`)."""
@@ -328,6 +354,7 @@ class NodeStore:
             )
             member = "with" if sealed_share is not None else "without"
             session.add(_event(key_id, epoch, "pending", f"re-share output stored {member} share"))
+            _bind(session, binding)
             session.commit()
 
     def confirmation(self, key_id: str, epoch: int, signer: int) -> KeyConfirmationRow | None:
@@ -480,9 +507,14 @@ class NodeStore:
             session.add(row)
             session.commit()
 
-    def consume_presignature(self, presignature_id: str) -> PresignatureRow:
+    def consume_presignature(
+        self, presignature_id: str, record: Callable[[Session], None] | None = None
+    ) -> PresignatureRow:
         """Mark the presignature consumed, durably, and return it — or raise if it is not
-        available (already used, revoked, unknown).  Exactly one caller can ever succeed."""
+        available (already used, revoked, unknown).  Exactly one caller can ever succeed.
+        `record` writes what allowed the signature (request, approvals, audit record) in the
+        same transaction, after the presignature is taken: if it raises, nothing is written
+        and the presignature stays available."""
         with self.session() as session:
             result = session.execute(
                 text(
@@ -491,6 +523,12 @@ class NodeStore:
                 ),
                 {"now": time.time(), "id": presignature_id},
             )
+            if result.rowcount == 1 and record is not None:  # type: ignore[attr-defined]
+                try:
+                    record(session)
+                except BaseException:
+                    session.rollback()
+                    raise
             session.commit()
             if result.rowcount != 1:  # type: ignore[attr-defined]
                 row = session.get(PresignatureRow, presignature_id)

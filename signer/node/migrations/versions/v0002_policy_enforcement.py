@@ -38,9 +38,7 @@ def upgrade() -> None:
         sa.Column("used_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("nonce"),
     )
-    op.create_index(
-        "ix_approvals_used_request_id", "approvals_used", ["request_id"], unique=False
-    )
+    op.create_index("ix_approvals_used_request_id", "approvals_used", ["request_id"], unique=False)
     op.create_table(
         "audit_log",
         sa.Column("seq", sa.Integer(), nullable=False),
@@ -74,17 +72,18 @@ def upgrade() -> None:
     )
     op.create_table(
         "policy_versions",
+        sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("policy_hash", sa.String(), nullable=False),
         sa.Column("document", sa.String(), nullable=False),
         sa.Column("signatures", sa.String(), nullable=False),
         sa.Column("signed_by", sa.String(), nullable=False),
-        sa.Column("activated_at", sa.Float(), nullable=False),
-        sa.Column("effective_at", sa.Float(), nullable=False),
+        sa.Column("activated_at_us", sa.Integer(), nullable=False),
+        sa.Column("effective_at_us", sa.Integer(), nullable=False),
         sa.Column("loosening", sa.String(), nullable=False),
         sa.Column("cancel_signatures", sa.String(), nullable=False),
         sa.Column("cancelled_by", sa.String(), nullable=False),
-        sa.PrimaryKeyConstraint("version"),
+        sa.PrimaryKeyConstraint("position"),
         sa.UniqueConstraint("policy_hash"),
     )
     op.create_table(

@@ -14,9 +14,9 @@ inverse of `signing_payload` (a key-share node can decode the bytes it is asked 
 evaluate its policy on what they really say).  Every field is validated when a transfer is built:
 a rejected field raises `InvalidTransaction` naming it, and nothing is encoded.
 
-Only light dependencies (rlp, eth-keys, eth-utils): the CLI and the engine import this module,
-and a production install has no EVM.  The in-process test chain is `coordinator.evm_chain`
-(the `evm` extra).
+Only light dependencies (rlp, eth-keys, eth-utils): key-share nodes (`signer.chains.intent`),
+the CLI and the engine import this module, and a production install has no EVM.  The
+in-process test chain is `coordinator.evm_chain` (the `evm` extra).
 """
 
 from __future__ import annotations

@@ -1,0 +1,188 @@
+"""Signing wallet transactions: what the coordinator sends so that every node can decide alone.
+
+For a policy wallet the coordinator never asks for a signature on bytes.  It sends each signer
+the unsigned transaction, the request id and initiator, the intent it claims the transaction is
+(the node decodes it itself and refuses a different one), the officers' approvals and the
+sender the transaction is from (the node derives it from its own key and the presignature's
+path).  Before a velocity-limited intent it first collects receipts from the committee
+(signer/node/receipts.py): every node reserves the amount in its own ledger, and a signer needs
+q of them.  The coordinator relays all of it and can forge none of it.
+
+It also relays the officers' policy chain to the nodes (`relay_governance`), and reads the
+policy in force from them to build the intent it claims (`active_policy`): the nodes enforce
+their own copy, so a stale or wrong claim only makes them refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+
+from coordinator.client import NodeRefused, NodeUnavailable
+from coordinator.errors import SigningFailed, SignRequestInvalid
+from coordinator.signing import SigningOps, SignOutcome
+from coordinator.store import WalletRow
+from policies.approvals import Approval
+from policies.bundle import GovernanceBundle
+from policies.document import PolicyDocument, parse_policy
+from policies.errors import PolicyError
+from signer.chains.errors import TransactionRefused
+from signer.chains.evm import address_of
+from signer.chains.intent import DecodedTransaction, intent_of
+from signer.node import codec
+from signer.node.api import (
+    GovernanceReply,
+    SignReply,
+    SignRequest,
+    TransactionRequest,
+    VelocityReceipt,
+)
+from signer.node.receipts import receipt_quorum
+from signer.problems import ErrorCode
+from signer.protocol.hd import derive
+from signer.protocol.sign import HashScheme
+
+
+class TransactionOps(SigningOps):
+    #: The policy version last read from the nodes (`active_policy`), kept by its hash.
+    _policy: PolicyDocument | None = None
+
+    async def relay_governance(self, bundle: GovernanceBundle) -> dict[int, GovernanceReply]:
+        """Hand the officers' documents to every node (each checks them itself); a node that
+        refuses or is down is reported, not retried (an officer can push to it directly)."""
+        replies = await asyncio.gather(
+            *(self.clients[i].relay_governance(bundle) for i in self.parties),
+            return_exceptions=True,
+        )
+        out: dict[int, GovernanceReply] = {}
+        failed: list[BaseException] = []
+        for index, reply in zip(self.parties, replies, strict=True):
+            if isinstance(reply, BaseException):
+                failed.append(reply)
+            else:
+                out[index] = reply
+        if failed and not out:
+            raise failed[0]
+        return out
+
+    async def active_policy(self) -> PolicyDocument:
+        """The policy version the nodes enforce, read from the first node that answers (used
+        only to build the claimed intent: the nodes decide on their own copy)."""
+        problems: list[str] = []
+        for index in self.parties:
+            try:
+                status = await self.clients[index].governance()
+                if status.policy_hash is None:
+                    problems.append(f"node {index}: no policy in force")
+                    continue
+                if self._policy is not None and self._policy.policy_hash() == status.policy_hash:
+                    return self._policy
+                bundle = await self.clients[index].governance_chain()
+            except (NodeUnavailable, NodeRefused) as exc:
+                problems.append(str(exc))
+                continue
+            for doc in bundle.versions:
+                try:
+                    document = parse_policy(doc.document, source=f"node {index}")
+                except PolicyError:
+                    continue
+                if document.policy_hash() == status.policy_hash:
+                    self._policy = document
+                    return document
+            problems.append(f"node {index}: its chain lacks the version it reports")
+        raise SigningFailed(problems or ["no node"], ErrorCode.NO_POLICY)
+
+    async def sign_transaction(
+        self,
+        wallet_name: str,
+        payload: bytes,
+        *,
+        request_id: str,
+        initiator: str,
+        approvals: Sequence[Approval] = (),
+        path: Sequence[int] = (),
+        preferred: tuple[int, ...] | None = None,
+    ) -> SignOutcome:
+        """A verified signature of the unsigned transaction `payload` (its signing payload, as
+        `signer.chains.evm` encodes it) by the policy wallet's key along `path`, which every
+        signer's policy allowed."""
+        wallet = self.store.wallet(wallet_name)
+        if wallet.policy_wallet is None:
+            raise SignRequestInvalid(
+                f"wallet {wallet_name!r} is a raw key: it signs no transaction",
+                ErrorCode.RAW_SIGNING_REFUSED,
+            )
+        policy = await self.active_policy()
+        decoded = self._decode(payload, policy, wallet, request_id, initiator)
+        key = codec.decode_key_public(wallet.key_public)
+        sender = address_of(derive(key.public_key, key.chain_code, tuple(path)).public_key)
+        base = TransactionRequest(
+            key_id=wallet.key_id,
+            transaction=payload.hex(),
+            request_id=request_id,
+            initiator=initiator,
+            intent=decoded.intent.model_dump(mode="json"),
+            approvals=[approval.to_json_object() for approval in approvals],
+        )
+        receipts: list[VelocityReceipt] = []
+        excluded: frozenset[int] = frozenset()
+        limits = policy.limits_for(wallet.policy_wallet, decoded.intent.asset)
+        if limits:
+            needed = receipt_quorum(limits, len(key.parties))
+            receipts = await self.collect_receipts(base, key.parties, needed)
+            # a signer must hold its own reservation: sign among the nodes that issued one
+            excluded = frozenset(key.parties) - {r.node for r in receipts}
+
+        def ask(index: int, presignature_id: str) -> Awaitable[SignReply]:
+            request = SignRequest(
+                **base.model_dump(),
+                presignature_id=presignature_id,
+                sender=sender,
+                receipts=receipts,
+            )
+            return self.clients[index].sign_transaction(request)
+
+        return await self._observed(
+            wallet_name,
+            lambda: self._sign(
+                wallet_name, payload, HashScheme.KECCAK256, path, preferred, ask, excluded
+            ),
+        )
+
+    @staticmethod
+    def _decode(
+        payload: bytes,
+        policy: PolicyDocument,
+        wallet: WalletRow,
+        request_id: str,
+        initiator: str,
+    ) -> DecodedTransaction:
+        try:
+            return intent_of(
+                payload,
+                policy,
+                wallet=wallet.policy_wallet or "",
+                request_id=request_id,
+                initiator=initiator,
+            )
+        except TransactionRefused as exc:
+            # Every node would refuse it the same way: say so before a presignature is taken.
+            raise SignRequestInvalid(f"{exc.check}: {exc.detail}", exc.code) from exc
+
+    async def collect_receipts(
+        self, request: TransactionRequest, committee: Sequence[int], needed: int
+    ) -> list[VelocityReceipt]:
+        """Receipts from every committee node that gives one; fewer than `needed` fails with
+        the most telling refusal (a node's policy refusal is final)."""
+        replies = await asyncio.gather(
+            *(self.clients[i].receipt(request) for i in committee), return_exceptions=True
+        )
+        receipts = [r for r in replies if isinstance(r, VelocityReceipt)]
+        refusals = [r for r in replies if isinstance(r, NodeRefused)]
+        if len(receipts) >= needed:
+            return receipts
+        attempts = [str(r) for r in replies if isinstance(r, BaseException)]
+        if refusals:
+            first = refusals[0]
+            raise SigningFailed(attempts, first.code, refusal=first)
+        raise SigningFailed(attempts, ErrorCode.RECEIPTS_MISSING)

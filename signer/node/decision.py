@@ -1,0 +1,271 @@
+"""The one policy decision every wallet signature goes through on this node.
+
+`PolicyGate.decide` runs for `POST /v1/sign` (one round from a presignature: the only code path
+that produces a partial signature, whether the coordinator took the presignature from its pool
+or ran a fresh presign interactively for this request) and for `POST /v1/receipts`.  In order,
+each step refusing with its own code (docs/errors.md):
+
+1. the key is bound to a wallet of the policy (`KeyBindingRow`, written with the key at its DKG);
+   a raw key never signs a transaction, a wallet key never signs raw bytes (RAW_SIGNING_REFUSED);
+2. a policy version is in force on this node (NO_GENESIS, NO_POLICY; signer/node/governance.py);
+3. the node decodes the unsigned transaction itself (`signer.chains`: TRANSACTION_INVALID,
+   UNSUPPORTED_TRANSACTION) and builds the `TransactionIntent` from it, the key's wallet and
+   the request id and initiator that travel with the request;
+4. what the coordinator claims the request is must be exactly that intent (INTENT_MISMATCH;
+   SENDER_MISMATCH when it claims another wallet);
+5. every officer approval is checked by the node itself (`policies.approvals`: signature by an
+   officer of this version, bound to this request, intent digest and policy hash, inside its
+   validity window, nonce never used by this node for another request); a bad one is never
+   counted and never fatal;
+6. `policies.evaluator.evaluate` on this node's active version, freeze state and velocity
+   ledger; anything but ALLOW is POLICY_DENIED naming the rule, the reason and the policy hash;
+7. a request id that already signed another transaction is REQUEST_REUSED (one approval, one
+   payout).
+
+Signing then adds the receipt quorum and the sender check (signer/node/signing.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import col, select
+
+from policies.approvals import Approval, ApprovalCheck, check_approvals, parse_approval
+from policies.document import VelocityLimit
+from policies.errors import IntentSchemaError, PolicyError
+from policies.evaluator import Decision, evaluate
+from policies.governance import ActivatedVersion
+from policies.intent import TransactionIntent, parse_intent
+from policies.velocity import VelocityLedger
+from signer.chains.errors import TransactionRefused
+from signer.chains.intent import DecodedTransaction, compare_claim, intent_of
+from signer.node.api import TransactionRequest
+from signer.node.errors import NodeError
+from signer.node.governance import NodeGovernance
+from signer.node.policy_tables import KeyBindingRow, SignedRequestRow, UsedApprovalRow
+from signer.node.store import NodeStore
+from signer.problems import ErrorCode
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Decided:
+    """A request this node's policy allows, with everything the signing step records."""
+
+    link: ActivatedVersion
+    wallet: str
+    decoded: DecodedTransaction
+    decision: Decision
+    approvals: ApprovalCheck
+    limits: tuple[VelocityLimit, ...]
+    now: datetime
+
+    @property
+    def policy_hash(self) -> str:
+        return self.link.policy_hash
+
+
+class PolicyGate:
+    """Decides wallet requests for one node (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: NodeStore,
+        governance: NodeGovernance,
+        ledger: VelocityLedger,
+        *,
+        raw_keys: bool,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.governance = governance
+        self.ledger = ledger
+        self.raw_keys = raw_keys
+        self.clock = clock
+
+    # --- keys and their wallets -----------------------------------------------------------------
+    def binding(self, key_id: str) -> KeyBindingRow | None:
+        with self.store.session() as session:
+            return session.get(KeyBindingRow, key_id)
+
+    def require_raw(self, key_id: str) -> None:
+        """Raw bytes are signed only with a raw key on a node made with `--raw-keys`."""
+        binding = self.binding(key_id)
+        if not self.raw_keys or binding is None or binding.wallet is not None:
+            what = "is bound to a policy wallet" if binding and binding.wallet else "is no raw key"
+            raise NodeError(
+                ErrorCode.RAW_SIGNING_REFUSED,
+                f"key {key_id[:16]} {what}: it signs decoded transactions only",
+                check="raw_key",
+            )
+
+    def wallet_of(self, key_id: str) -> str:
+        binding = self.binding(key_id)
+        if binding is None or binding.wallet is None:
+            raise NodeError(
+                ErrorCode.RAW_SIGNING_REFUSED if binding else ErrorCode.UNKNOWN_KEY,
+                f"key {key_id[:16]} belongs to no wallet of the policy",
+                check="wallet",
+            )
+        return binding.wallet
+
+    # --- the decision ---------------------------------------------------------------------------
+    def decide(self, request: TransactionRequest) -> Decided:
+        now = self.clock()
+        wallet = self.wallet_of(request.key_id)
+        link = self.governance.require_policy(now)
+        policy = link.document
+        try:
+            decoded = intent_of(
+                bytes.fromhex(request.transaction),
+                policy,
+                wallet=wallet,
+                request_id=request.request_id,
+                initiator=request.initiator,
+            )
+            claimed = self._claimed(request)
+            if claimed.wallet != wallet:
+                raise NodeError(
+                    ErrorCode.SENDER_MISMATCH,
+                    f"the request claims wallet {claimed.wallet!r}; key {request.key_id[:16]} "
+                    f"belongs to wallet {wallet!r}",
+                    check="wallet",
+                    policy_hash=link.policy_hash,
+                )
+            compare_claim(decoded.intent, claimed)
+        except TransactionRefused as exc:
+            raise NodeError(
+                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
+            ) from exc
+        intent = decoded.intent
+        approvals = check_approvals(
+            policy,
+            intent,
+            self._approvals(request.approvals),
+            now=now,
+            seen_nonces=self._used_elsewhere(request.approvals, intent.request_id),
+        )
+        limits = policy.limits_for(wallet, intent.asset)
+        horizon = max((limit.window_seconds for limit in limits), default=0)
+        decision = evaluate(
+            policy,
+            intent,
+            approvals=approvals.accepted,
+            ledger=self.ledger.view(now, horizon_seconds=horizon),
+            now=now,
+            frozen_wallets=self.governance.freezes.frozen_wallets(),
+        )
+        if not decision.allowed:
+            raise NodeError(
+                ErrorCode.POLICY_DENIED,
+                decision.explanation[-1],
+                check=decision.reason,
+                rule=decision.rule,
+                policy_hash=link.policy_hash,
+            )
+        self._refuse_reuse(intent.request_id, decoded.payload_hash.hex(), link.policy_hash)
+        return Decided(link, wallet, decoded, decision, approvals, tuple(limits), now)
+
+    @staticmethod
+    def _claimed(request: TransactionRequest) -> TransactionIntent:
+        try:
+            return parse_intent(request.intent, source="claimed intent")
+        except IntentSchemaError as exc:
+            problems = "; ".join(f"{path}: {reason}" for path, _value, reason in exc.problems)
+            raise TransactionRefused(ErrorCode.VALIDATION, "intent", problems) from exc
+
+    @staticmethod
+    def _approvals(documents: Iterable[object]) -> list[Approval]:
+        """The approvals that parse; a malformed one is dropped like any invalid approval (a
+        coordinator must not be able to block a request by attaching junk)."""
+        parsed = []
+        for index, doc in enumerate(documents):
+            try:
+                parsed.append(parse_approval(doc, source=f"approval {index}"))
+            except PolicyError:
+                continue
+        return parsed
+
+    def _used_elsewhere(self, documents: Iterable[object], request_id: str) -> frozenset[str]:
+        """Nonces among `documents` this node already counted for another request."""
+        nonces = [
+            doc["nonce"]
+            for doc in documents
+            if isinstance(doc, dict) and isinstance(doc.get("nonce"), str)
+        ]
+        if not nonces:
+            return frozenset()
+        with self.store.session() as session:
+            rows = session.exec(
+                select(UsedApprovalRow).where(col(UsedApprovalRow.nonce).in_(nonces))
+            ).all()
+        return frozenset(row.nonce for row in rows if row.request_id != request_id)
+
+    def _refuse_reuse(self, request_id: str, payload_hash: str, policy_hash: str) -> None:
+        with self.store.session() as session:
+            row = session.get(SignedRequestRow, request_id)
+        if row is not None and row.payload_hash != payload_hash:
+            raise NodeError(
+                ErrorCode.REQUEST_REUSED,
+                f"request {request_id[:64]} already signed another transaction on this node",
+                check="request_id",
+                policy_hash=policy_hash,
+            )
+
+    # --- velocity reservations ------------------------------------------------------------------
+    def reserve(self, decided: Decided) -> None:
+        """Reserve the intent's amount in this node's ledger until its longest window has
+        passed (receipts.py: a failed request keeps its reservation, fail safe)."""
+        window = max((limit.window_seconds for limit in decided.limits), default=0)
+        try:
+            self.ledger.reserve_intent(
+                decided.link.document,
+                decided.decoded.intent,
+                now=decided.now,
+                expires_at=decided.now + timedelta(seconds=max(window, 1)),
+            )
+        except PolicyError as exc:
+            raise NodeError(
+                ErrorCode.POLICY_DENIED,
+                str(exc),
+                check="limit_exceeded",
+                policy_hash=decided.policy_hash,
+            ) from exc
+
+    def holds_reservation(self, decided: Decided) -> bool:
+        entry = self.ledger.entry(decided.decoded.intent.request_id)
+        intent = decided.decoded.intent
+        return (
+            entry is not None
+            and entry.state in ("reserved", "committed")
+            and entry.wallet == intent.wallet
+            and entry.asset == intent.asset
+            and entry.amount == intent.amount
+        )
+
+
+def signed_by(approvals: ApprovalCheck) -> list[str]:
+    return sorted(approvals.accepted)
+
+
+def audit_fields(decided: Decided) -> dict[str, object]:
+    """What a signed or receipted record says of the decision (no secrets, no payload)."""
+    intent = decided.decoded.intent
+    return {
+        "request_id": intent.request_id,
+        "intent_digest": intent.digest_hex(),
+        "intent": intent.canonical_object(),
+        "payload_hash": decided.decoded.payload_hash.hex(),
+        "policy_hash": decided.policy_hash,
+        "policy_version": decided.link.version,
+        "rule": decided.decision.rule,
+        "reason": decided.decision.reason,
+        "approvals": signed_by(decided.approvals),
+        "approval_nonces": sorted(decided.approvals.nonces),
+    }
