@@ -21,11 +21,13 @@ from collections.abc import Awaitable, Sequence
 from coordinator.client import NodeRefused, NodeUnavailable
 from coordinator.errors import SigningFailed, SignRequestInvalid
 from coordinator.signing import SigningOps, SignOutcome
+from coordinator.specs import plan_statement
 from coordinator.store import WalletRow
 from policies.approvals import Approval
 from policies.bundle import GovernanceBundle
 from policies.document import PolicyDocument, parse_policy
 from policies.errors import PolicyError
+from policies.governance import KeyPlan
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import address_of
 from signer.chains.intent import DecodedTransaction, intent_of
@@ -91,6 +93,33 @@ class TransactionOps(SigningOps):
                     return document
             problems.append(f"node {index}: its chain lacks the version it reports")
         raise SigningFailed(problems or ["no node"], ErrorCode.NO_POLICY)
+
+    async def key_plan(
+        self,
+        wallet_name: str,
+        new_parties: Sequence[int] | None = None,
+        new_threshold: int | None = None,
+        dealers: Sequence[int] | None = None,
+        *,
+        refresh: bool = False,
+    ) -> KeyPlan:
+        """The plan officers sign (`tessera officer approve-plan`) before `reshare` or
+        `refresh` of a policy wallet's key; defaults: the same committee, threshold and
+        dealers (a refresh)."""
+        wallet = self.store.wallet(wallet_name)
+        if wallet.policy_wallet is None:
+            raise SignRequestInvalid(f"wallet {wallet_name!r} is a raw key: no plan to authorise")
+        key = codec.decode_key_public(wallet.key_public)
+        policy = await self.active_policy()
+        statement = plan_statement(
+            wallet,
+            tuple(sorted(dealers if dealers is not None else key.parties)),
+            tuple(sorted(new_parties if new_parties is not None else key.parties)),
+            new_threshold if new_threshold is not None else key.threshold,
+            refresh=refresh,
+            policy_hash=policy.policy_hash(),
+        )
+        return KeyPlan.model_validate(statement)
 
     async def sign_transaction(
         self,

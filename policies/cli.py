@@ -17,6 +17,7 @@ pay for it.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -55,7 +56,7 @@ policy_app = typer.Typer(
     cls=JsonUsageGroup,
     help=(
         "Policy versions: init, validate, hash, new-version, propose, show, diff, activate, "
-        "status, simulate; the audit log."
+        "status, simulate, push (to the nodes); the audit log."
     ),
     no_args_is_help=True,
 )
@@ -248,6 +249,44 @@ def approve_policy(
     )
     if doc["ready_to_activate"]:
         out.say("quorum reached: run `tessera policy activate`")
+
+
+@officer_app.command("approve-plan")
+def approve_plan(
+    ctx: typer.Context,
+    plan: Annotated[
+        Path,
+        typer.Argument(
+            help="Key plan file (JSON: key, epoch, committee, wallet, policy hash).", dir_okay=False
+        ),
+    ],
+    key: KeyOption,
+    passphrase_file: PassphraseOption = None,
+    out_file: OutOption = None,
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Authorise one re-share or refresh of a wallet's key: sign the plan (key version,
+    dealers, new committee and threshold, wallet, policy hash).  Every node checks the
+    quorum of these signatures before it takes part."""
+    out = Output(as_json)
+    with out.guarded():
+        doc = ops.approve_plan(
+            _store_path(ctx, store), key, passphrase_file, plan, progress=out.progress
+        )
+        if out_file is not None:
+            out_file.write_text(json.dumps(doc["signature"], indent=2) + "\n")
+    if as_json:
+        out.json(doc)
+        return
+    statement = doc["plan"]
+    out.say(
+        f"{doc['officer']} authorised {statement['protocol']} of key {statement['key_id'][:16]} "
+        f"(wallet {statement['wallet']}) to parties {statement['new_parties']}, "
+        f"t = {statement['threshold']}; {doc['needed']} officers needed"
+    )
+    if out_file is not None:
+        out.say(f"signature written to {out_file}")
 
 
 @officer_app.command("cancel-policy")
@@ -644,6 +683,46 @@ def simulate(
         out.lines(decision_lines(doc["request_id"], doc))
         out.say("velocity limits evaluated against an empty ledger (nodes use their own)")
     if doc["outcome"] != "ALLOW":
+        out.exit_denied()
+
+
+@policy_app.command("push")
+def push_cmd(
+    ctx: typer.Context,
+    nodes: Annotated[
+        list[str],
+        typer.Option(
+            "--node",
+            help="A key-share node's URL (repeat for each node), e.g. http://10.0.0.5:18101.",
+        ),
+    ],
+    store: StoreOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Push the activated policy chain and the applied freeze orders straight to the nodes
+    (no coordinator: each node checks the officers' signatures itself).  Exit 0 when every node
+    accepted, 1 when any refused or could not be reached."""
+    from policies import push as pushing  # noqa: PLC0415  (httpx only when pushing)
+
+    out = Output(as_json)
+    with out.guarded():
+        for node in nodes:
+            if not node.startswith(("http://", "https://")):
+                raise UsageError("--node", f"{node[:80]!r} is not an http(s) URL")
+        ops.open_store(_store_path(ctx, store)).close()  # a missing store is refused first
+        with out.progress(f"pushing to {len(nodes)} node(s)"):
+            results = pushing.push(_store_path(ctx, store), nodes)
+    if as_json:
+        out.json({"nodes": [r.to_json() for r in results]})
+    else:
+        for result in results:
+            if result.accepted and result.status is not None:
+                version = result.status.get("policy_version")
+                frozen = ", ".join(result.status.get("frozen") or []) or "none"
+                out.say(f"{result.node}: enforces version {version}; frozen: {frozen}")
+            else:
+                out.say(f"{result.node}: refused {result.code}: {result.detail}")
+    if not all(r.accepted for r in results):
         out.exit_denied()
 
 

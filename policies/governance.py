@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr
 from pydantic_core import PydanticCustomError
 
 from policies.canonical import canonical_hash_hex
@@ -514,3 +514,27 @@ def key_plan_statement(
         "wallet": wallet,
         "policy_hash": policy_hash,
     }
+
+
+class KeyPlan(BaseModel):
+    """A plan file officers sign with `tessera officer approve-plan` (`key_plan_statement`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key_id: Annotated[StrictStr, Field(pattern=r"^([0-9a-f]{2}){1,64}$")]
+    epoch: StrictInt = Field(ge=0)
+    protocol: Literal["refresh/v1", "reshare/v1"]
+    old_parties: tuple[StrictInt, ...] = Field(min_length=2, max_length=255)
+    dealers: tuple[StrictInt, ...] = Field(min_length=1, max_length=255)
+    new_parties: tuple[StrictInt, ...] = Field(min_length=2, max_length=255)
+    threshold: StrictInt = Field(ge=2, le=255)
+    wallet: Identifier
+    policy_hash: Hash
+
+    def statement(self) -> dict[str, Any]:
+        return key_plan_statement(**self.model_dump())
+
+
+def sign_key_plan(signer: OfficerSigner, plan: KeyPlan) -> GovernanceSignature:
+    """``signer``'s authorisation of one re-share or refresh."""
+    return sign_governance(signer, Purpose.KEY_PLAN, plan.statement())

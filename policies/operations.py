@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from hsm.identity import IdentityAlgorithm
 from hsm.officer import create_token_officer, is_token_reference, open_token_officer
 from policies import drafts
@@ -32,7 +34,7 @@ from policies.document import (
 )
 from policies.errors import AuditFormatError, StoreError, StoreNotFoundError, UsageError
 from policies.evaluator import Decision
-from policies.governance import count_signatures
+from policies.governance import KeyPlan, count_signatures, sign_key_plan
 from policies.intent import load_intent
 from policies.keys import (
     ALGORITHMS,
@@ -45,6 +47,7 @@ from policies.keys import (
 )
 from policies.locations import STARTER
 from policies.store import PolicyStore, StoredProposal, VersionRef
+from policies.structured import read_structured_file
 
 Progress = Callable[[str], AbstractContextManager[Any]]
 Doc = dict[str, Any]
@@ -207,6 +210,43 @@ def cancel_policy(
         "counted": list(result.counted),
         "needed": result.needed,
         "cancelled": result.cancelled,
+    }
+
+
+def approve_plan(
+    store_path: Path,
+    key: Path,
+    passphrase_file: Path | None,
+    plan_file: Path,
+    progress: Progress = _quiet,
+) -> Doc:
+    """The officer's signature on a re-share or refresh plan (`policies.governance.KeyPlan`),
+    refused unless the plan names the version in force and a wallet of it."""
+    now = now_utc()
+    obj = read_structured_file(plan_file)
+    try:
+        plan = KeyPlan.model_validate(obj)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "$"
+        raise StoreError(str(plan_file), f"not a key plan: {where}: {first['msg']}") from None
+    with open_store(store_path) as store:
+        in_force = store.in_force(now=now)
+        if plan.policy_hash != in_force.policy_hash:
+            raise StoreError(
+                str(plan_file),
+                f"the plan names policy {plan.policy_hash[:16]}…, not version "
+                f"{in_force.version} in force ({in_force.policy_hash[:16]}…)",
+            )
+        if in_force.document.wallet(plan.wallet) is None:
+            raise StoreError(str(plan_file), f"{plan.wallet!r} is not a wallet of the policy")
+        signer = _signer(key, passphrase_file, progress)
+    signature = sign_key_plan(signer, plan)
+    return {
+        "officer": signer.officer_id,
+        "plan": plan.statement(),
+        "signature": signature.model_dump(mode="json"),
+        "needed": in_force.document.governance.quorum,
     }
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -32,6 +33,7 @@ from policies.governance import (
 )
 from policies.intent import TransactionIntent
 from policies.keys import LocalOfficerSigner, generate_officer_key
+from policies.store import PolicyStore
 from signer.chains.evm import Eip1559Transfer
 
 CHAIN = 31337
@@ -209,3 +211,16 @@ def approve(
     lifetime: timedelta = timedelta(hours=1),
 ) -> list[Approval]:
     return [sign_approval(o, claim, policy, now=now, lifetime=lifetime) for o in officers]
+
+
+def officers_store(path: Path, officers: Officers, *documents: PolicyDocument) -> PolicyStore:
+    """The officers' own store (`tessera policy …`) with `documents` proposed, signed by alice
+    and bob and activated in order: the source of every bundle the nodes receive."""
+    store = PolicyStore(path)
+    for document in documents:
+        now = datetime.now(UTC)
+        store.propose(document, source="policy_world", now=now)
+        for name in ("alice", "bob"):
+            store.sign_policy(officers[name], policy_hash=document.policy_hash(), now=now)
+        store.activate(policy_hash=document.policy_hash(), now=now)
+    return store

@@ -173,11 +173,27 @@ class NodeGovernance:
         GOVERNANCE_REFUSED naming the item and the failed check; the items before it stay."""
         results: list[GovernanceOutcome] = []
         with self._lock:
+            self._refuse_stale(bundle)
             for doc in bundle.versions:
                 results.append(self._version(doc, len(results)))
             for order in bundle.freezes:
                 results.append(self._freeze(order, len(results)))
         return GovernanceReply(status=self.status(), results=results)
+
+    def _refuse_stale(self, bundle: GovernanceBundle) -> None:
+        """A bundle whose newest version is older than the version this node holds would take
+        it back: refused whole (downgrade), before anything in it applies."""
+        live = [link for link in self._chain if not link.cancelled]
+        numbers = [d.document.get("version") for d in bundle.versions]
+        offered = [n for n in numbers if isinstance(n, int) and not isinstance(n, bool)]
+        if live and offered and max(offered) < live[-1].version:
+            raise self._refuse(
+                f"bundle up to version {max(offered)}",
+                "downgrade",
+                f"this node enforces version {live[-1].version} "
+                f"({_short(live[-1].policy_hash)}); a node never goes back to an older version",
+                0,
+            )
 
     def _refuse(self, item: str, check: str, reason: str, done: int) -> NodeError:
         self.audit.record(

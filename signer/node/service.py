@@ -96,6 +96,9 @@ __all__ = [
 
 log = logging.getLogger("tessera.node")
 
+#: Sessions that create or move a key: each start, and each refusal of one, is audited.
+_KEY_PROTOCOLS = (SessionProtocol.KEYGEN, SessionProtocol.RESHARE, SessionProtocol.REFRESH)
+
 
 class NodeService:
     def __init__(
@@ -160,8 +163,13 @@ class NodeService:
     # --- sessions ------------------------------------------------------------------------------
     def start(self, spec: SessionSpec) -> SessionReply:
         try:
-            return self._start(spec)
+            reply = self._start(spec)
         except NodeError as exc:
+            if spec.protocol in _KEY_PROTOCOLS:
+                # Key management is a policy decision too (key_gate.py): refusals are audited.
+                self._refused(
+                    str(spec.protocol), {"key_id": spec.key_id.hex(), "wallet": spec.wallet}, exc
+                )
             # Refused before anything ran: counted, logged with its code, never the spec.
             self.metrics.session_outcome(str(spec.protocol), "refused", None)
             log_event(
@@ -175,6 +183,21 @@ class NodeService:
                 culprit=exc.culprit,
             )
             raise
+        if spec.protocol in _KEY_PROTOCOLS:
+            self.audit.record(
+                AuditKind.NODE_KEY,
+                {
+                    "action": str(spec.protocol),
+                    "key_id": spec.key_id.hex(),
+                    "wallet": spec.wallet or None,
+                    "parties": list(spec.parties),
+                    "new_parties": list(spec.new_parties),
+                    "threshold": spec.threshold,
+                    "authorised_by": sorted({s.officer for s in spec.authorization}),
+                    "policy_hash": self.governance.policy_hash(),
+                },
+            )
+        return reply
 
     def _start(self, spec: SessionSpec) -> SessionReply:
         if self.index not in spec.parties:
@@ -562,18 +585,19 @@ class NodeService:
 
     def _refused(self, action: str, fields: dict[str, Any], exc: NodeError | HsmError) -> None:
         code = exc.code if isinstance(exc, NodeError) else ErrorCode.HSM
-        if action != "receipt":
-            self.metrics.signature_refused(code)
-        log_event(
-            log,
-            "signature.refused" if action != "receipt" else "receipt.refused",
-            level=logging.WARNING,
-            party=self.index,
-            key=bytes.fromhex(fields["key_id"]),
-            outcome="refused",
-            code=code.value,
-            culprit=exc.culprit if isinstance(exc, NodeError) else None,
-        )
+        if action in ("sign", "sign_raw", "receipt"):  # (a session refusal is logged by start)
+            if action != "receipt":
+                self.metrics.signature_refused(code)
+            log_event(
+                log,
+                "signature.refused" if action != "receipt" else "receipt.refused",
+                level=logging.WARNING,
+                party=self.index,
+                key=bytes.fromhex(fields["key_id"]),
+                outcome="refused",
+                code=code.value,
+                culprit=exc.culprit if isinstance(exc, NodeError) else None,
+            )
         node_error = exc if isinstance(exc, NodeError) else None
         self.audit.record(
             AuditKind.NODE_REFUSED,
