@@ -741,7 +741,9 @@ def metrics(root: RootOption = Path("var/cluster"), as_json: JsonOption = False)
 
 # --- the demo ------------------------------------------------------------------------------------
 def print_demo(report: DemoReport) -> None:
-    table = Table(title="Tessera demo — 2-of-3 nodes, SoftHSM2, HTTP, in-process EVM")
+    table = Table(
+        title="Tessera demo — 2-of-3 nodes, SoftHSM2, HTTP, policy in every node, in-process EVM"
+    )
     table.add_column("phase")
     table.add_column("time", justify="right")
     table.add_column("detail")
@@ -758,6 +760,18 @@ def print_demo(report: DemoReport) -> None:
     console.print(f"signed tx:        0x{report.raw_transaction.hex()}")
     console.print(f"recovers to:      {report.recovered} [green](the wallet)[/green]")
     console.print(f"tx hash:          0x{report.transaction_hash.hex()} (mined)")
+    console.print(f"policy in force:  {report.policy_hash[:16]}… on every node")
+    refused = report.refused
+    console.print(
+        f"off the whitelist: refused by node {refused.get('node')}: {refused.get('code')} "
+        f"({refused.get('check')}) — {refused.get('detail')}",
+        markup=False,
+    )
+    console.print(
+        f"2 ETH approved by {', '.join(report.large_approved_by)}: signed by nodes "
+        f"{', '.join(str(i) for i in report.large_signers)}, "
+        f"tx 0x{report.large_transaction_hash.hex()} (mined)"
+    )
     for address in (report.wallet_address, report.recipient):
         before = report.balances_before[address] / eth
         after = report.balances_after[address] / eth
@@ -799,6 +813,13 @@ def demo_command(root: Path, pool_depth: int, keep_running: bool, as_json: bool)
         "balances_after": report.balances_after,
         "gas_fee": report.gas_fee,
         "pool_left": report.pool_left,
+        "policy_hash": report.policy_hash,
+        "refused_off_whitelist": report.refused,
+        "large_transfer": {
+            "approved_by": list(report.large_approved_by),
+            "signers": list(report.large_signers),
+            "transaction_hash": "0x" + report.large_transaction_hash.hex(),
+        },
     }
     typer.echo(json.dumps(doc, indent=2))
 

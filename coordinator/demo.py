@@ -1,35 +1,58 @@
-"""`tessera demo`: the whole engine on one machine, end to end.
+"""`tessera demo`: the whole engine on one machine, end to end, with the policy enforced in
+every node.
 
-Sets up (once) a local 2-of-3 cluster under a directory — three SoftHSM2 tokens, three SQLite
-files, node identity keys, the pinned roster — starts the three node processes, creates a
-wallet (aux-info + DKG across the nodes), fills a presignature pool, builds an EIP-1559 ETH
-transfer from the wallet's address, signs it through the nodes, checks that the signed
-transaction recovers to the wallet's address, submits it to an in-process EVM (eth-tester /
-py-evm) funded for the purpose, and reports balances and per-phase timings.  A second run
-reuses the cluster, the wallet and whatever is left in the pool.
+Sets up (once) three demo officers (Ed25519 key files, quorum 2) and their policy store, a demo
+policy for a hot wallet on the in-process EVM (whitelisted exchange, 1 ETH without approvals,
+more with 2 treasury approvals), and a local 2-of-3 cluster under a directory — three SoftHSM2
+tokens, three SQLite files, node identity keys, the pinned roster, the policy's genesis hash
+pinned on every node.  Then it starts the node processes; the officers activate the policy and
+push it to the nodes; it creates the wallet (aux-info + DKG, bound to the policy's wallet on
+every node), fills a presignature pool and funds the wallet on an in-process EVM (eth-tester /
+py-evm), and:
+
+1. a whitelisted 0.5 ETH transfer: each node decodes it, evaluates the policy, signs; mined;
+2. a transfer to an address off the whitelist: refused by the nodes, with their reason;
+3. a 2 ETH transfer to the whitelisted exchange: two officers approve it with the CLI
+   (`tessera officer approve-withdrawal`), the nodes count the approvals, sign; mined.
+
+A second run reuses the officers, the policy, the cluster, the wallet and the pool.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from eth_keys.datatypes import PrivateKey
 
 from coordinator.cluster import CLUSTER_FILE, LocalCluster
+from coordinator.engine import Coordinator, SigningFailed, SignOutcome
 from coordinator.evm_chain import InProcessChain
 from coordinator.store import CoordinatorStoreError, WalletRow
+from policies.approvals import Approval, load_approval
+from policies.document import PolicyDocument, parse_policy
+from policies.errors import StoreNotFoundError
+from policies.keys import MIN_SCRYPT_N, create_key_file
+from policies.push import governance_bundle, push_to
+from policies.store import PolicyStore
 from signer.chains.evm import Eip1559Transfer, address_of, recover_sender
 from signer.errors import TesseraError
 from signer.node import codec
-from signer.protocol.sign import HashScheme, Signature
+from signer.protocol.sign import Signature
 
 T = TypeVar("T")
-WALLET = "demo-hot-wallet"
+WALLET = "demo-hot-wallet"  # the coordinator's name for the wallet
+POLICY_WALLET = "demo-hot"  # the policy's wallet the nodes bind its key to
+OFFICERS = ("alice", "bob", "carol")
+INITIATOR = "withdrawal-service"
 ETHER = 10**18
 
 
@@ -60,6 +83,11 @@ class DemoReport:
     balances_after: dict[str, int] = field(default_factory=dict)
     gas_fee: int = 0
     pool_left: int = 0
+    policy_hash: str = ""
+    refused: dict[str, object] = field(default_factory=dict)  # the nodes' reason, transfer 2
+    large_transaction_hash: bytes = b""
+    large_approved_by: tuple[str, ...] = ()
+    large_signers: tuple[int, ...] = ()
 
 
 #: Told the name of each phase as it starts (the CLI shows it as progress).
@@ -84,6 +112,156 @@ async def _timed(
     return result
 
 
+class DemoOfficers:
+    """The demo's three officers: key files (scrypt at its minimum cost, so the demo stays
+    quick; real officers use the default or a token) under one passphrase file, and their
+    policy store."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "officers"
+        self.passphrase = self.dir / "passphrase"
+        self.store_path = self.dir / "policy.db"
+
+    def key(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    def exists(self) -> bool:
+        return self.store_path.exists()
+
+    def create(self, chain_id: int) -> PolicyDocument:
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(24)
+        self.passphrase.write_text(secret + "\n")
+        self.passphrase.chmod(0o600)
+        signers = {
+            name: create_key_file(
+                self.key(name), name, "ed25519", secret.encode(), scrypt_n=MIN_SCRYPT_N
+            )
+            for name in OFFICERS
+        }
+        exchange = str(PrivateKey(secrets.token_bytes(32)).public_key.to_checksum_address())
+        policy = demo_policy(
+            [(name, signer.public_key_hex) for name, signer in signers.items()], chain_id, exchange
+        )
+        store = PolicyStore(self.store_path)
+        try:
+            now = _now()
+            store.propose(policy, source="tessera demo", now=now)
+            for name in ("alice", "bob"):  # quorum 2 of the 3
+                store.sign_policy(signers[name], policy_hash=policy.policy_hash(), now=now)
+            store.activate(policy_hash=policy.policy_hash(), now=now)
+        finally:
+            store.close()
+        return policy
+
+    def policy(self) -> PolicyDocument:
+        if not self.exists():
+            raise StoreNotFoundError(str(self.store_path))
+        store = PolicyStore(self.store_path)
+        try:
+            return store.in_force(now=_now()).document
+        finally:
+            store.close()
+
+    def push(self, urls: Sequence[str]) -> list[str]:
+        """Push the chain to every node, as an officer would (no coordinator)."""
+        store = PolicyStore(self.store_path)
+        try:
+            bundle = governance_bundle(store)
+        finally:
+            store.close()
+        refused = [r for r in (push_to(url, bundle) for url in urls) if not r.accepted]
+        if refused:
+            raise DemoFailed("; ".join(f"{r.node}: {r.code} {r.detail}" for r in refused))
+        return list(urls)
+
+    def approve_with_cli(self, name: str, intent: dict[str, object]) -> Approval:
+        """`tessera officer approve-withdrawal` for `intent`, as officer `name` would run it."""
+        request = self.dir / f"request-{intent['request_id']}.json"
+        out = self.dir / f"approval-{intent['request_id']}-{name}.json"
+        request.write_text(json.dumps(intent, indent=2) + "\n")
+        command = [
+            sys.executable,
+            "-m",
+            "coordinator",
+            "officer",
+            "approve-withdrawal",
+            str(request),
+            "--key",
+            str(self.key(name)),
+            "--passphrase-file",
+            str(self.passphrase),
+            "--store",
+            str(self.store_path),
+            "--out",
+            str(out),
+            "--json",
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+        if done.returncode != 0:
+            raise DemoFailed(f"officer {name} could not approve: {done.stdout or done.stderr}")
+        return load_approval(out)
+
+
+def demo_policy(
+    officers: Sequence[tuple[str, str]], chain_id: int, exchange: str
+) -> PolicyDocument:
+    """The demo policy: the hot wallet on the EVM's chain; up to 1 ETH to the whitelisted
+    exchange from the withdrawal service without approvals, more with 2 of the treasury."""
+    return parse_policy(
+        {
+            "version": 1,
+            "description": "Tessera demo policy",
+            "officers": [
+                {"id": name, "algorithm": "ed25519", "public_key": key} for name, key in officers
+            ],
+            "governance": {"quorum": 2, "freeze_quorum": 1, "loosening_timelock_seconds": 0},
+            "groups": {"treasury": [name for name, _ in officers]},
+            "assets": {"ETH": {"decimals": 18, "native_chains": [chain_id]}},
+            "wallets": [{"id": POLICY_WALLET, "tier": "hot", "chains": [chain_id]}],
+            "whitelists": {
+                "exchanges": [{"address": exchange, "chain_id": chain_id, "label": "Exchange"}]
+            },
+            "rules": [
+                {
+                    "id": "small-to-exchanges",
+                    "match": {
+                        "destination": "whitelist:exchanges",
+                        "assets": ["ETH"],
+                        "amount": {"max": "1"},
+                        "initiators": [INITIATOR],
+                    },
+                    "action": "ALLOW",
+                },
+                {
+                    "id": "large-to-exchanges",
+                    "match": {"destination": "whitelist:exchanges"},
+                    "action": "REQUIRE_APPROVAL",
+                    "approvals": {"group": "treasury", "k": 2},
+                },
+            ],
+            "velocity_limits": [
+                {
+                    "id": "hot-daily",
+                    "wallet": POLICY_WALLET,
+                    "asset": "ETH",
+                    "window_seconds": 86400,
+                    "max_amount": "1000",
+                }
+            ],
+        },
+        source="tessera demo",
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _exchange_of(policy: PolicyDocument) -> str:
+    return policy.whitelists["exchanges"][0].address
+
+
 async def run_cluster_demo(
     root: Path,
     pool_depth: int = 3,
@@ -94,20 +272,56 @@ async def run_cluster_demo(
 ) -> DemoReport:
     reused = (root / CLUSTER_FILE).exists()
     report = DemoReport(root, reused)
+    officers = DemoOfficers(root)
+    chain = InProcessChain()
+
+    async def policy() -> PolicyDocument:
+        if officers.exists():
+            return officers.policy()
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return officers.create(chain.chain_id)
+
+    document = await _timed(
+        report,
+        progress,
+        "officers and policy" if not officers.exists() else "officers and policy (reused)",
+        policy,
+        "3 officer keys, quorum 2; version 1 signed by alice and bob",
+    )
+    if chain.chain_id not in (document.wallets[0].chains or ()):
+        raise DemoFailed(f"the demo policy in {officers.dir} is for another chain id")
+    report.policy_hash = document.policy_hash()
+    exchange = _exchange_of(document)
 
     async def setup() -> LocalCluster:
         if reused:
             return LocalCluster.load(root)
-        return LocalCluster.create(root, 3, 2, base_port=base_port, prime_pools=prime_pools)
+        return LocalCluster.create(
+            root,
+            3,
+            2,
+            base_port=base_port,
+            prime_pools=prime_pools,
+            genesis_policy=document.policy_hash(),
+        )
 
     cluster = await _timed(
         report,
         progress,
         "cluster set-up" if not reused else "cluster (reused)",
         setup,
-        "3 SoftHSM2 tokens, identity keys, databases" if not reused else str(root),
+        "3 SoftHSM2 tokens, identity keys, databases, genesis policy pinned"
+        if not reused
+        else str(root),
     )
     await _timed(report, progress, "start 3 node processes", cluster.up, "pin roster, wait healthy")
+
+    async def push() -> list[str]:
+        return officers.push([node.url for node in cluster.nodes])
+
+    await _timed(
+        report, progress, "officers push the policy to the nodes", push, "no coordinator involved"
+    )
     coordinator = cluster.coordinator()
     try:
 
@@ -115,7 +329,7 @@ async def run_cluster_demo(
             try:
                 return coordinator.store.wallet(WALLET)
             except CoordinatorStoreError:
-                return await coordinator.create_wallet(WALLET)
+                return await coordinator.create_wallet(WALLET, policy_wallet=POLICY_WALLET)
 
         try:
             existing = coordinator.store.wallet(WALLET)
@@ -126,7 +340,9 @@ async def run_cluster_demo(
             progress,
             "create wallet" if existing is None else "wallet (reused)",
             wallet,
-            "aux-info (fresh safe primes) + 2-of-3 DKG" if existing is None else "",
+            f"aux-info (fresh safe primes) + 2-of-3 DKG, bound to {POLICY_WALLET}"
+            if existing is None
+            else "",
         )
         key = codec.decode_key_public(row.key_public)
         report.wallet_address = str(address_of(key.public_key))
@@ -138,11 +354,7 @@ async def run_cluster_demo(
             f"signers 1,2 to depth {pool_depth}",
         )
         report.phases[-1].detail += f" ({made} new)"
-
-        chain = InProcessChain()
-        # a fresh address nobody holds a key to after this line: the transfer's recipient
-        recipient = str(PrivateKey(secrets.token_bytes(32)).public_key.to_checksum_address())
-        report.recipient = recipient
+        report.recipient = exchange
 
         async def fund() -> None:
             chain.fund(report.wallet_address, 10 * ETHER)
@@ -150,30 +362,20 @@ async def run_cluster_demo(
         await _timed(report, progress, "fund wallet on the in-process EVM", fund, "10 ETH")
         report.balances_before = {
             report.wallet_address: chain.balance(report.wallet_address),
-            recipient: chain.balance(recipient),
+            exchange: chain.balance(exchange),
         }
-        priority, max_fee = chain.suggest_fees()
-        transfer = Eip1559Transfer(
-            chain_id=chain.chain_id,
-            nonce=chain.nonce(report.wallet_address),
-            max_priority_fee_per_gas=priority,
-            max_fee_per_gas=max_fee,
-            gas=21_000,
-            to=recipient,
-            value=ETHER + ETHER // 2,
-        )
+        value = ETHER // 2
+        small = _transfer(chain, report.wallet_address, exchange, value)
         outcome = await _timed(
             report,
             progress,
-            "sign the transaction through the nodes",
-            lambda: coordinator.sign(
-                WALLET, transfer.signing_payload(), HashScheme.KECCAK256, preferred=(1, 2)
-            ),
-            "one round: partials from 2 nodes, combined and verified",
+            "whitelisted 0.5 ETH: signed by the nodes",
+            lambda: _sign(coordinator, small, _request_id()),
+            "each node decodes the transaction and evaluates the policy",
         )
         report.signers = outcome.signers
         report.signature = outcome.signature
-        report.raw_transaction = transfer.attach(outcome.signature)
+        report.raw_transaction = small.attach(outcome.signature)
         report.recovered = str(recover_sender(report.raw_transaction))
         if report.recovered != report.wallet_address:  # attach() checked it; say so if not
             raise DemoFailed(f"signed transaction recovers to {report.recovered}")
@@ -184,11 +386,64 @@ async def run_cluster_demo(
         report.transaction_hash = await _timed(
             report, progress, "submit to the EVM", submit, "mined"
         )
-        receipt = chain.receipt(report.transaction_hash)
-        report.gas_fee = receipt.fee
+        report.gas_fee = chain.receipt(report.transaction_hash).fee
+
+        stranger = str(PrivateKey(secrets.token_bytes(32)).public_key.to_checksum_address())
+        off_list = _transfer(chain, report.wallet_address, stranger, value)
+
+        async def refused() -> dict[str, object]:
+            try:
+                await _sign(coordinator, off_list, _request_id())
+            except SigningFailed as exc:
+                if exc.refusal is None:
+                    raise
+                problem = getattr(exc.refusal, "problem", None)
+                return {} if problem is None else problem.model_dump(exclude_none=True)
+            raise DemoFailed("the nodes signed a transfer off the whitelist")
+
+        report.refused = await _timed(
+            report,
+            progress,
+            "0.5 ETH off the whitelist: refused by the nodes",
+            refused,
+            "the nodes' own policy decision",
+        )
+        large = _transfer(chain, report.wallet_address, exchange, 2 * ETHER)
+        request_id = _request_id()
+        claim = {
+            "request_id": request_id,
+            "wallet": POLICY_WALLET,
+            "chain_id": chain.chain_id,
+            "asset": "ETH",
+            "destination": exchange,
+            "amount": "2",
+            "initiator": INITIATOR,
+        }
+
+        async def approvals() -> list[Approval]:
+            return [officers.approve_with_cli(name, claim) for name in ("alice", "bob")]
+
+        approved = await _timed(
+            report,
+            progress,
+            "2 ETH: two officers approve with the CLI",
+            approvals,
+            "tessera officer approve-withdrawal (alice, bob)",
+        )
+        report.large_approved_by = tuple(a.officer for a in approved)
+        large_outcome = await _timed(
+            report,
+            progress,
+            "2 ETH: signed by the nodes with the approvals",
+            lambda: _sign(coordinator, large, request_id, approved),
+            "each node verifies the approvals itself",
+        )
+        report.large_signers = large_outcome.signers
+        report.large_transaction_hash = chain.send_raw(large.attach(large_outcome.signature))
+        report.gas_fee += chain.receipt(report.large_transaction_hash).fee
         report.balances_after = {
             report.wallet_address: chain.balance(report.wallet_address),
-            recipient: chain.balance(recipient),
+            exchange: chain.balance(exchange),
         }
         report.pool_left = coordinator.store.pool_depth(row.key_id, row.epoch, "1,2", "")
     finally:
@@ -196,3 +451,36 @@ async def run_cluster_demo(
         if not keep_running:
             cluster.down()
     return report
+
+
+def _request_id() -> str:
+    return f"demo-{secrets.token_hex(8)}"
+
+
+def _transfer(chain: InProcessChain, sender: str, to: str, value: int) -> Eip1559Transfer:
+    priority, max_fee = chain.suggest_fees()
+    return Eip1559Transfer(
+        chain_id=chain.chain_id,
+        nonce=chain.nonce(sender),
+        max_priority_fee_per_gas=priority,
+        max_fee_per_gas=max_fee,
+        gas=21_000,
+        to=to,
+        value=value,
+    )
+
+
+async def _sign(
+    coordinator: Coordinator,
+    transfer: Eip1559Transfer,
+    request_id: str,
+    approvals: Sequence[Approval] = (),
+) -> SignOutcome:
+    return await coordinator.sign_transaction(
+        WALLET,
+        transfer.signing_payload(),
+        request_id=request_id,
+        initiator=INITIATOR,
+        approvals=approvals,
+        preferred=(1, 2),
+    )

@@ -1,5 +1,7 @@
-"""The main job, `tessera demo`: a 2-of-3 cluster of node processes signs an EIP-1559 transfer
-that an in-process EVM mines; a second run reuses cluster, wallet and pool."""
+"""The main job, `tessera demo`: demo officers activate a policy on a 2-of-3 cluster of node
+processes; a whitelisted EIP-1559 transfer is signed and mined, one off the whitelist refused
+with the nodes' reason, a large one signed after two CLI approvals and mined; a second run
+reuses officers, policy, cluster, wallet and pool."""
 
 from __future__ import annotations
 
@@ -21,13 +23,17 @@ def test_demo_signs_and_mines_then_reuses_everything(tmp_path: Path) -> None:
     assert first.signature is not None and first.signers == (1, 2)
     assert first.recovered == first.wallet_address
     assert Account.recover_transaction(first.raw_transaction) == first.wallet_address
-    value = 3 * 10**18 // 2
-    assert first.balances_after[first.recipient] == value
+    value = 10**18 // 2 + 2 * 10**18  # the whitelisted 0.5 ETH and the approved 2 ETH
+    received = first.balances_after[first.recipient] - first.balances_before[first.recipient]
+    assert received == value
     assert (
         first.balances_before[first.wallet_address] - first.balances_after[first.wallet_address]
         == value + first.gas_fee
     )
-    assert first.pool_left == 1
+    assert first.pool_left == 0
+    assert first.refused["code"] == "POLICY_DENIED" and first.refused["check"] == "no_rule"
+    assert first.refused["policy_hash"] == first.policy_hash
+    assert first.large_approved_by == ("alice", "bob") and first.large_transaction_hash
 
     second = run(run_cluster_demo(root, 2))
     assert second.reused_cluster
@@ -36,3 +42,4 @@ def test_demo_signs_and_mines_then_reuses_everything(tmp_path: Path) -> None:
     assert second.wallet_address == first.wallet_address
     assert second.recovered == second.wallet_address
     assert second.transaction_hash != first.transaction_hash
+    assert second.policy_hash == first.policy_hash
