@@ -157,7 +157,7 @@ class TransactionOps(SigningOps):
         excluded: frozenset[int] = frozenset()
         limits = policy.limits_for(wallet.policy_wallet, decoded.intent.asset)
         if limits:
-            needed = receipt_quorum(limits, len(key.parties))
+            needed = receipt_quorum(limits, len(key.parties), key.threshold)
             receipts = await self.collect_receipts(base, key.parties, needed)
             # a signer must hold its own reservation: sign among the nodes that issued one
             excluded = frozenset(key.parties) - {r.node for r in receipts}

@@ -1,5 +1,5 @@
 """A fully compromised coordinator against real node processes (docs/policies.md, "Enforcement
-in the nodes"; docs/attacks.md A20).
+in the nodes"; docs/attacks.md A21).
 
 The harness holds every node's real bearer token and controls the relay completely: it crafts
 the requests, chooses what to relay and what to withhold.  Three node processes (2-of-3), each

@@ -88,7 +88,10 @@ def releases(world: Committee, index: int, request: SignRequest) -> bool:
     node = world.nodes[index]
     try:
         decided = node.gate.decide(request)
-        stub: Any = SimpleNamespace(committee=tuple(world.nodes))
+        stub: Any = SimpleNamespace(
+            committee=tuple(world.nodes),
+            public=SimpleNamespace(signers=tuple(range(world.t))),
+        )
         node.signing._check_receipts(request, stub, decided)
     except NodeError:
         return False

@@ -8,7 +8,7 @@ itself with the one verifier `policies.governance` has:
   (out of band, like the roster), and is activated by the quorum of its own officers;
 * every later version by the quorum of the officers of the version before it, chained by number
   and predecessor hash; the node never goes back: a version number it already holds with
-  another hash, or an older version, is refused (docs/attacks.md A20, downgrade);
+  another hash, or an older version, is refused (docs/attacks.md A21, downgrade);
 * a loosening version takes effect `loosening_timelock_seconds` after *this node* accepted it,
   by this node's own clock, and can be cancelled meanwhile by the freeze quorum;
 * a freeze applies the moment it arrives, signed by the freeze quorum of any version of the

@@ -35,13 +35,12 @@ from signer.node.envelope import Endpoint, EnvelopeRejected, Roster
 RECEIPT_DOMAIN = "tessera.velocity-receipt/1"
 
 
-def receipt_quorum(limits: Sequence[VelocityLimit], committee: int) -> int:
-    """Receipts a signer needs: the largest `receipt_quorum` the applicable limits ask for,
-    each defaulting to the whole committee (never fewer than 1, never more than the committee)."""
-    asked = [
-        committee if limit.receipt_quorum is None else limit.receipt_quorum for limit in limits
-    ]
-    return max(1, min(committee, max(asked, default=committee)))
+def receipt_quorum(limits: Sequence[VelocityLimit], committee: int, threshold: int) -> int:
+    """Receipts a signer needs: the largest `receipt_quorum` the applicable limits ask for, each
+    defaulting to the whole committee; never fewer than the signing threshold t (so q − f ≥
+    t − f ≥ 1 and the bound holds for any f < t) and never more than the committee."""
+    asked = [limit.receipt_quorum or committee for limit in limits]
+    return max(threshold, min(committee, max(asked, default=committee)))
 
 
 def statement(receipt: VelocityReceipt) -> bytes:

@@ -206,7 +206,9 @@ class Signing:
         (receipts.py); this node's own is its reservation in its own ledger."""
         if not decided.limits:
             return frozenset()
-        needed = receipt_quorum(decided.limits, len(presignature.committee))
+        needed = receipt_quorum(
+            decided.limits, len(presignature.committee), len(presignature.public.signers)
+        )
         if not self.gate.holds_reservation(decided):
             raise NodeError(
                 ErrorCode.RECEIPTS_MISSING,
