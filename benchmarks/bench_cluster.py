@@ -10,7 +10,11 @@ Measures, next to a single-key libsecp256k1 signature in the same run:
   * presignature refill rate (presign sessions per second, two sessions at a time);
   * latency of one signature with a warm pool, from the coordinator's request to a verified
     signature (sequential requests: median, p90);
-  * throughput with `--concurrency` requests in flight.
+  * throughput with `--concurrency` requests in flight;
+  * the same warm-pool signature on a policy wallet, where every signer decodes the transaction
+    and runs its policy decision (no velocity limit), and with a velocity limit, where the
+    coordinator first collects a receipt from each of the 3 nodes; and what the decision itself
+    costs on each node (`tessera_node_decision_seconds`, the nodes' own histogram).
 Every signature is verified (libsecp256k1) before it counts.
 """
 
@@ -25,13 +29,102 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
 from coordinator.cluster import LocalCluster
 from coordinator.engine import Coordinator
+from policies.bundle import GovernanceBundle, PolicyVersionDoc
+from policies.document import PolicyDocument, parse_policy
+from policies.governance import PolicyProposal, sign_activation
+from policies.keys import generate_officer_key
+from signer.chains.evm import Eip1559Transfer
 from signer.node import codec
 from signer.protocol.sign import HashScheme, message_digest
+
+CHAIN_ID = 1
+EXCHANGE = "0x4c16027649390E3a79dDd56B0AA5a43CdB30e485"
+
+
+def bench_policy() -> tuple[PolicyDocument, GovernanceBundle]:
+    """Two policy wallets: `limited` with a daily velocity limit (receipts from every node),
+    `free` without one (the decision alone); small ETH transfers to one exchange are allowed."""
+    officers = [generate_officer_key(name, "ed25519") for name in ("alice", "bob", "carol")]
+    rule_match = {
+        "destination": "whitelist:exchanges",
+        "assets": ["ETH"],
+        "amount": {"max": "1"},
+    }
+    policy = parse_policy(
+        {
+            "version": 1,
+            "officers": [
+                {"id": o.officer_id, "algorithm": "ed25519", "public_key": o.public_key_hex}
+                for o in officers
+            ],
+            "governance": {"quorum": 2, "freeze_quorum": 1},
+            "assets": {"ETH": {"decimals": 18, "native_chains": [CHAIN_ID]}},
+            "wallets": [
+                {"id": "limited", "tier": "hot", "chains": [CHAIN_ID]},
+                {"id": "free", "tier": "hot", "chains": [CHAIN_ID]},
+            ],
+            "whitelists": {
+                "exchanges": [{"address": EXCHANGE, "chain_id": CHAIN_ID, "label": "Exchange"}]
+            },
+            "rules": [{"id": "small", "match": rule_match, "action": "ALLOW"}],
+            "velocity_limits": [
+                {
+                    "id": "daily",
+                    "wallet": "limited",
+                    "asset": "ETH",
+                    "window_seconds": 86400,
+                    "max_amount": "1000000",
+                }
+            ],
+        },
+        source="bench policy",
+    )
+    proposal = PolicyProposal.of(policy)
+    version = PolicyVersionDoc(
+        document=policy.model_dump(mode="json"),
+        signatures=[sign_activation(o, proposal) for o in officers[:2]],
+    )
+    return policy, GovernanceBundle(versions=[version])
+
+
+def transfer(nonce: int) -> bytes:
+    return Eip1559Transfer(
+        chain_id=CHAIN_ID,
+        nonce=nonce,
+        max_priority_fee_per_gas=10**9,
+        max_fee_per_gas=3 * 10**10,
+        gas=21_000,
+        to=EXCHANGE,
+        value=10**15,
+    ).signing_payload()
+
+
+async def decision_seconds(cluster: LocalCluster) -> dict[str, float]:
+    """Mean decision time per node and action, from each node's own histogram."""
+    means: dict[str, float] = {}
+    for entry in cluster.nodes:
+        node = entry.index
+        async with httpx.AsyncClient() as http:
+            response = await http.get(f"{entry.url}/metrics")  # no token: counts only
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for line in response.text.splitlines():
+            for suffix, into in (("_sum", sums), ("_count", counts)):
+                prefix = f"tessera_node_decision_seconds{suffix}{{action=\""
+                if line.startswith(prefix):
+                    action = line[len(prefix) :].split('"', 1)[0]
+                    into[action] = float(line.rsplit(" ", 1)[1])
+        for action, total in sums.items():
+            if counts.get(action):
+                means[f"node {node} {action}"] = total / counts[action]
+    return means
 
 
 def _verify(coordinator: Coordinator, wallet: str, message: bytes, signature: Any) -> None:
@@ -53,7 +146,10 @@ async def bench(root: Path, signatures: int, concurrency: int) -> dict[str, Any]
     if root.exists():
         shutil.rmtree(root)
     t0 = time.perf_counter()
-    cluster = LocalCluster.create(root, 3, 2, base_port=18500, raw_keys=True)
+    policy, governance = bench_policy()
+    cluster = LocalCluster.create(
+        root, 3, 2, base_port=18500, raw_keys=True, genesis_policy=policy.policy_hash()
+    )
     await cluster.up()
     results["cluster set-up (3 tokens, keys, processes)"] = time.perf_counter() - t0
     coordinator = cluster.coordinator()
@@ -108,6 +204,33 @@ async def bench(root: Path, signatures: int, concurrency: int) -> dict[str, Any]
             _verify(coordinator, "first", message, outcome.signature)
         results[f"throughput, {concurrency} in flight (signatures per second)"] = batch / elapsed
         print(f"  throughput with {concurrency} in flight: {batch / elapsed:.1f} signatures/s")
+
+        await coordinator.relay_governance(governance)
+        nonce = 0
+        for name, label in (
+            ("free", "policy-checked signature (decision on each signer), warm pool"),
+            ("limited", "policy-checked signature + velocity receipts (3 nodes), warm pool"),
+        ):
+            policy_wallet = await coordinator.create_wallet(name, policy_wallet=name)
+            await coordinator.fill_pool(policy_wallet, (1, 2), (), signatures)
+            samples = []
+            for _ in range(signatures):
+                payload = transfer(nonce)
+                nonce += 1
+                t0 = time.perf_counter()
+                outcome = await coordinator.sign_transaction(
+                    name,
+                    payload,
+                    request_id=f"bench-{name}-{nonce}",
+                    initiator="withdrawal-service",
+                    preferred=(1, 2),
+                )
+                samples.append(time.perf_counter() - t0)
+                _verify(coordinator, name, payload, outcome.signature)
+            record(label, samples)
+        for key, mean in (await decision_seconds(cluster)).items():
+            results[f"policy decision, mean, {key}"] = mean
+            print(f"  policy decision on {key}: mean {fmt(mean)}")
     finally:
         await coordinator.aclose()
         cluster.down()

@@ -492,3 +492,76 @@ def _human(value: float) -> str:
         if value >= size and value % size == 0:
             return f"{value // size} {unit}"
     return str(value)
+
+
+# --- the policy routes (signer/node/governance.py, decision.py, receipts.py, audit.py) -------
+
+
+def _transaction_body(**changes: Any) -> dict[str, Any]:
+    return {
+        "key_id": "11" * 16,
+        "transaction": "02c0",
+        "request_id": "wd-1",
+        "initiator": "withdrawal-service",
+        "intent": {},
+        "approvals": [],
+        **changes,
+    }
+
+
+def test_the_policy_routes_refuse_bad_input_with_problems_and_change_nothing(
+    client: httpx.Client, nodes: dict[int, ScriptedNode]
+) -> None:
+    node = nodes[1]
+    audit_before = node.audit.head()
+    # governance needs no token, but its body is checked like any other
+    problem(client.post("/v1/governance", json={"versions": "x"}), ErrorCode.VALIDATION)
+    document = {"version": "zz" * 40000}
+    junk = client.post(
+        "/v1/governance", json={"versions": [{"document": document, "signatures": []}]}
+    )
+    refused = problem(junk, ErrorCode.GOVERNANCE_REFUSED)
+    assert refused.check == "document" and "zzzz" not in junk.text
+    extra = client.post("/v1/governance", json={"versions": [], "freezes": [], "more": 1})
+    assert "more" in problem(extra, ErrorCode.VALIDATION).detail
+    assert node.governance.status().policy_hash is None  # nothing was accepted
+    # the signing and receipt routes: bad fields at the door, no echo
+    for route in ("/v1/sign", "/v1/receipts"):
+        bad = client.post(route, headers=AUTH, json=_transaction_body(transaction="zz" * 500))
+        assert "transaction" in problem(bad, ErrorCode.VALIDATION).detail and "zzzz" not in bad.text
+        problem(client.post(route, json=_transaction_body()), ErrorCode.UNAUTHORIZED)
+    sign = {**_transaction_body(), "presignature_id": "22" * 32, "sender": "0x" + "00" * 20}
+    unknown = client.post("/v1/sign", headers=AUTH, json=sign)
+    problem(unknown, ErrorCode.UNKNOWN_KEY)  # a key bound to no wallet: no decision at all
+    receipt = client.post("/v1/receipts", headers=AUTH, json=_transaction_body())
+    problem(receipt, ErrorCode.UNKNOWN_KEY)
+    problem(client.get("/v1/audit/head"), ErrorCode.UNAUTHORIZED)
+    problem(client.post("/v1/audit/head", headers=AUTH), ErrorCode.METHOD_NOT_ALLOWED)
+    problem(client.get("/v1/governance/chain"), ErrorCode.UNAUTHORIZED)
+    # every refusal above was audited on the node (two signing refusals), nothing else changed
+    head = node.audit.head()
+    since = 0 if audit_before is None else audit_before.seq
+    kinds = [r.kind for r in node.audit.records(after_seq=since)]
+    assert head is not None and kinds.count("node_refused") == 2
+    assert kinds.count("node_governance") == 1  # the refused document
+
+
+def test_every_reply_names_the_policy_the_node_enforces(client: httpx.Client) -> None:
+    for reply in (
+        client.get("/v1/health"),
+        client.get("/v1/nope", headers=AUTH),
+        client.get("/v1/governance"),
+        client.get("/v1/audit/head", headers=AUTH),
+    ):
+        assert reply.headers["tessera-policy-hash"] == "none"  # no genesis on this node
+    status = client.get("/v1/governance").json()
+    assert status == {
+        "genesis": None,
+        "policy_hash": None,
+        "policy_version": None,
+        "pending": None,
+        "frozen": [],
+    }
+    assert client.get("/v1/health").json()["policy_hash"] is None
+    head = client.get("/v1/audit/head", headers=AUTH).json()
+    assert set(head) == {"seq", "hash", "checkpoint"}

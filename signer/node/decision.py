@@ -27,6 +27,7 @@ Signing then adds the receipt quorum and the sender check (signer/node/signing.p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,12 +83,14 @@ class PolicyGate:
         *,
         raw_keys: bool,
         clock: Callable[[], datetime] = utc_now,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
         self.store = store
         self.governance = governance
         self.ledger = ledger
         self.raw_keys = raw_keys
         self.clock = clock
+        self.observe = observe  # told how long each decision took (the node's metrics)
 
     # --- keys and their wallets -----------------------------------------------------------------
     def binding(self, key_id: str) -> KeyBindingRow | None:
@@ -116,7 +119,15 @@ class PolicyGate:
         return binding.wallet
 
     # --- the decision ---------------------------------------------------------------------------
-    def decide(self, request: TransactionRequest) -> Decided:
+    def decide(self, request: TransactionRequest, action: str = "sign") -> Decided:
+        started = time.perf_counter()
+        try:
+            return self._decide(request)
+        finally:
+            if self.observe is not None:
+                self.observe(action, time.perf_counter() - started)
+
+    def _decide(self, request: TransactionRequest) -> Decided:
         now = self.clock()
         wallet = self.wallet_of(request.key_id)
         link = self.governance.require_policy(now)

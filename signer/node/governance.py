@@ -34,7 +34,7 @@ from sqlmodel import Session, col, select
 from policies.bundle import FreezeDoc, GovernanceBundle, PolicyVersionDoc
 from policies.canonical import canonical_json
 from policies.document import PolicyDocument, parse_policy, timestamp_str
-from policies.errors import PolicyError
+from policies.errors import PolicyError, PolicySchemaError
 from policies.governance import (
     ActivatedVersion,
     FreezeOrder,
@@ -213,8 +213,10 @@ class NodeGovernance:
         item = f"version {claimed if isinstance(claimed, int) else '?'}"
         try:
             document = parse_policy(doc.document, source="governance bundle")
-        except PolicyError as exc:
-            raise self._refuse(item, "document", str(exc), done) from exc
+        except PolicySchemaError as exc:
+            # Paths and reasons only: the error's message quotes the offending values.
+            shown = "; ".join(f"{path}: {reason[:160]}" for path, _, reason in exc.problems[:5])
+            raise self._refuse(item, "document", f"not a valid policy: {shown}", done) from exc
         proposal = PolicyProposal.of(document)
         item = f"version {document.version} ({_short(proposal.policy_hash)})"
         held = next(

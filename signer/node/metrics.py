@@ -8,6 +8,8 @@ process do not collide:
   tessera_node_session_seconds{protocol, outcome}            histogram, start to outcome
   tessera_node_presignatures{key, state="available"}         gauge, read from the store at
                                                              scrape time (always true)
+  tessera_node_decision_seconds{action="sign"|"receipt"}    histogram, the policy decision alone
+                                                             (decode, approvals, evaluation)
   tessera_node_policy_info{policy_hash, version}              gauge 1: the policy version in
                                                              force ("none" before the genesis)
   tessera_node_frozen_wallets                                gauge, wallets frozen here
@@ -34,6 +36,9 @@ from signer.problems import ErrorCode
 
 #: Content type of `NodeMetrics.exposition` (prometheus_client.CONTENT_TYPE_LATEST).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: The policy decision takes well under a millisecond; its buckets resolve that.
+DECISION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.01, 0.05)
 
 #: Sessions run from well under a second (signing-side rounds) to minutes (aux-info with fresh
 #: primes), so the buckets span both.
@@ -134,6 +139,13 @@ class NodeMetrics:
             buckets=SESSION_BUCKETS,
             registry=self.registry,
         )
+        self.decision_seconds = Histogram(
+            "tessera_node_decision_seconds",
+            "Seconds of this node's policy decision on a request (decode, approvals, evaluation).",
+            ["action"],
+            buckets=DECISION_BUCKETS,
+            registry=self.registry,
+        )
         self._store: NodeStore | None = None
 
     def watch_store(self, store: NodeStore) -> None:
@@ -149,6 +161,9 @@ class NodeMetrics:
     def watch_hsm(self, hsm: HsmMetrics) -> None:
         """Serve the HSM latency histogram of the node's keystore."""
         hsm.register(self.registry)
+
+    def decided(self, action: str, seconds: float) -> None:
+        self.decision_seconds.labels(action=action).observe(seconds)
 
     def signature_issued(self) -> None:
         self.signatures.labels(outcome="issued", reason="ok").inc()

@@ -128,6 +128,7 @@ class NodeService:
             self.governance,
             self.enforcement.ledger,
             raw_keys=self.enforcement.raw_keys,
+            observe=self.metrics.decided,
         )
         self.key_gate = KeyGate(store, self.governance, raw_keys=self.enforcement.raw_keys)
         self.state = NodeState(node_id, index, store, sealer)
@@ -537,7 +538,7 @@ class NodeService:
         """Reserve the request's amount in this node's ledger and return the signed receipt
         (receipts.py).  Refusals are audited like a refused signature."""
         try:
-            decided = self.gate.decide(request)
+            decided = self.gate.decide(request, "receipt")
             self.gate.reserve(decided)
             issued = receipts.issue(
                 self.endpoint,
