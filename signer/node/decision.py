@@ -40,13 +40,13 @@ from policies.errors import IntentSchemaError, PolicyError
 from policies.evaluator import Decision, evaluate
 from policies.governance import ActivatedVersion
 from policies.intent import TransactionIntent, parse_intent
-from policies.velocity import VelocityLedger
+from policies.velocity import LedgerView, VelocityLedger
 from signer.chains.errors import TransactionRefused
 from signer.chains.intent import DecodedTransaction, compare_claim, intent_of
 from signer.node.api import TransactionRequest
 from signer.node.errors import NodeError
 from signer.node.governance import NodeGovernance
-from signer.node.policy_tables import KeyBindingRow, SignedRequestRow, UsedApprovalRow
+from signer.node.policy_tables import KeyBindingRow, UsedApprovalRow
 from signer.node.store import NodeStore
 from signer.problems import ErrorCode
 
@@ -91,11 +91,19 @@ class PolicyGate:
         self.raw_keys = raw_keys
         self.clock = clock
         self.observe = observe  # told how long each decision took (the node's metrics)
+        self._bindings: dict[str, KeyBindingRow] = {}
 
     # --- keys and their wallets -----------------------------------------------------------------
     def binding(self, key_id: str) -> KeyBindingRow | None:
+        # A binding is written once, with the key, and never changes: kept in memory once read.
+        cached = self._bindings.get(key_id)
+        if cached is not None:
+            return cached
         with self.store.session() as session:
-            return session.get(KeyBindingRow, key_id)
+            row = session.get(KeyBindingRow, key_id)
+        if row is not None:
+            self._bindings[key_id] = row
+        return row
 
     def require_raw(self, key_id: str) -> None:
         """Raw bytes are signed only with a raw key on a node made with `--raw-keys`."""
@@ -163,12 +171,17 @@ class PolicyGate:
             seen_nonces=self._used_elsewhere(request.approvals, intent.request_id),
         )
         limits = policy.limits_for(wallet, intent.asset)
-        horizon = max((limit.window_seconds for limit in limits), default=0)
+        # Velocity is not evaluated on a ledger snapshot here: the limits are enforced by the
+        # reservation, checked and inserted atomically in this node's ledger when it issues its
+        # receipt (`reserve`), and the signing path requires this node's own live reservation
+        # and receipt under the version in force (signing.py).  The evaluator still refuses an
+        # amount that alone exceeds a limit; reading the window here would cost O(entries) on
+        # every request for a check the reservation already made.
         decision = evaluate(
             policy,
             intent,
             approvals=approvals.accepted,
-            ledger=self.ledger.view(now, horizon_seconds=horizon),
+            ledger=LedgerView.empty(now),
             now=now,
             frozen_wallets=self.governance.freezes.frozen_wallets(),
         )
@@ -180,7 +193,8 @@ class PolicyGate:
                 rule=decision.rule,
                 policy_hash=link.policy_hash,
             )
-        self._refuse_reuse(intent.request_id, decoded.payload_hash.hex(), link.policy_hash)
+        # A request id that already signed another transaction is refused in the transaction
+        # that would consume the presignature (signing.py): checked there, once, under the lock.
         return Decided(link, wallet, decoded, decision, approvals, tuple(limits), now)
 
     @staticmethod
@@ -217,17 +231,6 @@ class PolicyGate:
                 select(UsedApprovalRow).where(col(UsedApprovalRow.nonce).in_(nonces))
             ).all()
         return frozenset(row.nonce for row in rows if row.request_id != request_id)
-
-    def _refuse_reuse(self, request_id: str, payload_hash: str, policy_hash: str) -> None:
-        with self.store.session() as session:
-            row = session.get(SignedRequestRow, request_id)
-        if row is not None and row.payload_hash != payload_hash:
-            raise NodeError(
-                ErrorCode.REQUEST_REUSED,
-                f"request {request_id[:64]} already signed another transaction on this node",
-                check="request_id",
-                policy_hash=policy_hash,
-            )
 
     # --- velocity reservations ------------------------------------------------------------------
     def reserve(self, decided: Decided) -> None:

@@ -203,7 +203,8 @@ class Signing:
         self, request: SignRequest, presignature: _Presignature, decided: Decided
     ) -> frozenset[int]:
         """A velocity-limited intent needs receipts from q committee nodes, this one included
-        (receipts.py); this node's own is its reservation in its own ledger."""
+        (receipts.py): its own receipt under the version in force, and its reservation still
+        live in its own ledger."""
         if not decided.limits:
             return frozenset()
         needed = receipt_quorum(
@@ -225,7 +226,16 @@ class Signing:
             policy_hash=decided.policy_hash,
             limits=decided.limits,
         )
-        counted = counted | {self.state.index}
+        if self.state.index not in counted:
+            # Its own receipt, bound to the version in force: a reservation made under an
+            # older version was checked against older limits.
+            raise NodeError(
+                ErrorCode.RECEIPTS_MISSING,
+                "the request carries no receipt of this node under the policy in force"
+                + (f" ({'; '.join(problems)})" if problems else ""),
+                check="own_receipt",
+                policy_hash=decided.policy_hash,
+            )
         if len(counted) < needed:
             why = f"; not counted: {'; '.join(problems)}" if problems else ""
             raise NodeError(
