@@ -16,6 +16,7 @@ their own copy, so a stale or wrong claim only makes them refuse.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Sequence
 
 from coordinator.client import NodeRefused, NodeUnavailable
@@ -44,10 +45,16 @@ from signer.problems import ErrorCode
 from signer.protocol.hd import derive
 from signer.protocol.sign import HashScheme
 
+#: How long the coordinator reuses the policy it read from the nodes before asking again.  It
+#: only shapes the claim it sends: a node decides on its own copy, and a claim built on a
+#: version the nodes left behind is refused, never signed.
+POLICY_CACHE_SECONDS = 5.0
+
 
 class TransactionOps(SigningOps):
-    #: The policy version last read from the nodes (`active_policy`), kept by its hash.
+    #: The policy version last read from the nodes (`active_policy`), and when.
     _policy: PolicyDocument | None = None
+    _policy_read: float = 0.0
 
     async def relay_governance(self, bundle: GovernanceBundle) -> dict[int, GovernanceReply]:
         """Hand the officers' documents to every node (each checks them itself); a node that
@@ -70,6 +77,8 @@ class TransactionOps(SigningOps):
     async def active_policy(self) -> PolicyDocument:
         """The policy version the nodes enforce, read from the first node that answers (used
         only to build the claimed intent: the nodes decide on their own copy)."""
+        if self._policy is not None and time.monotonic() - self._policy_read < POLICY_CACHE_SECONDS:
+            return self._policy
         problems: list[str] = []
         for index in self.parties:
             try:
@@ -78,6 +87,7 @@ class TransactionOps(SigningOps):
                     problems.append(f"node {index}: no policy in force")
                     continue
                 if self._policy is not None and self._policy.policy_hash() == status.policy_hash:
+                    self._policy_read = time.monotonic()
                     return self._policy
                 bundle = await self.clients[index].governance_chain()
             except (NodeUnavailable, NodeRefused) as exc:
@@ -89,7 +99,7 @@ class TransactionOps(SigningOps):
                 except PolicyError:
                     continue
                 if document.policy_hash() == status.policy_hash:
-                    self._policy = document
+                    self._policy, self._policy_read = document, time.monotonic()
                     return document
             problems.append(f"node {index}: its chain lacks the version it reports")
         raise SigningFailed(problems or ["no node"], ErrorCode.NO_POLICY)
