@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -208,6 +210,7 @@ def _wallet_doc(row: WalletRow) -> dict[str, Any]:
         "public_key": public.hex(),
         "chain_code": key.chain_code.hex(),
         "xpub": serialize_xpub(public, key.chain_code),
+        "policy_wallet": row.policy_wallet,  # None: a raw key
     }
 
 
@@ -359,6 +362,14 @@ def wallet(
     show: Annotated[
         bool, typer.Option("--show", help="Show an existing wallet instead of creating one.")
     ] = False,
+    policy_wallet: Annotated[
+        str | None,
+        typer.Option(
+            "--policy-wallet",
+            help="The policy's wallet id the nodes bind the key to (omit: a raw key, on a "
+            "--raw-keys cluster only).",
+        ),
+    ] = None,
     root: RootOption = Path("var/cluster"),
     as_json: JsonOption = False,
 ) -> None:
@@ -372,7 +383,7 @@ def wallet(
         if show:
             return coordinator.store.wallet(name)
         with progress(as_json, f"creating wallet {name!r}: aux-info (safe primes), then DKG"):
-            return await coordinator.create_wallet(name)
+            return await coordinator.create_wallet(name, policy_wallet=policy_wallet)
 
     what = "no such wallet" if show else "wallet creation failed"
     row = run_refusing(_with_coordinator(root, create), what, as_json)
@@ -498,13 +509,31 @@ def sign(
     signers: Annotated[
         str | None, typer.Option("--signers", help="Preferred signer set, e.g. 1,2.")
     ] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option("--request-id", help="Policy wallet: the withdrawal's request id."),
+    ] = None,
+    initiator: Annotated[
+        str, typer.Option("--initiator", help="Policy wallet: who asks for the withdrawal.")
+    ] = "operator",
+    approvals: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--approval",
+            help="Policy wallet: an officer's approval file (repeat; tessera officer "
+            "approve-withdrawal --out).",
+            dir_okay=False,
+        ),
+    ] = None,
     root: RootOption = Path("var/cluster"),
     as_json: JsonOption = False,
 ) -> None:
     """Sign through the nodes: an EIP-1559 ETH transfer from the wallet's address (at --path)
     — prints the signed raw transaction — or, with --message, any bytes (hashed by the nodes
-    with --scheme) — prints the signature.  A pooled presignature is used if one exists for
-    the path, else one is made on the spot."""
+    with --scheme; a raw key only) — prints the signature.  For a policy wallet every node
+    decodes the transfer and decides on its own policy (with --request-id, --initiator and
+    the officers' --approval files).  A pooled presignature is used if one exists for the
+    path, else one is made on the spot."""
     from signer.protocol.sign import HashScheme  # noqa: PLC0415
 
     if (to is None) == (message is None):
@@ -538,10 +567,16 @@ def sign(
         )
     else:
         transfer = (to, value, nonce, gas, chain_id, max_fee, priority_fee)
+        try:
+            claim = _Claim(request_id, initiator, _load_approvals(approvals or []))
+        except TesseraError as exc:
+            usage(f"--approval: {exc}", as_json)
         doc = run_refusing(
             _with_coordinator(
                 root,
-                lambda c: _sign_transfer(c, wallet_name, transfer, steps, preferred, as_json),
+                lambda c: _sign_transfer(
+                    c, wallet_name, transfer, steps, preferred, as_json, claim
+                ),
             ),
             "signing failed",
             as_json,
@@ -551,6 +586,21 @@ def sign(
         return
     for name, shown in doc.items():
         console.print(f"{name + ':':<20}{shown}", highlight=False)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What travels with a policy wallet's transfer (ignored for a raw key)."""
+
+    request_id: str | None
+    initiator: str
+    approvals: tuple[Any, ...]
+
+
+def _load_approvals(paths: list[Path]) -> tuple[Any, ...]:
+    from policies.approvals import load_approval  # noqa: PLC0415
+
+    return tuple(load_approval(path) for path in paths)
 
 
 async def _checked_sign(
@@ -600,6 +650,7 @@ async def _sign_transfer(
     steps: tuple[int, ...],
     preferred: tuple[int, ...] | None,
     as_json: bool,
+    claim: _Claim,
 ) -> dict[str, Any]:
     from signer.chains.evm import (  # noqa: PLC0415
         Eip1559Transfer,
@@ -624,15 +675,28 @@ async def _sign_transfer(
         to=str(to),
         value=value,
     )
-    outcome = await _checked_sign(
-        coordinator,
-        wallet_name,
-        tx.signing_payload(),
-        HashScheme.KECCAK256,
-        steps,
-        preferred,
-        as_json,
-    )
+    if row.policy_wallet is not None:
+        if preferred is not None:
+            _check_signers(row, preferred, as_json)
+        outcome = await coordinator.sign_transaction(
+            wallet_name,
+            tx.signing_payload(),
+            request_id=claim.request_id or f"cli-{secrets.token_hex(8)}",
+            initiator=claim.initiator,
+            approvals=claim.approvals,
+            path=steps,
+            preferred=preferred,
+        )
+    else:
+        outcome = await _checked_sign(
+            coordinator,
+            wallet_name,
+            tx.signing_payload(),
+            HashScheme.KECCAK256,
+            steps,
+            preferred,
+            as_json,
+        )
     raw = tx.attach(outcome.signature)  # checks the digest and that it recovers to the key
     return {
         "wallet": wallet_name,

@@ -81,8 +81,7 @@ def forged_receipt(world: Committee, index: int, request: TransactionRequest) ->
 
 def releases(world: Committee, index: int, request: SignRequest) -> bool:
     """Whether node `index` would release its partial: the decision and the receipt check of
-    the signing path, then the commit the signing path makes (no presignature is spent here:
-    the property is about the ledgers)."""
+    the signing path (no presignature is spent here: the property is about the ledgers)."""
     if index in world.compromised:
         return True
     node = world.nodes[index]
@@ -95,7 +94,6 @@ def releases(world: Committee, index: int, request: SignRequest) -> bool:
         node.signing._check_receipts(request, stub, decided)
     except NodeError:
         return False
-    node.gate.ledger.commit(request.request_id, now=decided.now)
     return True
 
 

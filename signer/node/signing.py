@@ -180,10 +180,10 @@ class Signing:
         reply = self._issue(
             presignature, bytes.fromhex(request.transaction), HashScheme.KECCAK256, record
         )
-        if decided.limits:
-            # After the partial is out the spend is final; if this commit is lost (a crash),
-            # the reservation still counts until its window has passed (fail safe).
-            self.gate.ledger.commit(intent.request_id, now=decided.now)
+        # The reservation is not "committed" in the ledger: it already counts, like a
+        # committed entry, until its longest window has passed (receipts.py), and what was
+        # signed is in `signed_requests` and the audit record written with the consumption.
+        # A second fsync per signature would buy nothing the limits need.
         return reply, decided
 
     @staticmethod
