@@ -41,6 +41,7 @@ from typer.testing import CliRunner
 
 from coordinator.client import NodeClient, NodeRefused
 from coordinator.cluster import LocalCluster
+from coordinator.console import app
 from coordinator.engine import Coordinator, SigningFailed
 from coordinator.store import WalletRow
 from policies.approvals import Approval
@@ -276,6 +277,26 @@ def test_a_large_transfer_signs_with_two_officer_approvals(harness: Harness) -> 
             await coordinator.aclose()
 
     _signed_and_recovers(harness, payload, run(go()))
+
+
+def test_the_operator_cli_signs_for_a_policy_wallet_and_prints_a_refusal(harness: Harness) -> None:
+    """`tessera cluster sign` on a policy wallet: the nodes decide (an allowed transfer is signed
+    and recovers to the wallet; one off the whitelist exits 1 with the node's reason)."""
+    root = str(harness.cluster.root)
+    common = ["cluster", "sign", "--wallet", "hot", "--dir", root, "--chain-id", "31337"]
+    common += ["--initiator", "withdrawal-service", "--json"]
+    allowed = CliRunner().invoke(
+        app, [*common, "--to", WHITELISTED, "--value", str(10**17), "--nonce", "9"]
+    )
+    assert allowed.exit_code == 0, allowed.output
+    signed = json.loads(allowed.output)
+    assert signed["from"] == harness.sender(harness.hot)
+    refused = CliRunner().invoke(
+        app, [*common, "--to", STRANGER, "--value", str(10**17), "--nonce", "10"]
+    )
+    assert refused.exit_code == 1, refused.output
+    error = json.loads(refused.output)["error"]
+    assert error["code"] == "POLICY_DENIED" and "no rule matched" in error["detail"]
 
 
 # --- one test per attack ---------------------------------------------------------------------
