@@ -228,7 +228,9 @@ class NodeAudit:
 
     @staticmethod
     def _head(session: Session) -> AuditRecord | None:
-        row = session.exec(select(AuditRecordRow).order_by(col(AuditRecordRow.seq).desc())).first()
+        row = session.exec(
+            select(AuditRecordRow).order_by(col(AuditRecordRow.seq).desc()).limit(1)
+        ).first()
         return None if row is None else _record_of(row, row.seq - 1)
 
     def _append(

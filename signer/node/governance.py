@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
-from policies.bundle import FreezeDoc, GovernanceBundle, PolicyVersionDoc
+from policies.bundle import FreezeDoc, GovernanceBundle, PolicyVersionDoc, bundle_of
 from policies.canonical import canonical_json
 from policies.document import PolicyDocument, parse_policy, timestamp_str
 from policies.errors import PolicyError, PolicySchemaError
@@ -154,8 +154,6 @@ class NodeGovernance:
 
     def bundle(self) -> GovernanceBundle:
         """Everything this node accepted, in the form it accepts it (for lagging peers)."""
-        from policies.bundle import bundle_of  # noqa: PLC0415 (tiny; keeps imports flat)
-
         with self.store.session() as session:
             rows = session.exec(
                 select(FreezeOrderRow).order_by(col(FreezeOrderRow.applied_at))
