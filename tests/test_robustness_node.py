@@ -172,7 +172,13 @@ class CrashingNode(ScriptedNode):
 def _crashing(nodes: dict[int, ScriptedNode], cls: type[KeygenParty]) -> CrashingNode:
     node = nodes[1]
     crashing = CrashingNode(
-        node.node_id, node.index, node.store, node.sealer, node.endpoint, node._paillier
+        node.node_id,
+        node.index,
+        node.store,
+        node.sealer,
+        node.endpoint,
+        node._paillier,
+        enforcement=node.enforcement,  # the same node: raw keys, no policy
     )
     crashing.keygen_class = cls
     nodes[1] = crashing
