@@ -156,7 +156,7 @@ def test_a_malicious_coordinator_never_gets_more_than_the_bound_through(
     most = [Decimal(0)]
 
     @settings(
-        max_examples=12,
+        max_examples=10,
         deadline=None,
         derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
