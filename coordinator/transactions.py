@@ -74,6 +74,20 @@ class TransactionOps(SigningOps):
             raise failed[0]
         return out
 
+    async def sync_governance(self) -> dict[int, GovernanceReply]:
+        """Bring lagging nodes up to the most advanced one: read every node's accepted chain
+        and relay the longest to all (each node re-checks it; one that is ahead keeps its own
+        version, since a node never goes back)."""
+        bundles = await asyncio.gather(
+            *(self.clients[i].governance_chain() for i in self.parties), return_exceptions=True
+        )
+        found = [b for b in bundles if isinstance(b, GovernanceBundle)]
+        if not found:
+            failed = [b for b in bundles if isinstance(b, BaseException)]
+            raise failed[0] if failed else SigningFailed(["no node"], ErrorCode.NO_POLICY)
+        newest = max(found, key=lambda b: (len(b.versions), len(b.freezes)))
+        return await self.relay_governance(newest)
+
     async def active_policy(self) -> PolicyDocument:
         """The policy version the nodes enforce, read from the first node that answers (used
         only to build the claimed intent: the nodes decide on their own copy)."""

@@ -161,3 +161,19 @@ def test_the_daily_limit_holds_on_every_node(world: World) -> None:
     assert failed.value.code is ErrorCode.POLICY_DENIED
     assert failed.value.refusal is not None
     assert failed.value.refusal.problem.check == "limit_exceeded"
+
+
+def test_the_coordinator_brings_a_lagging_node_up_to_the_newest_version(world: World) -> None:
+    """Version 2 reached node 1 only (an officer pushed it there); `sync_governance` relays
+    node 1's chain to the others, which check it themselves."""
+    v2 = policy_document(
+        world.officers, version=2, previous=world.policy.policy_hash(), description="v2"
+    )
+    signers = [world.officers["alice"], world.officers["bob"]]
+    world.nodes[1].governance.accept(
+        bundle(version_doc(world.policy, signers), version_doc(v2, signers))
+    )
+    assert world.nodes[2].governance.policy_hash() == world.policy.policy_hash()
+    replies = run(world.coordinator().sync_governance())
+    assert set(replies) == {1, 2, 3}
+    assert {n.governance.policy_hash() for n in world.nodes.values()} == {v2.policy_hash()}
