@@ -32,6 +32,7 @@ from coordinator.store import CoordinatorStore, WalletRow
 from policies.document import PolicyDocument
 from signer.chains.evm import address_of, decode_signing_payload
 from signer.node import codec
+from signer.node.errors import NodeError
 from signer.problems import ErrorCode
 from signer.protocol.hd import derive
 
@@ -161,6 +162,29 @@ def test_the_daily_limit_holds_on_every_node(world: World) -> None:
     assert failed.value.code is ErrorCode.POLICY_DENIED
     assert failed.value.refusal is not None
     assert failed.value.refusal.problem.check == "limit_exceeded"
+
+
+def test_a_refused_document_is_audited_and_never_echoed(world: World) -> None:
+    """A version signed by one officer (quorum 2) plus a signature over a statement stuffed
+    with junk: refused as GOVERNANCE_REFUSED naming who counted and each failed check, without
+    the junk, and audited."""
+    v2 = policy_document(
+        world.officers, version=2, previous=world.policy.policy_hash(), description="junk"
+    )
+    doc = version_doc(v2, [world.officers["alice"], world.officers["bob"]])
+    forged = doc.signatures[1].model_copy(update={"statement": {"junk": "Z" * 5000}})
+    node = world.nodes[3]
+    before = node.audit.head()
+    with pytest.raises(NodeError) as refused:
+        node.governance.accept(
+            bundle(doc.model_copy(update={"signatures": [doc.signatures[0], forged]}))
+        )
+    assert refused.value.code is ErrorCode.GOVERNANCE_REFUSED
+    assert refused.value.check == "quorum" and "ZZZZ" not in refused.value.detail
+    assert "bob [binding]" in refused.value.detail and "counted: alice" in refused.value.detail
+    records = node.audit.records(after_seq=0 if before is None else before.seq)
+    assert [r.payload["outcome"] for r in records if r.kind == "node_governance"] == ["refused"]
+    assert node.governance.policy_hash() == world.policy.policy_hash()
 
 
 def test_the_coordinator_brings_a_lagging_node_up_to_the_newest_version(world: World) -> None:

@@ -34,7 +34,7 @@ from sqlmodel import Session, col, select
 from policies.bundle import FreezeDoc, GovernanceBundle, PolicyVersionDoc, bundle_of
 from policies.canonical import canonical_json
 from policies.document import PolicyDocument, parse_policy, timestamp_str
-from policies.errors import PolicyError, PolicySchemaError
+from policies.errors import PolicyError, PolicySchemaError, QuorumNotReachedError
 from policies.governance import (
     ActivatedVersion,
     FreezeOrder,
@@ -247,13 +247,13 @@ class NodeGovernance:
         try:
             link = activate(self._chain, proposal, doc.signatures, now=now)
         except PolicyError as exc:
-            raise self._refuse(item, "quorum", str(exc), done) from exc
+            raise self._refuse(item, "quorum", _reason(exc), done) from exc
         chain = [*self._chain, link]
         if doc.cancel_signatures:
             try:
                 link = cancel_pending(chain, doc.cancel_signatures, now=now)
             except PolicyError as exc:
-                raise self._refuse(item, "cancel", str(exc), done) from exc
+                raise self._refuse(item, "cancel", _reason(exc), done) from exc
             chain[-1] = link
         with self.store.session() as session:
             session.add(self._row(link, len(self._chain)))
@@ -268,7 +268,7 @@ class NodeGovernance:
         try:
             cancelled = cancel_pending(self._chain, doc.cancel_signatures, now=self.clock())
         except PolicyError as exc:
-            raise self._refuse(item, "cancel", str(exc), done) from exc
+            raise self._refuse(item, "cancel", _reason(exc), done) from exc
         if cancelled.policy_hash != held.policy_hash:  # only the pending head can be cancelled
             raise self._refuse(item, "cancel", "is not the pending version", done)
         position = self._chain.index(held)
@@ -326,7 +326,7 @@ class NodeGovernance:
                 self._freezes, named.document, order, doc.signatures
             )
         except PolicyError as exc:
-            raise self._refuse(item, "quorum", str(exc), done) from exc
+            raise self._refuse(item, "quorum", _reason(exc), done) from exc
         with self.store.session() as session:
             session.add(
                 FreezeOrderRow(
@@ -431,6 +431,20 @@ class NodeGovernance:
             cancel_signatures=_signatures(row.cancel_signatures),
             cancelled_by=tuple(json.loads(row.cancelled_by)),
         )
+
+
+def _reason(exc: PolicyError) -> str:
+    """Why a document was refused, in the verifier's words — but for a missed quorum only who
+    counted and, for each signature that did not, its officer and the failed check: the
+    verifier's own detail quotes the statement a signature claimed, which the sender wrote."""
+    if isinstance(exc, QuorumNotReachedError):
+        others = "; ".join(f"{p.officer} [{p.check}]" for p in exc.problems)
+        counted = ", ".join(exc.counted) or "none"
+        return (
+            f"{exc.action}: {len(exc.counted)} of the {exc.needed} required officer signatures "
+            f"(counted: {counted})" + (f"; not counted: {others}" if others else "")
+        )
+    return str(exc)
 
 
 def item_of(order: FreezeOrder) -> str:
