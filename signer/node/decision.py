@@ -118,10 +118,14 @@ class PolicyGate:
 
     def wallet_of(self, key_id: str) -> str:
         binding = self.binding(key_id)
-        if binding is None or binding.wallet is None:
+        if binding is None:
             raise NodeError(
-                ErrorCode.RAW_SIGNING_REFUSED if binding else ErrorCode.UNKNOWN_KEY,
-                f"key {key_id[:16]} belongs to no wallet of the policy",
+                ErrorCode.UNKNOWN_KEY, f"key {key_id[:16]} is not bound here", check="wallet"
+            )
+        if binding.wallet is None:
+            raise NodeError(
+                ErrorCode.POLICY_DENIED,
+                f"key {key_id[:16]} is a raw key: it belongs to no wallet of the policy",
                 check="wallet",
             )
         return binding.wallet
