@@ -7,7 +7,10 @@ of its own:
   results.py     storing a finished session's output (sealed) before it reports "done"
   state.py       sealing/unsealing and reading the node's stored secrets back
   quarantine.py  failed sessions as security events (attacks.md A03)
-  signing.py     the one-round signing path (presignature consumed before the partial)
+  signing.py     the one code path that issues partials (presignature consumed first)
+  decision.py    the policy decision on a wallet request; receipts.py its velocity receipts
+  key_gate.py    which wallet a new key belongs to; the officers' quorum for a re-share
+  governance.py  the node's policy chain and freezes; audit.py its audit log
   versions.py    storage confirmations and activation of pending key versions (A12)
   metrics.py     the node's Prometheus registry; logs go through `signer.logs`
 
