@@ -565,3 +565,26 @@ def test_every_reply_names_the_policy_the_node_enforces(client: httpx.Client) ->
     assert client.get("/v1/health").json()["policy_hash"] is None
     head = client.get("/v1/audit/head", headers=AUTH).json()
     assert set(head) == {"seq", "hash", "checkpoint"}
+
+
+def test_a_raw_key_never_signs_a_transaction(
+    client: httpx.Client, nodes: dict[int, ScriptedNode]
+) -> None:
+    """A key bound to no wallet (a raw key, as a --raw-keys node's DKG leaves it) asked for a
+    transaction: POLICY_DENIED naming the wallet check, audited, before anything else."""
+    from signer.node.policy_tables import KeyBindingRow
+
+    key = "33" * 16
+    with nodes[1].store.session() as session:
+        session.add(KeyBindingRow(key_id=key, wallet=None, policy_hash=None, bound_at=0.0))
+        session.commit()
+    sign = {
+        **_transaction_body(key_id=key),
+        "presignature_id": "22" * 32,
+        "sender": "0x" + "00" * 20,
+    }
+    refused = problem(client.post("/v1/sign", headers=AUTH, json=sign), ErrorCode.POLICY_DENIED)
+    assert refused.check == "wallet" and "raw key" in refused.detail
+    last = nodes[1].audit.head()
+    assert last is not None and last.kind == "node_refused"
+    assert last.payload["code"] == "POLICY_DENIED"
