@@ -396,17 +396,9 @@ class VelocityLedger:
             row = session.get(VelocityRow, request_id)
             return None if row is None else _entry(row)
 
-    def view(
-        self,
-        now: datetime,
-        *,
-        horizon_seconds: int | None = None,
-        wallet: str | None = None,
-        asset: str | None = None,
-    ) -> LedgerView:
+    def view(self, now: datetime, *, horizon_seconds: int | None = None) -> LedgerView:
         """Snapshot of the entries that count at `now` (committed, or reserved and unexpired),
-        optionally only those newer than `horizon_seconds` (the longest window of the policy)
-        and of one wallet and asset (all a decision on one intent reads)."""
+        optionally only those newer than `horizon_seconds` (the longest window of the policy)."""
         require_aware("now", now)
         with self._transaction() as session:
             query = select(VelocityRow).where(
@@ -416,10 +408,6 @@ class VelocityLedger:
                     & (col(VelocityRow.expires_at_us) > _us(now))
                 )
             )
-            if wallet is not None:
-                query = query.where(col(VelocityRow.wallet) == wallet)
-            if asset is not None:
-                query = query.where(col(VelocityRow.asset) == asset)
             if horizon_seconds is not None:
                 query = query.where(
                     col(VelocityRow.at_us) > _us(now - timedelta(seconds=horizon_seconds))

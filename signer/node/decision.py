@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlmodel import col, select
 
@@ -45,14 +45,10 @@ from signer.chains.errors import TransactionRefused
 from signer.chains.intent import DecodedTransaction, compare_claim, intent_of
 from signer.node.api import TransactionRequest
 from signer.node.errors import NodeError
-from signer.node.governance import NodeGovernance
+from signer.node.governance import NodeGovernance, utc_now
 from signer.node.policy_tables import KeyBindingRow, UsedApprovalRow
 from signer.node.store import NodeStore
 from signer.problems import ErrorCode
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -60,7 +56,6 @@ class Decided:
     """A request this node's policy allows, with everything the signing step records."""
 
     link: ActivatedVersion
-    wallet: str
     decoded: DecodedTransaction
     decision: Decision
     approvals: ApprovalCheck
@@ -199,7 +194,7 @@ class PolicyGate:
             )
         # A request id that already signed another transaction is refused in the transaction
         # that would consume the presignature (signing.py): checked there, once, under the lock.
-        return Decided(link, wallet, decoded, decision, approvals, tuple(limits), now)
+        return Decided(link, decoded, decision, approvals, tuple(limits), now)
 
     @staticmethod
     def _claimed(request: TransactionRequest) -> TransactionIntent:
@@ -268,10 +263,6 @@ class PolicyGate:
         )
 
 
-def signed_by(approvals: ApprovalCheck) -> list[str]:
-    return sorted(approvals.accepted)
-
-
 def audit_fields(decided: Decided) -> dict[str, object]:
     """What a signed or receipted record says of the decision (no secrets, no payload)."""
     intent = decided.decoded.intent
@@ -284,6 +275,6 @@ def audit_fields(decided: Decided) -> dict[str, object]:
         "policy_version": decided.link.version,
         "rule": decided.decision.rule,
         "reason": decided.decision.reason,
-        "approvals": signed_by(decided.approvals),
+        "approvals": sorted(decided.approvals.accepted),
         "approval_nonces": sorted(decided.approvals.nonces),
     }

@@ -96,10 +96,6 @@ class NodeGovernance:
 
     # --- reading -------------------------------------------------------------------------------
     @property
-    def chain(self) -> tuple[ActivatedVersion, ...]:
-        return tuple(self._chain)
-
-    @property
     def freezes(self) -> FreezeState:
         return self._freezes
 
