@@ -588,3 +588,17 @@ def test_a_raw_key_never_signs_a_transaction(
     last = nodes[1].audit.head()
     assert last is not None and last.kind == "node_refused"
     assert last.payload["code"] == "POLICY_DENIED"
+
+
+@pytest.mark.parametrize("route", ["/v1/governance", "/v1/receipts", "/v1/sign"])
+def test_the_policy_routes_refuse_nan_and_oversized_bodies(
+    client: httpx.Client, route: str
+) -> None:
+    headers = {**AUTH, "content-type": "application/json"}
+    nan = client.post(route, headers=headers, content=b'{"versions": NaN, "key_id": NaN}')
+    found = problem(nan, ErrorCode.VALIDATION)
+    assert "NaN" not in nan.text and found.status == 422
+    huge = client.post(route, headers=headers, content=b'{"x": "' + b"0" * (5 << 20) + b'"}')
+    problem(huge, ErrorCode.PAYLOAD_TOO_LARGE)
+    wrong = client.post(route, headers=headers, json=[1, 2, 3])
+    problem(wrong, ErrorCode.VALIDATION)
