@@ -159,6 +159,24 @@ class TransactionOps(SigningOps):
         """A verified signature of the unsigned transaction `payload` (its signing payload, as
         `signer.chains.evm` encodes it) by the policy wallet's key along `path`, which every
         signer's policy allowed."""
+        # One log record and one metric per request, a refusal before any node signs included.
+        return await self._observed(
+            wallet_name,
+            lambda: self._sign_transaction(
+                wallet_name, payload, request_id, initiator, approvals, path, preferred
+            ),
+        )
+
+    async def _sign_transaction(
+        self,
+        wallet_name: str,
+        payload: bytes,
+        request_id: str,
+        initiator: str,
+        approvals: Sequence[Approval],
+        path: Sequence[int],
+        preferred: tuple[int, ...] | None,
+    ) -> SignOutcome:
         wallet = self.store.wallet(wallet_name)
         if wallet.policy_wallet is None:
             raise SignRequestInvalid(
@@ -195,11 +213,8 @@ class TransactionOps(SigningOps):
             )
             return self.clients[index].sign_transaction(request)
 
-        return await self._observed(
-            wallet_name,
-            lambda: self._sign(
-                wallet_name, payload, HashScheme.KECCAK256, path, preferred, ask, excluded
-            ),
+        return await self._sign(
+            wallet_name, payload, HashScheme.KECCAK256, path, preferred, ask, excluded
         )
 
     @staticmethod
