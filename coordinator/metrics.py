@@ -73,6 +73,10 @@ class CoordinatorMetrics:
     def pool(self, wallet: str, available: int) -> None:
         self.presignatures.labels(wallet=wallet).set(available)
 
+    def pool_taken(self, wallet: str) -> None:
+        """One presignature left the pool (set again from the store whenever it is filled)."""
+        self.presignatures.labels(wallet=wallet).dec()
+
     def nodes(self, parties: tuple[int, ...], down: frozenset[int]) -> None:
         for index in parties:
             self.node_up.labels(node=str(index)).set(0 if index in down else 1)

@@ -30,6 +30,7 @@ from signer.errors import Check, EncodingError
 from signer.logs import Timer, bind, log_event
 from signer.node import codec
 from signer.node.api import MAX_SIGN_MESSAGE_BYTES, SignReply, join_indices, join_path
+from signer.node.exclusion import first_blocking
 from signer.problems import ErrorCode
 from signer.protocol.keygen import KeyPublic
 from signer.protocol.sign import HashScheme, PartialSignatureInvalid, Signature, combine
@@ -124,7 +125,8 @@ class SigningOps(PoolOps):
         down = self.health.down()
         usable = [i for i in key.parties if i not in excluded and i not in down]
         subsets = (tuple(c) for c in itertools.combinations(usable, key.threshold))
-        return [s for s in subsets if self.store.quarantined(s) is None]
+        mirror = self.store.quarantine_mirror()  # read once, not once per subset
+        return [s for s in subsets if first_blocking(mirror, s) is None]
 
     async def sign(
         self,
@@ -189,6 +191,7 @@ class SigningOps(PoolOps):
         preferred: tuple[int, ...] | None,
         ask: Ask | None = None,
         excluded_from_start: frozenset[int] = frozenset(),
+        wallet: WalletRow | None = None,
     ) -> SignOutcome:
         # Checked here, before a presignature is taken: a request every node would refuse
         # must not spend one (an empty message once spent two).
@@ -198,7 +201,8 @@ class SigningOps(PoolOps):
             raise SignRequestInvalid(f"the message is over {MAX_SIGN_MESSAGE_BYTES} bytes")
         if not isinstance(scheme, HashScheme):
             raise SignRequestInvalid(f"unknown hash scheme {scheme!r}")
-        wallet = self.store.wallet(wallet_name)
+        if wallet is None:  # (a transaction request has read it already)
+            wallet = self.store.wallet(wallet_name)
         key = codec.decode_key_public(wallet.key_public)
         steps = tuple(path)
         excluded: set[int] = set(excluded_from_start)
@@ -296,7 +300,9 @@ class SigningOps(PoolOps):
                 excluded |= set(exc.culprits)
                 continue
             timings["sign"] = time.perf_counter() - started - timings.get("presign", 0.0)
-            self._pool_gauge(wallet)
+            # Counted down, not recounted: a GROUP BY per signature cost more than the gauge
+            # is worth; the keeper sets it from the store on every refill (pools.py).
+            self.metrics.pool_taken(wallet.name)
             return SignOutcome(signature, signers, row.presignature_id, attempts, timings)
         raise SigningFailed(attempts, code, refusal=refusal)
 

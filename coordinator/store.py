@@ -251,6 +251,7 @@ class CoordinatorStore:
                         PresignatureRow.state == "available",
                     )
                     .order_by(PresignatureRow.created_at)  # type: ignore[arg-type]
+                    .limit(1)  # else the ORM builds every pooled row to return the first
                 ).first()
                 if row is None:
                     return None
@@ -263,7 +264,8 @@ class CoordinatorStore:
                 )
                 session.commit()
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    session.refresh(row)
+                    session.expunge(row)
+                    row.state = "used"  # what the UPDATE wrote (no second read)
                     return row
 
     def release_presignature(self, presignature_id: str) -> bool:

@@ -214,7 +214,7 @@ class TransactionOps(SigningOps):
             return self.clients[index].sign_transaction(request)
 
         return await self._sign(
-            wallet_name, payload, HashScheme.KECCAK256, path, preferred, ask, excluded
+            wallet_name, payload, HashScheme.KECCAK256, path, preferred, ask, excluded, wallet
         )
 
     @staticmethod

@@ -21,6 +21,7 @@ in-process test chain is `coordinator.evm_chain` (the `evm` extra).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -113,11 +114,23 @@ def integer_field(field: str, value: object, low: int, high: int) -> int:
     return value
 
 
+# EIP-55 costs a Keccak per address, and the same few addresses (the wallets, the whitelist)
+# recur on every request: both directions are pure functions of their argument, so cached.
+@functools.lru_cache(maxsize=4096)
+def _checksummed(value: str | bytes) -> ChecksumAddress:
+    return to_checksum_address(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_checksummed(value: str) -> bool:
+    return is_checksum_address(value)
+
+
 def checksum_address(field: str, value: object) -> ChecksumAddress:
     """A 0x-prefixed, 20-byte address in its exact EIP-55 checksummed spelling."""
     if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
         raise InvalidTransaction(field, f"{value!r} is not a 0x-prefixed 20-byte hex address")
-    if not is_checksum_address(value):
+    if not _is_checksummed(value):
         raise InvalidTransaction(
             field, f"{value} fails its EIP-55 checksum (expected {to_checksum_address(value)})"
         )
@@ -343,14 +356,14 @@ def decode_signing_payload(payload: bytes) -> Transfer:
         raise MalformedTransaction("signing payload", "must be non-empty bytes")
     if payload[0] == EIP1559_TYPE:
         f = _decode(payload[1:], _EIP1559_UNSIGNED, "EIP-1559 signing payload")
-        access = tuple((to_checksum_address(a), tuple(keys)) for a, keys in f[8])
+        access = tuple((_checksummed(a), tuple(keys)) for a, keys in f[8])
         return Eip1559Transfer(
             chain_id=f[0],
             nonce=f[1],
             max_priority_fee_per_gas=f[2],
             max_fee_per_gas=f[3],
             gas=f[4],
-            to=to_checksum_address(f[5]),
+            to=_checksummed(f[5]),
             value=f[6],
             data=f[7],
             access_list=access,
@@ -364,7 +377,7 @@ def decode_signing_payload(payload: bytes) -> Transfer:
             nonce=f[0],
             gas_price=f[1],
             gas=f[2],
-            to=to_checksum_address(f[3]),
+            to=_checksummed(f[3]),
             value=f[4],
             data=f[5],
         )

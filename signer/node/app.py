@@ -242,7 +242,8 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
             )
         )
 
-    def authorised(authorization: str = Header(default="")) -> None:
+    # async: a sync dependency costs every guarded request a trip through the thread pool.
+    async def authorised(authorization: str = Header(default="")) -> None:
         expected = f"Bearer {runtime.api_token}"
         if not secrets.compare_digest(authorization.encode(), expected.encode()):
             raise NodeError(ErrorCode.UNAUTHORIZED, "missing or wrong bearer token")

@@ -8,6 +8,8 @@ the same way and are only ever stored sealed by the node's HSM (`signer/node/sto
 
 from __future__ import annotations
 
+import functools
+
 from signer.curve import Q
 from signer.encoding import Encodable, decode, encode
 from signer.errors import Check, EncodingError
@@ -57,6 +59,10 @@ def encode_key_public(key: KeyPublic) -> bytes:
     )
 
 
+# Every signature request decodes its key version (on the coordinator and on each node): the
+# encoding is immutable and so is the `KeyPublic` it decodes to, so decoded ones are kept.  A
+# failed decode raises and is not cached.
+@functools.lru_cache(maxsize=256)
 def decode_key_public(data: bytes) -> KeyPublic:
     where = "key version"
     key_id, epoch, t, parties, shares, Y, chain = as_list(decode(data, where), 7, where)

@@ -15,6 +15,7 @@ from signer.errors import Check
 from signer.node.api import join_indices
 from signer.node.audit import AuditKind, NodeAudit
 from signer.node.errors import NodeError
+from signer.node.exclusion import first_blocking
 from signer.node.spec import SessionSpec
 from signer.node.store import NodeStore, QuarantineRow
 from signer.problems import ErrorCode
@@ -35,14 +36,18 @@ class Quarantine:
         self.index = index
         self.audit = audit
 
-    def blocking(self, parties: Sequence[int]) -> str | None:
-        """What blocks work with `parties` (an entry's description), or None."""
-        row = self.store.blocking(tuple(parties))
+    def blocking(
+        self, parties: Sequence[int], active: list[QuarantineRow] | None = None
+    ) -> str | None:
+        """What blocks work with `parties` (an entry's description), or None; `active` is the
+        active entries when the caller has just read them."""
+        members = tuple(parties)
+        row = self.store.blocking(members) if active is None else first_blocking(active, members)
         return None if row is None else row.describe()
 
-    def refuse(self, parties: Sequence[int]) -> None:
+    def refuse(self, parties: Sequence[int], active: list[QuarantineRow] | None = None) -> None:
         """`QUARANTINED` if an active entry blocks `parties`."""
-        blocked = self.blocking(parties)
+        blocked = self.blocking(parties, active)
         if blocked is not None:
             raise NodeError(
                 ErrorCode.QUARANTINED,

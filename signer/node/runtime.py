@@ -277,9 +277,12 @@ class NodeRuntime:
         self.governance = self.enforcement.governance
         self.metrics.watch_policy(self.governance.status)
         self.service: NodeService | None = None
+        #: The stored roster the service was last given (reload_roster compares, not parses).
+        self._roster_seen: bytes | None = None
         roster = store.setting(_ROSTER_SETTING)
         if roster is not None:
             self._activate(roster_from_json(json.loads(roster)))
+            self._roster_seen = roster
 
     @classmethod
     def open(cls, directory: Path) -> NodeRuntime:
@@ -312,9 +315,10 @@ class NodeRuntime:
     def reload_roster(self) -> None:
         """Pick up a roster grown by the operator (`tessera node pin`) since start-up."""
         stored = self.store.setting(_ROSTER_SETTING)
-        if stored is None:
-            return
+        if stored is None or stored == self._roster_seen:
+            return  # unchanged since the last request: its cards were verified then
         roster = roster_from_json(json.loads(stored))
+        self._roster_seen = stored
         if self.service is None:
             self._activate(roster)
         elif self.service.endpoint.roster != roster:

@@ -70,17 +70,20 @@ class Signing:
 
     def _presignature(self, key_id: bytes, presignature_id: bytes) -> _Presignature:
         pid = presignature_id.hex()
-        row = self.state.store.presignature(pid)
+        row, key_row, quarantined = self.state.store.signing_view(pid, key_id.hex())
         if row is None or row.key_id != key_id.hex():
             raise NodeError(
                 ErrorCode.UNKNOWN_PRESIGNATURE, f"no presignature {pid[:16]} for this key"
             )
-        key_row = self.state.active_key(key_id)
+        if key_row is None:
+            raise NodeError(
+                ErrorCode.UNKNOWN_KEY, f"key {key_id.hex()[:16]}: no active version on this node"
+            )
         if row.epoch != key_row.epoch:
             raise NodeError(ErrorCode.STALE_PRESIGNATURE, "made for an older key version")
         key = codec.decode_key_public(key_row.public)
         public = codec.decode_presignature_public(row.public, key)
-        self.quarantine.refuse(public.signers)
+        self.quarantine.refuse(public.signers, quarantined)
         return _Presignature(row, public, key.parties)
 
     def _issue(
@@ -92,8 +95,9 @@ class Signing:
     ) -> SignReply:
         pid = presignature.row.presignature_id
         failpoint("sign.before_consume")
+        row = presignature.row  # its sealed secret and version, read before (they never change)
         try:
-            consumed = self.state.store.consume_presignature(pid, record)  # durable first
+            self.state.store.consume_presignature(pid, record)  # durable first
         except StoreError as exc:
             raise NodeError(ErrorCode.PRESIGNATURE_USED, str(exc)) from exc
         except IntegrityError as exc:  # serialised by SQLite's write lock; defence in depth
@@ -101,7 +105,7 @@ class Signing:
                 ErrorCode.REQUEST_REUSED, "the request or an approval was recorded meanwhile"
             ) from exc
         failpoint("sign.after_consume")
-        secret = self.state.unseal(consumed.sealed_secret, pid, consumed.epoch, "presignature")
+        secret = self.state.unseal(row.sealed_secret, pid, row.epoch, "presignature")
         partial = issue_partial(codec.presignature(presignature.public, secret), message, scheme)
         failpoint("sign.after_partial")
         return SignReply(index=self.state.index, presignature_id=pid, partial=f"{partial:064x}")

@@ -509,9 +509,9 @@ class NodeStore:
 
     def consume_presignature(
         self, presignature_id: str, record: Callable[[Session], None] | None = None
-    ) -> PresignatureRow:
-        """Mark the presignature consumed, durably, and return it — or raise if it is not
-        available (already used, revoked, unknown).  Exactly one caller can ever succeed.
+    ) -> None:
+        """Mark the presignature consumed, durably — or raise if it is not available (already
+        used, revoked, unknown).  Exactly one caller can ever succeed.
         `record` writes what allowed the signature (request, approvals, audit record) in the
         same transaction, after the presignature is taken: if it raises, nothing is written
         and the presignature stays available."""
@@ -534,14 +534,24 @@ class NodeStore:
                 row = session.get(PresignatureRow, presignature_id)
                 state = "unknown" if row is None else row.state
                 raise StoreError(f"presignature {presignature_id[:16]}", f"is {state}")
-            row = session.get(PresignatureRow, presignature_id)
-            if row is None:
-                raise StoreError(f"presignature {presignature_id[:16]}", "vanished")
-            return row
 
     def presignature(self, presignature_id: str) -> PresignatureRow | None:
         with self.session() as session:
             return session.get(PresignatureRow, presignature_id)
+
+    def signing_view(
+        self, presignature_id: str, key_id: str
+    ) -> tuple[PresignatureRow | None, KeyVersionRow | None, list[QuarantineRow]]:
+        """What a signature request reads before it consumes anything, in one read
+        transaction: the presignature, its key's active version and the active quarantine."""
+        with self.session() as session:
+            row = session.get(PresignatureRow, presignature_id)
+            key = session.exec(
+                select(KeyVersionRow).where(
+                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
+                )
+            ).first()
+            return row, key, list_exclusions(session, QuarantineRow, False)
 
     def available_presignatures(
         self, key_id: str, signers: tuple[int, ...], path: tuple[int, ...]
