@@ -27,7 +27,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO, get_args
+from typing import Any, Literal, NamedTuple, Protocol, TextIO, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -127,8 +127,24 @@ class AuditRecord(BaseModel):
         }
 
 
+class ChainLink(Protocol):
+    """What a new record chains to: the previous record's seq and hash (an `AuditRecord`, or
+    `Link` when only those two columns were read)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def hash(self) -> str: ...
+
+
+class Link(NamedTuple):
+    seq: int
+    hash: str
+
+
 def next_record(
-    previous: AuditRecord | None, kind: str, payload: Mapping[str, Any], at: datetime
+    previous: ChainLink | None, kind: str, payload: Mapping[str, Any], at: datetime
 ) -> AuditRecord:
     """The record that follows ``previous`` (None: the first record of a log)."""
     if kind not in AUDIT_KINDS:

@@ -32,7 +32,9 @@ from hsm.identity import IdentityPublicKey
 from policies.audit import (
     AuditRecord,
     AuditReport,
+    ChainLink,
     Checkpoint,
+    Link,
     TrustedHead,
     TrustedKey,
     next_record,
@@ -173,7 +175,7 @@ class NodeAudit:
         if kind is AuditKind.NODE_CHECKPOINT:
             raise StoreError("audit record", "checkpoints are written by checkpoint() only")
         self._lock(session)
-        record = self._append(session, self._head(session), kind, payload)
+        record = self._append(session, self._head_link(session), kind, payload)
         if (
             self.signer is not None
             and self._since_checkpoint(session, record) >= self.checkpoint_every
@@ -227,6 +229,14 @@ class NodeAudit:
         return record.seq - (last.seq + 1)
 
     @staticmethod
+    def _head_link(session: Session) -> Link | None:
+        """The newest record's seq and hash: all an append chains to (its payload unread)."""
+        found = session.execute(
+            text("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        ).first()
+        return None if found is None else Link(int(found[0]), str(found[1]))
+
+    @staticmethod
     def _head(session: Session) -> AuditRecord | None:
         row = session.exec(
             select(AuditRecordRow).order_by(col(AuditRecordRow.seq).desc()).limit(1)
@@ -236,7 +246,7 @@ class NodeAudit:
     def _append(
         self,
         session: Session,
-        previous: AuditRecord | None,
+        previous: ChainLink | None,
         kind: AuditKind,
         payload: Mapping[str, Any],
     ) -> AuditRecord:

@@ -318,11 +318,11 @@ class NodeRuntime:
         if stored is None or stored == self._roster_seen:
             return  # unchanged since the last request: its cards were verified then
         roster = roster_from_json(json.loads(stored))
-        self._roster_seen = stored
         if self.service is None:
             self._activate(roster)
         elif self.service.endpoint.roster != roster:
             self.service.endpoint.roster = roster
+        self._roster_seen = stored  # only once in use: a failed activation is tried again
 
     def _activate(self, roster: Roster) -> None:
         endpoint = Endpoint(self.config.index, self.keystore, self._kex, roster)
