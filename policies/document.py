@@ -18,6 +18,7 @@ that matter for safety:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -197,6 +198,13 @@ Timestamp = Annotated[
 # --- addresses ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
+def eip55(address: str) -> str:
+    """The EIP-55 spelling of a 0x-prefixed 20-byte hex address.  A Keccak per call, and the
+    same few addresses (wallets, whitelists) recur in every request: a pure function, cached."""
+    return str(to_checksum_address(address))
+
+
 def check_address(value: object) -> str:
     """`value` if it is an EIP-55 checksummed 20-byte address; `ValueError` naming why not."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -205,7 +213,7 @@ def check_address(value: object) -> str:
         raise ValueError(f"addresses are strings, not {type(value).__name__}")
     if not _ADDRESS_RE.fullmatch(value):
         raise ValueError("not a 20-byte hex address (0x followed by 40 hex digits)")
-    checksummed = to_checksum_address(value)
+    checksummed = eip55(value)
     if value == checksummed:
         return value
     digits = value[2:]

@@ -21,7 +21,6 @@ in-process test chain is `coordinator.evm_chain` (the `evm` extra).
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,11 +31,11 @@ from eth_keys.datatypes import PublicKey as EthPublicKey
 from eth_keys.datatypes import Signature as EthSignature
 from eth_keys.exceptions import BadSignature
 from eth_typing import ChecksumAddress
-from eth_utils.address import is_checksum_address, to_checksum_address
 from eth_utils.crypto import keccak
 from eth_utils.exceptions import ValidationError as EthValidationError
 from rlp.sedes import Binary, CountableList, List, big_endian_int, binary
 
+from policies.document import eip55
 from signer.curve import Point, Q
 from signer.errors import TesseraError
 from signer.protocol.sign import Signature
@@ -114,26 +113,18 @@ def integer_field(field: str, value: object, low: int, high: int) -> int:
     return value
 
 
-# EIP-55 costs a Keccak per address, and the same few addresses (the wallets, the whitelist)
-# recur on every request: both directions are pure functions of their argument, so cached.
-@functools.lru_cache(maxsize=4096)
-def _checksummed(value: str | bytes) -> ChecksumAddress:
-    return to_checksum_address(value)
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_checksummed(value: str) -> bool:
-    return is_checksum_address(value)
+def _checksummed(raw: bytes) -> ChecksumAddress:
+    """A decoded 20-byte address in its EIP-55 spelling (`policies.document.eip55`: cached)."""
+    return cast(ChecksumAddress, eip55("0x" + raw.hex()))
 
 
 def checksum_address(field: str, value: object) -> ChecksumAddress:
     """A 0x-prefixed, 20-byte address in its exact EIP-55 checksummed spelling."""
     if not isinstance(value, str) or not _ADDRESS_RE.fullmatch(value):
         raise InvalidTransaction(field, f"{value!r} is not a 0x-prefixed 20-byte hex address")
-    if not _is_checksummed(value):
-        raise InvalidTransaction(
-            field, f"{value} fails its EIP-55 checksum (expected {to_checksum_address(value)})"
-        )
+    expected = eip55(value)
+    if value != expected:
+        raise InvalidTransaction(field, f"{value} fails its EIP-55 checksum (expected {expected})")
     return cast(ChecksumAddress, value)
 
 
