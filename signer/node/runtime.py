@@ -311,6 +311,7 @@ class NodeRuntime:
         self.store.set_setting(_ROSTER_SETTING, encoded)  # raises if another roster is pinned
         if self.service is None:
             self._activate(roster)
+        self._roster_seen = encoded
 
     def reload_roster(self) -> None:
         """Pick up a roster grown by the operator (`tessera node pin`) since start-up."""

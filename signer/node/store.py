@@ -284,11 +284,7 @@ class NodeStore:
 
     def active_key(self, key_id: str) -> KeyVersionRow:
         with self.session() as session:
-            row = session.exec(
-                select(KeyVersionRow).where(
-                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
-                )
-            ).first()
+            row = _active_key(session, key_id)
             if row is None:
                 raise StoreError(f"key {key_id[:16]}", "no active version on this node")
             return row
@@ -546,11 +542,7 @@ class NodeStore:
         transaction: the presignature, its key's active version and the active quarantine."""
         with self.session() as session:
             row = session.get(PresignatureRow, presignature_id)
-            key = session.exec(
-                select(KeyVersionRow).where(
-                    KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active"
-                )
-            ).first()
+            key = _active_key(session, key_id)
             return row, key, list_exclusions(session, QuarantineRow, False)
 
     def available_presignatures(
@@ -613,3 +605,9 @@ class NodeStore:
                 return clear_exclusion(session, QuarantineRow, entry, reason)
             except ExclusionError as exc:
                 raise StoreError(exc.what, exc.detail) from exc
+
+
+def _active_key(session: Session, key_id: str) -> KeyVersionRow | None:
+    return session.exec(
+        select(KeyVersionRow).where(KeyVersionRow.key_id == key_id, KeyVersionRow.state == "active")
+    ).first()
