@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import text
+from sqlalchemy import or_, text
 from sqlalchemy.orm import registry
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from policies.sqlite import sqlite_engine
 from signer.errors import TesseraError
@@ -115,6 +115,15 @@ class QuarantineMirrorRow(Exclusion, _CoordinatorTable, table=True):
     reason: str
 
 
+#: `take_presignature`'s one statement: the oldest available row of a pool, marked used.
+_TAKE = text(
+    "UPDATE presignatures SET state = 'used' WHERE presignature_id = ("
+    "SELECT presignature_id FROM presignatures WHERE key_id = :key AND epoch = :epoch "
+    "AND signers = :signers AND path = :path AND state = 'available' "
+    "ORDER BY created_at LIMIT 1) AND state = 'available' RETURNING *"
+)
+
+
 class CoordinatorStore:
     def __init__(self, path: Path) -> None:
         self.engine = sqlite_engine(path)
@@ -168,10 +177,14 @@ class CoordinatorStore:
 
     def wallet(self, name_or_id: str) -> WalletRow:
         with self.session() as session:
-            row = (
-                session.get(WalletRow, name_or_id)
-                or session.exec(select(WalletRow).where(WalletRow.name == name_or_id)).first()
-            )
+            # One query for either (a key id is 64 hex digits; a name never clashes with
+            # another wallet's key id in practice, and the key id wins if it did).
+            rows = session.exec(
+                select(WalletRow).where(
+                    or_(col(WalletRow.key_id) == name_or_id, col(WalletRow.name) == name_or_id)
+                )
+            ).all()
+            row = next((r for r in rows if r.key_id == name_or_id), rows[0] if rows else None)
             if row is None:
                 raise CoordinatorStoreError(f"no wallet {name_or_id!r}", ErrorCode.NOT_FOUND)
             return row
@@ -238,35 +251,15 @@ class CoordinatorStore:
     def take_presignature(
         self, key_id: str, epoch: int, signers: str, path: str
     ) -> PresignatureRow | None:
-        """Mark the oldest available presignature for (key, signers, path) used and return it."""
+        """Mark the oldest available presignature for (key, signers, path) used and return it:
+        one statement (UPDATE … RETURNING), so two takers never get the same row and the pick
+        costs one round trip to SQLite, not a read, a write and a re-read."""
         with self.session() as session:
-            while True:
-                row = session.exec(
-                    select(PresignatureRow)
-                    .where(
-                        PresignatureRow.key_id == key_id,
-                        PresignatureRow.epoch == epoch,
-                        PresignatureRow.signers == signers,
-                        PresignatureRow.path == path,
-                        PresignatureRow.state == "available",
-                    )
-                    .order_by(PresignatureRow.created_at)  # type: ignore[arg-type]
-                    .limit(1)  # else the ORM builds every pooled row to return the first
-                ).first()
-                if row is None:
-                    return None
-                claimed = session.execute(
-                    text(
-                        "UPDATE presignatures SET state = 'used' "
-                        "WHERE presignature_id = :id AND state = 'available'"
-                    ),
-                    {"id": row.presignature_id},
-                )
-                session.commit()
-                if claimed.rowcount == 1:  # type: ignore[attr-defined]
-                    session.expunge(row)
-                    row.state = "used"  # what the UPDATE wrote (no second read)
-                    return row
+            taken = session.execute(
+                _TAKE, {"key": key_id, "epoch": epoch, "signers": signers, "path": path}
+            ).first()
+            session.commit()
+        return None if taken is None else PresignatureRow(**taken._mapping)
 
     def release_presignature(self, presignature_id: str) -> bool:
         """Return a taken presignature to the pool: only for one that every signer refused

@@ -25,7 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlmodel import Session, col, select
 
 from hsm.identity import IdentityPublicKey
@@ -111,15 +111,16 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _row_of(record: AuditRecord) -> AuditRecordRow:
-    return AuditRecordRow(
-        seq=record.seq,
-        timestamp=record.timestamp,
-        kind=record.kind,
-        payload=canonical_json(record.payload).decode("utf-8"),
-        prev_hash=record.prev_hash,
-        hash=record.hash,
-    )
+def _row_of(record: AuditRecord) -> dict[str, object]:
+    """The `AuditRecordRow` columns of a record."""
+    return {
+        "seq": record.seq,
+        "timestamp": record.timestamp,
+        "kind": record.kind,
+        "payload": canonical_json(record.payload).decode("utf-8"),
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
 
 
 def _record_of(row: AuditRecordRow, position: int) -> AuditRecord:
@@ -218,15 +219,20 @@ class NodeAudit:
     @staticmethod
     def _since_checkpoint(session: Session, record: AuditRecord) -> int:
         """Records after the newest checkpoint record, up to and including ``record``: counted
-        from the stored checkpoint (one key lookup, not a scan of the log)."""
-        row = session.get(SettingRow, CHECKPOINT_SETTING)
-        if row is None:
+        from the stored checkpoint's seq (one key lookup, not a scan of the log; only the count
+        depends on it, so its seq is read without re-validating the whole checkpoint)."""
+        found = session.execute(
+            text("SELECT value FROM settings WHERE name = :name"), {"name": CHECKPOINT_SETTING}
+        ).first()
+        if found is None:
             return record.seq
         try:
-            last = Checkpoint.model_validate_json(row.value)
-        except ValidationError:
+            last = json.loads(found[0])["seq"]
+        except (ValueError, TypeError, KeyError):
             return record.seq  # unreadable: checkpoint early rather than late
-        return record.seq - (last.seq + 1)
+        if not isinstance(last, int) or isinstance(last, bool):
+            return record.seq
+        return record.seq - (last + 1)
 
     @staticmethod
     def _head_link(session: Session) -> Link | None:
@@ -254,8 +260,9 @@ class NodeAudit:
             record = next_record(previous, kind.value, payload, self.clock())
         except AuditFormatError as exc:
             raise StoreError("audit record", str(exc)) from exc
-        session.add(_row_of(record))
-        session.flush()  # the seq primary key refuses a second record at this seq now
+        # A Core insert, not the ORM's unit of work (an append is on every signature's path);
+        # it runs now, so the seq primary key refuses a second record at this seq here.
+        session.execute(insert(AuditRecordRow).values(**_row_of(record)))
         return record
 
     def _checkpoint(

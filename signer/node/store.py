@@ -232,9 +232,13 @@ class NodeStore:
 
     # --- settings ------------------------------------------------------------------------------
     def setting(self, name: str) -> bytes | None:
-        with self.session() as session:
-            row = session.get(SettingRow, name)
-            return None if row is None else row.value
+        # A plain query, not the ORM: the roster setting is read on every request
+        # (`NodeRuntime.reload_roster`), and the ORM's identity map buys nothing for one value.
+        with self.engine.connect() as connection:
+            found = connection.execute(
+                text("SELECT value FROM settings WHERE name = :name"), {"name": name}
+            ).first()
+        return None if found is None else bytes(found[0])
 
     def set_setting(self, name: str, value: bytes, *, overwrite: bool = False) -> None:
         with self.session() as session:
