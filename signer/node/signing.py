@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -38,7 +39,7 @@ from signer.node.policy_tables import SignedRequestRow, UsedApprovalRow
 from signer.node.quarantine import Quarantine
 from signer.node.receipts import count, receipt_quorum
 from signer.node.state import NodeState
-from signer.node.store import PresignatureRow, StoreError
+from signer.node.store import PresignatureView, StoreError
 from signer.problems import ErrorCode
 from signer.protocol.presign import PresignaturePublic
 from signer.protocol.sign import HashScheme, issue_partial
@@ -46,7 +47,7 @@ from signer.protocol.sign import HashScheme, issue_partial
 
 @dataclass(frozen=True)
 class _Presignature:
-    row: PresignatureRow
+    row: PresignatureView
     public: PresignaturePublic
     committee: tuple[int, ...]  # the parties of the key version it was made for
 
@@ -128,9 +129,13 @@ class Signing:
         intent = decided.decoded.intent
 
         def record(session: Session) -> None:
+            # Core statements, not the ORM's unit of work: this runs on every signature.
             now = time.time()
-            existing = session.get(SignedRequestRow, intent.request_id)
-            if existing is not None and existing.payload_hash != decided.decoded.payload_hash.hex():
+            existing = session.execute(
+                text("SELECT payload_hash FROM signed_requests WHERE request_id = :id"),
+                {"id": intent.request_id},
+            ).first()
+            if existing is not None and existing[0] != decided.decoded.payload_hash.hex():
                 raise NodeError(
                     ErrorCode.REQUEST_REUSED,
                     f"request {intent.request_id} already signed another transaction here",
@@ -138,8 +143,8 @@ class Signing:
                     policy_hash=decided.policy_hash,
                 )
             if existing is None:
-                session.add(
-                    SignedRequestRow(
+                session.execute(
+                    insert(SignedRequestRow).values(
                         request_id=intent.request_id,
                         intent_digest=intent.digest_hex(),
                         payload_hash=decided.decoded.payload_hash.hex(),
@@ -151,8 +156,11 @@ class Signing:
                 nonce = approval.get("nonce")
                 if nonce not in decided.approvals.nonces:
                     continue  # not counted: not used up either
-                used = session.get(UsedApprovalRow, nonce)
-                if used is not None and used.request_id != intent.request_id:
+                used = session.execute(
+                    text("SELECT request_id FROM approvals_used WHERE nonce = :nonce"),
+                    {"nonce": nonce},
+                ).first()
+                if used is not None and used[0] != intent.request_id:
                     raise NodeError(
                         ErrorCode.POLICY_DENIED,
                         f"approval nonce {nonce} was just used for another request",
@@ -160,8 +168,8 @@ class Signing:
                         policy_hash=decided.policy_hash,
                     )
                 if used is None:
-                    session.add(
-                        UsedApprovalRow(
+                    session.execute(
+                        insert(UsedApprovalRow).values(
                             nonce=nonce,
                             officer=str(approval.get("officer")),
                             request_id=intent.request_id,
