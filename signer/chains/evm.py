@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final, cast
 
 import rlp
@@ -402,8 +403,14 @@ def transaction_hash(raw_signed_tx: bytes) -> bytes:
 
 def address_of(public_key: Point) -> ChecksumAddress:
     """The EIP-55 checksummed Ethereum address of a secp256k1 public key."""
-    key = EthPublicKey.from_compressed_bytes(public_key.to_bytes())
-    return key.to_checksum_address()
+    return _address_of_encoding(public_key.to_bytes())
+
+
+@lru_cache(maxsize=1024)
+def _address_of_encoding(compressed: bytes) -> ChecksumAddress:
+    # Asked on every signature (the sender check, on the nodes and the coordinator) for the
+    # same few keys: decompression and Keccak once per key, not per request.
+    return EthPublicKey.from_compressed_bytes(compressed).to_checksum_address()
 
 
 def _signed_fields(raw_signed_tx: bytes) -> tuple[bytes, int, int, int]:
