@@ -177,8 +177,8 @@ class CoordinatorStore:
 
     def wallet(self, name_or_id: str) -> WalletRow:
         with self.session() as session:
-            # One query for either (a key id is 64 hex digits; a name never clashes with
-            # another wallet's key id in practice, and the key id wins if it did).
+            # One query for either; should a name equal another wallet's key id, the key id wins
+            # (as when it was looked up first).
             rows = session.exec(
                 select(WalletRow).where(
                     or_(col(WalletRow.key_id) == name_or_id, col(WalletRow.name) == name_or_id)
