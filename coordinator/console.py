@@ -31,6 +31,7 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "hsm": ("hsm.cli", "hsm_app"),
     "node": ("signer.node.cli", "node_app"),
     "cluster": ("coordinator.cli", "cluster_app"),
+    "chain": ("coordinator.chains_cli", "chain_app"),
     "officer": ("policies.cli", "officer_app"),
     "policy": ("policies.cli", "policy_app"),
 }
