@@ -164,6 +164,15 @@ def _diff_assets(old: PolicyDocument, new: PolicyDocument, changes: _Changes) ->
                 f" {_join(sorted(now_native))}",
                 "loosening",
             )
+        was_tokens = {(c.chain_id, c.address) for c in old.assets[symbol].contracts}
+        now_tokens = {(c.chain_id, c.address) for c in new.assets[symbol].contracts}
+        for chain_id, address in sorted(now_tokens - was_tokens):
+            # Loosening: a token transfer on that contract is now read as this asset.
+            changes.add("+", f"asset {symbol}: contract {address} on chain {chain_id}", "loosening")
+        for chain_id, address in sorted(was_tokens - now_tokens):
+            changes.add(
+                "-", f"asset {symbol}: contract {address} on chain {chain_id} removed", "tightening"
+            )
 
 
 def _diff_wallets(old: PolicyDocument, new: PolicyDocument, changes: _Changes) -> None:

@@ -346,12 +346,27 @@ class Governance(_Model):
     loosening_timelock_seconds: Seconds = 0
 
 
+class TokenContract(_Model):
+    """Where an asset is an ERC-20 token: its contract on one chain."""
+
+    chain_id: ChainId
+    address: Address
+
+
 class Asset(_Model):
     decimals: Decimals
     # The chains on which this asset is the chain's native coin (ETH on 1, 31337, …): a node
     # decoding a plain value transfer on one of them reads its amount as this asset.  Which
     # coin an amount means decides every limit, so a chain is native to at most one asset.
     native_chains: tuple[ChainId, ...] = ()
+    # The ERC-20 contracts of this asset, one per chain: a node decoding a token transfer reads
+    # its amount as this asset only when the transaction calls exactly this contract
+    # (signer/chains/erc20.py).  A contract belongs to one asset.
+    contracts: tuple[TokenContract, ...] = ()
+
+    def contract_on(self, chain_id: int) -> str | None:
+        """This asset's token contract on `chain_id`, if it has one there."""
+        return next((c.address for c in self.contracts if c.chain_id == chain_id), None)
 
 
 class Wallet(_Model):
@@ -490,6 +505,12 @@ class PolicyDocument(BaseModel):
         obj["groups"] = {name: sorted(members) for name, members in obj["groups"].items()}
         for asset in obj["assets"].values():
             asset["native_chains"] = sorted(asset["native_chains"])
+            if asset["contracts"]:
+                asset["contracts"] = sorted(asset["contracts"], key=lambda c: c["chain_id"])
+            else:
+                # Added after the format's first documents: left out while empty, so every
+                # document written before it keeps its hash (and its officers' signatures).
+                del asset["contracts"]
         obj["wallets"] = sorted(obj["wallets"], key=lambda w: w["id"])
         for wallet in obj["wallets"]:
             if wallet["chains"] is not None:
@@ -692,6 +713,28 @@ def _check_assets(doc: PolicyDocument, problems: _Problems) -> None:
                     f"{at}[{index}]",
                     chain,
                     f"chain {chain} already has {other} as its native asset",
+                )
+    # A token contract must mean one asset, and an asset one contract per chain: which asset a
+    # token transfer moves decides every rule and limit it meets.
+    contract_of: dict[tuple[int, str], str] = {}
+    for symbol in sorted(doc.assets):
+        asset = doc.assets[symbol]
+        at = _format_loc(("assets", symbol, "contracts"))
+        _duplicates(problems, (c.chain_id for c in asset.contracts), _at(at), "chain")
+        for index, contract in enumerate(asset.contracts):
+            if contract.chain_id in asset.native_chains:
+                problems.add(
+                    f"{at}[{index}].chain_id",
+                    contract.chain_id,
+                    f"{symbol} is the native coin of chain {contract.chain_id}, not a token there",
+                )
+            key = (contract.chain_id, contract.address.lower())
+            other = contract_of.setdefault(key, symbol)
+            if other != symbol:
+                problems.add(
+                    f"{at}[{index}].address",
+                    contract.address,
+                    f"the contract on chain {contract.chain_id} is already {other}'s",
                 )
 
 

@@ -133,11 +133,12 @@ def test_the_native_kind_is_registered_and_claims_only_empty_calldata() -> None:
 def test_calldata_is_unsupported_and_names_the_selector_only(
     build: Callable[..., Transfer],
 ) -> None:
-    call = bytes.fromhex("a9059cbb") + bytes(12) + bytes.fromhex("5a" * 20) + (10**6).to_bytes(32)
+    # approve(address,uint256): a selector no kind reads (transfer's is the ERC-20 kind's)
+    call = bytes.fromhex("095ea7b3") + bytes(12) + bytes.fromhex("5a" * 20) + (10**6).to_bytes(32)
     payload = build(0, data=call).signing_payload()
     error = refusal(lambda: intent_of(payload, POLICY, **REQUEST))
     assert (error.code, error.check) == (ErrorCode.UNSUPPORTED_TRANSACTION, "calldata")
-    assert "0xa9059cbb" in error.detail
+    assert "0x095ea7b3" in error.detail
     assert call.hex() not in error.detail and "5a5a5a5a" not in error.detail
 
 
