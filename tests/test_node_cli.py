@@ -224,7 +224,14 @@ def test_cluster_wallet_and_pools_commands(tmp_path: Path) -> None:
 def _keeper_refills_until_interrupted(cluster: Any, pools: list[str]) -> None:
     """`pools --keep` as its own process: a signature takes a presignature from the pool, the
     keeper puts one back, and Ctrl-C (SIGINT) ends it cleanly."""
-    command = [sys.executable, "-c", "from coordinator.console import app; app()", *pools]
+    # Ctrl-C as at a terminal: a shell without job control starts background jobs with SIGINT
+    # ignored, and a child inherits that (Python then installs no KeyboardInterrupt handler and
+    # asyncio.run none of its own), so the keeper restores the default before it starts.
+    start = (
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from coordinator.console import app; app()"
+    )
+    command = [sys.executable, "-c", start, *pools]
     keeper = subprocess.Popen(
         [*command, "--depth", "2", "--keep"],
         stdout=subprocess.PIPE,
