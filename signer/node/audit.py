@@ -47,7 +47,7 @@ from policies.errors import AuditFormatError, AuditLogError
 from policies.keys import Algorithm
 from signer.node.envelope import IdentitySigner as IdentityKey
 from signer.node.policy_tables import AuditRecordRow
-from signer.node.store import NodeStore, SettingRow, StoreError
+from signer.node.store import SETTING_VALUE, NodeStore, SettingRow, StoreError
 
 CHECKPOINT_SETTING = "audit_checkpoint"
 DEFAULT_CHECKPOINT_EVERY = 1000
@@ -221,9 +221,7 @@ class NodeAudit:
         """Records after the newest checkpoint record, up to and including ``record``: counted
         from the stored checkpoint's seq (one key lookup, not a scan of the log; only the count
         depends on it, so its seq is read without re-validating the whole checkpoint)."""
-        found = session.execute(
-            text("SELECT value FROM settings WHERE name = :name"), {"name": CHECKPOINT_SETTING}
-        ).first()
+        found = session.execute(SETTING_VALUE, {"name": CHECKPOINT_SETTING}).first()
         if found is None:
             return record.seq
         try:

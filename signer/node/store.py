@@ -147,6 +147,11 @@ class SessionStartRow(NodeTable, table=True):
     started_at: float
 
 
+#: One setting's value, read with a plain query (`NodeStore.setting`; the audit log reads the
+#: checkpoint inside its own transaction with it).
+SETTING_VALUE = text("SELECT value FROM settings WHERE name = :name")
+
+
 class PresignatureView(NamedTuple):
     """The columns of a presignature that signing reads (`NodeStore.signing_view`)."""
 
@@ -260,9 +265,7 @@ class NodeStore:
         # A plain query, not the ORM: the roster setting is read on every request
         # (`NodeRuntime.reload_roster`), and the ORM's identity map buys nothing for one value.
         with self.engine.connect() as connection:
-            found = connection.execute(
-                text("SELECT value FROM settings WHERE name = :name"), {"name": name}
-            ).first()
+            found = connection.execute(SETTING_VALUE, {"name": name}).first()
         return None if found is None else bytes(found[0])
 
     def set_setting(self, name: str, value: bytes, *, overwrite: bool = False) -> None:
