@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import or_, text
+from sqlalchemy import UniqueConstraint, or_, text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -113,6 +113,49 @@ class QuarantineMirrorRow(Exclusion, _CoordinatorTable, table=True):
     __tablename__ = "quarantine_mirror"
     operation: str
     reason: str
+
+
+class NonceAccountRow(_CoordinatorTable, table=True):
+    """The next nonce Tessera gives out for one sending address on one chain
+    (`coordinator.nonces`)."""
+
+    __tablename__ = "nonce_accounts"
+    chain_id: int = Field(primary_key=True)
+    address: str = Field(primary_key=True)  # EIP-55
+    next_nonce: int
+    synced_at: float  # when it was last compared with the chain
+
+
+class PayoutRow(_CoordinatorTable, table=True):
+    """One payout on chain (`coordinator.payouts`): what was asked, the nonce it holds, the
+    exact bytes signed and sent, and how far it got.  `payout_id` is also the request id the
+    nodes see, so a payout is signed under one id however often it is retried."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        # one payout per nonce of an address: what makes a doubled nonce impossible
+        UniqueConstraint("chain_id", "sender", "nonce", name="uq_payouts_nonce"),
+    )
+    payout_id: str = Field(primary_key=True)
+    wallet: str
+    path: str  # the BIP32 path of the sending key, "" for the wallet's own key
+    chain_id: int
+    sender: str
+    asset: str
+    destination: str
+    amount: str  # exact decimal text in the asset's units
+    fee_level: str
+    initiator: str
+    state: str = Field(index=True)  # see coordinator.payouts.PayoutState
+    nonce: int | None = None
+    payload: bytes | None = None  # the unsigned signing payload, fixed once the nonce is
+    raw: bytes | None = None  # the signed transaction, stored before it is ever sent
+    tx_hash: str | None = Field(default=None, index=True)
+    block_number: int | None = None
+    block_hash: str | None = None
+    reason: str | None = None  # why it failed (a refusal's code and detail, a revert reason)
+    created_at: float
+    updated_at: float
 
 
 #: `take_presignature`'s one statement: the oldest available row of a pool, marked used.

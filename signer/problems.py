@@ -79,6 +79,13 @@ class ErrorCode(StrEnum):
     RAW_SIGNING_REFUSED = "RAW_SIGNING_REFUSED"
     WALLET_BOUND = "WALLET_BOUND"
     PLAN_UNAUTHORISED = "PLAN_UNAUTHORISED"
+    # the coordinator's chain layer (docs/chains.md): never a node's answer
+    UNKNOWN_CHAIN = "UNKNOWN_CHAIN"
+    CHAIN_UNAVAILABLE = "CHAIN_UNAVAILABLE"
+    CHAIN_MISMATCH = "CHAIN_MISMATCH"
+    CHAIN_REJECTED = "CHAIN_REJECTED"
+    FEE_ABOVE_CEILING = "FEE_ABOVE_CEILING"
+    NONCE_CONFLICT = "NONCE_CONFLICT"
     # the node cannot serve now
     BUSY = "BUSY"
     HSM = "HSM"
@@ -128,6 +135,12 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.RAW_SIGNING_REFUSED: 403,
     ErrorCode.WALLET_BOUND: 409,
     ErrorCode.PLAN_UNAUTHORISED: 403,
+    ErrorCode.UNKNOWN_CHAIN: 404,
+    ErrorCode.CHAIN_UNAVAILABLE: 503,
+    ErrorCode.CHAIN_MISMATCH: 409,
+    ErrorCode.CHAIN_REJECTED: 409,
+    ErrorCode.FEE_ABOVE_CEILING: 409,
+    ErrorCode.NONCE_CONFLICT: 409,
     ErrorCode.BUSY: 503,
     ErrorCode.HSM: 503,
     ErrorCode.CORRUPT: 500,
@@ -176,6 +189,12 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.RAW_SIGNING_REFUSED: "this key signs transactions only, never raw bytes",
     ErrorCode.WALLET_BOUND: "the policy wallet is already bound to a key",
     ErrorCode.PLAN_UNAUTHORISED: "the re-share or refresh lacks quorum authorisation",
+    ErrorCode.UNKNOWN_CHAIN: "the chain or token is not in the chain registry",
+    ErrorCode.CHAIN_UNAVAILABLE: "no RPC URL of the chain answered",
+    ErrorCode.CHAIN_MISMATCH: "the RPC node serves another chain than configured",
+    ErrorCode.CHAIN_REJECTED: "the chain refused or reverted the transaction",
+    ErrorCode.FEE_ABOVE_CEILING: "the fee per gas is above the chain's configured ceiling",
+    ErrorCode.NONCE_CONFLICT: "the sender's nonce was used outside Tessera",
     ErrorCode.BUSY: "the node is at its session limit",
     ErrorCode.HSM: "the node's HSM could not complete the operation",
     ErrorCode.CORRUPT: "the node's stored state is inconsistent",

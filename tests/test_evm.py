@@ -646,21 +646,22 @@ def test_threshold_signed_transfer_accepted(chain: InProcessChain) -> None:
 
 
 def test_missing_evm_extra_says_what_to_install() -> None:
-    """Without web3 (a production install has no `evm` extra) the codec still imports and the
-    test chain's import names the extra."""
+    """Without eth-tester (a production install has no `evm` extra) the codec and the local
+    chain module still import, and making an in-process chain names the extra."""
     import subprocess
     import sys
 
     probe = (
         "import sys\n"
-        "sys.modules['web3'] = None\n"  # as if not installed
+        "sys.modules['eth_tester'] = None\n"  # as if not installed
         "import signer.chains.evm\n"
+        "import coordinator.evm_chain\n"
         "try:\n"
-        "    import coordinator.evm_chain\n"
+        "    coordinator.evm_chain.InProcessChain()\n"
         "except ImportError as exc:\n"
         "    print(exc)\n"
     )
     command = [sys.executable, "-c", probe]
     done = subprocess.run(command, check=False, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "tessera-custody[evm]" in done.stdout and "web3" in done.stdout
+    assert "tessera-custody[evm]" in done.stdout and "eth_tester" in done.stdout

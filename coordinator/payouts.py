@@ -1,0 +1,473 @@
+"""Payouts on an EVM chain: from "pay this amount of this asset to this address" to a transaction
+mined with the registry's confirmations — native coin or ERC-20, threshold-signed by the nodes,
+each of which decides it on its own policy.
+
+A payout moves through states that are persisted before their side effect (docs/chains.md,
+"Payouts"):
+
+    accepted ──reserve nonce, fix payload──▶ reserved ──sign──▶ signed ──send──▶ sent
+       ▲                                        │                                  │ mined
+       └─── a transient signing failure ────────┤                                  ▼
+                                                │ refused             confirmed ◀── mined
+                                                ▼                                  │ reverted
+                                              failed ◀─────────────────────────────┘
+
+* Fees and gas are settled before the nonce is taken (`coordinator.fees`): a fee above the
+  ceiling or a call that would revert costs no nonce.
+* The nonce is reserved and the unsigned payload fixed in one transaction, then signed under the
+  account's lock (`coordinator.nonces`); a refusal gives the nonce back, so nothing is left
+  behind as a gap.  After a crash a reserved payout is signed again with the same payload and
+  the same request id (the nodes accept the same request for the same bytes), and since the
+  first signature was never stored, it was never sent.
+* The signed bytes are stored before they are sent; re-sending them is idempotent (same hash),
+  so a crash between store and send, or after the send, is repaired by sending again.
+* The tracker (`track`) follows the receipt to the confirmations; a receipt that vanishes (a
+  reorg) sends the same bytes again; a reverted transaction is failed with its reason.
+
+The payout id is the request id the nodes see: a payout is one request however often it is
+retried, and a second payout with the same id but another body is refused (REQUEST_REUSED).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Final
+
+from sqlmodel import select
+
+from coordinator.errors import SigningFailed, SignRequestInvalid
+from coordinator.fees import FeeLevel, Fees, estimate_gas, quote_fees
+from coordinator.nonces import NonceManager
+from coordinator.registry import Chain, ChainRegistry
+from coordinator.rpc import ChainRpc, Receipt, TransactionRejected
+from coordinator.signing import SignOutcome
+from coordinator.store import PayoutRow
+from coordinator.transactions import TransactionOps
+from policies.approvals import Approval
+from signer.chains.erc20 import encode_transfer
+from signer.chains.evm import (
+    Eip1559Transfer,
+    LegacyTransfer,
+    Transfer,
+    address_of,
+    checksum_address,
+    decode_signing_payload,
+)
+from signer.errors import TesseraError
+from signer.node import codec
+from signer.problems import ErrorCode
+from signer.protocol.hd import derive
+
+__all__ = ["PayoutEngine", "PayoutError", "PayoutRequest", "PayoutState"]
+
+_AMOUNT: Final = re.compile(r"^(0|[1-9][0-9]{0,40})(\.[0-9]{1,36})?$")
+_PAYOUT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+# Refusals no retry changes (the policy, the bytes, the request): the payout fails.  Anything
+# else (a node down, a session aborted, no signer set free) leaves it accepted for a retry.
+_FINAL_REFUSALS: Final = frozenset(
+    {
+        ErrorCode.POLICY_DENIED,
+        ErrorCode.TRANSACTION_INVALID,
+        ErrorCode.UNSUPPORTED_TRANSACTION,
+        ErrorCode.INTENT_MISMATCH,
+        ErrorCode.SENDER_MISMATCH,
+        ErrorCode.REQUEST_REUSED,
+        ErrorCode.RAW_SIGNING_REFUSED,
+        ErrorCode.NO_POLICY,
+        ErrorCode.VALIDATION,
+        ErrorCode.RECEIPTS_MISSING,
+    }
+)
+
+
+class PayoutState(StrEnum):
+    ACCEPTED = "accepted"
+    RESERVED = "reserved"
+    SIGNED = "signed"
+    SENT = "sent"
+    MINED = "mined"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+
+TERMINAL: Final = frozenset({PayoutState.CONFIRMED, PayoutState.FAILED})
+
+
+class PayoutError(TesseraError):
+    """A payout that cannot go on: `code` says why, `payout_id` which one."""
+
+    def __init__(self, payout_id: str, code: ErrorCode, detail: str) -> None:
+        self.payout_id = payout_id
+        self.code = code
+        self.detail = detail
+        super().__init__(f"payout {payout_id}: {detail}")
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    """Pay `amount` (decimal text in the asset's units: "12.5" USDT) of `asset` on `chain_id`
+    from `wallet` (at BIP32 `path`) to `destination` (EIP-55)."""
+
+    payout_id: str
+    wallet: str
+    chain_id: int
+    asset: str
+    destination: str
+    amount: str
+    initiator: str
+    fee_level: FeeLevel = FeeLevel.MEDIUM
+    path: tuple[int, ...] = ()
+    approvals: Sequence[Approval] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """The transaction a payout makes, before fees and nonce."""
+
+    to: str
+    value: int
+    data: bytes
+
+
+def _path_text(path: tuple[int, ...]) -> str:
+    return "/".join(str(i) for i in path)
+
+
+def base_units(amount: str, decimals: int, what: str) -> int:
+    """`amount` (decimal text) in units of 10^-decimals, exactly; refuses what does not fit."""
+    if not isinstance(amount, str) or not _AMOUNT.match(amount):
+        raise ValueError(f"{what}: an amount is decimal text like 12.5, without sign or exponent")
+    try:
+        value = Decimal(amount)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only valid decimals
+        raise ValueError(f"{what}: not a decimal amount") from None
+    scaled = value.scaleb(decimals)
+    if scaled != scaled.to_integral_value():
+        raise ValueError(f"{what}: more than {decimals} decimal places")
+    units = int(scaled)
+    if units <= 0:
+        raise ValueError(f"{what}: the amount must be above zero")
+    if units >= 2**256:
+        raise ValueError(f"{what}: the amount does not fit a uint256")
+    return units
+
+
+class PayoutEngine:
+    """Payouts of a coordinator's policy wallets on the registry's chains."""
+
+    def __init__(
+        self,
+        coordinator: TransactionOps,
+        registry: ChainRegistry,
+        rpcs: Mapping[int, ChainRpc],
+    ) -> None:
+        self.coordinator = coordinator
+        self.registry = registry
+        self.rpcs = dict(rpcs)
+        self.store = coordinator.store
+        self.nonces = NonceManager(self.store)
+        self._synced: set[tuple[int, str]] = set()
+
+    # --- the request -----------------------------------------------------------------------
+    def _chain(self, payout_id: str, chain_id: int) -> tuple[Chain, ChainRpc]:
+        if chain_id not in self.registry.chain_ids() or chain_id not in self.rpcs:
+            raise PayoutError(
+                payout_id, ErrorCode.UNKNOWN_CHAIN, f"chain {chain_id} is not configured"
+            )
+        return self.registry.chain(chain_id), self.rpcs[chain_id]
+
+    def _call(self, request: PayoutRequest, chain: Chain) -> _Call:
+        try:
+            destination = checksum_address("destination", request.destination)
+        except TesseraError as exc:
+            raise PayoutError(request.payout_id, ErrorCode.VALIDATION, str(exc)) from exc
+        token = chain.token(request.asset)
+        try:
+            if request.asset == chain.native.symbol:
+                value = base_units(request.amount, chain.native.decimals, "amount")
+                return _Call(destination, value, b"")
+            if token is None:
+                raise PayoutError(
+                    request.payout_id,
+                    ErrorCode.UNKNOWN_CHAIN,
+                    f"asset {request.asset} is not registered on chain {chain.chain_id}",
+                )
+            units = base_units(request.amount, token.decimals, "amount")
+        except ValueError as exc:
+            raise PayoutError(request.payout_id, ErrorCode.VALIDATION, str(exc)) from exc
+        if destination.lower() == token.address.lower():
+            raise PayoutError(
+                request.payout_id,
+                ErrorCode.VALIDATION,
+                f"the destination is the {request.asset} contract itself (tokens sent there are "
+                "lost)",
+            )
+        return _Call(token.address, 0, encode_transfer(destination, units))
+
+    def sender_of(self, wallet: str, path: tuple[int, ...]) -> str:
+        row = self.store.wallet(wallet)
+        key = codec.decode_key_public(row.key_public)
+        return address_of(derive(key.public_key, key.chain_code, path).public_key)
+
+    def submit(self, request: PayoutRequest) -> PayoutRow:
+        """Persist the payout (state accepted), or return the one with this id if it is the
+        same request; another request under the same id is REQUEST_REUSED."""
+        if not _PAYOUT_ID.match(request.payout_id):
+            raise PayoutError(
+                request.payout_id[:40],
+                ErrorCode.VALIDATION,
+                "a payout id is 1-128 of A-Z a-z 0-9 . _ : -",
+            )
+        chain, _rpc = self._chain(request.payout_id, request.chain_id)
+        self._call(request, chain)  # refuse a bad request before anything is stored
+        sender = self.sender_of(request.wallet, request.path)
+        now = time.time()
+        row = PayoutRow(
+            payout_id=request.payout_id,
+            wallet=request.wallet,
+            path=_path_text(request.path),
+            chain_id=request.chain_id,
+            sender=sender,
+            asset=request.asset,
+            destination=checksum_address("destination", request.destination),
+            amount=request.amount,
+            fee_level=request.fee_level.value,
+            initiator=request.initiator,
+            state=PayoutState.ACCEPTED.value,
+            created_at=now,
+            updated_at=now,
+        )
+        with self.store.session() as session:
+            existing = session.get(PayoutRow, request.payout_id)
+            if existing is None:
+                session.add(row)
+                session.commit()
+                return row
+        same = ("wallet", "path", "chain_id", "asset", "destination", "amount", "initiator")
+        differing = [name for name in same if getattr(existing, name) != getattr(row, name)]
+        if differing:
+            raise PayoutError(
+                request.payout_id,
+                ErrorCode.REQUEST_REUSED,
+                "the payout id is already used for another payout (differs in "
+                f"{', '.join(differing)})",
+            )
+        return existing
+
+    def payout(self, payout_id: str) -> PayoutRow:
+        with self.store.session() as session:
+            row = session.get(PayoutRow, payout_id)
+        if row is None:
+            raise PayoutError(payout_id[:40], ErrorCode.NOT_FOUND, "no such payout")
+        return row
+
+    def payouts(self, states: Sequence[PayoutState] = ()) -> list[PayoutRow]:
+        with self.store.session() as session:
+            query = select(PayoutRow)
+            if states:
+                query = query.where(PayoutRow.state.in_([s.value for s in states]))  # type: ignore[attr-defined]
+            return list(session.exec(query.order_by(PayoutRow.created_at)))  # type: ignore[arg-type]
+
+    def _update(self, payout_id: str, **values: object) -> PayoutRow:
+        with self.store.session() as session:
+            row = session.get(PayoutRow, payout_id)
+            assert row is not None
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.updated_at = time.time()
+            session.add(row)
+            session.commit()
+            return row
+
+    # --- driving a payout --------------------------------------------------------------------
+    async def pay(self, request: PayoutRequest) -> PayoutRow:
+        """Submit and drive the payout until the chain holds it (sent) or it failed."""
+        self.submit(request)
+        return await self.drive(request.payout_id, request.approvals)
+
+    async def drive(self, payout_id: str, approvals: Sequence[Approval] = ()) -> PayoutRow:
+        row = self.payout(payout_id)
+        if row.state == PayoutState.ACCEPTED:
+            row = await self._reserve_and_sign(row, approvals)
+        elif row.state == PayoutState.RESERVED:
+            async with self.nonces.lock(row.chain_id, row.sender):
+                row = await self._sign(row, approvals)
+        if row.state == PayoutState.SIGNED:
+            row = await self._send(row)
+        return row
+
+    async def _ensure_synced(self, rpc: ChainRpc, sender: str) -> None:
+        if (rpc.chain_id, sender) not in self._synced:
+            await rpc.check_chain_id()
+            await self.nonces.sync(rpc, sender)
+            self._synced.add((rpc.chain_id, sender))
+
+    async def _reserve_and_sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
+        chain, rpc = self._chain(row.payout_id, row.chain_id)
+        request = PayoutRequest(
+            row.payout_id,
+            row.wallet,
+            row.chain_id,
+            row.asset,
+            row.destination,
+            row.amount,
+            row.initiator,
+        )
+        call = self._call(request, chain)
+        try:
+            await self._ensure_synced(rpc, row.sender)
+            fees = await quote_fees(rpc, chain, FeeLevel(row.fee_level))
+            gas = await estimate_gas(rpc, row.sender, call.to, call.value, call.data)
+        except TesseraError as exc:
+            code = getattr(exc, "code", ErrorCode.INTERNAL)
+            # nothing reserved yet: a refusal of the chain is final, its absence is not
+            if code in (ErrorCode.CHAIN_REJECTED, ErrorCode.FEE_ABOVE_CEILING):
+                return self._update(
+                    row.payout_id, state=PayoutState.FAILED.value, reason=f"{code}: {exc}"
+                )
+            raise PayoutError(row.payout_id, code, str(exc)) from exc
+
+        def payload_for(nonce: int) -> bytes:
+            return _transaction(chain, nonce, fees, gas, call).signing_payload()
+
+        async with self.nonces.lock(row.chain_id, row.sender):
+            self.nonces.reserve(
+                row.chain_id, row.sender, row.payout_id, payload_for, PayoutState.RESERVED.value
+            )
+            return await self._sign(self.payout(row.payout_id), approvals)
+
+    async def _sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
+        """Sign a reserved payout (the account's lock held); a refusal gives the nonce back."""
+        assert row.payload is not None and row.nonce is not None
+        path = tuple(int(i) for i in row.path.split("/")) if row.path else ()
+        try:
+            outcome: SignOutcome = await self.coordinator.sign_transaction(
+                row.wallet,
+                row.payload,
+                request_id=row.payout_id,
+                initiator=row.initiator,
+                approvals=approvals,
+                path=path,
+            )
+        except (SigningFailed, SignRequestInvalid) as exc:
+            final = exc.code in _FINAL_REFUSALS
+            state = PayoutState.FAILED if final else PayoutState.ACCEPTED
+            reason = f"{exc.code}: {exc}"[:500]
+            self.nonces.release(
+                row.chain_id, row.sender, row.payout_id, row.nonce, state.value, reason
+            )
+            if final:
+                return self.payout(row.payout_id)
+            raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
+        transfer = decode_signing_payload(row.payload)
+        raw = transfer.attach(outcome.signature)
+        from signer.chains.evm import transaction_hash  # noqa: PLC0415
+
+        tx_hash = "0x" + transaction_hash(raw).hex()
+        return self._update(row.payout_id, raw=raw, tx_hash=tx_hash, state=PayoutState.SIGNED.value)
+
+    async def _send(self, row: PayoutRow) -> PayoutRow:
+        assert row.raw is not None
+        _chain, rpc = self._chain(row.payout_id, row.chain_id)
+        try:
+            await rpc.send_raw(row.raw)
+        except TransactionRejected as exc:
+            if exc.nonce_too_low and await rpc.receipt(bytes.fromhex(row.tx_hash[2:])) is not None:  # type: ignore[index]
+                return self._update(row.payout_id, state=PayoutState.SENT.value)
+            # The bytes are signed and stored: the nonce is spoken for, never given back.
+            raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
+        return self._update(row.payout_id, state=PayoutState.SENT.value)
+
+    # --- following it on chain ---------------------------------------------------------------
+    async def track(self, payout_id: str) -> PayoutRow:
+        """One look at the chain: move a sent or mined payout on, re-send it if a reorg dropped
+        it or the node forgot it."""
+        row = self.payout(payout_id)
+        if row.state not in (PayoutState.SENT, PayoutState.MINED):
+            return row
+        chain, rpc = self._chain(payout_id, row.chain_id)
+        assert row.tx_hash is not None and row.raw is not None
+        tx_hash = bytes.fromhex(row.tx_hash[2:])
+        receipt = await rpc.receipt(tx_hash)
+        if receipt is not None and await rpc.block_hash(receipt.block_number) != receipt.block_hash:
+            receipt = None  # its block is no longer canonical
+        if receipt is None:
+            if row.state == PayoutState.MINED or not await rpc.known(tx_hash):
+                await rpc.send_raw(row.raw)  # the same signed bytes: same hash, same nonce
+            return self._update(
+                payout_id, state=PayoutState.SENT.value, block_number=None, block_hash=None
+            )
+        depth = await rpc.block_number() - receipt.block_number + 1
+        if depth < max(chain.confirmations, 1):
+            return self._update(
+                payout_id,
+                state=PayoutState.MINED.value,
+                block_number=receipt.block_number,
+                block_hash="0x" + receipt.block_hash.hex(),
+            )
+        if not receipt.success:
+            reason = await rpc.revert_reason_of(tx_hash, receipt.block_number)
+            return self._mined(payout_id, receipt, PayoutState.FAILED, f"reverted: {reason}"[:500])
+        return self._mined(payout_id, receipt, PayoutState.CONFIRMED, None)
+
+    def _mined(
+        self, payout_id: str, receipt: Receipt, state: PayoutState, reason: str | None
+    ) -> PayoutRow:
+        return self._update(
+            payout_id,
+            state=state.value,
+            block_number=receipt.block_number,
+            block_hash="0x" + receipt.block_hash.hex(),
+            reason=reason,
+        )
+
+    async def wait(self, payout_id: str, timeout: float = 60.0, poll: float = 0.05) -> PayoutRow:
+        """Track until the payout is confirmed or failed (or `timeout` passes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await self.track(payout_id)
+            if row.state in TERMINAL or time.monotonic() > deadline:
+                return row
+            await asyncio.sleep(poll)
+
+    async def resume(self) -> list[PayoutRow]:
+        """After a start: bring every unfinished payout on (accepted and reserved ones are
+        signed, signed ones sent, sent and mined ones looked at once)."""
+        out = []
+        for row in self.payouts([s for s in PayoutState if s not in TERMINAL]):
+            if row.state in (PayoutState.SENT, PayoutState.MINED):
+                out.append(await self.track(row.payout_id))
+            else:
+                out.append(await self.drive(row.payout_id))
+        return out
+
+
+def _transaction(chain: Chain, nonce: int, fees: Fees, gas: int, call: _Call) -> Transfer:
+    if chain.fee_model == "legacy":
+        assert fees.gas_price is not None
+        return LegacyTransfer(
+            chain_id=chain.chain_id,
+            nonce=nonce,
+            gas_price=fees.gas_price,
+            gas=gas,
+            to=call.to,
+            value=call.value,
+            data=call.data,
+        )
+    assert fees.max_fee_per_gas is not None and fees.max_priority_fee_per_gas is not None
+    return Eip1559Transfer(
+        chain_id=chain.chain_id,
+        nonce=nonce,
+        max_priority_fee_per_gas=fees.max_priority_fee_per_gas,
+        max_fee_per_gas=fees.max_fee_per_gas,
+        gas=gas,
+        to=call.to,
+        value=call.value,
+        data=call.data,
+    )

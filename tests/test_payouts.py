@@ -1,0 +1,402 @@
+"""Payouts on real chains (docs/chains.md, "Payouts"): threshold-signed by real node processes
+whose policy decides each one, sent over web3's HTTP provider to two Hardhat nodes (chain ids
+31337 and 1338) and to the in-process eth-tester chain, followed to their confirmations.
+Balances are checked exact, in wei and token units."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Iterator
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import pytest
+from chain_world import (
+    CHAIN_A,
+    CHAIN_B,
+    ETHER,
+    RECIPIENT,
+    SECOND,
+    STRANGER,
+    TOKENS,
+    World,
+    make_world,
+    registry_for,
+    stop_world,
+)
+from policy_world import INITIATOR, new_request_id
+
+from coordinator.payouts import PayoutEngine, PayoutError, PayoutRequest, PayoutState
+from coordinator.store import PayoutRow
+from signer.chains.evm import Eip1559Transfer, chain_id_of, recover_sender
+from signer.problems import ErrorCode
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+T = TypeVar("T")
+CONCURRENT = 50
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    # the concurrent test's payouts and every other test's, each one presignature
+    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + 20)
+    try:
+        yield w
+    finally:
+        stop_world(w)
+
+
+def request(
+    chain_id: int, asset: str, amount: str, to: str = RECIPIENT, **kw: Any
+) -> PayoutRequest:
+    return PayoutRequest(
+        payout_id=kw.pop("payout_id", new_request_id("po")),
+        wallet="hot",
+        chain_id=chain_id,
+        asset=asset,
+        destination=to,
+        amount=amount,
+        initiator=INITIATOR,
+        **kw,
+    )
+
+
+async def pay_and_confirm(engine: PayoutEngine, req: PayoutRequest) -> PayoutRow:
+    row = await engine.pay(req)
+    assert row.state == PayoutState.SENT, row.reason
+    return await engine.wait(req.payout_id)
+
+
+def units(amount: str, decimals: int) -> int:
+    return int(Decimal(amount).scaleb(decimals))
+
+
+@pytest.mark.parametrize("chain", ["hardhat", "eth-tester"])
+def test_eth_and_both_tokens_are_paid_exactly(world: World, chain: str) -> None:
+    chain_id = (
+        CHAIN_A
+        if chain == "hardhat"
+        else next(cid for cid in world.chains.local if cid not in (CHAIN_A, CHAIN_B))
+    )
+    local = world.chains.local[chain_id]
+    eth_before = local.balance(SECOND)
+    sender_before = local.balance(world.sender)
+    token_before = {s: local.token_balance(world.chains.token(chain_id, s), SECOND) for s in TOKENS}
+    amounts = {"ETH": "0.25", "USDT": "12.345678", "DAI": "1.000000000000000001"}
+
+    async def go() -> list[PayoutRow]:
+        async with world.engine() as engine:
+            return [
+                await pay_and_confirm(engine, request(chain_id, asset, amount, SECOND))
+                for asset, amount in amounts.items()
+            ]
+
+    rows = run(go())
+    fees = 0
+    for row in rows:
+        assert row.state == PayoutState.CONFIRMED, row.reason
+        assert row.raw is not None and recover_sender(row.raw) == world.sender
+        assert chain_id_of(row.raw) == chain_id
+        receipt = local.receipt(bytes.fromhex(row.tx_hash[2:]))
+        assert receipt.success and receipt.block_number == row.block_number
+        fees += receipt.fee
+    assert local.balance(SECOND) - eth_before == units("0.25", 18)
+    assert sender_before - local.balance(world.sender) == units("0.25", 18) + fees
+    for symbol, decimals in TOKENS.items():
+        got = local.token_balance(world.chains.token(chain_id, symbol), SECOND)
+        assert got - token_before[symbol] == units(amounts[symbol], decimals)
+    # consecutive nonces, one per payout
+    nonces = [r.nonce for r in rows]
+    assert nonces == list(range(nonces[0], nonces[0] + 3))
+
+
+def test_a_second_chain_has_its_own_chain_id_and_nonces(world: World) -> None:
+    local = world.chains.local[CHAIN_B]
+    before = local.balance(RECIPIENT)
+    chain_nonce = local.nonce(world.sender)
+    other_nonce = world.chains.local[CHAIN_A].nonce(world.sender)
+
+    async def go() -> PayoutRow:
+        async with world.engine() as engine:
+            return await pay_and_confirm(engine, request(CHAIN_B, "ETH", "0.5"))
+
+    row = run(go())
+    assert row.state == PayoutState.CONFIRMED and row.raw is not None
+    assert chain_id_of(row.raw) == CHAIN_B and row.nonce == chain_nonce
+    assert local.balance(RECIPIENT) - before == ETHER // 2
+    # the same address on chain A keeps its own counter
+    assert world.chains.local[CHAIN_A].nonce(world.sender) == other_nonce
+
+
+def test_fifty_concurrent_payouts_from_one_address_get_consecutive_nonces(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+    before = local.token_balance(world.chains.token(CHAIN_A, "USDT"), RECIPIENT)
+
+    async def go() -> list[PayoutRow]:
+        async with world.engine() as engine:
+            requests = [request(CHAIN_A, "USDT", "1.5") for _ in range(CONCURRENT)]
+            sent = await asyncio.gather(*(engine.pay(r) for r in requests))
+            assert all(r.state == PayoutState.SENT for r in sent), [r.reason for r in sent]
+            return list(await asyncio.gather(*(engine.wait(r.payout_id) for r in requests)))
+
+    rows = run(go())
+    assert all(r.state == PayoutState.CONFIRMED for r in rows)
+    assert sorted(r.nonce for r in rows) == list(range(start, start + CONCURRENT))
+    assert len({r.tx_hash for r in rows}) == CONCURRENT
+    assert local.nonce(world.sender) == start + CONCURRENT
+    got = local.token_balance(world.chains.token(CHAIN_A, "USDT"), RECIPIENT) - before
+    assert got == CONCURRENT * 1_500_000
+
+
+def test_a_refused_payout_gives_its_nonce_back(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+
+    async def go() -> tuple[PayoutRow, PayoutRow]:
+        async with world.engine() as engine:
+            refused = await engine.pay(request(CHAIN_A, "ETH", "0.1", STRANGER))
+            paid = await pay_and_confirm(engine, request(CHAIN_A, "ETH", "0.1"))
+            assert engine.nonces.next_nonce(CHAIN_A, world.sender) == start + 1
+            return refused, paid
+
+    refused, paid = run(go())
+    assert refused.state == PayoutState.FAILED and refused.nonce is None
+    assert refused.raw is None and refused.reason is not None
+    assert refused.reason.startswith("POLICY_DENIED")
+    assert paid.nonce == start and paid.state == PayoutState.CONFIRMED  # no gap
+    assert local.nonce(world.sender) == start + 1
+
+
+def test_a_payout_id_is_one_payout(world: World) -> None:
+    req = request(CHAIN_A, "DAI", "2")
+
+    async def go() -> tuple[PayoutRow, PayoutRow]:
+        async with world.engine() as engine:
+            first = await pay_and_confirm(engine, req)
+            again = await engine.pay(req)  # an exact replay: the same payout, nothing new
+            with pytest.raises(PayoutError) as caught:
+                await engine.pay(request(CHAIN_A, "DAI", "3", payout_id=req.payout_id))
+            assert caught.value.code is ErrorCode.REQUEST_REUSED
+            assert "amount" in str(caught.value) and "3" not in caught.value.detail.split("(")[0]
+            return first, again
+
+    first, again = run(go())
+    assert again.tx_hash == first.tx_hash and again.state == PayoutState.CONFIRMED
+
+
+def test_a_fee_above_the_ceiling_is_refused_before_a_nonce_is_taken(world: World) -> None:
+    registry = registry_for(world.chains, **{str(CHAIN_A): {"fee_ceiling_wei": 1000}})
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+
+    async def go() -> PayoutRow:
+        async with world.engine(registry) as engine:
+            row = await engine.pay(request(CHAIN_A, "ETH", "0.1"))
+            assert engine.nonces.next_nonce(CHAIN_A, world.sender) == start
+            return row
+
+    row = run(go())
+    assert row.state == PayoutState.FAILED and row.nonce is None
+    assert row.reason is not None and row.reason.startswith("FEE_ABOVE_CEILING")
+    assert "ceiling of 1000 wei" in row.reason
+    assert local.nonce(world.sender) == start
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "says"),
+    [
+        ({"chain_id": 99}, ErrorCode.UNKNOWN_CHAIN, "chain 99 is not configured"),
+        ({"asset": "WBTC"}, ErrorCode.UNKNOWN_CHAIN, "asset WBTC is not registered"),
+        ({"amount": "1.0000001", "asset": "USDT"}, ErrorCode.VALIDATION, "more than 6 decimal"),
+        ({"amount": "-1"}, ErrorCode.VALIDATION, "decimal text"),
+        ({"amount": "1e3"}, ErrorCode.VALIDATION, "decimal text"),
+        ({"amount": "0"}, ErrorCode.VALIDATION, "above zero"),
+        ({"destination": RECIPIENT.lower().replace("a", "A", 1)}, ErrorCode.VALIDATION, "checksum"),
+        ({"payout_id": "no spaces here"}, ErrorCode.VALIDATION, "payout id"),
+    ],
+)
+def test_a_bad_payout_request_is_refused_before_anything_is_stored(
+    world: World, change: dict[str, Any], code: ErrorCode, says: str
+) -> None:
+    fields = {"chain_id": CHAIN_A, "asset": "ETH", "amount": "1", "to": RECIPIENT, **change}
+    fields["to"] = fields.pop("destination", fields["to"])
+    req = request(fields.pop("chain_id"), fields.pop("asset"), fields.pop("amount"), **fields)
+
+    async def go() -> None:
+        async with world.engine() as engine:
+            with pytest.raises(PayoutError) as caught:
+                await engine.pay(req)
+            assert caught.value.code is code and says in str(caught.value)
+            with pytest.raises(PayoutError):
+                engine.payout(req.payout_id)
+
+    run(go())
+
+
+def test_a_payout_to_the_token_contract_itself_is_refused(world: World) -> None:
+    token = world.chains.token(CHAIN_A, "USDT")
+
+    async def go() -> None:
+        async with world.engine() as engine:
+            with pytest.raises(PayoutError, match="contract itself") as caught:
+                await engine.pay(request(CHAIN_A, "USDT", "1", token))
+            assert caught.value.code is ErrorCode.VALIDATION
+
+    run(go())
+
+
+def test_a_reorg_that_drops_a_mined_payout_sends_the_same_bytes_again(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    registry = registry_for(world.chains, **{str(CHAIN_A): {"confirmations": 3}})
+    before = local.balance(SECOND)
+    snapshot = local.request("evm_snapshot")
+
+    async def go() -> tuple[PayoutRow, PayoutRow, PayoutRow]:
+        async with world.engine(registry) as engine:
+            req = request(CHAIN_A, "ETH", "0.75", SECOND)
+            await engine.pay(req)
+            mined = await engine.track(req.payout_id)
+            assert mined.state == PayoutState.MINED, mined.state  # 1 of 3 confirmations
+            assert local.request("evm_revert", snapshot) is True  # the block is gone
+            assert local.balance(SECOND) == before
+            resent = await engine.track(req.payout_id)
+            assert resent.state == PayoutState.SENT  # the tracker saw it vanish, sent again
+            local.request("hardhat_mine", "0x3")
+            done = await engine.wait(req.payout_id)
+            return mined, resent, done
+
+    mined, resent, done = run(go())
+    assert done.state == PayoutState.CONFIRMED
+    assert done.tx_hash == mined.tx_hash == resent.tx_hash  # the same signed bytes
+    assert local.balance(SECOND) - before == ETHER * 3 // 4  # credited once
+
+
+def test_a_reverted_token_payout_fails_with_its_reason(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    token = world.chains.token(CHAIN_A, "USDT")
+    from coordinator.evm_chain import set_blocked
+
+    async def go() -> PayoutRow:
+        async with world.engine() as engine:
+            local.request("evm_setAutomine", False)
+            try:
+                req = request(CHAIN_A, "USDT", "4", SECOND)
+                sent = await engine.pay(req)  # estimated while SECOND may still receive
+                assert sent.state == PayoutState.SENT
+                # the issuer blocks SECOND in the same block, ahead of the payout (higher tip)
+                local.submit_from_faucet(token, set_blocked(SECOND), priority_fee=50 * 10**9)
+                local.request("evm_mine")
+            finally:
+                local.request("evm_setAutomine", True)
+            return await engine.wait(req.payout_id)
+
+    try:
+        row = run(go())
+    finally:
+        local.call_from_faucet(token, set_blocked(SECOND, False))
+    assert row.state == PayoutState.FAILED and row.block_number is not None
+    assert row.reason == "reverted: Token: address blocked"
+
+
+class Crash(BaseException):
+    """The process dying at this point: nothing after it runs (not an Exception, so no handler
+    in the engine can catch it)."""
+
+
+class CrashAfterReserving(PayoutEngine):
+    async def _sign(self, row: PayoutRow, approvals: Any) -> PayoutRow:
+        raise Crash
+
+
+class CrashAfterSigning(PayoutEngine):
+    async def _send(self, row: PayoutRow) -> PayoutRow:
+        raise Crash
+
+
+class CrashAfterSending(PayoutEngine):
+    async def _send(self, row: PayoutRow) -> PayoutRow:
+        assert row.raw is not None
+        await self.rpcs[row.chain_id].send_raw(row.raw)
+        raise Crash
+
+
+@pytest.mark.parametrize(
+    ("engine_cls", "state"),
+    [
+        (CrashAfterReserving, PayoutState.RESERVED),
+        (CrashAfterSigning, PayoutState.SIGNED),
+        (CrashAfterSending, PayoutState.SIGNED),
+    ],
+)
+def test_a_crash_at_each_step_ends_in_exactly_one_mined_transaction(
+    world: World, engine_cls: type[PayoutEngine], state: PayoutState
+) -> None:
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+    before = local.token_balance(world.chains.token(CHAIN_A, "DAI"), SECOND)
+    req = request(CHAIN_A, "DAI", "0.5", SECOND)
+
+    async def crash() -> None:
+        async with world.engine(cls=engine_cls) as engine:
+            with pytest.raises(Crash):
+                await engine.pay(req)
+            assert engine.payout(req.payout_id).state == state
+
+    async def restart() -> PayoutRow:
+        async with world.engine() as engine:  # a new coordinator on the same database
+            await engine.resume()
+            return await engine.wait(req.payout_id)
+
+    run(crash())
+    row = run(restart())
+    assert row.state == PayoutState.CONFIRMED and row.nonce == start
+    assert local.nonce(world.sender) == start + 1  # one transaction at one nonce
+    got = local.token_balance(world.chains.token(CHAIN_A, "DAI"), SECOND) - before
+    assert got == 5 * 10**17  # paid once
+
+
+def test_a_nonce_used_outside_tessera_is_detected_on_restart(world: World) -> None:
+    local = world.chains.local[CHAIN_B]
+
+    async def outside() -> int:
+        # the same key signs a transfer that never went through the payout engine
+        async with world.engine() as engine:
+            await pay_and_confirm(engine, request(CHAIN_B, "ETH", "0.01"))  # the account exists
+            nonce = local.nonce(world.sender)
+            priority, max_fee = local.suggest_fees()
+            tx = Eip1559Transfer(
+                chain_id=CHAIN_B,
+                nonce=nonce,
+                max_priority_fee_per_gas=priority,
+                max_fee_per_gas=max_fee,
+                gas=21_000,
+                to=RECIPIENT,
+                value=10**15,
+            )
+            outcome = await engine.coordinator.sign_transaction(
+                "hot",
+                tx.signing_payload(),
+                request_id=new_request_id("manual"),
+                initiator=INITIATOR,
+            )
+            local.send_raw(tx.attach(outcome.signature))
+            return nonce
+
+    async def restart(req: PayoutRequest) -> PayoutRow:
+        async with world.engine() as engine:
+            with pytest.raises(PayoutError) as caught:
+                await engine.pay(req)
+            assert caught.value.code is ErrorCode.NONCE_CONFLICT
+            assert "1 transaction(s) sent outside Tessera" in str(caught.value)
+            assert engine.payout(req.payout_id).state == PayoutState.ACCEPTED
+            # the counter moved past the outside nonce: the payout goes on without a collision
+            return await pay_and_confirm(engine, req)
+
+    used = run(outside())
+    row = run(restart(request(CHAIN_B, "ETH", "0.01")))
+    assert row.state == PayoutState.CONFIRMED and row.nonce == used + 1
