@@ -840,8 +840,18 @@ def print_demo(report: DemoReport) -> None:
         before = report.balances_before[address] / eth
         after = report.balances_after[address] / eth
         console.print(f"balance {address}: {before:.6f} → {after:.6f} ETH")
+    payout = report.token_payout
     console.print(
-        f"gas fee: {report.gas_fee} wei; presignatures left in the pool: {report.pool_left}"
+        f"250 USDT payout {payout.get('payout_id')}: nonce {payout.get('nonce')}, "
+        f"tx {payout.get('tx_hash')} ({payout.get('state')} in block {payout.get('block')})"
+    )
+    for address, (before_units, after_units) in report.token_balances.items():
+        console.print(
+            f"USDT balance {address}: {before_units / 10**6:,.6f} → {after_units / 10**6:,.6f}"
+        )
+    console.print(
+        f"gas fee of the ETH transfers: {report.gas_fee} wei; of the USDT payout: "
+        f"{payout.get('fee')} wei; presignatures left in the pool: {report.pool_left}"
     )
 
 
@@ -883,6 +893,11 @@ def demo_command(root: Path, pool_depth: int, keep_running: bool, as_json: bool)
             "approved_by": list(report.large_approved_by),
             "signers": list(report.large_signers),
             "transaction_hash": "0x" + report.large_transaction_hash.hex(),
+        },
+        "token_payout": {
+            **report.token_payout,
+            "token": report.token,
+            "balances": {a: list(b) for a, b in report.token_balances.items()},
         },
     }
     typer.echo(json.dumps(doc, indent=2))

@@ -101,10 +101,11 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The whole engine on this machine: a 2-of-3 cluster of node processes (SoftHSM2 tokens,
-    SQLite, identity keys, set up under --dir on first run), a wallet (aux-info + DKG), a
-    presignature pool, an EIP-1559 ETH transfer signed through the nodes, checked to recover to
-    the wallet's address and mined by an in-process EVM; balances and per-phase timings.
-    A second run reuses the cluster and the wallet."""
+    SQLite, identity keys, set up under --dir on first run) enforcing the demo officers'
+    policy, a wallet (aux-info + DKG), a presignature pool; on an in-process EVM: a whitelisted
+    ETH transfer signed and mined, one off the whitelist refused by the nodes, a large one
+    signed after two officer approvals, and a 250 USDT (ERC-20) payout through the payout
+    engine; balances and per-phase timings.  A second run reuses the cluster and the wallet."""
     if not in_process and not proofs:
         if pool is not None:
             errors.print("--pool applies to --in-process and --proofs only")

@@ -13,7 +13,11 @@ py-evm), and:
 1. a whitelisted 0.5 ETH transfer: each node decodes it, evaluates the policy, signs; mined;
 2. a transfer to an address off the whitelist: refused by the nodes, with their reason;
 3. a 2 ETH transfer to the whitelisted exchange: two officers approve it with the CLI
-   (`tessera officer approve-withdrawal`), the nodes count the approvals, sign; mined.
+   (`tessera officer approve-withdrawal`), the nodes count the approvals, sign; mined;
+4. a 250 USDT payout (a 6-decimal ERC-20 compiled from coordinator/contracts/Token.sol and
+   deployed on the chain) through the payout engine: fees from `eth_feeHistory` under the
+   registry's ceiling, gas from `eth_estimateGas`, a nonce reserved durably, signed by the nodes
+   (each decodes the `transfer` call itself), stored, sent and confirmed.
 
 A second run reuses the officers, the policy, the cluster, the wallet and the pool.
 """
@@ -29,20 +33,24 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from eth_keys.datatypes import PrivateKey
 
 from coordinator.cluster import CLUSTER_FILE, LocalCluster
 from coordinator.engine import Coordinator, SigningFailed, SignOutcome
 from coordinator.evm_chain import InProcessChain
+from coordinator.fees import FeeLevel
+from coordinator.payouts import PayoutEngine, PayoutRequest, PayoutState
+from coordinator.registry import ChainRegistry, parse_registry
 from coordinator.store import CoordinatorStoreError, WalletRow
 from policies.approvals import Approval, load_approval
 from policies.document import PolicyDocument, parse_policy
 from policies.errors import StoreNotFoundError
-from policies.keys import MIN_SCRYPT_N, create_key_file
+from policies.keys import MIN_SCRYPT_N, LocalOfficerSigner, create_key_file, load_key_file
 from policies.push import governance_bundle, push_to
 from policies.store import PolicyStore
+from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import Eip1559Transfer, address_of, recover_sender
 from signer.errors import TesseraError
 from signer.node import codec
@@ -88,6 +96,9 @@ class DemoReport:
     large_transaction_hash: bytes = b""
     large_approved_by: tuple[str, ...] = ()
     large_signers: tuple[int, ...] = ()
+    token: str = ""  # the demo USDT contract
+    token_payout: dict[str, object] = field(default_factory=dict)
+    token_balances: dict[str, tuple[int, int]] = field(default_factory=dict)  # before, after
 
 
 #: Told the name of each phase as it starts (the CLI shows it as progress).
@@ -128,7 +139,7 @@ class DemoOfficers:
     def exists(self) -> bool:
         return self.store_path.exists()
 
-    def create(self, chain_id: int) -> PolicyDocument:
+    def create(self, chain_id: int, token: str) -> PolicyDocument:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         secret = secrets.token_urlsafe(24)
         self.passphrase.write_text(secret + "\n")
@@ -141,8 +152,15 @@ class DemoOfficers:
         }
         exchange = str(PrivateKey(secrets.token_bytes(32)).public_key.to_checksum_address())
         policy = demo_policy(
-            [(name, signer.public_key_hex) for name, signer in signers.items()], chain_id, exchange
+            [(name, signer.public_key_hex) for name, signer in signers.items()],
+            chain_id,
+            exchange,
+            token,
         )
+        self._activate(policy, signers)
+        return policy
+
+    def _activate(self, policy: PolicyDocument, signers: dict[str, LocalOfficerSigner]) -> None:
         store = PolicyStore(self.store_path)
         try:
             now = _now()
@@ -152,7 +170,27 @@ class DemoOfficers:
             store.activate(policy_hash=policy.policy_hash(), now=now)
         finally:
             store.close()
-        return policy
+
+    def with_token(self, policy: PolicyDocument, chain_id: int, token: str) -> PolicyDocument:
+        """The policy in force if it lists `token` as the demo's USDT on `chain_id`; otherwise
+        the officers activate a next version that does (a demo directory made by an older
+        Tessera, or a token deployed elsewhere)."""
+        usdt = policy.assets.get("USDT")
+        if usdt is not None and usdt.contract_on(chain_id) == token:
+            return policy
+        secret = self.passphrase.read_text().strip().encode()
+        signers = {name: load_key_file(self.key(name), secret) for name in OFFICERS}
+        officers = [(o.id, o.public_key) for o in policy.officers]
+        upgraded = demo_policy(
+            officers,
+            chain_id,
+            _exchange_of(policy),
+            token,
+            version=policy.version + 1,
+            previous=policy.policy_hash(),
+        )
+        self._activate(upgraded, signers)
+        return upgraded
 
     def policy(self) -> PolicyDocument:
         if not self.exists():
@@ -204,54 +242,74 @@ class DemoOfficers:
 
 
 def demo_policy(
-    officers: Sequence[tuple[str, str]], chain_id: int, exchange: str
+    officers: Sequence[tuple[str, str]],
+    chain_id: int,
+    exchange: str,
+    token: str,
+    *,
+    version: int = 1,
+    previous: str | None = None,
 ) -> PolicyDocument:
-    """The demo policy: the hot wallet on the EVM's chain; up to 1 ETH to the whitelisted
-    exchange from the withdrawal service without approvals, more with 2 of the treasury."""
-    return parse_policy(
-        {
-            "version": 1,
-            "description": "Tessera demo policy",
-            "officers": [
-                {"id": name, "algorithm": "ed25519", "public_key": key} for name, key in officers
-            ],
-            "governance": {"quorum": 2, "freeze_quorum": 1, "loosening_timelock_seconds": 0},
-            "groups": {"treasury": [name for name, _ in officers]},
-            "assets": {"ETH": {"decimals": 18, "native_chains": [chain_id]}},
-            "wallets": [{"id": POLICY_WALLET, "tier": "hot", "chains": [chain_id]}],
-            "whitelists": {
-                "exchanges": [{"address": exchange, "chain_id": chain_id, "label": "Exchange"}]
-            },
-            "rules": [
-                {
-                    "id": "small-to-exchanges",
-                    "match": {
-                        "destination": "whitelist:exchanges",
-                        "assets": ["ETH"],
-                        "amount": {"max": "1"},
-                        "initiators": [INITIATOR],
-                    },
-                    "action": "ALLOW",
-                },
-                {
-                    "id": "large-to-exchanges",
-                    "match": {"destination": "whitelist:exchanges"},
-                    "action": "REQUIRE_APPROVAL",
-                    "approvals": {"group": "treasury", "k": 2},
-                },
-            ],
-            "velocity_limits": [
-                {
-                    "id": "hot-daily",
-                    "wallet": POLICY_WALLET,
-                    "asset": "ETH",
-                    "window_seconds": 86400,
-                    "max_amount": "1000",
-                }
-            ],
+    """The demo policy: the hot wallet on the EVM's chain; up to 1 ETH or 1,000 USDT (the
+    demo token `token`) to the whitelisted exchange from the withdrawal service without
+    approvals, more with 2 of the treasury."""
+    document: dict[str, Any] = {
+        "version": version,
+        "description": "Tessera demo policy",
+        "officers": [
+            {"id": name, "algorithm": "ed25519", "public_key": key} for name, key in officers
+        ],
+        "governance": {"quorum": 2, "freeze_quorum": 1, "loosening_timelock_seconds": 0},
+        "groups": {"treasury": [name for name, _ in officers]},
+        "assets": {
+            "ETH": {"decimals": 18, "native_chains": [chain_id]},
+            "USDT": {"decimals": 6, "contracts": [{"chain_id": chain_id, "address": token}]},
         },
-        source="tessera demo",
-    )
+        "wallets": [{"id": POLICY_WALLET, "tier": "hot", "chains": [chain_id]}],
+        "whitelists": {
+            "exchanges": [{"address": exchange, "chain_id": chain_id, "label": "Exchange"}]
+        },
+        "rules": [
+            {
+                "id": "small-to-exchanges",
+                "match": {
+                    "destination": "whitelist:exchanges",
+                    "assets": ["ETH"],
+                    "amount": {"max": "1"},
+                    "initiators": [INITIATOR],
+                },
+                "action": "ALLOW",
+            },
+            {
+                "id": "usdt-to-exchanges",
+                "match": {
+                    "destination": "whitelist:exchanges",
+                    "assets": ["USDT"],
+                    "amount": {"max": "1000"},
+                    "initiators": [INITIATOR],
+                },
+                "action": "ALLOW",
+            },
+            {
+                "id": "large-to-exchanges",
+                "match": {"destination": "whitelist:exchanges"},
+                "action": "REQUIRE_APPROVAL",
+                "approvals": {"group": "treasury", "k": 2},
+            },
+        ],
+        "velocity_limits": [
+            {
+                "id": "hot-daily",
+                "wallet": POLICY_WALLET,
+                "asset": "ETH",
+                "window_seconds": 86400,
+                "max_amount": "1000",
+            }
+        ],
+    }
+    if previous is not None:
+        document["previous"] = previous
+    return parse_policy(document, source="tessera demo")
 
 
 def _now() -> datetime:
@@ -274,12 +332,14 @@ async def run_cluster_demo(
     report = DemoReport(root, reused)
     officers = DemoOfficers(root)
     chain = InProcessChain()
+    # The faucet's first transaction on a fresh chain: the same contract address every run.
+    report.token = chain.deploy_token("Demo Tether USD", "USDT", 6, 10**9 * 10**6)
 
     async def policy() -> PolicyDocument:
         if officers.exists():
-            return officers.policy()
+            return officers.with_token(officers.policy(), chain.chain_id, report.token)
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return officers.create(chain.chain_id)
+        return officers.create(chain.chain_id, report.token)
 
     document = await _timed(
         report,
@@ -358,8 +418,13 @@ async def run_cluster_demo(
 
         async def fund() -> None:
             chain.fund(report.wallet_address, 10 * ETHER)
+            chain.call_from_faucet(
+                report.token, encode_transfer(report.wallet_address, 10_000 * USDT)
+            )
 
-        await _timed(report, progress, "fund wallet on the in-process EVM", fund, "10 ETH")
+        await _timed(
+            report, progress, "fund wallet on the in-process EVM", fund, "10 ETH, 10,000 USDT"
+        )
         report.balances_before = {
             report.wallet_address: chain.balance(report.wallet_address),
             exchange: chain.balance(exchange),
@@ -445,12 +510,83 @@ async def run_cluster_demo(
             report.wallet_address: chain.balance(report.wallet_address),
             exchange: chain.balance(exchange),
         }
+        report.token_payout = await _timed(
+            report,
+            progress,
+            "250 USDT: the payout engine",
+            lambda: _token_payout(coordinator, chain, report, exchange),
+            "fees from eth_feeHistory, nonce reserved, signed by the nodes, sent, confirmed",
+        )
         report.pool_left = coordinator.store.pool_depth(row.key_id, row.epoch, "1,2", "")
     finally:
         await coordinator.aclose()
         if not keep_running:
             cluster.down()
     return report
+
+
+USDT = 10**6
+
+
+def demo_registry(chain_id: int, token: str) -> ChainRegistry:
+    """The chain registry of the demo: the in-process chain, its USDT, a 1,000 gwei ceiling."""
+    return parse_registry(
+        {
+            "chains": [
+                {
+                    "chain_id": chain_id,
+                    "name": "in-process EVM",
+                    "native": {"symbol": "ETH", "decimals": 18},
+                    # the in-process chain has no URL: the engine gets its ChainRpc directly
+                    "rpc_urls": ["http://127.0.0.1:8545"],
+                    "confirmations": 1,
+                    "fee_model": "eip1559",
+                    "fee_ceiling_wei": 1_000 * 10**9,
+                    "tokens": {"USDT": {"address": token, "decimals": 6}},
+                }
+            ]
+        },
+        "tessera demo",
+    )
+
+
+async def _token_payout(
+    coordinator: Coordinator, chain: InProcessChain, report: DemoReport, exchange: str
+) -> dict[str, object]:
+    rpc = chain.rpc()
+    engine = PayoutEngine(
+        coordinator, demo_registry(chain.chain_id, report.token), {chain.chain_id: rpc}
+    )
+    # The in-process chain is new on every run; the coordinator's record of the last one is not.
+    engine.nonces.forget(chain.chain_id, report.wallet_address)
+    holders = (report.wallet_address, exchange)
+    before = {a: chain.token_balance(report.token, a) for a in holders}
+    request = PayoutRequest(
+        payout_id=_request_id(),
+        wallet=WALLET,
+        chain_id=chain.chain_id,
+        asset="USDT",
+        destination=exchange,
+        amount="250",
+        initiator=INITIATOR,
+        fee_level=FeeLevel.MEDIUM,
+    )
+    try:
+        await engine.pay(request)
+        row = await engine.wait(request.payout_id, timeout=30)
+    finally:
+        await rpc.aclose()
+    if row.state != PayoutState.CONFIRMED:
+        raise DemoFailed(f"the USDT payout ended {row.state}: {row.reason}")
+    report.token_balances = {a: (before[a], chain.token_balance(report.token, a)) for a in holders}
+    return {
+        "payout_id": row.payout_id,
+        "state": row.state,
+        "nonce": row.nonce,
+        "tx_hash": row.tx_hash,
+        "block": row.block_number,
+        "fee": chain.receipt(bytes.fromhex((row.tx_hash or "0x")[2:])).fee,
+    }
 
 
 def _request_id() -> str:

@@ -169,3 +169,19 @@ class NonceManager:
             )
             session.commit()
         return getattr(stepped, "rowcount", 0) == 1
+
+    def forget(self, chain_id: int, address: str) -> int:
+        """Drop the account and its payouts: only for a development chain that was reset (the
+        demo's in-process chain starts empty on every run), never for a real one — there, the
+        counter and the payouts are the record of what was signed.  Returns payouts dropped."""
+        with self._store.session() as session:
+            dropped = session.execute(
+                text("DELETE FROM payouts WHERE chain_id = :chain AND sender = :address"),
+                {"chain": chain_id, "address": address},
+            )
+            session.execute(
+                text("DELETE FROM nonce_accounts WHERE chain_id = :chain AND address = :address"),
+                {"chain": chain_id, "address": address},
+            )
+            session.commit()
+        return int(getattr(dropped, "rowcount", 0))

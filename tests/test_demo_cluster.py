@@ -34,6 +34,11 @@ def test_demo_signs_and_mines_then_reuses_everything(tmp_path: Path) -> None:
     assert first.refused["code"] == "POLICY_DENIED" and first.refused["check"] == "no_rule"
     assert first.refused["policy_hash"] == first.policy_hash
     assert first.large_approved_by == ("alice", "bob") and first.large_transaction_hash
+    # the USDT payout through the payout engine: 250.000000 exactly, confirmed
+    assert first.token_payout["state"] == "confirmed"
+    for address, sign in ((first.recipient, 1), (first.wallet_address, -1)):
+        before, after = first.token_balances[address]
+        assert after - before == sign * 250 * 10**6
 
     second = run(run_cluster_demo(root, 2))
     assert second.reused_cluster
@@ -43,3 +48,20 @@ def test_demo_signs_and_mines_then_reuses_everything(tmp_path: Path) -> None:
     assert second.recovered == second.wallet_address
     assert second.transaction_hash != first.transaction_hash
     assert second.policy_hash == first.policy_hash
+    assert second.token == first.token and second.token_payout["state"] == "confirmed"
+    assert second.token_payout["nonce"] == 2  # a fresh chain: two ETH transfers before it
+
+
+def test_officers_move_an_older_demo_policy_to_the_token_deployed_now(tmp_path: Path) -> None:
+    """A demo directory whose policy names no (or another) USDT contract: the officers activate
+    the next version with the token of this run, chained to the one in force."""
+    from coordinator.demo import DemoOfficers
+
+    officers = DemoOfficers(tmp_path)
+    new = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    first = officers.create(1337, "0x1111111111111111111111111111111111111111")
+    assert officers.with_token(first, 1337, first.assets["USDT"].contract_on(1337) or "") is first
+    second = officers.with_token(first, 1337, new)
+    assert second.version == 2 and second.previous == first.policy_hash()
+    assert second.assets["USDT"].contract_on(1337) == new
+    assert officers.policy().policy_hash() == second.policy_hash()
