@@ -39,8 +39,10 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Final
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from coordinator.addresses import AddressRefused, check_destination, checked_address
 from coordinator.errors import SigningFailed, SignRequestInvalid
 from coordinator.fees import FeeLevel, Fees, estimate_gas, quote_fees
 from coordinator.nonces import NonceManager
@@ -56,7 +58,6 @@ from signer.chains.evm import (
     LegacyTransfer,
     Transfer,
     address_of,
-    checksum_address,
     decode_signing_payload,
 )
 from signer.errors import TesseraError
@@ -100,12 +101,16 @@ TERMINAL: Final = frozenset({PayoutState.CONFIRMED, PayoutState.FAILED})
 
 
 class PayoutError(TesseraError):
-    """A payout that cannot go on: `code` says why, `payout_id` which one."""
+    """A payout that cannot go on: `code` says why, `payout_id` which one, `check` the check
+    that failed when there is one (an address check's name)."""
 
-    def __init__(self, payout_id: str, code: ErrorCode, detail: str) -> None:
+    def __init__(
+        self, payout_id: str, code: ErrorCode, detail: str, check: str | None = None
+    ) -> None:
         self.payout_id = payout_id
         self.code = code
         self.detail = detail
+        self.check = check
         super().__init__(f"payout {payout_id}: {detail}")
 
 
@@ -184,9 +189,9 @@ class PayoutEngine:
 
     def _call(self, request: PayoutRequest, chain: Chain) -> _Call:
         try:
-            destination = checksum_address("destination", request.destination)
-        except TesseraError as exc:
-            raise PayoutError(request.payout_id, ErrorCode.VALIDATION, str(exc)) from exc
+            destination = checked_address(request.destination)
+        except AddressRefused as exc:
+            raise PayoutError(request.payout_id, exc.code, exc.detail, exc.check) from exc
         token = chain.token(request.asset)
         try:
             if request.asset == chain.native.symbol:
@@ -201,23 +206,38 @@ class PayoutEngine:
             units = base_units(request.amount, token.decimals, "amount")
         except ValueError as exc:
             raise PayoutError(request.payout_id, ErrorCode.VALIDATION, str(exc)) from exc
-        if destination.lower() == token.address.lower():
-            raise PayoutError(
-                request.payout_id,
-                ErrorCode.VALIDATION,
-                f"the destination is the {request.asset} contract itself (tokens sent there are "
-                "lost)",
-            )
         return _Call(token.address, 0, encode_transfer(destination, units))
+
+    def own_addresses(self) -> set[str]:
+        """Tessera's own addresses: each wallet's (its key at the root path)."""
+        return {self.sender_of(w.name, ()) for w in self.store.wallets() if w.policy_wallet}
+
+    async def _check_destination(self, request: PayoutRequest, chain: Chain, sender: str) -> None:
+        try:
+            policy = await self.coordinator.active_policy()
+        except SigningFailed as exc:
+            raise PayoutError(request.payout_id, exc.code, str(exc)) from exc
+        try:
+            check_destination(
+                request.destination,
+                chain_id=chain.chain_id,
+                policy=policy,
+                own={sender, *self.own_addresses()},
+                token_contracts=[t.address for t in chain.tokens.values()],
+            )
+        except AddressRefused as exc:
+            raise PayoutError(request.payout_id, exc.code, exc.detail, exc.check) from exc
 
     def sender_of(self, wallet: str, path: tuple[int, ...]) -> str:
         row = self.store.wallet(wallet)
         key = codec.decode_key_public(row.key_public)
         return address_of(derive(key.public_key, key.chain_code, path).public_key)
 
-    def submit(self, request: PayoutRequest) -> PayoutRow:
+    async def submit(self, request: PayoutRequest) -> PayoutRow:
         """Persist the payout (state accepted), or return the one with this id if it is the
-        same request; another request under the same id is REQUEST_REUSED."""
+        same request; another request under the same id is REQUEST_REUSED.  Everything about
+        the request is checked first (chain, asset, amount, the destination's checks): a
+        refused request stores nothing."""
         if not _PAYOUT_ID.match(request.payout_id):
             raise PayoutError(
                 request.payout_id[:40],
@@ -227,6 +247,10 @@ class PayoutEngine:
         chain, _rpc = self._chain(request.payout_id, request.chain_id)
         self._call(request, chain)  # refuse a bad request before anything is stored
         sender = self.sender_of(request.wallet, request.path)
+        with self.store.session() as session:
+            existing = session.get(PayoutRow, request.payout_id)
+        if existing is None:
+            await self._check_destination(request, chain, sender)
         now = time.time()
         row = PayoutRow(
             payout_id=request.payout_id,
@@ -235,7 +259,7 @@ class PayoutEngine:
             chain_id=request.chain_id,
             sender=sender,
             asset=request.asset,
-            destination=checksum_address("destination", request.destination),
+            destination=request.destination,
             amount=request.amount,
             fee_level=request.fee_level.value,
             initiator=request.initiator,
@@ -243,13 +267,17 @@ class PayoutEngine:
             created_at=now,
             updated_at=now,
         )
-        with self.store.session() as session:
-            existing = session.get(PayoutRow, request.payout_id)
-            if existing is None:
-                session.add(row)
-                session.commit()
+        if existing is None:
+            try:
+                with self.store.session() as session:
+                    session.add(row)
+                    session.commit()
                 return row
-        same = ("wallet", "path", "chain_id", "asset", "destination", "amount", "initiator")
+            except IntegrityError:
+                # a concurrent submission of the same id got there first: compare with it
+                existing = self.payout(request.payout_id)
+        same: tuple[str, ...] = ("wallet", "path", "chain_id", "asset", "destination", "amount")
+        same = (*same, "initiator", "fee_level")
         differing = [name for name in same if getattr(existing, name) != getattr(row, name)]
         if differing:
             raise PayoutError(
@@ -288,7 +316,7 @@ class PayoutEngine:
     # --- driving a payout --------------------------------------------------------------------
     async def pay(self, request: PayoutRequest) -> PayoutRow:
         """Submit and drive the payout until the chain holds it (sent) or it failed."""
-        self.submit(request)
+        await self.submit(request)
         return await self.drive(request.payout_id, request.approvals)
 
     async def drive(self, payout_id: str, approvals: Sequence[Approval] = ()) -> PayoutRow:

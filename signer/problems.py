@@ -86,6 +86,7 @@ class ErrorCode(StrEnum):
     CHAIN_REJECTED = "CHAIN_REJECTED"
     FEE_ABOVE_CEILING = "FEE_ABOVE_CEILING"
     NONCE_CONFLICT = "NONCE_CONFLICT"
+    ADDRESS_REFUSED = "ADDRESS_REFUSED"
     # the node cannot serve now
     BUSY = "BUSY"
     HSM = "HSM"
@@ -141,6 +142,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.CHAIN_REJECTED: 409,
     ErrorCode.FEE_ABOVE_CEILING: 409,
     ErrorCode.NONCE_CONFLICT: 409,
+    ErrorCode.ADDRESS_REFUSED: 422,
     ErrorCode.BUSY: 503,
     ErrorCode.HSM: 503,
     ErrorCode.CORRUPT: 500,
@@ -195,6 +197,7 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.CHAIN_REJECTED: "the chain refused or reverted the transaction",
     ErrorCode.FEE_ABOVE_CEILING: "the fee per gas is above the chain's configured ceiling",
     ErrorCode.NONCE_CONFLICT: "the sender's nonce was used outside Tessera",
+    ErrorCode.ADDRESS_REFUSED: "the payout's destination address is refused",
     ErrorCode.BUSY: "the node is at its session limit",
     ErrorCode.HSM: "the node's HSM could not complete the operation",
     ErrorCode.CORRUPT: "the node's stored state is inconsistent",

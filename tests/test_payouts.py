@@ -24,6 +24,7 @@ from chain_world import (
     registry_for,
     stop_world,
 )
+from eth_utils.address import to_checksum_address
 from policy_world import INITIATOR, new_request_id
 
 from coordinator.payouts import PayoutEngine, PayoutError, PayoutRequest, PayoutState
@@ -216,7 +217,18 @@ def test_a_fee_above_the_ceiling_is_refused_before_a_nonce_is_taken(world: World
         ({"amount": "-1"}, ErrorCode.VALIDATION, "decimal text"),
         ({"amount": "1e3"}, ErrorCode.VALIDATION, "decimal text"),
         ({"amount": "0"}, ErrorCode.VALIDATION, "above zero"),
-        ({"destination": RECIPIENT.lower().replace("a", "A", 1)}, ErrorCode.VALIDATION, "checksum"),
+        ({"destination": RECIPIENT.lower()}, ErrorCode.ADDRESS_REFUSED, "no EIP-55 checksum"),
+        (
+            {"destination": "0x" + RECIPIENT[2:].swapcase()},
+            ErrorCode.ADDRESS_REFUSED,
+            "checksum fails at character 1 of 40",
+        ),
+        (
+            {"destination": to_checksum_address("0xa1a1" + "0" * 32 + "a1a1")},
+            ErrorCode.ADDRESS_REFUSED,
+            f"starts and ends like {RECIPIENT}",
+        ),
+        ({"destination": "0x12"}, ErrorCode.ADDRESS_REFUSED, "40 hex digits"),
         ({"payout_id": "no spaces here"}, ErrorCode.VALIDATION, "payout id"),
     ],
 )
@@ -238,14 +250,19 @@ def test_a_bad_payout_request_is_refused_before_anything_is_stored(
     run(go())
 
 
-def test_a_payout_to_the_token_contract_itself_is_refused(world: World) -> None:
-    token = world.chains.token(CHAIN_A, "USDT")
+@pytest.mark.parametrize("which", ["USDT", "DAI", "sender"])
+def test_a_payout_to_a_token_contract_or_to_ourselves_is_refused(world: World, which: str) -> None:
+    to = world.sender if which == "sender" else world.chains.token(CHAIN_A, which)
 
     async def go() -> None:
         async with world.engine() as engine:
-            with pytest.raises(PayoutError, match="contract itself") as caught:
-                await engine.pay(request(CHAIN_A, "USDT", "1", token))
-            assert caught.value.code is ErrorCode.VALIDATION
+            req = request(CHAIN_A, "USDT", "1", to)
+            with pytest.raises(PayoutError) as caught:
+                await engine.pay(req)
+            assert caught.value.code is ErrorCode.ADDRESS_REFUSED
+            assert caught.value.check == ("own_address" if which == "sender" else "token_contract")
+            with pytest.raises(PayoutError):
+                engine.payout(req.payout_id)  # nothing stored
 
     run(go())
 
