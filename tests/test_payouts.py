@@ -417,3 +417,22 @@ def test_a_nonce_used_outside_tessera_is_detected_on_restart(world: World) -> No
     used = run(outside())
     row = run(restart(request(CHAIN_B, "ETH", "0.01")))
     assert row.state == PayoutState.CONFIRMED and row.nonce == used + 1
+
+
+def test_a_legacy_fee_chain_pays_with_a_legacy_transaction(world: World) -> None:
+    """A chain the registry marks legacy (BSC-style): an EIP-155 gas-price transaction, which
+    the nodes decode and sign as well."""
+    registry = registry_for(world.chains, **{str(CHAIN_B): {"fee_model": "legacy"}})
+    local = world.chains.local[CHAIN_B]
+    token = world.chains.token(CHAIN_B, "USDT")
+    before = local.token_balance(token, RECIPIENT)
+
+    async def go() -> PayoutRow:
+        async with world.engine(registry) as engine:
+            return await pay_and_confirm(engine, request(CHAIN_B, "USDT", "7.000001"))
+
+    row = run(go())
+    assert row.state == PayoutState.CONFIRMED and row.raw is not None
+    assert row.raw[0] >= 0xC0  # an RLP list: a legacy transaction, not a typed envelope
+    assert chain_id_of(row.raw) == CHAIN_B and recover_sender(row.raw) == world.sender
+    assert local.token_balance(token, RECIPIENT) - before == 7_000_001
