@@ -27,6 +27,7 @@ try:
     from hexbytes import HexBytes
     from web3 import AsyncHTTPProvider, AsyncWeb3
     from web3.exceptions import (
+        BlockNotFound,
         ContractLogicError,
         TransactionNotFound,
         Web3Exception,
@@ -38,10 +39,12 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 __all__ = [
     "BALANCE_OF",
+    "Block",
     "CallReverted",
     "ChainRpc",
     "ChainUnavailable",
     "FeeHistory",
+    "Log",
     "Receipt",
     "TransactionRejected",
     "WrongChain",
@@ -134,6 +137,28 @@ class FeeHistory:
     @property
     def next_base_fee(self) -> int:
         return self.base_fees[-1]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A block as deposits need it: its number, hash, parent and its value transfers
+    (tx hash, from, to, wei) — transactions with a recipient and a non-zero value."""
+
+    number: int
+    hash: bytes
+    parent_hash: bytes
+    transfers: tuple[tuple[bytes, ChecksumAddress, ChecksumAddress, int], ...]
+
+
+@dataclass(frozen=True)
+class Log:
+    block_number: int
+    block_hash: bytes
+    tx_hash: bytes
+    log_index: int
+    address: ChecksumAddress
+    topics: tuple[bytes, ...]
+    data: bytes
 
 
 def revert_reason(data: bytes) -> str:
@@ -338,6 +363,55 @@ class ChainRpc:
         except Web3Exception:
             return None
         return bytes(block["hash"])
+
+    async def block(self, number: int) -> Block | None:
+        """Block `number` of the node's canonical chain with its transactions (None past the
+        head)."""
+        try:
+            data = await self._call(lambda w3: w3.eth.get_block(number, full_transactions=True))
+        except BlockNotFound:
+            return None
+        transfers = []
+        for item in data["transactions"]:
+            tx: Any = item  # full transactions were asked for: each is a dict, never a hash
+            to = tx.get("to")
+            if to and int(tx["value"]) > 0:
+                transfers.append(
+                    (
+                        bytes(tx["hash"]),
+                        to_checksum_address(tx["from"]),
+                        to_checksum_address(to),
+                        int(tx["value"]),
+                    )
+                )
+        return Block(
+            int(data["number"]), bytes(data["hash"]), bytes(data["parentHash"]), tuple(transfers)
+        )
+
+    async def logs(
+        self, first: int, last: int, addresses: Sequence[str], topic0: bytes
+    ) -> list[Log]:
+        """`eth_getLogs` of the contracts `addresses` in blocks first..last with topic0."""
+        params: Any = {
+            "fromBlock": first,
+            "toBlock": last,
+            "address": [checksum_address("address", a) for a in addresses],
+            "topics": ["0x" + topic0.hex()],
+        }
+        found = await self._call(lambda w3: w3.eth.get_logs(params))
+        return [
+            Log(
+                block_number=int(log["blockNumber"]),
+                block_hash=bytes(log["blockHash"]),
+                tx_hash=bytes(log["transactionHash"]),
+                log_index=int(log["logIndex"]),
+                address=to_checksum_address(log["address"]),
+                topics=tuple(bytes(t) for t in log["topics"]),
+                data=bytes(log["data"]),
+            )
+            for log in found
+            if not log.get("removed")
+        ]
 
     async def revert_reason_of(self, tx_hash: bytes, block_number: int) -> str:
         """Why a mined transaction reverted: its call replayed on the state its block left

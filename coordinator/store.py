@@ -158,6 +158,57 @@ class PayoutRow(_CoordinatorTable, table=True):
     updated_at: float
 
 
+class DepositAddressRow(_CoordinatorTable, table=True):
+    """A deposit address: a wallet's non-hardened child at (DEPOSIT_BRANCH, index), bound to
+    one customer reference (`coordinator.deposits`)."""
+
+    __tablename__ = "deposit_addresses"
+    __table_args__ = (
+        UniqueConstraint("wallet", "customer_ref", name="uq_deposit_addresses_customer"),
+        UniqueConstraint("wallet", "child", name="uq_deposit_addresses_child"),
+    )
+    address: str = Field(primary_key=True)  # EIP-55; the same on every EVM chain
+    wallet: str
+    child: int  # the index under the deposit branch
+    customer_ref: str
+    created_at: float
+
+
+class DepositRow(_CoordinatorTable, table=True):
+    """A transfer to a deposit address seen on chain: `log_index` -1 for a native transfer (the
+    transaction's value), else the ERC-20 Transfer log's index."""
+
+    __tablename__ = "deposits"
+    chain_id: int = Field(primary_key=True)
+    tx_hash: str = Field(primary_key=True)
+    log_index: int = Field(primary_key=True)
+    address: str = Field(index=True)
+    asset: str
+    units: str  # the amount in the asset's smallest unit (decimal digits)
+    amount: str  # exact decimal text in the asset's units
+    block_number: int
+    block_hash: str
+    state: str = Field(index=True)  # seen | credited | dropped | reversed
+    seen_at: float
+    credited_at: float | None = None
+
+
+class ScannedBlockRow(_CoordinatorTable, table=True):
+    """The hash of a block the deposit watcher scanned: how it notices a reorg."""
+
+    __tablename__ = "scanned_blocks"
+    chain_id: int = Field(primary_key=True)
+    number: int = Field(primary_key=True)
+    hash: str
+
+
+class DepositCursorRow(_CoordinatorTable, table=True):
+    __tablename__ = "deposit_cursors"
+    chain_id: int = Field(primary_key=True)
+    next_block: int  # the first block not scanned yet
+    updated_at: float
+
+
 #: `take_presignature`'s one statement: the oldest available row of a pool, marked used.
 _TAKE = text(
     "UPDATE presignatures SET state = 'used' WHERE presignature_id = ("
