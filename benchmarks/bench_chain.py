@@ -1,0 +1,242 @@
+"""Payouts on a real JSON-RPC chain: a local 2-of-3 cluster of node processes (SoftHSM2 tokens,
+SQLite) enforcing a policy, paying out from one hot address to a Hardhat 2 node over web3's HTTP
+provider.
+
+    ./run bench-chain [--payouts 30] [--dir var/bench-chain]
+
+Measures, next to a single-key libsecp256k1 signature and the bare policy-checked threshold
+signature (`Coordinator.sign_transaction`, warm pool, no chain) in the same run:
+  * one payout's latency, sequential, ETH and a 6-decimal ERC-20: fees (`eth_feeHistory`), gas
+    (`eth_estimateGas`), nonce reserved, signed by the nodes, stored, sent, mined and confirmed
+    (1 confirmation): median, p90;
+  * payouts per second with all `--payouts` in flight from the one address (consecutive nonces,
+    every one mined and confirmed);
+  * deposit addresses derived per second (`DepositAddresses.assign`, batches of 1,000).
+Every payout is checked: confirmed, and the recipient's balance moved by exactly what was paid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
+from coordinator.cluster import LocalCluster
+from coordinator.deposits import MAX_BATCH, DepositAddresses
+from coordinator.evm_chain import LocalChain
+from coordinator.hardhat import HardhatNode
+from coordinator.payouts import PayoutEngine, PayoutRequest, PayoutState
+from coordinator.registry import parse_registry
+from policies.bundle import GovernanceBundle, PolicyVersionDoc
+from policies.document import PolicyDocument, parse_policy
+from policies.governance import PolicyProposal, sign_activation
+from policies.keys import generate_officer_key
+from signer.chains.erc20 import encode_transfer
+from signer.chains.evm import Eip1559Transfer
+
+CHAIN_ID = 31337
+EXCHANGE = "0x4c16027649390E3a79dDd56B0AA5a43CdB30e485"
+INITIATOR = "withdrawal-service"
+
+
+def bench_policy(token: str) -> tuple[PolicyDocument, GovernanceBundle]:
+    officers = [generate_officer_key(name, "ed25519") for name in ("alice", "bob", "carol")]
+    policy = parse_policy(
+        {
+            "version": 1,
+            "officers": [
+                {"id": o.officer_id, "algorithm": "ed25519", "public_key": o.public_key_hex}
+                for o in officers
+            ],
+            "governance": {"quorum": 2, "freeze_quorum": 1},
+            "assets": {
+                "ETH": {"decimals": 18, "native_chains": [CHAIN_ID]},
+                "USDT": {"decimals": 6, "contracts": [{"chain_id": CHAIN_ID, "address": token}]},
+            },
+            "wallets": [{"id": "hot", "tier": "hot", "chains": [CHAIN_ID]}],
+            "whitelists": {
+                "exchanges": [{"address": EXCHANGE, "chain_id": CHAIN_ID, "label": "Exchange"}]
+            },
+            "rules": [
+                {
+                    "id": "payouts",
+                    "match": {
+                        "destination": "whitelist:exchanges",
+                        "assets": ["ETH", "USDT"],
+                        "amount": {"max": "1000"},
+                    },
+                    "action": "ALLOW",
+                }
+            ],
+        },
+        source="bench-chain policy",
+    )
+    proposal = PolicyProposal.of(policy)
+    version = PolicyVersionDoc(
+        document=policy.model_dump(mode="json"),
+        signatures=[sign_activation(o, proposal) for o in officers[:2]],
+    )
+    return policy, GovernanceBundle(versions=[version])
+
+
+def registry(url: str, token: str) -> Any:
+    return parse_registry(
+        {
+            "chains": [
+                {
+                    "chain_id": CHAIN_ID,
+                    "name": "Hardhat",
+                    "native": {"symbol": "ETH", "decimals": 18},
+                    "rpc_urls": [url],
+                    "confirmations": 1,
+                    "fee_model": "eip1559",
+                    "fee_ceiling_wei": 10**12,
+                    "tokens": {"USDT": {"address": token, "decimals": 6}},
+                }
+            ]
+        },
+        "bench-chain",
+    )
+
+
+def request(n: int, asset: str, amount: str) -> PayoutRequest:
+    return PayoutRequest(
+        payout_id=f"bench-{asset}-{n}-{time.time_ns()}",
+        wallet="hot",
+        chain_id=CHAIN_ID,
+        asset=asset,
+        destination=EXCHANGE,
+        amount=amount,
+        initiator=INITIATOR,
+    )
+
+
+async def bench(root: Path, payouts: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def record(name: str, samples: list[float]) -> None:
+        summary = summarise(samples)
+        results[name] = summary
+        print(f"  {name}: median {fmt(summary['median'])}, p90 {fmt(summary['p90'])}")
+
+    record("libsecp256k1 sign (single key, baseline)", baseline_sign_samples())
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    node = HardhatNode(CHAIN_ID).start(log=root / "hardhat.log")
+    chain = LocalChain.connect(node.url)
+    token = chain.deploy_token("Bench USDT", "USDT", 6, 10**9 * 10**6)
+    policy, governance = bench_policy(token)
+    print(f"cluster under {root}, Hardhat at {node.url}")
+    cluster = LocalCluster.create(
+        root / "cluster", 3, 2, base_port=18600, genesis_policy=policy.policy_hash()
+    )
+    await cluster.up()
+    coordinator = cluster.coordinator()
+    rpc = chain.rpc()
+    try:
+        await coordinator.relay_governance(governance)
+        wallet = await coordinator.create_wallet("hot", policy_wallet="hot")
+        bare = 20
+        print(f"  filling the pool: {3 * payouts + bare + 2} presignatures …", flush=True)
+        t0 = time.perf_counter()
+        await coordinator.fill_pool(wallet, (1, 2), (), 3 * payouts + bare + 2)
+        print(f"  pool filled in {time.perf_counter() - t0:.0f} s")
+        engine = PayoutEngine(coordinator, registry(node.url, token), {CHAIN_ID: rpc})
+        sender = engine.sender_of("hot", ())
+        chain.fund(sender, 1000 * 10**18)
+        chain.call_from_faucet(token, encode_transfer(sender, 10**6 * 10**6))
+
+        samples = []
+        for n in range(bare):
+            payload = Eip1559Transfer(
+                chain_id=CHAIN_ID,
+                nonce=10**6 + n,  # never sent: the signature alone
+                max_priority_fee_per_gas=10**9,
+                max_fee_per_gas=3 * 10**10,
+                gas=21_000,
+                to=EXCHANGE,
+                value=10**15,
+            ).signing_payload()
+            t0 = time.perf_counter()
+            await coordinator.sign_transaction(
+                "hot", payload, request_id=f"bench-bare-{n}", initiator=INITIATOR
+            )
+            samples.append(time.perf_counter() - t0)
+        record("policy-checked threshold signature, no chain (warm pool)", samples)
+
+        for asset, amount, units, balance in (
+            ("ETH", "0.001", 10**15, chain.balance),
+            ("USDT", "1.5", 1_500_000, lambda a: chain.token_balance(token, a)),
+        ):
+            before = balance(EXCHANGE)
+            samples = []
+            for n in range(payouts):
+                t0 = time.perf_counter()
+                row = await engine.pay(request(n, asset, amount))
+                row = await engine.wait(row.payout_id, poll=0.005)
+                samples.append(time.perf_counter() - t0)
+                if row.state != PayoutState.CONFIRMED:
+                    raise SystemExit(f"a payout ended {row.state}: {row.reason}")
+            if balance(EXCHANGE) - before != payouts * units:
+                raise SystemExit(f"the {asset} recipient did not get exactly what was paid")
+            record(f"{asset} payout: sign + send + mined + confirmed (sequential)", samples)
+
+        before = chain.token_balance(token, EXCHANGE)
+        requests = [request(n, "USDT", "2") for n in range(payouts)]
+        t0 = time.perf_counter()
+        await asyncio.gather(*(engine.pay(r) for r in requests))
+        rows = await asyncio.gather(*(engine.wait(r.payout_id, poll=0.005) for r in requests))
+        elapsed = time.perf_counter() - t0
+        if any(r.state != PayoutState.CONFIRMED for r in rows):
+            raise SystemExit("a concurrent payout was not confirmed")
+        if chain.token_balance(token, EXCHANGE) - before != payouts * 2_000_000:
+            raise SystemExit("the concurrent payouts did not pay exactly")
+        nonces = sorted(r.nonce or 0 for r in rows)
+        if nonces != list(range(nonces[0], nonces[0] + payouts)):
+            raise SystemExit("the concurrent payouts' nonces are not consecutive")
+        rate = payouts / elapsed
+        results[f"USDT payouts per second, {payouts} in flight from one address"] = rate
+        print(f"  {payouts} concurrent USDT payouts from one address: {rate:.1f} per second")
+
+        book = DepositAddresses(coordinator.store)
+        rates = []
+        for batch in range(3):
+            refs = [f"customer-{batch}-{i}" for i in range(MAX_BATCH)]
+            t0 = time.perf_counter()
+            book.assign("hot", refs)
+            rates.append(MAX_BATCH / (time.perf_counter() - t0))
+        results["deposit addresses derived and stored per second (batches of 1,000)"] = sorted(
+            rates
+        )[1]
+        print(f"  deposit addresses: {sorted(rates)[1]:.0f} per second (median of 3 batches)")
+    finally:
+        await rpc.aclose()
+        await coordinator.aclose()
+        cluster.down()
+        node.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--payouts", type=int, default=30)
+    parser.add_argument("--dir", type=Path, default=Path("var/bench-chain"))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    print("machine:", json.dumps(describe()))
+    results = asyncio.run(bench(args.dir, max(args.payouts, 2)))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": describe(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
