@@ -7,6 +7,7 @@ needs no Node.js to deploy or call a contract; `tests/test_contracts.py` recompi
 and requires the same bytes, so what is shipped is what the source says.
 
 - `Token`: a plain ERC-20 for local chains (the demo's and the tests' tokens).
+- `Disperse`: one transaction paying many recipients, ether or an ERC-20 (batch payouts).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 __all__ = ["CONTRACTS", "Artifact", "artifact"]
 
 #: The contracts shipped, by name (each is `<name>.sol` defining `contract <name>`).
-CONTRACTS = ("Token",)
+CONTRACTS = ("Token", "Disperse")
 
 
 @dataclass(frozen=True)
