@@ -233,11 +233,9 @@ class PayoutEngine:
         key = codec.decode_key_public(row.key_public)
         return address_of(derive(key.public_key, key.chain_code, path).public_key)
 
-    async def submit(self, request: PayoutRequest) -> PayoutRow:
-        """Persist the payout (state accepted), or return the one with this id if it is the
-        same request; another request under the same id is REQUEST_REUSED.  Everything about
-        the request is checked first (chain, asset, amount, the destination's checks): a
-        refused request stores nothing."""
+    async def check(self, request: PayoutRequest) -> str:
+        """Refuse (`PayoutError`) a request that cannot be paid — its id, chain, asset, amount,
+        the destination's checks — storing nothing; the sending address if it can."""
         if not _PAYOUT_ID.match(request.payout_id):
             raise PayoutError(
                 request.payout_id[:40],
@@ -245,12 +243,24 @@ class PayoutEngine:
                 "a payout id is 1-128 of A-Z a-z 0-9 . _ : -",
             )
         chain, _rpc = self._chain(request.payout_id, request.chain_id)
-        self._call(request, chain)  # refuse a bad request before anything is stored
-        sender = self.sender_of(request.wallet, request.path)
+        self._call(request, chain)
+        try:
+            sender = self.sender_of(request.wallet, request.path)
+        except TesseraError as exc:
+            raise PayoutError(request.payout_id, ErrorCode.NOT_FOUND, str(exc)) from exc
+        with self.store.session() as session:
+            stored = session.get(PayoutRow, request.payout_id) is not None
+        if not stored:  # a stored payout passed these checks when it was submitted
+            await self._check_destination(request, chain, sender)
+        return sender
+
+    async def submit(self, request: PayoutRequest) -> PayoutRow:
+        """Persist the payout (state accepted), or return the one with this id if it is the
+        same request; another request under the same id is REQUEST_REUSED.  Everything about
+        the request is checked first (`check`): a refused request stores nothing."""
+        sender = await self.check(request)
         with self.store.session() as session:
             existing = session.get(PayoutRow, request.payout_id)
-        if existing is None:
-            await self._check_destination(request, chain, sender)
         now = time.time()
         row = PayoutRow(
             payout_id=request.payout_id,

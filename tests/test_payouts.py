@@ -44,7 +44,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # the concurrent test's payouts and every other test's, each one presignature
-    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + 20)
+    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 20)
     try:
         yield w
     finally:
@@ -436,3 +436,68 @@ def test_a_legacy_fee_chain_pays_with_a_legacy_transaction(world: World) -> None
     assert row.raw[0] >= 0xC0  # an RLP list: a legacy transaction, not a typed envelope
     assert chain_id_of(row.raw) == CHAIN_B and recover_sender(row.raw) == world.sender
     assert local.token_balance(token, RECIPIENT) - before == 7_000_001
+
+
+BATCH = 200
+
+
+@pytest.mark.slow  # 200 threshold signatures (and their presignatures in the module's pool)
+def test_a_batch_of_200_payouts_gets_consecutive_nonces_in_its_order(world: World) -> None:
+    from coordinator.batches import pay_batch
+
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+    assets = [("ETH", "0.001", 10**15), ("USDT", "0.25", 250_000), ("DAI", "0.5", 5 * 10**17)]
+    holders = {s: world.chains.token(CHAIN_A, s) for s in ("USDT", "DAI")}
+
+    def balances() -> dict[str, int]:
+        out = {"ETH": local.balance(RECIPIENT)}
+        out.update({s: local.token_balance(t, RECIPIENT) for s, t in holders.items()})
+        return out
+
+    before = balances()
+    requests = []
+    for n in range(BATCH):
+        asset, amount, _units = assets[n % 3]
+        to = STRANGER if n == 100 else RECIPIENT  # off the whitelist: the nodes refuse it
+        requests.append(request(CHAIN_A, asset, amount, to, payout_id=f"batch-{n}-{start}"))
+    progress: list[int] = []
+
+    async def go() -> list[PayoutRow]:
+        async with world.engine() as engine:
+            sent = await pay_batch(engine, requests, lambda done, total: progress.append(done))
+            return [await engine.wait(r.payout_id) for r in sent]
+
+    rows = run(go())
+    assert progress == list(range(1, BATCH + 1))
+    refused = rows.pop(100)
+    assert refused.state == PayoutState.FAILED and refused.nonce is None
+    assert refused.reason is not None and refused.reason.startswith("POLICY_DENIED")
+    assert all(r.state == PayoutState.CONFIRMED for r in rows)
+    assert [r.nonce for r in rows] == list(range(start, start + BATCH - 1))  # in batch order
+    after = balances()
+    paid = [n for n in range(BATCH) if n != 100]
+    for index, (asset, _amount, units) in enumerate(assets):
+        count = sum(1 for n in paid if n % 3 == index)
+        assert after[asset] - before[asset] == count * units
+
+
+def test_a_batch_with_one_bad_row_is_refused_whole(world: World) -> None:
+    from coordinator.batches import BatchRefused, pay_batch
+
+    good = [request(CHAIN_A, "ETH", "0.01") for _ in range(3)]
+    bad = request(CHAIN_A, "ETH", "0.01", "0x" + RECIPIENT[2:].swapcase())
+    twin = request(CHAIN_A, "ETH", "0.02", payout_id=good[0].payout_id)
+
+    async def go() -> None:
+        async with world.engine() as engine:
+            with pytest.raises(BatchRefused) as caught:
+                await pay_batch(engine, [*good, bad, twin])
+            problems = caught.value.problems
+            assert problems[0].startswith("row 4: ADDRESS_REFUSED: the EIP-55 checksum fails")
+            assert problems[1] == "row 5: the payout id of row 1 again"
+            for r in good:
+                with pytest.raises(PayoutError):
+                    engine.payout(r.payout_id)  # nothing stored
+
+    run(go())
