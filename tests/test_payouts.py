@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -501,3 +502,66 @@ def test_a_batch_with_one_bad_row_is_refused_whole(world: World) -> None:
                     engine.payout(r.payout_id)  # nothing stored
 
     run(go())
+
+
+def test_the_operator_pays_a_batch_file_and_gives_deposit_addresses(
+    world: World, tmp_path: Path
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from coordinator.console import app
+
+    registry = tmp_path / "chains.toml"
+    entries = []
+    for cid in (CHAIN_A, CHAIN_B):
+        node = world.chains.hardhat[cid]
+        tokens = ", ".join(
+            f'{s} = {{ address = "{world.chains.token(cid, s)}", decimals = {d} }}'
+            for s, d in TOKENS.items()
+        )
+        entries.append(
+            f'[[chains]]\nchain_id = {cid}\nname = "local {cid}"\n'
+            f'native = {{ symbol = "ETH", decimals = 18 }}\nrpc_urls = ["{node.url}"]\n'
+            f'confirmations = 1\nfee_model = "eip1559"\nfee_ceiling_wei = 1_000_000_000_000\n'
+            f"tokens = {{ {tokens} }}\n"
+        )
+    registry.write_text("\n".join(entries))
+    tag = new_request_id("cli")
+    batch = tmp_path / "payouts.csv"
+    batch.write_text(
+        "payout_id,chain_id,asset,destination,amount\n"
+        f"{tag}-1,{CHAIN_A},USDT,{RECIPIENT},3.5\n"
+        f"{tag}-2,{CHAIN_B},ETH,{SECOND},0.02\n"
+    )
+    args = [
+        "chain", "pay-batch", str(batch), "--wallet", "hot", "--initiator", INITIATOR,
+        "--registry", str(registry), "--dir", str(world.cluster.root), "--wait", "30", "--json",
+    ]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    assert [p["state"] for p in doc["payouts"]] == ["confirmed", "confirmed"]
+    again = runner.invoke(app, args)  # the same file again: nothing paid twice
+    assert again.exit_code == 0 and json.loads(again.stdout)["payouts"] == doc["payouts"]
+
+    batch.write_text(
+        f"payout_id,chain_id,asset,destination,amount\n{tag}-3,{CHAIN_A},ETH,{STRANGER},1\n"
+    )
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1
+    assert json.loads(refused.stdout)["payouts"][0]["reason"].startswith("POLICY_DENIED")
+
+    customers = tmp_path / "customers.txt"
+    customers.write_text("alice\nbob\n\nalice-2\n")
+    dep = ["chain", "deposit-addresses", "--wallet", "hot", "--customers", str(customers)]
+    out = runner.invoke(app, [*dep, "--dir", str(world.cluster.root), "--json"])
+    assert out.exit_code == 0, out.output
+    addresses = json.loads(out.stdout)["addresses"]
+    assert [a["customer_ref"] for a in addresses] == ["alice", "bob", "alice-2"]
+    assert len({a["address"] for a in addresses}) == 3
+    customers.write_text("not valid\n")
+    bad = runner.invoke(app, [*dep, "--dir", str(world.cluster.root), "--json"])
+    assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "VALIDATION"
