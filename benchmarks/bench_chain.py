@@ -34,10 +34,9 @@ from coordinator.deposits import MAX_BATCH, DepositAddresses
 from coordinator.evm_chain import LocalChain
 from coordinator.hardhat import HardhatNode
 from coordinator.payouts import PayoutEngine, PayoutRequest, PayoutState
-from coordinator.registry import parse_registry
+from coordinator.registry import local_registry
 from policies.bundle import GovernanceBundle, PolicyVersionDoc
 from policies.document import PolicyDocument, parse_policy
-from policies.governance import PolicyProposal, sign_activation
 from policies.keys import generate_officer_key
 from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import Eip1559Transfer
@@ -79,32 +78,7 @@ def bench_policy(token: str) -> tuple[PolicyDocument, GovernanceBundle]:
         },
         source="bench-chain policy",
     )
-    proposal = PolicyProposal.of(policy)
-    version = PolicyVersionDoc(
-        document=policy.model_dump(mode="json"),
-        signatures=[sign_activation(o, proposal) for o in officers[:2]],
-    )
-    return policy, GovernanceBundle(versions=[version])
-
-
-def registry(url: str, token: str) -> Any:
-    return parse_registry(
-        {
-            "chains": [
-                {
-                    "chain_id": CHAIN_ID,
-                    "name": "Hardhat",
-                    "native": {"symbol": "ETH", "decimals": 18},
-                    "rpc_urls": [url],
-                    "confirmations": 1,
-                    "fee_model": "eip1559",
-                    "fee_ceiling_wei": 10**12,
-                    "tokens": {"USDT": {"address": token, "decimals": 6}},
-                }
-            ]
-        },
-        "bench-chain",
-    )
+    return policy, GovernanceBundle(versions=[PolicyVersionDoc.signed(policy, officers[:2])])
 
 
 def request(n: int, asset: str, amount: str) -> PayoutRequest:
@@ -150,7 +124,10 @@ async def bench(root: Path, payouts: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         await coordinator.fill_pool(wallet, (1, 2), (), 3 * payouts + bare + 2)
         print(f"  pool filled in {time.perf_counter() - t0:.0f} s")
-        engine = PayoutEngine(coordinator, registry(node.url, token), {CHAIN_ID: rpc})
+        registry = local_registry(
+            CHAIN_ID, "Hardhat", node.url, {"USDT": (token, 6)}, fee_ceiling_wei=10**12
+        )
+        engine = PayoutEngine(coordinator, registry, {CHAIN_ID: rpc})
         sender = engine.sender_of("hot", ())
         chain.fund(sender, 1000 * 10**18)
         chain.call_from_faucet(token, encode_transfer(sender, 10**6 * 10**6))

@@ -38,7 +38,6 @@ from coordinator.cluster import LocalCluster
 from coordinator.engine import Coordinator
 from policies.bundle import GovernanceBundle, PolicyVersionDoc
 from policies.document import PolicyDocument, parse_policy
-from policies.governance import PolicyProposal, sign_activation
 from policies.keys import generate_officer_key
 from signer.chains.evm import Eip1559Transfer
 from signer.node import codec
@@ -86,12 +85,7 @@ def bench_policy() -> tuple[PolicyDocument, GovernanceBundle]:
         },
         source="bench policy",
     )
-    proposal = PolicyProposal.of(policy)
-    version = PolicyVersionDoc(
-        document=policy.model_dump(mode="json"),
-        signatures=[sign_activation(o, proposal) for o in officers[:2]],
-    )
-    return policy, GovernanceBundle(versions=[version])
+    return policy, GovernanceBundle(versions=[PolicyVersionDoc.signed(policy, officers[:2])])
 
 
 def transfer(nonce: int) -> bytes:

@@ -42,7 +42,7 @@ from coordinator.engine import Coordinator, SigningFailed, SignOutcome
 from coordinator.evm_chain import InProcessChain
 from coordinator.fees import FeeLevel
 from coordinator.payouts import PayoutEngine, PayoutRequest, PayoutState
-from coordinator.registry import ChainRegistry, parse_registry
+from coordinator.registry import ChainRegistry, local_registry
 from coordinator.store import CoordinatorStoreError, WalletRow
 from policies.approvals import Approval, load_approval
 from policies.document import PolicyDocument, parse_policy
@@ -529,25 +529,9 @@ USDT = 10**6
 
 
 def demo_registry(chain_id: int, token: str) -> ChainRegistry:
-    """The chain registry of the demo: the in-process chain, its USDT, a 1,000 gwei ceiling."""
-    return parse_registry(
-        {
-            "chains": [
-                {
-                    "chain_id": chain_id,
-                    "name": "in-process EVM",
-                    "native": {"symbol": "ETH", "decimals": 18},
-                    # the in-process chain has no URL: the engine gets its ChainRpc directly
-                    "rpc_urls": ["http://127.0.0.1:8545"],
-                    "confirmations": 1,
-                    "fee_model": "eip1559",
-                    "fee_ceiling_wei": 1_000 * 10**9,
-                    "tokens": {"USDT": {"address": token, "decimals": 6}},
-                }
-            ]
-        },
-        "tessera demo",
-    )
+    """The chain registry of the demo: the in-process chain, its USDT, a 1,000 gwei ceiling
+    (the in-process chain has no URL: the engine gets its ChainRpc directly)."""
+    return local_registry(chain_id, "in-process EVM", "http://127.0.0.1:8545", {"USDT": (token, 6)})
 
 
 async def _token_payout(

@@ -31,6 +31,7 @@ retried, and a second payout with the same id but another body is refused (REQUE
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -47,11 +48,12 @@ from coordinator.errors import SigningFailed, SignRequestInvalid
 from coordinator.fees import FeeLevel, Fees, estimate_gas, quote_fees
 from coordinator.nonces import NonceManager
 from coordinator.registry import Chain, ChainRegistry
-from coordinator.rpc import ChainRpc, Receipt, TransactionRejected
+from coordinator.rpc import ChainRpc, ChainUnavailable, Receipt, TransactionRejected
 from coordinator.signing import SignOutcome
 from coordinator.store import PayoutRow
 from coordinator.transactions import TransactionOps
-from policies.approvals import Approval
+from policies.approvals import Approval, parse_approval
+from policies.errors import PolicyError
 from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import (
     Eip1559Transfer,
@@ -274,6 +276,7 @@ class PayoutEngine:
             fee_level=request.fee_level.value,
             initiator=request.initiator,
             state=PayoutState.ACCEPTED.value,
+            approvals=_approvals_text(request.approvals),
             created_at=now,
             updated_at=now,
         )
@@ -296,6 +299,9 @@ class PayoutEngine:
                 "the payout id is already used for another payout (differs in "
                 f"{', '.join(differing)})",
             )
+        if request.approvals and existing.state in (PayoutState.ACCEPTED, PayoutState.RESERVED):
+            # approvals the officers gave since: the nodes see these when it is signed
+            return self._update(request.payout_id, approvals=row.approvals)
         return existing
 
     def payout(self, payout_id: str) -> PayoutRow:
@@ -383,6 +389,8 @@ class PayoutEngine:
     async def _sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
         """Sign a reserved payout (the account's lock held); a refusal gives the nonce back."""
         assert row.payload is not None and row.nonce is not None
+        if not approvals:
+            approvals = _stored_approvals(row)
         path = tuple(int(i) for i in row.path.split("/")) if row.path else ()
         try:
             outcome: SignOutcome = await self.coordinator.sign_transaction(
@@ -415,6 +423,9 @@ class PayoutEngine:
         _chain, rpc = self._chain(row.payout_id, row.chain_id)
         try:
             await rpc.send_raw(row.raw)
+        except ChainUnavailable as exc:
+            # stored and signed: `resume` (or the next `drive`) sends it when the chain answers
+            raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
         except TransactionRejected as exc:
             if exc.nonce_too_low and await rpc.receipt(bytes.fromhex(row.tx_hash[2:])) is not None:  # type: ignore[index]
                 return self._update(row.payout_id, state=PayoutState.SENT.value)
@@ -484,6 +495,22 @@ class PayoutEngine:
             else:
                 out.append(await self.drive(row.payout_id))
         return out
+
+
+def _approvals_text(approvals: Sequence[Approval]) -> str:
+    return json.dumps([a.to_json_object() for a in approvals], sort_keys=True)
+
+
+def _stored_approvals(row: PayoutRow) -> list[Approval]:
+    """The approvals stored with a payout (each was parsed when it was given; one that no
+    longer parses is left out, and the nodes decide without it)."""
+    out = []
+    for index, doc in enumerate(json.loads(row.approvals or "[]")):
+        try:
+            out.append(parse_approval(doc, source=f"payout {row.payout_id} approval {index}"))
+        except PolicyError:
+            continue
+    return out
 
 
 def _transaction(chain: Chain, nonce: int, fees: Fees, gas: int, call: _Call) -> Transfer:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import UniqueConstraint, or_, text
+from sqlalchemy import Index, UniqueConstraint, or_, text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -154,6 +154,9 @@ class PayoutRow(_CoordinatorTable, table=True):
     block_number: int | None = None
     block_hash: str | None = None
     reason: str | None = None  # why it failed (a refusal's code and detail, a revert reason)
+    # the officers' approvals (JSON list of approval documents) the nodes are shown with it:
+    # kept so that a payout resumed after a crash is signed with them again
+    approvals: str = "[]"
     created_at: float
     updated_at: float
 
@@ -163,9 +166,11 @@ class DepositAddressRow(_CoordinatorTable, table=True):
     one customer reference (`coordinator.deposits`)."""
 
     __tablename__ = "deposit_addresses"
+    # named unique indexes, not two table constraints: SQLite numbers the autoindexes of
+    # constraints in an order SQLAlchemy does not fix, which would make the schema drift
     __table_args__ = (
-        UniqueConstraint("wallet", "customer_ref", name="uq_deposit_addresses_customer"),
-        UniqueConstraint("wallet", "child", name="uq_deposit_addresses_child"),
+        Index("uq_deposit_addresses_customer", "wallet", "customer_ref", unique=True),
+        Index("uq_deposit_addresses_child", "wallet", "child", unique=True),
     )
     address: str = Field(primary_key=True)  # EIP-55; the same on every EVM chain
     wallet: str

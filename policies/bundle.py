@@ -18,7 +18,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.governance import ActivatedVersion, FreezeOrder, GovernanceSignature
+from policies.document import PolicyDocument
+from policies.governance import (
+    ActivatedVersion,
+    FreezeOrder,
+    GovernanceSignature,
+    PolicyProposal,
+    sign_activation,
+)
+from policies.keys import OfficerSigner
 
 #: Officer signatures on one statement: as many as a policy may have officers.
 MAX_SIGNATURES = 100
@@ -40,6 +48,16 @@ class PolicyVersionDoc(_Wire):
     document: dict[str, Any]
     signatures: Signatures
     cancel_signatures: Signatures = []
+
+    @classmethod
+    def signed(cls, document: PolicyDocument, signers: Iterable[OfficerSigner]) -> PolicyVersionDoc:
+        """`document` with each of `signers`' activation signature: a link as officers make it
+        without a store (benchmarks, tests, a genesis version pushed by hand)."""
+        proposal = PolicyProposal.of(document)
+        return cls(
+            document=document.model_dump(mode="json"),
+            signatures=[sign_activation(signer, proposal) for signer in signers],
+        )
 
 
 class FreezeDoc(_Wire):

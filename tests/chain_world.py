@@ -3,8 +3,9 @@ nodes with different chain ids and an in-process eth-tester chain, each with a 6
 USDT-like and an 18-decimal DAI-like token compiled from coordinator/contracts/Token.sol.
 
 The officers' policy (quorum 2 of alice, bob, carol) has ETH native on the three chains, USDT and
-DAI with their contract on each, one wallet `hot` on all three, and one rule: up to 1,000 of any
-asset to the whitelist (RECIPIENT on each chain) from the withdrawal service is allowed; anything
+DAI with their contract on each, one wallet `hot` on all three, and two rules: up to 1,000 of any
+asset to the whitelist (RECIPIENT and SECOND on each chain) from the withdrawal service is
+allowed; more, to the whitelist, needs the approvals of alice and bob (group treasury); anything
 else is denied by default.  No velocity limit: no receipts, so a payout is one signing round.
 """
 
@@ -101,6 +102,7 @@ def payout_policy(officers: Officers, chains: Chains) -> PolicyDocument:
                 for k in officers.keys.values()
             ],
             "governance": {"quorum": 2, "freeze_quorum": 1, "loosening_timelock_seconds": 0},
+            "groups": {"treasury": ["alice", "bob"]},
             "assets": assets,
             "wallets": [{"id": "hot", "tier": "hot", "chains": chain_ids}],
             "whitelists": {"exchanges": whitelist},
@@ -114,7 +116,13 @@ def payout_policy(officers: Officers, chains: Chains) -> PolicyDocument:
                         "initiators": [INITIATOR],
                     },
                     "action": "ALLOW",
-                }
+                },
+                {
+                    "id": "large",
+                    "match": {"destination": "whitelist:exchanges"},
+                    "action": "REQUIRE_APPROVAL",
+                    "approvals": {"group": "treasury", "k": 2},
+                },
             ],
         },
         source="chain_world",
@@ -151,6 +159,7 @@ class World:
     cluster: LocalCluster
     policy: PolicyDocument
     sender: str
+    officers: Officers
 
     @asynccontextmanager
     async def engine(
@@ -202,7 +211,7 @@ def make_world(root: Path, presignatures: int) -> World:
                 await coordinator.aclose()
 
         sender = asyncio.run(setup())
-        world = World(chains, cluster, policy, sender)
+        world = World(chains, cluster, policy, sender, officers)
         world.fund(sender)
         return world
     except BaseException:

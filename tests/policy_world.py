@@ -27,8 +27,6 @@ from policies.bundle import FreezeDoc, GovernanceBundle, PolicyVersionDoc
 from policies.document import PolicyDocument, parse_policy
 from policies.governance import (
     FreezeOrder,
-    PolicyProposal,
-    sign_activation,
     sign_governance,
 )
 from policies.intent import TransactionIntent
@@ -125,11 +123,7 @@ def policy_document(
 def version_doc(
     document: PolicyDocument, signers: Iterable[LocalOfficerSigner]
 ) -> PolicyVersionDoc:
-    proposal = PolicyProposal.of(document)
-    return PolicyVersionDoc(
-        document=document.model_dump(mode="json"),
-        signatures=[sign_activation(signer, proposal) for signer in signers],
-    )
+    return PolicyVersionDoc.signed(document, signers)
 
 
 def bundle(*versions: PolicyVersionDoc, freezes: Sequence[FreezeDoc] = ()) -> GovernanceBundle:

@@ -565,3 +565,62 @@ def test_the_operator_pays_a_batch_file_and_gives_deposit_addresses(
     customers.write_text("not valid\n")
     bad = runner.invoke(app, [*dep, "--dir", str(world.cluster.root), "--json"])
     assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "VALIDATION"
+
+
+def test_a_large_payout_is_signed_with_its_approvals_also_after_a_crash(world: World) -> None:
+    """Approvals given after the payout was submitted are stored with it, and a payout resumed
+    after a crash is signed with them again."""
+    from datetime import UTC, datetime
+
+    from policy_world import approve
+
+    from policies.intent import TransactionIntent
+
+    local = world.chains.local[CHAIN_A]
+    token = world.chains.token(CHAIN_A, "USDT")
+    before = local.token_balance(token, SECOND)
+    req = request(CHAIN_A, "USDT", "1500", SECOND)
+    claim = TransactionIntent.model_validate(
+        {
+            "request_id": req.payout_id,
+            "wallet": "hot",
+            "chain_id": CHAIN_A,
+            "asset": "USDT",
+            "destination": SECOND,
+            "amount": "1500",
+            "initiator": INITIATOR,
+        }
+    )
+    officers = [world.officers["alice"], world.officers["bob"]]
+    approvals = approve(officers, claim, world.policy, now=datetime.now(UTC))
+
+    async def without() -> PayoutRow:
+        async with world.engine() as engine:
+            return await engine.pay(req)  # no approvals yet: the nodes refuse
+
+    refused = run(without())
+    assert refused.state == PayoutState.FAILED and refused.reason is not None
+    assert refused.reason.startswith("POLICY_DENIED")
+
+    second = request(CHAIN_A, "USDT", "1500", SECOND)
+    claim = claim.model_copy(update={"request_id": second.payout_id})
+    approvals = approve(officers, claim, world.policy, now=datetime.now(UTC))
+
+    async def crash() -> None:
+        async with world.engine(cls=CrashAfterReserving) as engine:
+            await engine.submit(second)
+            await engine.submit(
+                PayoutRequest(**{**second.__dict__, "approvals": tuple(approvals)})
+            )  # the officers' approvals arrive
+            with pytest.raises(Crash):
+                await engine.drive(second.payout_id)
+
+    async def restart() -> PayoutRow:
+        async with world.engine() as engine:
+            await engine.resume()
+            return await engine.wait(second.payout_id)
+
+    run(crash())
+    row = run(restart())
+    assert row.state == PayoutState.CONFIRMED, row.reason
+    assert local.token_balance(token, SECOND) - before == 1500 * 10**6

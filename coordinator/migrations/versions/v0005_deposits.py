@@ -25,8 +25,15 @@ def upgrade() -> None:
         sa.Column("customer_ref", sa.String(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("address"),
-        sa.UniqueConstraint("wallet", "child", name="uq_deposit_addresses_child"),
-        sa.UniqueConstraint("wallet", "customer_ref", name="uq_deposit_addresses_customer"),
+    )
+    op.create_index(
+        "uq_deposit_addresses_customer",
+        "deposit_addresses",
+        ["wallet", "customer_ref"],
+        unique=True,
+    )
+    op.create_index(
+        "uq_deposit_addresses_child", "deposit_addresses", ["wallet", "child"], unique=True
     )
     op.create_table(
         "deposits",
@@ -68,4 +75,6 @@ def downgrade() -> None:
     op.drop_index("ix_deposits_state", table_name="deposits")
     op.drop_index("ix_deposits_address", table_name="deposits")
     op.drop_table("deposits")
+    op.drop_index("uq_deposit_addresses_child", table_name="deposit_addresses")
+    op.drop_index("uq_deposit_addresses_customer", table_name="deposit_addresses")
     op.drop_table("deposit_addresses")
