@@ -61,20 +61,27 @@ class FeeAboveCeiling(ChainError):
 
 
 @dataclass(frozen=True)
-class Fees:
-    """Per-gas fees of one transaction: `gas_price` on a legacy chain, the other two on an
-    EIP-1559 one."""
-
-    max_fee_per_gas: int | None = None
-    max_priority_fee_per_gas: int | None = None
-    gas_price: int | None = None
+class Eip1559Fees:
+    max_fee_per_gas: int
+    max_priority_fee_per_gas: int
 
     @property
     def per_gas(self) -> int:
         """The most the transaction may pay per gas."""
-        value = self.gas_price if self.gas_price is not None else self.max_fee_per_gas
-        assert value is not None
-        return value
+        return self.max_fee_per_gas
+
+
+@dataclass(frozen=True)
+class LegacyFees:
+    gas_price: int
+
+    @property
+    def per_gas(self) -> int:
+        return self.gas_price
+
+
+#: Per-gas fees of one transaction, by the chain's fee model.
+Fees = Eip1559Fees | LegacyFees
 
 
 def eip1559_fees(chain: Chain, next_base_fee: int, tip: int) -> Fees:
@@ -82,7 +89,9 @@ def eip1559_fees(chain: Chain, next_base_fee: int, tip: int) -> Fees:
     ceiling = chain.fee_ceiling_wei
     if next_base_fee + tip > ceiling:
         raise FeeAboveCeiling(chain.chain_id, next_base_fee + tip, ceiling)
-    return Fees(max_fee_per_gas=min(2 * next_base_fee + tip, ceiling), max_priority_fee_per_gas=tip)
+    return Eip1559Fees(
+        max_fee_per_gas=min(2 * next_base_fee + tip, ceiling), max_priority_fee_per_gas=tip
+    )
 
 
 def legacy_fees(chain: Chain, gas_price: int, level: FeeLevel) -> Fees:
@@ -90,7 +99,7 @@ def legacy_fees(chain: Chain, gas_price: int, level: FeeLevel) -> Fees:
     price = -(-gas_price * numerator // denominator)  # rounded up
     if price > chain.fee_ceiling_wei:
         raise FeeAboveCeiling(chain.chain_id, price, chain.fee_ceiling_wei)
-    return Fees(gas_price=price)
+    return LegacyFees(gas_price=price)
 
 
 async def quote_fees(rpc: ChainRpc, chain: Chain, level: FeeLevel) -> Fees:

@@ -35,17 +35,25 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Final
+from typing import Final, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from coordinator.addresses import AddressRefused, check_destination, checked_address
 from coordinator.errors import SigningFailed, SignRequestInvalid
-from coordinator.fees import FeeLevel, Fees, estimate_gas, quote_fees
+from coordinator.fees import (
+    Eip1559Fees,
+    FeeAboveCeiling,
+    FeeLevel,
+    Fees,
+    LegacyFees,
+    estimate_gas,
+    quote_fees,
+)
 from coordinator.nonces import NonceManager
 from coordinator.registry import Chain, ChainRegistry
 from coordinator.rpc import ChainRpc, ChainUnavailable, Receipt, TransactionRejected
@@ -61,13 +69,17 @@ from signer.chains.evm import (
     Transfer,
     address_of,
     decode_signing_payload,
+    transaction_hash,
 )
+from signer.chains.replacement import MAX_BUMP
 from signer.errors import TesseraError
 from signer.node import codec
 from signer.problems import ErrorCode
 from signer.protocol.hd import derive
 
 __all__ = ["PayoutEngine", "PayoutError", "PayoutRequest", "PayoutState"]
+
+T = TypeVar("T")
 
 _AMOUNT: Final = re.compile(r"^(0|[1-9][0-9]{0,40})(\.[0-9]{1,36})?$")
 _PAYOUT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -140,6 +152,15 @@ class _Call:
     to: str
     value: int
     data: bytes
+
+
+def _stored(row: PayoutRow, value: T | None, what: str) -> T:
+    """A field the payout's state guarantees; a row without it is a corrupt record."""
+    if value is None:
+        raise PayoutError(
+            row.payout_id, ErrorCode.CORRUPT, f"a {row.state} payout without its {what}"
+        )
+    return value
 
 
 def _path_text(path: tuple[int, ...]) -> str:
@@ -321,7 +342,8 @@ class PayoutEngine:
     def _update(self, payout_id: str, **values: object) -> PayoutRow:
         with self.store.session() as session:
             row = session.get(PayoutRow, payout_id)
-            assert row is not None
+            if row is None:
+                raise PayoutError(payout_id[:40], ErrorCode.NOT_FOUND, "no such payout")
             for name, value in values.items():
                 setattr(row, name, value)
             row.updated_at = time.time()
@@ -388,14 +410,15 @@ class PayoutEngine:
 
     async def _sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
         """Sign a reserved payout (the account's lock held); a refusal gives the nonce back."""
-        assert row.payload is not None and row.nonce is not None
+        payload = _stored(row, row.payload, "payload")
+        nonce = _stored(row, row.nonce, "nonce")
         if not approvals:
             approvals = _stored_approvals(row)
         path = tuple(int(i) for i in row.path.split("/")) if row.path else ()
         try:
             outcome: SignOutcome = await self.coordinator.sign_transaction(
                 row.wallet,
-                row.payload,
+                payload,
                 request_id=row.payout_id,
                 initiator=row.initiator,
                 approvals=approvals,
@@ -405,29 +428,26 @@ class PayoutEngine:
             final = exc.code in _FINAL_REFUSALS
             state = PayoutState.FAILED if final else PayoutState.ACCEPTED
             reason = f"{exc.code}: {exc}"[:500]
-            self.nonces.release(
-                row.chain_id, row.sender, row.payout_id, row.nonce, state.value, reason
-            )
+            self.nonces.release(row.chain_id, row.sender, row.payout_id, nonce, state.value, reason)
             if final:
                 return self.payout(row.payout_id)
             raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
-        transfer = decode_signing_payload(row.payload)
+        transfer = decode_signing_payload(payload)
         raw = transfer.attach(outcome.signature)
-        from signer.chains.evm import transaction_hash  # noqa: PLC0415
-
         tx_hash = "0x" + transaction_hash(raw).hex()
         return self._update(row.payout_id, raw=raw, tx_hash=tx_hash, state=PayoutState.SIGNED.value)
 
     async def _send(self, row: PayoutRow) -> PayoutRow:
-        assert row.raw is not None
+        raw = _stored(row, row.raw, "signed transaction")
         _chain, rpc = self._chain(row.payout_id, row.chain_id)
         try:
-            await rpc.send_raw(row.raw)
+            await rpc.send_raw(raw)
         except ChainUnavailable as exc:
             # stored and signed: `resume` (or the next `drive`) sends it when the chain answers
             raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
         except TransactionRejected as exc:
-            if exc.nonce_too_low and await rpc.receipt(bytes.fromhex(row.tx_hash[2:])) is not None:  # type: ignore[index]
+            sent = bytes.fromhex(_stored(row, row.tx_hash, "transaction hash")[2:])
+            if exc.nonce_too_low and await rpc.receipt(sent) is not None:
                 return self._update(row.payout_id, state=PayoutState.SENT.value)
             # The bytes are signed and stored: the nonce is spoken for, never given back.
             raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
@@ -441,14 +461,20 @@ class PayoutEngine:
         if row.state not in (PayoutState.SENT, PayoutState.MINED):
             return row
         chain, rpc = self._chain(payout_id, row.chain_id)
-        assert row.tx_hash is not None and row.raw is not None
-        tx_hash = bytes.fromhex(row.tx_hash[2:])
-        receipt = await rpc.receipt(tx_hash)
-        if receipt is not None and await rpc.block_hash(receipt.block_number) != receipt.block_hash:
-            receipt = None  # its block is no longer canonical
+        tx_hash = bytes.fromhex(_stored(row, row.tx_hash, "transaction hash")[2:])
+        receipt = await self._canonical_receipt(rpc, tx_hash)
+        if receipt is None:
+            # a version a speed-up replaced may be the one the chain took
+            for earlier in json.loads(row.replaced):
+                found = await self._canonical_receipt(rpc, bytes.fromhex(earlier["tx_hash"][2:]))
+                if found is not None:
+                    row = self._adopt(row, earlier)
+                    tx_hash, receipt = found.tx_hash, found
+                    break
         if receipt is None:
             if row.state == PayoutState.MINED or not await rpc.known(tx_hash):
-                await rpc.send_raw(row.raw)  # the same signed bytes: same hash, same nonce
+                # the same signed bytes: same hash, same nonce
+                await rpc.send_raw(_stored(row, row.raw, "signed transaction"))
             return self._update(
                 payout_id, state=PayoutState.SENT.value, block_number=None, block_hash=None
             )
@@ -464,6 +490,81 @@ class PayoutEngine:
             reason = await rpc.revert_reason_of(tx_hash, receipt.block_number)
             return self._mined(payout_id, receipt, PayoutState.FAILED, f"reverted: {reason}"[:500])
         return self._mined(payout_id, receipt, PayoutState.CONFIRMED, None)
+
+    @staticmethod
+    async def _canonical_receipt(rpc: ChainRpc, tx_hash: bytes) -> Receipt | None:
+        receipt = await rpc.receipt(tx_hash)
+        if receipt is not None and await rpc.block_hash(receipt.block_number) != receipt.block_hash:
+            return None  # its block is no longer canonical
+        return receipt
+
+    def _adopt(self, row: PayoutRow, earlier: dict[str, str]) -> PayoutRow:
+        """Make the mined earlier version the payout's transaction (the others stay listed)."""
+        current = {
+            "tx_hash": _stored(row, row.tx_hash, "transaction hash"),
+            "raw": _stored(row, row.raw, "signed transaction").hex(),
+        }
+        others = [e for e in json.loads(row.replaced) if e["tx_hash"] != earlier["tx_hash"]]
+        others.append(current)
+        return self._update(
+            row.payout_id,
+            tx_hash=earlier["tx_hash"],
+            raw=bytes.fromhex(earlier["raw"]),
+            replaced=json.dumps(others),
+        )
+
+    # --- speeding a payout up ----------------------------------------------------------------
+    async def speed_up(self, payout_id: str, level: FeeLevel = FeeLevel.HIGH) -> PayoutRow:
+        """Replace a sent, not yet mined payout by the same transaction at the same nonce with
+        higher fees (at least +12.5 %, and the fees of `level` now if higher; never above the
+        registry's ceiling).  Every node decides it again and signs it only as a fee
+        replacement of what it signed (signer/chains/replacement.py); until one is mined both
+        versions are followed."""
+        row = self.payout(payout_id)
+        if row.state != PayoutState.SENT:
+            raise PayoutError(
+                payout_id,
+                ErrorCode.VALIDATION,
+                f"only a sent payout is sped up (it is {row.state})",
+            )
+        chain, rpc = self._chain(payout_id, row.chain_id)
+        old = decode_signing_payload(_stored(row, row.payload, "payload"))
+        current = {
+            "tx_hash": _stored(row, row.tx_hash, "transaction hash"),
+            "raw": _stored(row, row.raw, "signed transaction").hex(),
+        }
+        try:
+            quoted = await quote_fees(rpc, chain, level)
+            new = _bumped(old, quoted, chain)
+        except TesseraError as exc:
+            raise PayoutError(
+                payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
+            ) from exc
+        path = tuple(int(i) for i in row.path.split("/")) if row.path else ()
+        async with self.nonces.lock(row.chain_id, row.sender):
+            try:
+                outcome = await self.coordinator.sign_transaction(
+                    row.wallet,
+                    new.signing_payload(),
+                    request_id=row.payout_id,
+                    initiator=row.initiator,
+                    approvals=_stored_approvals(row),
+                    path=path,
+                )
+            except (SigningFailed, SignRequestInvalid) as exc:
+                # the payout stays as it was: its first version is still valid on chain
+                raise PayoutError(payout_id, exc.code, str(exc)) from exc
+            raw = new.attach(outcome.signature)
+            replaced = [*json.loads(row.replaced), current]
+            row = self._update(
+                payout_id,
+                payload=new.signing_payload(),
+                raw=raw,
+                tx_hash="0x" + transaction_hash(raw).hex(),
+                replaced=json.dumps(replaced),
+                state=PayoutState.SIGNED.value,
+            )
+        return await self._send(row)
 
     def _mined(
         self, payout_id: str, receipt: Receipt, state: PayoutState, reason: str | None
@@ -513,9 +614,34 @@ def _stored_approvals(row: PayoutRow) -> list[Approval]:
     return out
 
 
+#: A speed-up raises every fee by at least this much (transaction pools ask for +10 %).
+SPEED_UP: Final = (9, 8)
+
+
+def _raised(before: int, quoted: int | None) -> int:
+    """At least +12.5 %, the fee quoted now if higher, but never more than the nodes sign as a
+    replacement (`MAX_BUMP` times)."""
+    numerator, denominator = SPEED_UP
+    return min(max(-(-before * numerator // denominator), quoted or 0), before * MAX_BUMP)
+
+
+def _bumped(old: Transfer, quoted: Fees, chain: Chain) -> Transfer:
+    """`old` with its fees raised for a speed-up; FeeAboveCeiling past the registry's."""
+    if isinstance(old, LegacyTransfer):
+        price = _raised(old.gas_price, quoted.per_gas if isinstance(quoted, LegacyFees) else None)
+        if price > chain.fee_ceiling_wei:
+            raise FeeAboveCeiling(chain.chain_id, price, chain.fee_ceiling_wei)
+        return replace(old, gas_price=price)
+    eip = quoted if isinstance(quoted, Eip1559Fees) else None
+    tip = _raised(old.max_priority_fee_per_gas, eip.max_priority_fee_per_gas if eip else None)
+    max_fee = max(_raised(old.max_fee_per_gas, eip.max_fee_per_gas if eip else None), tip)
+    if max_fee > chain.fee_ceiling_wei:
+        raise FeeAboveCeiling(chain.chain_id, max_fee, chain.fee_ceiling_wei)
+    return replace(old, max_priority_fee_per_gas=tip, max_fee_per_gas=max_fee)
+
+
 def _transaction(chain: Chain, nonce: int, fees: Fees, gas: int, call: _Call) -> Transfer:
-    if chain.fee_model == "legacy":
-        assert fees.gas_price is not None
+    if isinstance(fees, LegacyFees):
         return LegacyTransfer(
             chain_id=chain.chain_id,
             nonce=nonce,
@@ -525,7 +651,6 @@ def _transaction(chain: Chain, nonce: int, fees: Fees, gas: int, call: _Call) ->
             value=call.value,
             data=call.data,
         )
-    assert fees.max_fee_per_gas is not None and fees.max_priority_fee_per_gas is not None
     return Eip1559Transfer(
         chain_id=chain.chain_id,
         nonce=nonce,

@@ -73,6 +73,7 @@ def source_files() -> Iterator[Path]:
                 path.is_file()
                 and path.suffix in SUFFIXES
                 and "__pycache__" not in path.parts
+                and "node_modules" not in path.parts  # coordinator/localchain's npm install
                 and path.resolve() not in (SELF, CATALOGUE.resolve())
             ):
                 yield path

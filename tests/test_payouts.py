@@ -6,7 +6,9 @@ Balances are checked exact, in wei and token units."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +32,12 @@ from policy_world import INITIATOR, new_request_id
 
 from coordinator.payouts import PayoutEngine, PayoutError, PayoutRequest, PayoutState
 from coordinator.store import PayoutRow
-from signer.chains.evm import Eip1559Transfer, chain_id_of, recover_sender
+from signer.chains.evm import (
+    Eip1559Transfer,
+    chain_id_of,
+    decode_signing_payload,
+    recover_sender,
+)
 from signer.problems import ErrorCode
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -45,7 +52,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # the concurrent test's payouts and every other test's, each one presignature
-    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 20)
+    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 30)
     try:
         yield w
     finally:
@@ -507,8 +514,6 @@ def test_a_batch_with_one_bad_row_is_refused_whole(world: World) -> None:
 def test_the_operator_pays_a_batch_file_and_gives_deposit_addresses(
     world: World, tmp_path: Path
 ) -> None:
-    import json
-
     from typer.testing import CliRunner
 
     from coordinator.console import app
@@ -624,3 +629,69 @@ def test_a_large_payout_is_signed_with_its_approvals_also_after_a_crash(world: W
     row = run(restart())
     assert row.state == PayoutState.CONFIRMED, row.reason
     assert local.token_balance(token, SECOND) - before == 1500 * 10**6
+
+
+def test_a_stuck_payout_is_sped_up_at_its_nonce_and_paid_once(world: World) -> None:
+    """Replace by fee: the same transaction at the same nonce with higher fees, decided again by
+    every node and signed only as a fee replacement; the chain takes one of the two."""
+    local = world.chains.local[CHAIN_A]
+    before = local.balance(SECOND)
+    start = local.nonce(world.sender)
+
+    async def go() -> tuple[PayoutRow, PayoutRow, PayoutRow]:
+        async with world.engine() as engine:
+            local.request("evm_setAutomine", False)
+            try:
+                sent = await engine.pay(request(CHAIN_A, "ETH", "0.3", SECOND))
+                faster = await engine.speed_up(sent.payout_id)
+                local.request("evm_mine")
+            finally:
+                local.request("evm_setAutomine", True)
+            done = await engine.wait(sent.payout_id)
+            with pytest.raises(PayoutError) as caught:
+                await engine.speed_up(sent.payout_id)  # confirmed: nothing to speed up
+            assert caught.value.code is ErrorCode.VALIDATION
+            return sent, faster, done
+
+    sent, faster, done = run(go())
+    assert faster.state == PayoutState.SENT and faster.tx_hash != sent.tx_hash
+    assert faster.nonce == sent.nonce == start
+    assert json.loads(faster.replaced)[0]["tx_hash"] == sent.tx_hash
+    old = decode_signing_payload(sent.payload or b"")
+    new = decode_signing_payload(faster.payload or b"")
+    assert isinstance(old, Eip1559Transfer) and isinstance(new, Eip1559Transfer)
+    assert new.max_fee_per_gas * 8 >= old.max_fee_per_gas * 9  # at least +12.5 %
+    assert done.state == PayoutState.CONFIRMED and done.tx_hash == faster.tx_hash
+    assert local.nonce(world.sender) == start + 1
+    assert local.balance(SECOND) - before == 3 * 10**17  # paid once
+
+
+def test_the_nodes_sign_no_second_transaction_for_a_request_but_a_fee_replacement(
+    world: World,
+) -> None:
+    from coordinator.client import NodeRefused
+    from coordinator.errors import SigningFailed
+
+    async def go() -> None:
+        async with world.engine() as engine:
+            row = await pay_and_confirm(engine, request(CHAIN_A, "ETH", "0.01", SECOND))
+            old = decode_signing_payload(row.payload or b"")
+            assert isinstance(old, Eip1559Transfer)
+            bumped = {"max_fee_per_gas": old.max_fee_per_gas * 2}
+            for change, says in (
+                ({"to": RECIPIENT, **bumped}, "changes only the fees; this one changes to"),
+                ({"value": old.value * 2, **bumped}, "changes value"),
+                ({"max_fee_per_gas": old.max_fee_per_gas * 11}, "at most 10 times"),
+            ):
+                with pytest.raises(SigningFailed) as caught:
+                    await engine.coordinator.sign_transaction(
+                        "hot",
+                        replace(old, **change).signing_payload(),
+                        request_id=row.payout_id,
+                        initiator=INITIATOR,
+                    )
+                assert caught.value.code is ErrorCode.REQUEST_REUSED
+                refusal = caught.value.refusal
+                assert isinstance(refusal, NodeRefused) and says in refusal.problem.detail
+
+    run(go())

@@ -7,7 +7,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = [
-    p for pkg in ("signer", "policies", "coordinator", "hsm") for p in (ROOT / pkg).rglob("*.py")
+    p
+    for pkg in ("signer", "policies", "coordinator", "hsm")
+    for p in (ROOT / pkg).rglob("*.py")
+    if "node_modules" not in p.parts  # coordinator/localchain's npm install is not ours
 ]
 
 

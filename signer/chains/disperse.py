@@ -59,7 +59,6 @@ MAX_LEGS: Final = 1000
 _WORD: Final = 32
 _SELECTOR: Final = 4
 _HIGH: Final = bytes(12)  # the zero high bytes of an address word
-_ZERO_ADDRESS: Final = bytes(20)
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ def decode_disperse(data: bytes) -> DisperseCall:
     token: str | None = None
     if head == 3:
         token_raw = _address(data, base, "the token word")
-        if token_raw == _ZERO_ADDRESS:
+        if not any(token_raw):  # the zero address
             raise _refuse("address", "the token is the zero address")
         token = eip55("0x" + token_raw.hex())
     first = _word(data, base + (head - 2) * _WORD)
@@ -202,7 +201,7 @@ def decode_disperse(data: bytes) -> DisperseCall:
     legs: list[tuple[str, int]] = []
     for index in range(count):
         raw = _address(data, recipients_at + index * _WORD, f"the recipient word of leg {index}")
-        if raw == _ZERO_ADDRESS:
+        if not any(raw):  # the zero address
             raise _refuse("address", f"leg {index} pays the zero address, which burns it")
         recipient = eip55("0x" + raw.hex())
         if recipient == token:

@@ -69,6 +69,9 @@ class SignedRequestRow(NodeTable, table=True):
     payload_hash: str  # hex SHA-256 of the unsigned transaction signed
     key_id: str
     signed_at: float
+    # the unsigned transaction last signed for the request (a replacement is compared with it;
+    # NULL for requests signed before node_0003)
+    payload: bytes | None = None
 
 
 class UsedApprovalRow(NodeTable, table=True):

@@ -27,7 +27,8 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from signer.chains.evm import address_of
+from signer.chains.evm import ChainError, Transfer, address_of, decode_signing_payload
+from signer.chains.replacement import replacement_problem
 from signer.node import codec
 from signer.node.api import SignReply, SignRequest
 from signer.node.audit import AuditKind, NodeAudit
@@ -43,6 +44,16 @@ from signer.node.store import PresignatureView, StoreError
 from signer.problems import ErrorCode
 from signer.protocol.presign import PresignaturePublic
 from signer.protocol.sign import HashScheme, issue_partial
+
+
+def _replacement_problem(stored: bytes | None, new: Transfer) -> str | None:
+    if stored is None:
+        return "it was signed before replacements were recorded"
+    try:
+        old = decode_signing_payload(stored)
+    except ChainError:  # pragma: no cover - stored only after it decoded
+        return "the stored transaction does not decode"
+    return replacement_problem(old, new)
 
 
 @dataclass(frozen=True)
@@ -132,24 +143,45 @@ class Signing:
             # Core statements, not the ORM's unit of work: this runs on every signature.
             now = time.time()
             existing = session.execute(
-                text("SELECT payload_hash FROM signed_requests WHERE request_id = :id"),
+                text("SELECT payload_hash, payload FROM signed_requests WHERE request_id = :id"),
                 {"id": intent.request_id},
             ).first()
-            if existing is not None and existing[0] != decided.decoded.payload_hash.hex():
-                raise NodeError(
-                    ErrorCode.REQUEST_REUSED,
-                    f"request {intent.request_id} already signed another transaction here",
-                    check="request_id",
-                    policy_hash=decided.policy_hash,
+            payload_hash = decided.decoded.payload_hash.hex()
+            if existing is not None and existing[0] != payload_hash:
+                # only a fee replacement of what it signed last (signer/chains/replacement.py)
+                problem = _replacement_problem(existing[1], decided.decoded.transfer)
+                if problem is not None:
+                    raise NodeError(
+                        ErrorCode.REQUEST_REUSED,
+                        f"request {intent.request_id} already signed another transaction "
+                        f"here: {problem}",
+                        check="request_id",
+                        policy_hash=decided.policy_hash,
+                    )
+                replaces = existing[0]
+                session.execute(
+                    text(
+                        "UPDATE signed_requests SET payload_hash = :hash, payload = :payload, "
+                        "signed_at = :at WHERE request_id = :id"
+                    ),
+                    {
+                        "hash": payload_hash,
+                        "payload": bytes.fromhex(request.transaction),
+                        "at": now,
+                        "id": intent.request_id,
+                    },
                 )
+            else:
+                replaces = None
             if existing is None:
                 session.execute(
                     insert(SignedRequestRow).values(
                         request_id=intent.request_id,
                         intent_digest=intent.digest_hex(),
-                        payload_hash=decided.decoded.payload_hash.hex(),
+                        payload_hash=payload_hash,
                         key_id=request.key_id,
                         signed_at=now,
+                        payload=bytes.fromhex(request.transaction),
                     )
                 )
             for approval in request.approvals:
@@ -186,6 +218,8 @@ class Signing:
                     "signers": list(presignature.public.signers),
                     "path": list(presignature.public.derivation.path),
                     "receipts": sorted(receipts),
+                    # the payload hash this signature replaces (a speed-up), if any
+                    **({"replaces": replaces} if replaces is not None else {}),
                 },
             )
 

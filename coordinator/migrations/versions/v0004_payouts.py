@@ -46,6 +46,7 @@ def upgrade() -> None:
         sa.Column("block_hash", sa.String(), nullable=True),
         sa.Column("reason", sa.String(), nullable=True),
         sa.Column("approvals", sa.String(), nullable=False),
+        sa.Column("replaced", sa.String(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("payout_id"),

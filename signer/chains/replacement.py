@@ -1,0 +1,61 @@
+"""When a node may sign a second transaction for one request: a fee replacement (speed-up).
+
+A payout stuck in the chain's pool because its fee is too low is replaced by the same
+transaction at the same nonce with higher fees; whichever of the two is mined, the other can
+never be (one nonce).  A node that signed request R once signs a second payload for R only if it
+is such a replacement of the last one it signed for R (`replacement_problem` returns None):
+
+* the same kind of transaction (EIP-1559 or legacy), chain id, nonce, gas limit, destination,
+  value, calldata and access list — so the same intent, decided again by the policy like any
+  request, and counted once by the velocity limits (the receipts are bound to the intent);
+* every fee at least `MIN_BUMP` (+10 %) above the one it replaces — what transaction pools
+  require to replace (geth, Hardhat), so a replacement that could never replace is not signed;
+* every fee at most `MAX_BUMP` times the one it replaces: a replacement burns at most that much
+  more gas money, so a compromised coordinator cannot turn a payout into a large fee.
+
+Anything else is REQUEST_REUSED (one request, one payout), as before.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from signer.chains.evm import Eip1559Transfer, Transfer
+
+#: A replacement's fees are at least this fraction of the replaced ones (numerator, denominator).
+MIN_BUMP: Final = (11, 10)
+#: … and at most this many times them.
+MAX_BUMP: Final = 10
+
+_SAME: Final = ("chain_id", "nonce", "gas", "to", "value", "data")
+
+
+def _fees(tx: Transfer) -> dict[str, int]:
+    if isinstance(tx, Eip1559Transfer):
+        return {
+            "max_fee_per_gas": tx.max_fee_per_gas,
+            "max_priority_fee_per_gas": tx.max_priority_fee_per_gas,
+        }
+    return {"gas_price": tx.gas_price}
+
+
+def replacement_problem(old: Transfer, new: Transfer) -> str | None:
+    """Why `new` is not a fee replacement of `old` (None: it is one)."""
+    if type(old) is not type(new):
+        return "a replacement is the same kind of transaction (EIP-1559 or legacy)"
+    differing = [name for name in _SAME if getattr(old, name) != getattr(new, name)]
+    if getattr(old, "access_list", ()) != getattr(new, "access_list", ()):
+        differing.append("access_list")
+    if differing:
+        return f"a replacement changes only the fees; this one changes {', '.join(differing)}"
+    numerator, denominator = MIN_BUMP
+    for name, before in _fees(old).items():
+        after = _fees(new)[name]
+        if after * denominator < before * numerator:
+            return f"{name} must rise by at least 10 % to replace ({after} < {before} × 1.1)"
+        if after > before * MAX_BUMP:
+            return f"{name} may rise to at most {MAX_BUMP} times ({after} > {before} × {MAX_BUMP})"
+    return None
+
+
+__all__ = ["MAX_BUMP", "MIN_BUMP", "replacement_problem"]
