@@ -168,7 +168,14 @@ class NonceManager:
                 {"state": state, "reason": reason, "at": time.time(), "payout": payout_id},
             )
             session.commit()
-        return getattr(stepped, "rowcount", 0) == 1
+        if getattr(stepped, "rowcount", 0) == 1:
+            return True
+        # Not the account's last nonce: a later one was given out while this one held no
+        # signature, which the engine's lock rules out. Said loudly: it needs a fill.
+        log.warning(
+            "chain %s: nonce %s of %s given back below the counter", chain_id, nonce, address
+        )
+        return False
 
     def forget(self, chain_id: int, address: str) -> int:
         """Drop the account and its payouts: only for a development chain that was reset (the

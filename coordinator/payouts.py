@@ -259,6 +259,10 @@ class PayoutEngine:
     async def check(self, request: PayoutRequest) -> str:
         """Refuse (`PayoutError`) a request that cannot be paid — its id, chain, asset, amount,
         the destination's checks — storing nothing; the sending address if it can."""
+        sender, _stored_row = await self._checked(request)
+        return sender
+
+    async def _checked(self, request: PayoutRequest) -> tuple[str, PayoutRow | None]:
         if not _PAYOUT_ID.match(request.payout_id):
             raise PayoutError(
                 request.payout_id[:40],
@@ -272,18 +276,16 @@ class PayoutEngine:
         except TesseraError as exc:
             raise PayoutError(request.payout_id, ErrorCode.NOT_FOUND, str(exc)) from exc
         with self.store.session() as session:
-            stored = session.get(PayoutRow, request.payout_id) is not None
-        if not stored:  # a stored payout passed these checks when it was submitted
+            stored = session.get(PayoutRow, request.payout_id)
+        if stored is None:  # a stored payout passed these checks when it was submitted
             await self._check_destination(request, chain, sender)
-        return sender
+        return sender, stored
 
     async def submit(self, request: PayoutRequest) -> PayoutRow:
         """Persist the payout (state accepted), or return the one with this id if it is the
         same request; another request under the same id is REQUEST_REUSED.  Everything about
         the request is checked first (`check`): a refused request stores nothing."""
-        sender = await self.check(request)
-        with self.store.session() as session:
-            existing = session.get(PayoutRow, request.payout_id)
+        sender, existing = await self._checked(request)
         now = time.time()
         row = PayoutRow(
             payout_id=request.payout_id,

@@ -118,7 +118,6 @@ class Receipt:
     effective_gas_price: int
     sender: ChecksumAddress
     to: ChecksumAddress | None
-    logs: tuple[tuple[ChecksumAddress, tuple[bytes, ...], bytes], ...] = ()
 
     @property
     def fee(self) -> int:
@@ -185,14 +184,6 @@ def receipt_of(data: Any) -> Receipt:
         effective_gas_price=int(data["effectiveGasPrice"]),
         sender=to_checksum_address(data["from"]),
         to=to_checksum_address(to) if to else None,
-        logs=tuple(
-            (
-                to_checksum_address(log["address"]),
-                tuple(bytes(t) for t in log["topics"]),
-                bytes(log["data"]),
-            )
-            for log in data.get("logs", ())
-        ),
     )
 
 

@@ -218,3 +218,35 @@ def test_a_reorg_drops_a_deposit_before_it_is_credited_and_the_rescan_finds_its_
     states = {d.amount: d.state for d in watcher().deposits()}
     assert states == {"0.7": "dropped", "0.2": "credited"}
     store.close()
+
+
+# --- the JSON-RPC client's own checks, on the same Hardhat node --------------------------------
+
+
+def test_the_rpc_client_moves_past_an_unreachable_url_and_refuses_another_chain(
+    hardhat: LocalChain,
+) -> None:
+    from coordinator.rpc import ChainRpc, ChainUnavailable, WrongChain
+
+    url = hardhat.rpc()._names[0]  # host:port of the node
+    dead = "http://127.0.0.1:9/secret-key-path"
+
+    async def go() -> None:
+        both = ChainRpc.connect(31337, [dead, f"http://{url}"], timeout=2)
+        other = ChainRpc.connect(1, [f"http://{url}"], timeout=2)
+        none = ChainRpc.connect(31337, [dead], timeout=2)
+        try:
+            await both.check_chain_id()  # the first URL refuses the connection: the second
+            assert await both.block_number() >= 0
+            with pytest.raises(WrongChain) as wrong:
+                await other.check_chain_id()
+            assert wrong.value.code.value == "CHAIN_MISMATCH" and wrong.value.found == 31337
+            with pytest.raises(ChainUnavailable) as down:
+                await none.block_number()
+            assert down.value.code.value == "CHAIN_UNAVAILABLE"
+            assert "127.0.0.1:9" in str(down.value) and "secret-key-path" not in str(down.value)
+        finally:
+            for rpc in (both, other, none):
+                await rpc.aclose()
+
+    asyncio.run(go())
