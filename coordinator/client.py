@@ -17,6 +17,7 @@ from policies.bundle import GovernanceBundle
 from signer.errors import TesseraError
 from signer.node.api import (
     AuditHead,
+    CancellationRequest,
     CancelReply,
     GovernanceReply,
     Health,
@@ -183,6 +184,15 @@ class NodeClient:
         try:
             return await self._model(
                 SignReply, "POST", "/v1/sign", json=request.model_dump(mode="json")
+            )
+        except NodeReplyInvalid as exc:
+            raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
+
+    async def sign_cancellation(self, request: CancellationRequest) -> SignReply:
+        """The node's partial on a cancellation of what it signed for a request."""
+        try:
+            return await self._model(
+                SignReply, "POST", "/v1/sign/cancel", json=request.model_dump(mode="json")
             )
         except NodeReplyInvalid as exc:
             raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc

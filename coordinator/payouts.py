@@ -23,6 +23,11 @@ A payout moves through states that are persisted before their side effect (docs/
   so a crash between store and send, or after the send, is repaired by sending again.
 * The tracker (`track`) follows the receipt to the confirmations; a receipt that vanishes (a
   reorg) sends the same bytes again; a reverted transaction is failed with its reason.
+* A signed payout not yet mined can be cancelled on chain (`cancel`): a 0-value self-send at
+  its nonce, which the nodes sign only as the cancellation of what they signed for it.  One of
+  the two is mined: the payout is then confirmed (the cancellation lost) or cancelled.  It is
+  also how a nonce whose signed transaction the chain refuses is filled, so that every later
+  nonce of the address can be mined.
 
 The payout id is the request id the nodes see: a payout is one request however often it is
 retried, and a second payout with the same id but another body is refused (REQUEST_REUSED).
@@ -69,11 +74,13 @@ from signer.chains.evm import (
     Transfer,
     address_of,
     decode_signing_payload,
+    intrinsic_gas,
     transaction_hash,
 )
-from signer.chains.replacement import MAX_BUMP
+from signer.chains.replacement import MAX_BUMP, is_cancellation
 from signer.errors import TesseraError
 from signer.node import codec
+from signer.node.faults import failpoint
 from signer.problems import ErrorCode
 from signer.protocol.hd import derive
 
@@ -109,9 +116,10 @@ class PayoutState(StrEnum):
     MINED = "mined"
     CONFIRMED = "confirmed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
-TERMINAL: Final = frozenset({PayoutState.CONFIRMED, PayoutState.FAILED})
+TERMINAL: Final = frozenset({PayoutState.CONFIRMED, PayoutState.FAILED, PayoutState.CANCELLED})
 
 
 class PayoutError(TesseraError):
@@ -367,6 +375,7 @@ class PayoutEngine:
             async with self.nonces.lock(row.chain_id, row.sender):
                 row = await self._sign(row, approvals)
         if row.state == PayoutState.SIGNED:
+            failpoint("payout.after_sign")
             row = await self._send(row)
         return row
 
@@ -405,10 +414,35 @@ class PayoutEngine:
             return _transaction(chain, nonce, fees, gas, call).signing_payload()
 
         async with self.nonces.lock(row.chain_id, row.sender):
+            # A payout reserved before a crash and not yet signed holds a smaller nonce: it is
+            # signed (or gives its nonce back) first, so that a nonce is only given out when
+            # every smaller one holds a signed transaction — a refusal then never leaves a gap.
+            for stale in self._unsigned(row.chain_id, row.sender):
+                try:
+                    await self._sign(stale, ())
+                except PayoutError as exc:
+                    raise PayoutError(
+                        row.payout_id,
+                        exc.code,
+                        f"payout {stale.payout_id} holds nonce {stale.nonce} unsigned and could "
+                        f"not be signed first: {exc.detail}",
+                    ) from exc
             self.nonces.reserve(
                 row.chain_id, row.sender, row.payout_id, payload_for, PayoutState.RESERVED.value
             )
+            failpoint("payout.after_reserve")
             return await self._sign(self.payout(row.payout_id), approvals)
+
+    def _unsigned(self, chain_id: int, sender: str) -> list[PayoutRow]:
+        """The account's payouts holding a nonce but no signature, smallest nonce first."""
+        with self.store.session() as session:
+            rows = session.exec(
+                select(PayoutRow)
+                .where(PayoutRow.chain_id == chain_id)
+                .where(PayoutRow.sender == sender)
+                .where(PayoutRow.state == PayoutState.RESERVED.value)
+            ).all()
+        return sorted(rows, key=lambda r: r.nonce if r.nonce is not None else -1)
 
     async def _sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
         """Sign a reserved payout (the account's lock held); a refusal gives the nonce back."""
@@ -448,11 +482,15 @@ class PayoutEngine:
             # stored and signed: `resume` (or the next `drive`) sends it when the chain answers
             raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
         except TransactionRejected as exc:
-            sent = bytes.fromhex(_stored(row, row.tx_hash, "transaction hash")[2:])
-            if exc.nonce_too_low and await rpc.receipt(sent) is not None:
-                return self._update(row.payout_id, state=PayoutState.SENT.value)
+            if exc.nonce_too_low:
+                # the nonce is used: by this version, or by one it replaces (a speed-up, the
+                # payout a cancellation lost to); the tracker finds which
+                for version in _versions(row):
+                    if await rpc.receipt(bytes.fromhex(version[2:])) is not None:
+                        return self._update(row.payout_id, state=PayoutState.SENT.value)
             # The bytes are signed and stored: the nonce is spoken for, never given back.
             raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
+        failpoint("payout.after_send")
         return self._update(row.payout_id, state=PayoutState.SENT.value)
 
     # --- following it on chain ---------------------------------------------------------------
@@ -491,7 +529,17 @@ class PayoutEngine:
         if not receipt.success:
             reason = await rpc.revert_reason_of(tx_hash, receipt.block_number)
             return self._mined(payout_id, receipt, PayoutState.FAILED, f"reverted: {reason}"[:500])
+        if self._cancelling(row):
+            reason = f"cancelled on chain: a 0-value self-send took nonce {row.nonce}"
+            return self._mined(payout_id, receipt, PayoutState.CANCELLED, reason)
         return self._mined(payout_id, receipt, PayoutState.CONFIRMED, None)
+
+    @staticmethod
+    def _cancelling(row: PayoutRow) -> bool:
+        """Whether the payout's current version is a cancellation (a payout itself never goes
+        to its own sender: the address checks refuse an own address)."""
+        payload = _stored(row, row.payload, "payload")
+        return is_cancellation(decode_signing_payload(payload), row.sender)
 
     @staticmethod
     async def _canonical_receipt(rpc: ChainRpc, tx_hash: bytes) -> Receipt | None:
@@ -501,17 +549,15 @@ class PayoutEngine:
         return receipt
 
     def _adopt(self, row: PayoutRow, earlier: dict[str, str]) -> PayoutRow:
-        """Make the mined earlier version the payout's transaction (the others stay listed)."""
-        current = {
-            "tx_hash": _stored(row, row.tx_hash, "transaction hash"),
-            "raw": _stored(row, row.raw, "signed transaction").hex(),
-        }
+        """Make the mined earlier version the payout's transaction (the others stay listed),
+        its unsigned payload with it: whether the payout was cancelled is read from it."""
         others = [e for e in json.loads(row.replaced) if e["tx_hash"] != earlier["tx_hash"]]
-        others.append(current)
+        others.append(_version(row))
         return self._update(
             row.payout_id,
             tx_hash=earlier["tx_hash"],
             raw=bytes.fromhex(earlier["raw"]),
+            payload=bytes.fromhex(_stored(row, earlier.get("payload"), "replaced payload")),
             replaced=json.dumps(others),
         )
 
@@ -521,7 +567,8 @@ class PayoutEngine:
         higher fees (at least +12.5 %, and the fees of `level` now if higher; never above the
         registry's ceiling).  Every node decides it again and signs it only as a fee
         replacement of what it signed (signer/chains/replacement.py); until one is mined both
-        versions are followed."""
+        versions are followed.  A cancellation in flight is sped up the same way (a faster
+        cancellation)."""
         row = self.payout(payout_id)
         if row.state != PayoutState.SENT:
             raise PayoutError(
@@ -531,10 +578,6 @@ class PayoutEngine:
             )
         chain, rpc = self._chain(payout_id, row.chain_id)
         old = decode_signing_payload(_stored(row, row.payload, "payload"))
-        current = {
-            "tx_hash": _stored(row, row.tx_hash, "transaction hash"),
-            "raw": _stored(row, row.raw, "signed transaction").hex(),
-        }
         try:
             quoted = await quote_fees(rpc, chain, level)
             new = _bumped(old, quoted, chain)
@@ -542,24 +585,65 @@ class PayoutEngine:
             raise PayoutError(
                 payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
             ) from exc
+        return await self._replace(row, new, cancellation=self._cancelling(row))
+
+    async def cancel(self, payout_id: str, level: FeeLevel = FeeLevel.HIGH) -> PayoutRow:
+        """Cancel a signed payout that is not mined: sign a 0-value self-send at its nonce with
+        every fee raised as for a speed-up (the chain's pool takes it in place of the payout)
+        and send it.  Every node signs it only as the cancellation of what it signed for the
+        payout, from the same address (signer/chains/replacement.py).  The tracker follows both:
+        whichever is mined decides — `confirmed` (too late to cancel) or `cancelled`.
+
+        It also fills a nonce: a payout stuck `signed` because the chain refuses its bytes
+        holds up every later nonce of its address; its cancellation is mined in its place."""
+        row = self.payout(payout_id)
+        if row.state not in (PayoutState.SIGNED, PayoutState.SENT):
+            raise PayoutError(
+                payout_id,
+                ErrorCode.VALIDATION,
+                f"only a signed or sent payout that is not mined is cancelled (it is {row.state})",
+            )
+        chain, rpc = self._chain(payout_id, row.chain_id)
+        old = decode_signing_payload(_stored(row, row.payload, "payload"))
+        try:
+            quoted = await quote_fees(rpc, chain, level)
+            bumped = _bumped(old, quoted, chain)
+        except TesseraError as exc:
+            raise PayoutError(
+                payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
+            ) from exc
+        # a self-send: 21,000 gas, never more than the payout's (the nodes check both)
+        gas = min(old.gas, intrinsic_gas(b""))
+        new = replace(bumped, to=row.sender, value=0, data=b"", gas=gas)
+        return await self._replace(row, new, cancellation=True)
+
+    async def _replace(self, row: PayoutRow, new: Transfer, *, cancellation: bool) -> PayoutRow:
+        """Sign `new` in place of the payout's current version (a speed-up or a cancellation),
+        keep the current one in `replaced`, and send it."""
+        current = _version(row)
         path = tuple(int(i) for i in row.path.split("/")) if row.path else ()
         async with self.nonces.lock(row.chain_id, row.sender):
             try:
-                outcome = await self.coordinator.sign_transaction(
-                    row.wallet,
-                    new.signing_payload(),
-                    request_id=row.payout_id,
-                    initiator=row.initiator,
-                    approvals=_stored_approvals(row),
-                    path=path,
-                )
+                if cancellation:
+                    outcome = await self.coordinator.sign_cancellation(
+                        row.wallet, new.signing_payload(), request_id=row.payout_id, path=path
+                    )
+                else:
+                    outcome = await self.coordinator.sign_transaction(
+                        row.wallet,
+                        new.signing_payload(),
+                        request_id=row.payout_id,
+                        initiator=row.initiator,
+                        approvals=_stored_approvals(row),
+                        path=path,
+                    )
             except (SigningFailed, SignRequestInvalid) as exc:
-                # the payout stays as it was: its first version is still valid on chain
-                raise PayoutError(payout_id, exc.code, str(exc)) from exc
+                # the payout stays as it was: its current version is still valid on chain
+                raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
             raw = new.attach(outcome.signature)
             replaced = [*json.loads(row.replaced), current]
             row = self._update(
-                payout_id,
+                row.payout_id,
                 payload=new.signing_payload(),
                 raw=raw,
                 tx_hash="0x" + transaction_hash(raw).hex(),
@@ -598,6 +682,21 @@ class PayoutEngine:
             else:
                 out.append(await self.drive(row.payout_id))
         return out
+
+
+def _version(row: PayoutRow) -> dict[str, str]:
+    """The payout's current signed version, as `replaced` lists it."""
+    return {
+        "tx_hash": _stored(row, row.tx_hash, "transaction hash"),
+        "raw": _stored(row, row.raw, "signed transaction").hex(),
+        "payload": _stored(row, row.payload, "payload").hex(),
+    }
+
+
+def _versions(row: PayoutRow) -> list[str]:
+    """The hashes of every signed version of a payout: the current one first."""
+    earlier = [entry["tx_hash"] for entry in json.loads(row.replaced)]
+    return [_stored(row, row.tx_hash, "transaction hash"), *earlier]
 
 
 def _approvals_text(approvals: Sequence[Approval]) -> str:

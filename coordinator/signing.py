@@ -50,6 +50,7 @@ POLICY_REFUSALS = frozenset(
         ErrorCode.SENDER_MISMATCH,
         ErrorCode.RECEIPTS_MISSING,
         ErrorCode.REQUEST_REUSED,
+        ErrorCode.CANCEL_REFUSED,
         ErrorCode.RAW_SIGNING_REFUSED,
     }
 )

@@ -157,8 +157,8 @@ class PayoutRow(_CoordinatorTable, table=True):
     # the officers' approvals (JSON list of approval documents) the nodes are shown with it:
     # kept so that a payout resumed after a crash is signed with them again
     approvals: str = "[]"
-    # earlier signed versions replaced by a speed-up (JSON list of {"tx_hash", "raw"}): one of
-    # them may still be the one mined
+    # earlier signed versions replaced by a speed-up or a cancellation (JSON list of {"tx_hash",
+    # "raw", "payload"}): one of them may still be the one mined
     replaced: str = "[]"
     created_at: float
     updated_at: float

@@ -16,6 +16,7 @@ their own copy, so a stale or wrong claim only makes them refuse.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Sequence
 
@@ -31,9 +32,12 @@ from policies.errors import PolicyError
 from policies.governance import KeyPlan
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import address_of
-from signer.chains.intent import DecodedTransaction, intent_of
+from signer.chains.intent import DecodedTransaction, decode_transaction, intent_of
+from signer.chains.replacement import is_cancellation
 from signer.node import codec
 from signer.node.api import (
+    REQUEST_ID_PATTERN,
+    CancellationRequest,
     GovernanceReply,
     SignReply,
     SignRequest,
@@ -215,6 +219,60 @@ class TransactionOps(SigningOps):
 
         return await self._sign(
             wallet_name, payload, HashScheme.KECCAK256, path, preferred, ask, excluded, wallet
+        )
+
+    async def sign_cancellation(
+        self,
+        wallet_name: str,
+        payload: bytes,
+        *,
+        request_id: str,
+        path: Sequence[int] = (),
+    ) -> SignOutcome:
+        """A verified signature of `payload`, a cancellation (a 0-value self-send at the same
+        nonce, signer/chains/replacement.py) of what the nodes signed for `request_id`: every
+        signer checks it cancels what it signed itself, from the same address."""
+        return await self._observed(
+            wallet_name,
+            lambda: self._sign_cancellation(wallet_name, payload, request_id, tuple(path)),
+        )
+
+    async def _sign_cancellation(
+        self, wallet_name: str, payload: bytes, request_id: str, path: tuple[int, ...]
+    ) -> SignOutcome:
+        if not isinstance(request_id, str) or not re.fullmatch(REQUEST_ID_PATTERN, request_id):
+            raise SignRequestInvalid("the request id is not a valid request id")
+        wallet = self.store.wallet(wallet_name)
+        if wallet.policy_wallet is None:
+            raise SignRequestInvalid(
+                f"wallet {wallet_name!r} is a raw key: it signs no transaction",
+                ErrorCode.RAW_SIGNING_REFUSED,
+            )
+        key = codec.decode_key_public(wallet.key_public)
+        sender = address_of(derive(key.public_key, key.chain_code, path).public_key)
+        try:
+            transfer = decode_transaction(payload)
+        except TransactionRefused as exc:
+            raise SignRequestInvalid(f"{exc.check}: {exc.detail}", exc.code) from exc
+        if not is_cancellation(transfer, sender):
+            # every node would refuse it: before a presignature is taken
+            raise SignRequestInvalid(
+                "a cancellation is a 0-value self-send with no calldata",
+                ErrorCode.CANCEL_REFUSED,
+            )
+
+        def ask(index: int, presignature_id: str) -> Awaitable[SignReply]:
+            request = CancellationRequest(
+                key_id=wallet.key_id,
+                transaction=payload.hex(),
+                request_id=request_id,
+                presignature_id=presignature_id,
+                sender=sender,
+            )
+            return self.clients[index].sign_cancellation(request)
+
+        return await self._sign(
+            wallet_name, payload, HashScheme.KECCAK256, path, None, ask, frozenset(), wallet
         )
 
     @staticmethod

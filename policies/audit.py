@@ -54,6 +54,7 @@ AuditKind = Literal[
     # A key-share node's own log (signer.node.audit): what the node signed, refused, received
     # and changed, and its checkpoints, signed with the node's HSM identity key.
     "node_signed",
+    "node_cancelled",
     "node_refused",
     "node_receipt",
     "node_quarantine",

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Coroutine, Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -52,7 +56,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # the concurrent test's payouts and every other test's, each one presignature
-    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 30)
+    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 40)
     try:
         yield w
     finally:
@@ -328,61 +332,69 @@ def test_a_reverted_token_payout_fails_with_its_reason(world: World) -> None:
     assert row.reason == "reverted: Token: address blocked"
 
 
-class Crash(BaseException):
-    """The process dying at this point: nothing after it runs (not an Exception, so no handler
-    in the engine can catch it)."""
-
-
-class CrashAfterReserving(PayoutEngine):
-    async def _sign(self, row: PayoutRow, approvals: Any) -> PayoutRow:
-        raise Crash
-
-
-class CrashAfterSigning(PayoutEngine):
-    async def _send(self, row: PayoutRow) -> PayoutRow:
-        raise Crash
-
-
-class CrashAfterSending(PayoutEngine):
-    async def _send(self, row: PayoutRow) -> PayoutRow:
-        assert row.raw is not None
-        await self.rpcs[row.chain_id].send_raw(row.raw)
-        raise Crash
+def registry_file(world: World, path: Path) -> Path:
+    """The chain registry of the two Hardhat nodes as an operator writes it (TOML)."""
+    entries = []
+    for cid in (CHAIN_A, CHAIN_B):
+        node = world.chains.hardhat[cid]
+        tokens = ", ".join(
+            f'{s} = {{ address = "{world.chains.token(cid, s)}", decimals = {d} }}'
+            for s, d in TOKENS.items()
+        )
+        entries.append(
+            f'[[chains]]\nchain_id = {cid}\nname = "local {cid}"\n'
+            f'native = {{ symbol = "ETH", decimals = 18 }}\nrpc_urls = ["{node.url}"]\n'
+            f'confirmations = 1\nfee_model = "eip1559"\nfee_ceiling_wei = 1_000_000_000_000\n'
+            f"tokens = {{ {tokens} }}\n"
+        )
+    path.write_text("\n".join(entries))
+    return path
 
 
 @pytest.mark.parametrize(
-    ("engine_cls", "state"),
+    ("failpoint", "state"),
     [
-        (CrashAfterReserving, PayoutState.RESERVED),
-        (CrashAfterSigning, PayoutState.SIGNED),
-        (CrashAfterSending, PayoutState.SIGNED),
+        ("payout.after_reserve", PayoutState.RESERVED),
+        ("payout.after_sign", PayoutState.SIGNED),
+        ("payout.after_send", PayoutState.SIGNED),  # sent, but the send not yet recorded
     ],
 )
-def test_a_crash_at_each_step_ends_in_exactly_one_mined_transaction(
-    world: World, engine_cls: type[PayoutEngine], state: PayoutState
+def test_kill_9_at_each_step_ends_in_exactly_one_mined_transaction(
+    world: World, tmp_path: Path, failpoint: str, state: PayoutState
 ) -> None:
+    """The coordinator process is SIGKILLed right after a step was stored (a failpoint:
+    signer/node/faults.py); a new process on the same database finishes the payout."""
     local = world.chains.local[CHAIN_A]
+    token = world.chains.token(CHAIN_A, "DAI")
     start = local.nonce(world.sender)
-    before = local.token_balance(world.chains.token(CHAIN_A, "DAI"), SECOND)
-    req = request(CHAIN_A, "DAI", "0.5", SECOND)
+    before = local.token_balance(token, SECOND)
+    payout_id = new_request_id("kill")
+    batch = tmp_path / "payout.csv"
+    batch.write_text(
+        f"payout_id,chain_id,asset,destination,amount\n{payout_id},{CHAIN_A},DAI,{SECOND},0.5\n"
+    )
+    args = [
+        sys.executable, "-m", "coordinator", "chain", "pay-batch", str(batch),
+        "--wallet", "hot", "--initiator", INITIATOR,
+        "--registry", str(registry_file(world, tmp_path / "chains.toml")),
+        "--dir", str(world.cluster.root), "--wait", "30", "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "TESSERA_FAILPOINTS": failpoint}
+    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
 
-    async def crash() -> None:
-        async with world.engine(cls=engine_cls) as engine:
-            with pytest.raises(Crash):
-                await engine.pay(req)
-            assert engine.payout(req.payout_id).state == state
+    async def stored() -> PayoutRow:
+        async with world.engine() as engine:
+            return engine.payout(payout_id)
 
-    async def restart() -> PayoutRow:
-        async with world.engine() as engine:  # a new coordinator on the same database
-            await engine.resume()
-            return await engine.wait(req.payout_id)
-
-    run(crash())
-    row = run(restart())
-    assert row.state == PayoutState.CONFIRMED and row.nonce == start
+    assert run(stored()).state == state
+    env.pop("TESSERA_FAILPOINTS")
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    (row,) = json.loads(again.stdout)["payouts"]
+    assert row["state"] == "confirmed" and row["nonce"] == start
     assert local.nonce(world.sender) == start + 1  # one transaction at one nonce
-    got = local.token_balance(world.chains.token(CHAIN_A, "DAI"), SECOND) - before
-    assert got == 5 * 10**17  # paid once
+    assert local.token_balance(token, SECOND) - before == 5 * 10**17  # paid once
 
 
 def test_a_nonce_used_outside_tessera_is_detected_on_restart(world: World) -> None:
@@ -518,21 +530,7 @@ def test_the_operator_pays_a_batch_file_and_gives_deposit_addresses(
 
     from coordinator.console import app
 
-    registry = tmp_path / "chains.toml"
-    entries = []
-    for cid in (CHAIN_A, CHAIN_B):
-        node = world.chains.hardhat[cid]
-        tokens = ", ".join(
-            f'{s} = {{ address = "{world.chains.token(cid, s)}", decimals = {d} }}'
-            for s, d in TOKENS.items()
-        )
-        entries.append(
-            f'[[chains]]\nchain_id = {cid}\nname = "local {cid}"\n'
-            f'native = {{ symbol = "ETH", decimals = 18 }}\nrpc_urls = ["{node.url}"]\n'
-            f'confirmations = 1\nfee_model = "eip1559"\nfee_ceiling_wei = 1_000_000_000_000\n'
-            f"tokens = {{ {tokens} }}\n"
-        )
-    registry.write_text("\n".join(entries))
+    registry = registry_file(world, tmp_path / "chains.toml")
     tag = new_request_id("cli")
     batch = tmp_path / "payouts.csv"
     batch.write_text(
@@ -570,6 +568,16 @@ def test_the_operator_pays_a_batch_file_and_gives_deposit_addresses(
     customers.write_text("not valid\n")
     bad = runner.invoke(app, [*dep, "--dir", str(world.cluster.root), "--json"])
     assert bad.exit_code == 1 and json.loads(bad.stdout)["error"]["code"] == "VALIDATION"
+
+
+class Crash(BaseException):
+    """The process dying at this point: nothing after it runs (not an Exception, so no handler
+    in the engine can catch it)."""
+
+
+class CrashAfterReserving(PayoutEngine):
+    async def _sign(self, row: PayoutRow, approvals: Any) -> PayoutRow:
+        raise Crash
 
 
 def test_a_large_payout_is_signed_with_its_approvals_also_after_a_crash(world: World) -> None:
@@ -693,5 +701,175 @@ def test_the_nodes_sign_no_second_transaction_for_a_request_but_a_fee_replacemen
                 assert caught.value.code is ErrorCode.REQUEST_REUSED
                 refusal = caught.value.refusal
                 assert isinstance(refusal, NodeRefused) and says in refusal.problem.detail
+
+    run(go())
+
+
+def test_a_sent_payout_cancelled_on_chain_pays_nothing(world: World) -> None:
+    """A 0-value self-send at the payout's nonce, signed by the nodes only as the cancellation of
+    what they signed for it, takes the payout's place in the pool: nothing is paid."""
+    from coordinator.errors import SigningFailed
+    from signer.chains.replacement import is_cancellation
+
+    local = world.chains.local[CHAIN_A]
+    before = local.balance(SECOND)
+    start = local.nonce(world.sender)
+
+    async def go() -> tuple[PayoutRow, PayoutRow, PayoutRow]:
+        async with world.engine() as engine:
+            local.request("evm_setAutomine", False)
+            try:
+                sent = await engine.pay(request(CHAIN_A, "ETH", "0.2", SECOND))
+                cancelling = await engine.cancel(sent.payout_id)
+                local.request("evm_mine")
+            finally:
+                local.request("evm_setAutomine", True)
+            done = await engine.wait(sent.payout_id)
+            for again in (engine.cancel, engine.speed_up):
+                with pytest.raises(PayoutError) as caught:
+                    await again(sent.payout_id)  # cancelled: terminal
+                assert caught.value.code is ErrorCode.VALIDATION
+            # the nodes will not sign the payout again after its cancellation (no revival)
+            old = decode_signing_payload(sent.payload or b"")
+            assert isinstance(old, Eip1559Transfer)
+            revived = replace(old, max_fee_per_gas=old.max_fee_per_gas * 3)
+            with pytest.raises(SigningFailed) as refused:
+                await engine.coordinator.sign_transaction(
+                    "hot",
+                    revived.signing_payload(),
+                    request_id=sent.payout_id,
+                    initiator=INITIATOR,
+                )
+            assert refused.value.code is ErrorCode.REQUEST_REUSED
+            return sent, cancelling, done
+
+    sent, cancelling, done = run(go())
+    tx = decode_signing_payload(cancelling.payload or b"")
+    assert is_cancellation(tx, world.sender) and tx.nonce == sent.nonce == start
+    assert cancelling.state == PayoutState.SENT and cancelling.tx_hash != sent.tx_hash
+    assert done.state == PayoutState.CANCELLED and done.tx_hash == cancelling.tx_hash
+    assert done.reason is not None and "cancelled on chain" in done.reason
+    assert local.nonce(world.sender) == start + 1
+    assert local.balance(SECOND) == before  # paid nothing
+
+
+def test_a_cancellation_that_comes_too_late_leaves_the_payout_confirmed(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    before = local.balance(SECOND)
+
+    async def go() -> tuple[PayoutRow, PayoutRow]:
+        async with world.engine() as engine:
+            sent = await engine.pay(request(CHAIN_A, "ETH", "0.07", SECOND))  # mined at once
+            late = await engine.cancel(sent.payout_id)  # the chain says: nonce too low
+            return late, await engine.wait(sent.payout_id)
+
+    late, done = run(go())
+    assert late.state == PayoutState.SENT
+    assert done.state == PayoutState.CONFIRMED and done.reason is None
+    assert json.loads(done.replaced)[0]["tx_hash"] == late.tx_hash  # the cancellation, unmined
+    assert local.balance(SECOND) - before == 7 * 10**16
+
+
+def test_a_nonce_whose_transaction_the_chain_refuses_is_filled_by_a_cancellation(
+    world: World,
+) -> None:
+    """A signed payout the chain refuses (its sender cannot cover it) holds up the next nonce;
+    its cancellation is mined at that nonce and the next payout goes through."""
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+    funds = local.balance(world.sender)
+    before = local.balance(SECOND)
+
+    class SignOnly(PayoutEngine):
+        async def _send(self, row: PayoutRow) -> PayoutRow:
+            return row  # signed and stored, not sent
+
+    async def sign_only() -> PayoutRow:
+        async with world.engine(cls=SignOnly) as engine:
+            return await engine.pay(request(CHAIN_A, "ETH", "5", SECOND))
+
+    async def go(stuck: PayoutRow) -> tuple[PayoutRow, PayoutRow, PayoutRow]:
+        async with world.engine() as engine:
+            with pytest.raises(PayoutError) as refused:
+                await engine.drive(stuck.payout_id)  # 5 ETH, the sender holds 1
+            assert refused.value.code is ErrorCode.CHAIN_REJECTED
+            assert engine.payout(stuck.payout_id).state == PayoutState.SIGNED
+            local.request("evm_setAutomine", False)  # (Hardhat queues nothing when automining)
+            try:
+                after = await engine.pay(request(CHAIN_A, "ETH", "0.01", SECOND))
+                assert after.state == PayoutState.SENT and after.nonce == start + 1
+                local.request("evm_mine")
+                assert (await engine.track(after.payout_id)).state == PayoutState.SENT  # held up
+                await engine.cancel(stuck.payout_id)
+                local.request("evm_mine")
+            finally:
+                local.request("evm_setAutomine", True)
+            return (
+                await engine.wait(stuck.payout_id),
+                await engine.wait(after.payout_id),
+                engine.payout(stuck.payout_id),
+            )
+
+    stuck = run(sign_only())
+    assert stuck.state == PayoutState.SIGNED and stuck.nonce == start
+    local.request("hardhat_setBalance", world.sender, hex(10**18))
+    try:
+        cancelled, after, _ = run(go(stuck))
+    finally:
+        local.request("hardhat_setBalance", world.sender, hex(funds))
+    assert cancelled.state == PayoutState.CANCELLED and cancelled.nonce == start
+    assert after.state == PayoutState.CONFIRMED
+    assert local.nonce(world.sender) == start + 2  # no gap, nothing doubled
+    assert local.balance(SECOND) - before == 10**16  # only the second payout paid
+
+
+def test_the_nodes_sign_a_cancellation_only_of_what_they_signed(world: World) -> None:
+    from coordinator.client import NodeRefused
+    from coordinator.errors import SigningFailed, SignRequestInvalid
+
+    async def go() -> None:
+        async with world.engine() as engine:
+            row = await pay_and_confirm(engine, request(CHAIN_A, "ETH", "0.01", SECOND))
+            old = decode_signing_payload(row.payload or b"")
+            assert isinstance(old, Eip1559Transfer)
+            cancel = replace(
+                old, to=world.sender, value=0, data=b"", max_fee_per_gas=old.max_fee_per_gas * 2
+            )
+            for request_id, change, path, says in (
+                (new_request_id("never"), {}, (), "signed nothing for it"),
+                (row.payout_id, {"nonce": old.nonce + 1}, (), "keeps the chain and nonce"),
+                (row.payout_id, {"max_fee_per_gas": old.max_fee_per_gas * 11}, (), "at most 10"),
+                (row.payout_id, {"gas": old.gas + 1}, (), "gas may not exceed"),
+            ):
+                with pytest.raises(SigningFailed) as caught:
+                    await engine.coordinator.sign_cancellation(
+                        "hot",
+                        replace(cancel, **change).signing_payload(),
+                        request_id=request_id,
+                        path=path,
+                    )
+                assert caught.value.code is ErrorCode.CANCEL_REFUSED, says
+                refusal = caught.value.refusal
+                assert isinstance(refusal, NodeRefused) and says in refusal.problem.detail
+            # a payment is no cancellation: refused before any node is asked
+            with pytest.raises(SignRequestInvalid) as invalid:
+                await engine.coordinator.sign_cancellation(
+                    "hot", replace(cancel, value=1).signing_payload(), request_id=row.payout_id
+                )
+            assert invalid.value.code is ErrorCode.CANCEL_REFUSED
+            # the same transaction "replaced" from another of the wallet's addresses would be a
+            # second payout: the nodes refuse it
+            with pytest.raises(SigningFailed) as other:
+                await engine.coordinator.sign_transaction(
+                    "hot",
+                    replace(old, max_fee_per_gas=old.max_fee_per_gas * 2).signing_payload(),
+                    request_id=row.payout_id,
+                    initiator=INITIATOR,
+                    path=(1, 7),
+                )
+            assert other.value.code is ErrorCode.REQUEST_REUSED
+            refusal = other.value.refusal
+            assert isinstance(refusal, NodeRefused)
+            assert "from the address the request was signed from" in refusal.problem.detail
 
     run(go())

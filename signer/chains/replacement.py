@@ -1,4 +1,5 @@
-"""When a node may sign a second transaction for one request: a fee replacement (speed-up).
+"""When a node may sign a second transaction for one request: a fee replacement (speed-up) or a
+cancellation.
 
 A payout stuck in the chain's pool because its fee is too low is replaced by the same
 transaction at the same nonce with higher fees; whichever of the two is mined, the other can
@@ -12,6 +13,15 @@ is such a replacement of the last one it signed for R (`replacement_problem` ret
   require to replace (geth, Hardhat), so a replacement that could never replace is not signed;
 * every fee at most `MAX_BUMP` times the one it replaces: a replacement burns at most that much
   more gas money, so a compromised coordinator cannot turn a payout into a large fee.
+
+A cancellation (`cancellation_problem`) replaces what the node signed last for R by a
+transaction that moves nothing: a 0-value self-send from the same sender at the same nonce
+(no calldata, no access list, gas at most the replaced one's), with fees bounded as above.
+Whichever is mined, the other cannot be, so the payout is either made once or not at all, and
+a nonce whose transaction the chain will never take is filled rather than left as a gap that
+holds up every later one.  A cancellation is itself replaced only by another cancellation (a
+cancelled payout cannot be revived): what the node signed last is what the next is compared
+with.
 
 Anything else is REQUEST_REUSED (one request, one payout), as before.
 """
@@ -28,6 +38,8 @@ MIN_BUMP: Final = (11, 10)
 MAX_BUMP: Final = 10
 
 _SAME: Final = ("chain_id", "nonce", "gas", "to", "value", "data")
+#: What a cancellation keeps of the transaction it cancels.
+_SAME_SLOT: Final = ("chain_id", "nonce")
 
 
 def _fees(tx: Transfer) -> dict[str, int]:
@@ -48,6 +60,35 @@ def replacement_problem(old: Transfer, new: Transfer) -> str | None:
         differing.append("access_list")
     if differing:
         return f"a replacement changes only the fees; this one changes {', '.join(differing)}"
+    return _fee_problem(old, new)
+
+
+def is_cancellation(tx: Transfer, sender: str) -> bool:
+    """Whether `tx` moves nothing: 0 value to its own `sender`, no calldata, no access list."""
+    return (
+        tx.to.lower() == sender.lower()
+        and tx.value == 0
+        and not tx.data
+        and not getattr(tx, "access_list", ())
+    )
+
+
+def cancellation_problem(old: Transfer, new: Transfer, sender: str) -> str | None:
+    """Why `new`, sent from `sender`, is not a cancellation of `old` (None: it is one)."""
+    if not is_cancellation(new, sender):
+        return "a cancellation is a 0-value self-send with no calldata and no access list"
+    if type(old) is not type(new):
+        return "a cancellation is the same kind of transaction (EIP-1559 or legacy)"
+    differing = [name for name in _SAME_SLOT if getattr(old, name) != getattr(new, name)]
+    if differing:
+        return f"a cancellation keeps the chain and nonce; this one changes {', '.join(differing)}"
+    if new.gas > old.gas:
+        # a self-send needs no more gas than what it replaces: no room to burn fees
+        return f"a cancellation's gas may not exceed the cancelled one's ({new.gas} > {old.gas})"
+    return _fee_problem(old, new)
+
+
+def _fee_problem(old: Transfer, new: Transfer) -> str | None:
     numerator, denominator = MIN_BUMP
     for name, before in _fees(old).items():
         after = _fees(new)[name]
@@ -58,4 +99,10 @@ def replacement_problem(old: Transfer, new: Transfer) -> str | None:
     return None
 
 
-__all__ = ["MAX_BUMP", "MIN_BUMP", "replacement_problem"]
+__all__ = [
+    "MAX_BUMP",
+    "MIN_BUMP",
+    "cancellation_problem",
+    "is_cancellation",
+    "replacement_problem",
+]

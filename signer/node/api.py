@@ -318,6 +318,26 @@ class SignRequest(TransactionRequest):
     receipts: Annotated[list[VelocityReceipt], Field(max_length=MAX_RECEIPTS)] = []
 
 
+#: The request ids a node accepts (as `policies.intent` validates them in an intent).
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+
+
+class CancellationRequest(_Wire):
+    """`POST /v1/sign/cancel`: this node's partial signature on a cancellation of what it signed
+    last for `request_id` — a 0-value self-send from `sender` at the same nonce
+    (signer/chains/replacement.py).  It moves nothing, so no intent, approvals or receipts go
+    with it; the node signs it only for a request it signed itself, from the same sender."""
+
+    key_id: KeyIdHex
+    transaction: Annotated[
+        StrictStr,
+        Field(pattern=r"^([0-9a-f]{2})+$", max_length=2 * MAX_TRANSACTION_BYTES),
+    ]
+    request_id: Annotated[StrictStr, Field(pattern=REQUEST_ID_PATTERN)]
+    presignature_id: Hex32
+    sender: Annotated[StrictStr, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+
+
 class SignReply(_Wire):
     index: PartyIndex
     presignature_id: Hex32

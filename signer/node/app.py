@@ -20,6 +20,8 @@ the Authorization header.  A refusal logs its code and culprit, never the input.
   DELETE /v1/sessions/{session}          forget a session the coordinator gave up on
   POST /v1/sign                          partial signature on a wallet transaction, after the
                                          node's own policy decision (signer/node/decision.py)
+  POST /v1/sign/cancel                   partial signature on a cancellation (a 0-value self-send
+                                         at the nonce) of what the node signed for a request
   POST /v1/sign/raw                      partial signature on raw bytes: raw keys only
   POST /v1/receipts                      reserve a velocity-limited intent here and return the
                                          signed receipt (signer/node/receipts.py)
@@ -66,6 +68,7 @@ from signer.errors import TesseraError
 from signer.logs import Timer, bind, log_event
 from signer.node.api import (
     AuditHead,
+    CancellationRequest,
     CancelReply,
     EnvelopeBatch,
     GovernanceReply,
@@ -367,6 +370,10 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     @app.post("/v1/sign", dependencies=guard)
     def sign(request: SignRequest) -> SignReply:
         return service().sign_transaction(request)
+
+    @app.post("/v1/sign/cancel", dependencies=guard)
+    def sign_cancel(request: CancellationRequest) -> SignReply:
+        return service().sign_cancellation(request)
 
     @app.post("/v1/sign/raw", dependencies=guard)
     def sign_raw(request: RawSignRequest) -> SignReply:

@@ -57,6 +57,7 @@ class AuditKind(StrEnum):
     """What a node record is about (the ``node_*`` kinds of `policies.audit.AuditKind`)."""
 
     NODE_SIGNED = "node_signed"
+    NODE_CANCELLED = "node_cancelled"
     NODE_REFUSED = "node_refused"
     NODE_RECEIPT = "node_receipt"
     NODE_QUARANTINE = "node_quarantine"

@@ -1,4 +1,5 @@
-"""Failpoints: named places in the node where a crash test can have the process killed.
+"""Failpoints: named places in a node (or the coordinator's payout engine) where a crash test can
+have the process killed.
 
 `TESSERA_FAILPOINTS="sign.after_consume"` (comma-separated names) makes the node SIGKILL itself
 when it reaches that point — a real `kill -9` at an exact step, which is how the crash-safety
@@ -28,6 +29,10 @@ KNOWN = frozenset(
         "sign.after_partial",
         "session.before_store",
         "session.after_store",
+        # the coordinator's payouts (coordinator/payouts.py): after each step is stored
+        "payout.after_reserve",
+        "payout.after_sign",
+        "payout.after_send",
     }
 )
 

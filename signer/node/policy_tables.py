@@ -72,6 +72,9 @@ class SignedRequestRow(NodeTable, table=True):
     # the unsigned transaction last signed for the request (a replacement is compared with it;
     # NULL for requests signed before node_0003)
     payload: bytes | None = None
+    # the sending address it was signed from (EIP-55; a replacement or cancellation must be from
+    # the same one; NULL for requests signed before node_0004)
+    sender: str | None = None
 
 
 class UsedApprovalRow(NodeTable, table=True):

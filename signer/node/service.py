@@ -40,6 +40,7 @@ from signer.errors import CryptoMisuse, EncodingError, InvalidParameter
 from signer.logs import log_event
 from signer.node import receipts
 from signer.node.api import (
+    CancellationRequest,
     Finding,
     IdentifyResult,
     SessionProtocol,
@@ -537,6 +538,18 @@ class NodeService:
             lambda: self.signing.sign_transaction(request)[0],
         )
 
+    def sign_cancellation(self, request: CancellationRequest) -> SignReply:
+        """This node's partial signature on a cancellation of what it signed for a request."""
+        return self._signed(
+            "sign_cancel",
+            {
+                "key_id": request.key_id,
+                "request_id": request.request_id,
+                "presignature_id": request.presignature_id,
+            },
+            lambda: self.signing.sign_cancellation(request),
+        )
+
     def receipt(self, request: TransactionRequest) -> VelocityReceipt:
         """Reserve the request's amount in this node's ledger and return the signed receipt
         (receipts.py).  Refusals are audited like a refused signature."""
@@ -589,7 +602,8 @@ class NodeService:
 
     def _refused(self, action: str, fields: dict[str, Any], exc: NodeError | HsmError) -> None:
         code = exc.code if isinstance(exc, NodeError) else ErrorCode.HSM
-        if action in ("sign", "sign_raw", "receipt"):  # (a session refusal is logged by start)
+        # (a session refusal is logged by start)
+        if action in ("sign", "sign_raw", "sign_cancel", "receipt"):
             if action != "receipt":
                 self.metrics.signature_refused(code)
             log_event(

@@ -6,6 +6,11 @@ Two doors lead here, and both go through the checks below:
   (signer/node/decision.py), the velocity receipts (signer/node/receipts.py) and the sender
   check: the node derives the sending address from its own key and the derivation path bound
   to the presignature at presign time, and refuses a transaction that claims another;
+* `sign_cancellation` (`POST /v1/sign/cancel`): a 0-value self-send at the nonce of what this
+  node signed last for a request, from the same sender (signer/chains/replacement.py).  It
+  moves nothing, so no policy rule, approval or receipt applies; it is signed only for a
+  request this node signed, and after it the request can only be cancelled again (faster),
+  never revived;
 * `sign_raw` (`POST /v1/sign/raw`): raw bytes, for a raw key only (a node made with
   `--raw-keys`, for benchmarks and protocol tests); a wallet key can never get here.
 
@@ -19,6 +24,7 @@ in that same transaction: a refusal at that point consumes nothing.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +33,12 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from signer.chains.errors import TransactionRefused
 from signer.chains.evm import ChainError, Transfer, address_of, decode_signing_payload
-from signer.chains.replacement import replacement_problem
+from signer.chains.intent import decode_transaction
+from signer.chains.replacement import cancellation_problem, replacement_problem
 from signer.node import codec
-from signer.node.api import SignReply, SignRequest
+from signer.node.api import CancellationRequest, SignReply, SignRequest
 from signer.node.audit import AuditKind, NodeAudit
 from signer.node.decision import Decided, PolicyGate, audit_fields
 from signer.node.envelope import Roster
@@ -45,14 +53,34 @@ from signer.problems import ErrorCode
 from signer.protocol.presign import PresignaturePublic
 from signer.protocol.sign import HashScheme, issue_partial
 
+_SIGNED_ROW = text(
+    "SELECT payload_hash, payload, sender, key_id FROM signed_requests WHERE request_id = :id"
+)
+_REPLACE = text(
+    "UPDATE signed_requests SET payload_hash = :hash, payload = :payload, signed_at = :at "
+    "WHERE request_id = :id"
+)
 
-def _replacement_problem(stored: bytes | None, new: Transfer) -> str | None:
+
+def _stored_transfer(stored: bytes | None) -> Transfer | str:
+    """The transaction signed last for a request, or why there is none to compare with."""
     if stored is None:
         return "it was signed before replacements were recorded"
     try:
-        old = decode_signing_payload(stored)
+        return decode_signing_payload(stored)
     except ChainError:  # pragma: no cover - stored only after it decoded
         return "the stored transaction does not decode"
+
+
+def _replacement_problem(
+    stored: bytes | None, stored_sender: str | None, new: Transfer, sender: str
+) -> str | None:
+    old = _stored_transfer(stored)
+    if isinstance(old, str):
+        return old
+    if stored_sender is None or stored_sender.lower() != sender.lower():
+        # the same transaction from another of the wallet's addresses is a second payout
+        return "a replacement is sent from the address the request was signed from"
     return replacement_problem(old, new)
 
 
@@ -135,21 +163,20 @@ class Signing:
         decided = self.gate.decide(request)
         key_id = bytes.fromhex(request.key_id)
         presignature = self._presignature(key_id, bytes.fromhex(request.presignature_id))
-        self._check_sender(request, presignature, decided)
+        self._check_sender(request.sender, presignature, decided.policy_hash)
         receipts = self._check_receipts(request, presignature, decided)
         intent = decided.decoded.intent
 
         def record(session: Session) -> None:
             # Core statements, not the ORM's unit of work: this runs on every signature.
             now = time.time()
-            existing = session.execute(
-                text("SELECT payload_hash, payload FROM signed_requests WHERE request_id = :id"),
-                {"id": intent.request_id},
-            ).first()
+            existing = session.execute(_SIGNED_ROW, {"id": intent.request_id}).first()
             payload_hash = decided.decoded.payload_hash.hex()
             if existing is not None and existing[0] != payload_hash:
                 # only a fee replacement of what it signed last (signer/chains/replacement.py)
-                problem = _replacement_problem(existing[1], decided.decoded.transfer)
+                problem = _replacement_problem(
+                    existing[1], existing[2], decided.decoded.transfer, request.sender
+                )
                 if problem is not None:
                     raise NodeError(
                         ErrorCode.REQUEST_REUSED,
@@ -160,10 +187,7 @@ class Signing:
                     )
                 replaces = existing[0]
                 session.execute(
-                    text(
-                        "UPDATE signed_requests SET payload_hash = :hash, payload = :payload, "
-                        "signed_at = :at WHERE request_id = :id"
-                    ),
+                    _REPLACE,
                     {
                         "hash": payload_hash,
                         "payload": bytes.fromhex(request.transaction),
@@ -182,6 +206,7 @@ class Signing:
                         key_id=request.key_id,
                         signed_at=now,
                         payload=bytes.fromhex(request.transaction),
+                        sender=request.sender,
                     )
                 )
             for approval in request.approvals:
@@ -232,17 +257,88 @@ class Signing:
         # A second fsync per signature would buy nothing the limits need.
         return reply, decided
 
+    def sign_cancellation(self, request: CancellationRequest) -> SignReply:
+        """This node's partial signature on a cancellation of what it signed for a request."""
+        wallet = self.gate.wallet_of(request.key_id)  # a wallet key: a raw key signed nothing
+        link = self.gate.governance.require_policy(self.gate.clock())
+        payload = bytes.fromhex(request.transaction)
+        try:
+            new = decode_transaction(payload)
+        except TransactionRefused as exc:
+            raise NodeError(
+                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
+            ) from exc
+        presignature = self._presignature(
+            bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
+        )
+        self._check_sender(request.sender, presignature, link.policy_hash)
+        payload_hash = hashlib.sha256(payload).hexdigest()
+
+        def refuse(why: str) -> NodeError:
+            return NodeError(
+                ErrorCode.CANCEL_REFUSED,
+                f"request {request.request_id}: {why}",
+                check="cancellation",
+                policy_hash=link.policy_hash,
+            )
+
+        def record(session: Session) -> None:
+            existing = session.execute(_SIGNED_ROW, {"id": request.request_id}).first()
+            if existing is None:
+                raise refuse("this node signed nothing for it, so there is nothing to cancel")
+            stored_hash, stored, stored_sender, key_id = existing
+            if key_id != request.key_id:
+                raise refuse("it was signed with another key")
+            if stored_sender is None or stored_sender.lower() != request.sender.lower():
+                raise refuse("a cancellation is sent from the address the request was signed from")
+            old = _stored_transfer(stored)
+            if isinstance(old, str):
+                raise refuse(old)
+            if stored_hash != payload_hash:
+                problem = cancellation_problem(old, new, request.sender)
+                if problem is not None:
+                    raise refuse(problem)
+                session.execute(
+                    _REPLACE,
+                    {
+                        "hash": payload_hash,
+                        "payload": payload,
+                        "at": time.time(),
+                        "id": request.request_id,
+                    },
+                )
+            self.audit.append(
+                session,
+                AuditKind.NODE_CANCELLED,
+                {
+                    "request_id": request.request_id,
+                    "wallet": wallet,
+                    "payload_hash": payload_hash,
+                    "cancels": stored_hash,
+                    "nonce": new.nonce,
+                    "chain_id": new.chain_id,
+                    "policy_hash": link.policy_hash,
+                    "policy_version": link.version,
+                    "key_id": request.key_id,
+                    "presignature_id": request.presignature_id,
+                    "signers": list(presignature.public.signers),
+                    "path": list(presignature.public.derivation.path),
+                },
+            )
+
+        return self._issue(presignature, payload, HashScheme.KECCAK256, record)
+
     @staticmethod
-    def _check_sender(request: SignRequest, presignature: _Presignature, decided: Decided) -> None:
+    def _check_sender(sender: str, presignature: _Presignature, policy_hash: str) -> None:
         derived = address_of(presignature.public.derivation.public_key)
-        if derived.lower() != request.sender.lower():
+        if derived.lower() != sender.lower():
             path = "/".join(str(i) for i in presignature.public.derivation.path) or "(root)"
             raise NodeError(
                 ErrorCode.SENDER_MISMATCH,
-                f"the transaction claims sender {request.sender}; this key at path {path} "
+                f"the transaction claims sender {sender}; this key at path {path} "
                 f"(bound to the presignature) is {derived}",
                 check="sender",
-                policy_hash=decided.policy_hash,
+                policy_hash=policy_hash,
             )
 
     def _check_receipts(

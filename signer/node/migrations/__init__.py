@@ -16,6 +16,6 @@ SCHEMA = Schema(
     name="node",
     package=__name__,
     baseline="node_0001",
-    head="node_0003",
+    head="node_0004",
     command="tessera node migrate --db {path}",
 )
