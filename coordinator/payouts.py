@@ -29,6 +29,10 @@ A payout moves through states that are persisted before their side effect (docs/
   also how a nonce whose signed transaction the chain refuses is filled, so that every later
   nonce of the address can be mined.
 
+A payout may be a batch (`PayoutRequest.legs`, built by `batch_request`): many recipients of
+ether paid in one transaction through the chain's disperse contract, decided by every node on
+every leg and on the total (policies/evaluator.py, batches); it moves through the same states.
+
 The payout id is the request id the nodes see: a payout is one request however often it is
 retried, and a second payout with the same id but another body is refused (REQUEST_REUSED).
 """
@@ -66,7 +70,9 @@ from coordinator.signing import SignOutcome
 from coordinator.store import PayoutRow
 from coordinator.transactions import TransactionOps
 from policies.approvals import Approval, parse_approval
+from policies.document import AMOUNT_CONTEXT, amount_str
 from policies.errors import PolicyError
+from signer.chains.disperse import MAX_LEGS, encode_disperse_ether
 from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import (
     Eip1559Transfer,
@@ -84,7 +90,7 @@ from signer.node.faults import failpoint
 from signer.problems import ErrorCode
 from signer.protocol.hd import derive
 
-__all__ = ["PayoutEngine", "PayoutError", "PayoutRequest", "PayoutState"]
+__all__ = ["PayoutEngine", "PayoutError", "PayoutRequest", "PayoutState", "batch_request"]
 
 T = TypeVar("T")
 
@@ -151,6 +157,43 @@ class PayoutRequest:
     fee_level: FeeLevel = FeeLevel.MEDIUM
     path: tuple[int, ...] = ()
     approvals: Sequence[Approval] = field(default=(), compare=False)
+    #: a batch: (recipient, amount text) per leg; `destination` is then the chain's disperse
+    #: contract and `amount` the legs' sum (`batch_request` fills both)
+    legs: tuple[tuple[str, str], ...] | None = None
+
+
+def batch_request(
+    chain: Chain,
+    payout_id: str,
+    wallet: str,
+    asset: str,
+    legs: Sequence[tuple[str, str]],
+    initiator: str,
+    *,
+    fee_level: FeeLevel = FeeLevel.MEDIUM,
+    path: tuple[int, ...] = (),
+    approvals: Sequence[Approval] = (),
+) -> PayoutRequest:
+    """A payout of `legs` (recipient, amount text) in one transaction through `chain`'s
+    disperse contract; the amounts are checked when it is submitted."""
+    total = Decimal(0)
+    for _recipient, amount in legs:
+        # a malformed amount is left out here and refused, naming its leg, at submission
+        if isinstance(amount, str) and _AMOUNT.match(amount):
+            total = AMOUNT_CONTEXT.add(total, Decimal(amount))
+    return PayoutRequest(
+        payout_id=payout_id,
+        wallet=wallet,
+        chain_id=chain.chain_id,
+        asset=asset,
+        destination=chain.disperse or "",
+        amount=amount_str(total),
+        initiator=initiator,
+        fee_level=fee_level,
+        path=path,
+        approvals=approvals,
+        legs=tuple((recipient, amount) for recipient, amount in legs),
+    )
 
 
 @dataclass(frozen=True)
@@ -219,6 +262,8 @@ class PayoutEngine:
         return self.registry.chain(chain_id), self.rpcs[chain_id]
 
     def _call(self, request: PayoutRequest, chain: Chain) -> _Call:
+        if request.legs is not None:
+            return self._batch_call(request, chain)
         try:
             destination = checked_address(request.destination)
         except AddressRefused as exc:
@@ -239,6 +284,52 @@ class PayoutEngine:
             raise PayoutError(request.payout_id, ErrorCode.VALIDATION, str(exc)) from exc
         return _Call(token.address, 0, encode_transfer(destination, units))
 
+    def _batch_call(self, request: PayoutRequest, chain: Chain) -> _Call:
+        """The disperse call of a batch: every leg's address and amount checked, the request's
+        destination the chain's disperse contract and its amount the exact sum."""
+        legs = request.legs or ()
+
+        def refuse(detail: str, code: ErrorCode = ErrorCode.VALIDATION) -> PayoutError:
+            return PayoutError(request.payout_id, code, detail)
+
+        if chain.disperse is None:
+            raise refuse(
+                f"chain {chain.chain_id} has no disperse contract in the registry: pay the "
+                "batch one transaction per withdrawal",
+                ErrorCode.UNKNOWN_CHAIN,
+            )
+        if request.asset != chain.native.symbol:
+            # disperseToken spends an ERC-20 allowance, which the nodes do not sign yet
+            raise refuse(
+                f"a batch in one transaction pays {chain.native.symbol}; pay {request.asset} "
+                "one transaction per withdrawal",
+                ErrorCode.UNSUPPORTED_TRANSACTION,
+            )
+        if not 1 <= len(legs) <= MAX_LEGS:
+            raise refuse(f"a batch has 1 to {MAX_LEGS} legs, not {len(legs)}")
+        recipients: list[str] = []
+        values: list[int] = []
+        for index, (recipient, amount) in enumerate(legs):
+            try:
+                recipients.append(checked_address(recipient))
+            except AddressRefused as exc:
+                raise PayoutError(
+                    request.payout_id, exc.code, f"leg {index}: {exc.detail}", exc.check
+                ) from exc
+            try:
+                values.append(base_units(amount, chain.native.decimals, f"leg {index}"))
+            except ValueError as exc:
+                raise refuse(str(exc)) from exc
+        if request.destination.lower() != chain.disperse.lower():
+            raise refuse("a batch's destination is the chain's disperse contract")
+        try:
+            total = base_units(request.amount, chain.native.decimals, "amount")
+        except ValueError as exc:
+            raise refuse(str(exc)) from exc
+        if total != sum(values):
+            raise refuse("a batch's amount is the sum of its legs")
+        return _Call(chain.disperse, total, encode_disperse_ether(recipients, values))
+
     def own_addresses(self) -> set[str]:
         """Tessera's own addresses: each wallet's (its key at the root path)."""
         return {self.sender_of(w.name, ()) for w in self.store.wallets() if w.policy_wallet}
@@ -248,16 +339,25 @@ class PayoutEngine:
             policy = await self.coordinator.active_policy()
         except SigningFailed as exc:
             raise PayoutError(request.payout_id, exc.code, str(exc)) from exc
-        try:
-            check_destination(
-                request.destination,
-                chain_id=chain.chain_id,
-                policy=policy,
-                own={sender, *self.own_addresses()},
-                token_contracts=[t.address for t in chain.tokens.values()],
-            )
-        except AddressRefused as exc:
-            raise PayoutError(request.payout_id, exc.code, exc.detail, exc.check) from exc
+        own = {sender, *self.own_addresses()}
+        tokens = [t.address for t in chain.tokens.values()]
+        if request.legs is None:
+            destinations = [("", request.destination)]
+        else:  # the contract itself was checked in _batch_call; each leg is a destination
+            destinations = [(f"leg {i}: ", leg[0]) for i, leg in enumerate(request.legs)]
+        for prefix, destination in destinations:
+            try:
+                check_destination(
+                    destination,
+                    chain_id=chain.chain_id,
+                    policy=policy,
+                    own=own,
+                    token_contracts=tokens,
+                )
+            except AddressRefused as exc:
+                raise PayoutError(
+                    request.payout_id, exc.code, prefix + exc.detail, exc.check
+                ) from exc
 
     def sender_of(self, wallet: str, path: tuple[int, ...]) -> str:
         row = self.store.wallet(wallet)
@@ -308,6 +408,7 @@ class PayoutEngine:
             initiator=request.initiator,
             state=PayoutState.ACCEPTED.value,
             approvals=_approvals_text(request.approvals),
+            legs=None if request.legs is None else json.dumps([list(leg) for leg in request.legs]),
             created_at=now,
             updated_at=now,
         )
@@ -321,7 +422,7 @@ class PayoutEngine:
                 # a concurrent submission of the same id got there first: compare with it
                 existing = self.payout(request.payout_id)
         same: tuple[str, ...] = ("wallet", "path", "chain_id", "asset", "destination", "amount")
-        same = (*same, "initiator", "fee_level")
+        same = (*same, "initiator", "fee_level", "legs")
         differing = [name for name in same if getattr(existing, name) != getattr(row, name)]
         if differing:
             raise PayoutError(
@@ -395,6 +496,7 @@ class PayoutEngine:
             row.destination,
             row.amount,
             row.initiator,
+            legs=_stored_legs(row),
         )
         call = self._call(request, chain)
         try:
@@ -463,7 +565,9 @@ class PayoutEngine:
         except (SigningFailed, SignRequestInvalid) as exc:
             final = exc.code in _FINAL_REFUSALS
             state = PayoutState.FAILED if final else PayoutState.ACCEPTED
-            reason = f"{exc.code}: {exc}"[:500]
+            # the node's own words when it refused (its rule, the leg of a batch), else ours
+            refusal = getattr(exc, "refusal", None)
+            reason = f"{exc.code}: {refusal if refusal is not None else exc}"[:500]
             self.nonces.release(row.chain_id, row.sender, row.payout_id, nonce, state.value, reason)
             if final:
                 return self.payout(row.payout_id)
@@ -697,6 +801,16 @@ def _versions(row: PayoutRow) -> list[str]:
     """The hashes of every signed version of a payout: the current one first."""
     earlier = [entry["tx_hash"] for entry in json.loads(row.replaced)]
     return [_stored(row, row.tx_hash, "transaction hash"), *earlier]
+
+
+def _stored_legs(row: PayoutRow) -> tuple[tuple[str, str], ...] | None:
+    if row.legs is None:
+        return None
+    try:
+        legs = json.loads(row.legs)
+        return tuple((str(recipient), str(amount)) for recipient, amount in legs)
+    except (ValueError, TypeError) as exc:
+        raise PayoutError(row.payout_id, ErrorCode.CORRUPT, "its stored legs do not parse") from exc
 
 
 def _approvals_text(approvals: Sequence[Approval]) -> str:

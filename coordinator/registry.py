@@ -81,11 +81,17 @@ class Chain(_Model):
     #: gas price): a transaction whose fee would be higher is refused, not signed.
     fee_ceiling_wei: Annotated[StrictInt, Field(gt=0, le=MAX_FEE_CEILING_WEI)]
     tokens: dict[AssetSymbol, Token] = Field(default_factory=dict)
+    #: The batch-payout contract (coordinator/contracts/Disperse.sol) deployed on this chain;
+    #: None: batches are paid one transaction per withdrawal.  The nodes sign a batch only
+    #: through the contract their policy names for the chain, so the two must agree.
+    disperse: Address | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> Chain:
         if self.native.symbol in self.tokens:
             raise ValueError(f"token {self.native.symbol} has the native coin's symbol")
+        if self.disperse is not None and self.token_at(self.disperse) is not None:
+            raise ValueError("the disperse contract is a token's contract address")
         seen: dict[str, str] = {}
         for symbol, token in self.tokens.items():
             other = seen.setdefault(token.address.lower(), symbol)

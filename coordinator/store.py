@@ -162,6 +162,10 @@ class PayoutRow(_CoordinatorTable, table=True):
     replaced: str = "[]"
     created_at: float
     updated_at: float
+    # a batch paid in one transaction through the disperse contract: JSON list of [destination,
+    # amount] (destination is then the contract, amount the sum); last, as coordinator_0006
+    # adds it
+    legs: str | None = None
 
 
 class DepositAddressRow(_CoordinatorTable, table=True):

@@ -84,6 +84,7 @@ def diff_policies(old: PolicyDocument, new: PolicyDocument) -> PolicyDiff:
     _diff_blacklist(old, new, changes)
     _diff_rules(old, new, changes)
     _diff_limits(old, new, changes)
+    _diff_disperse(old, new, changes)
     old_hash, new_hash = old.policy_hash(), new.policy_hash()
     header = f"policy v{old.version} ({old_hash[:12]}) → v{new.version} ({new_hash[:12]})"
     lines = [header]
@@ -173,6 +174,17 @@ def _diff_assets(old: PolicyDocument, new: PolicyDocument, changes: _Changes) ->
             changes.add(
                 "-", f"asset {symbol}: contract {address} on chain {chain_id} removed", "tightening"
             )
+
+
+def _diff_disperse(old: PolicyDocument, new: PolicyDocument, changes: _Changes) -> None:
+    was = {(c.chain_id, c.address) for c in old.disperse_contracts}
+    now = {(c.chain_id, c.address) for c in new.disperse_contracts}
+    for chain_id, address in sorted(now - was):
+        # Loosening: the nodes now sign batches through that contract (a changed address on a
+        # chain is a removal and an addition: the addition is what needs the timelock).
+        changes.add("+", f"disperse contract {address} on chain {chain_id}", "loosening")
+    for chain_id, address in sorted(was - now):
+        changes.add("-", f"disperse contract {address} on chain {chain_id} removed", "tightening")
 
 
 def _diff_wallets(old: PolicyDocument, new: PolicyDocument, changes: _Changes) -> None:

@@ -353,6 +353,12 @@ class TokenContract(_Model):
     address: Address
 
 
+class DisperseContract(TokenContract):
+    """The batch-payout contract (coordinator/contracts/Disperse.sol) on one chain: the only
+    contract through which a node signs one transaction paying many (signer/chains/disperse.py).
+    The policy names it because what a call does is the contract's code, not its calldata."""
+
+
 class Asset(_Model):
     decimals: Decimals
     # The chains on which this asset is the chain's native coin (ETH on 1, 31337, …): a node
@@ -481,6 +487,8 @@ class PolicyDocument(BaseModel):
     blacklist: tuple[BlacklistEntry, ...] = Field(default=(), max_length=1_000_000)
     rules: tuple[Rule, ...] = Field(default=(), max_length=10_000)
     velocity_limits: tuple[VelocityLimit, ...] = Field(default=(), max_length=10_000)
+    # At most one per chain; none: the nodes sign no batch payout.
+    disperse_contracts: tuple[DisperseContract, ...] = Field(default=(), max_length=1_000)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PolicyDocument:
@@ -529,6 +537,13 @@ class PolicyDocument(BaseModel):
                 if match[key] is not None:
                     match[key] = sorted(match[key])
         obj["velocity_limits"] = sorted(obj["velocity_limits"], key=lambda v: v["id"])
+        if obj["disperse_contracts"]:
+            obj["disperse_contracts"] = sorted(
+                obj["disperse_contracts"], key=lambda c: c["chain_id"]
+            )
+        else:
+            # as an asset's contracts: left out while empty, so earlier documents keep their hash
+            del obj["disperse_contracts"]
         return obj
 
     def canonical(self) -> bytes:
@@ -545,6 +560,10 @@ class PolicyDocument(BaseModel):
         return canonical_hash_hex(self.canonical_object())
 
     # --- look-ups (used by the evaluator and governance) ---
+
+    def disperse_contract_on(self, chain_id: int) -> str | None:
+        """The batch-payout contract on `chain_id`, if the policy names one."""
+        return next((c.address for c in self.disperse_contracts if c.chain_id == chain_id), None)
 
     def officer(self, officer_id: str) -> Officer:
         """The officer `officer_id`; `UnknownOfficerError` if this version does not list it."""
@@ -736,6 +755,22 @@ def _check_assets(doc: PolicyDocument, problems: _Problems) -> None:
                     contract.address,
                     f"the contract on chain {contract.chain_id} is already {other}'s",
                 )
+    # A batch contract that were also a token's would make its calls both a batch and a token
+    # transfer; one per chain, so which contract a batch must call is never a choice.
+    _duplicates(
+        problems,
+        (c.chain_id for c in doc.disperse_contracts),
+        _at("disperse_contracts"),
+        "chain",
+    )
+    for index, contract in enumerate(doc.disperse_contracts):
+        token = contract_of.get((contract.chain_id, contract.address.lower()))
+        if token is not None:
+            problems.add(
+                f"disperse_contracts[{index}].address",
+                contract.address,
+                f"the contract on chain {contract.chain_id} is {token}'s token contract",
+            )
 
 
 def _check_wallets(doc: PolicyDocument, problems: _Problems) -> None:

@@ -14,6 +14,8 @@ no clock, no randomness) and returns the same `Decision` for the same inputs.  O
    the limit; approvals never lift a limit;
 6. REQUIRE_APPROVAL(k of group) becomes ALLOW once k officers of the group other than the
    initiator have approved (`approvals` holds ids whose signatures were already verified).
+
+A batch (`intent.legs`) is decided on every leg and on the total (`_evaluate_batch`).
 """
 
 from __future__ import annotations
@@ -157,77 +159,189 @@ def evaluate(
     if intent.wallet in frozen_wallets:
         return run.finish("DENY", "frozen", f"wallet {wallet.id} is frozen")
 
+    if intent.legs is not None:
+        return _evaluate_batch(run, wallet, approvals, ledger)
+    notes, verdict = _rules_verdict(policy, intent, wallet, now)
+    for line in notes:
+        run.note(line)
+    if isinstance(verdict, _Final):
+        return run.finish(verdict.outcome, verdict.reason, verdict.last, rule=verdict.rule)
+    run.note(f"rule {verdict.id} matched: {verdict.action}")
+    return _conclude(run, wallet, verdict, _requirements([verdict]), approvals, ledger)
+
+
+@dataclass(frozen=True)
+class _Final:
+    """How the rules end an evaluation before limits and approvals: a BLOCK or a DENY."""
+
+    outcome: Outcome
+    reason: Reason
+    last: str
+    rule: Rule | None
+
+
+def _rules_verdict(
+    policy: PolicyDocument, intent: TransactionIntent, wallet: Wallet, now: datetime
+) -> tuple[list[str], Rule | _Final]:
+    """Steps 3 and 4 for one destination and amount: the explanation lines, and the matched
+    ALLOW or REQUIRE_APPROVAL rule — or the BLOCK or DENY that ends the evaluation."""
+    notes: list[str] = []
     matched: Rule | None = None
     for rule in policy.rules:
         mismatch = _mismatch(policy, rule, intent, wallet, now)
         if mismatch is None:
             matched = rule
             break
-        run.note(f"rule {rule.id}: no match — {mismatch}")
+        notes.append(f"rule {rule.id}: no match — {mismatch}")
 
     hits = policy.blacklist_hits(intent.destination, intent.chain_id)
     if hits:
         labels = ", ".join(entry.label or "unlabelled entry" for entry in hits)
         listed = f"destination {intent.destination} is blacklisted ({labels})"
         if matched is not None and matched.action == "BLOCK":
-            run.note(f"rule {matched.id} matched: BLOCK")
-            return run.finish("BLOCK", "blacklisted", listed, rule=matched)
+            notes.append(f"rule {matched.id} matched: BLOCK")
+            return notes, _Final("BLOCK", "blacklisted", listed, matched)
         if matched is not None:
-            run.note(f"rule {matched.id} matched: {matched.action}, overridden by the blacklist")
-        return run.finish(
-            "BLOCK", "blacklisted", f"{listed}; the blacklist overrides every rule", rule=None
+            notes.append(
+                f"rule {matched.id} matched: {matched.action}, overridden by the blacklist"
+            )
+        return notes, _Final(
+            "BLOCK", "blacklisted", f"{listed}; the blacklist overrides every rule", None
         )
     if matched is None:
-        return run.finish("DENY", "no_rule", "no rule matched: default deny")
+        return notes, _Final("DENY", "no_rule", "no rule matched: default deny", None)
     if matched.action == "BLOCK":
-        return run.finish("BLOCK", "rule_block", f"rule {matched.id} matched: BLOCK", rule=matched)
+        return notes, _Final("BLOCK", "rule_block", f"rule {matched.id} matched: BLOCK", matched)
+    return notes, matched
 
-    run.note(f"rule {matched.id} matched: {matched.action}")
+
+def _requirements(rules: Iterable[Rule]) -> list[tuple[str, int]]:
+    """The distinct k-of-group approvals that the REQUIRE_APPROVAL rules among `rules` ask."""
+    found: list[tuple[str, int]] = []
+    for rule in rules:
+        if rule.action != "REQUIRE_APPROVAL":
+            continue
+        # Validation guarantees approvals on such a rule; without them, k = 1 of an empty
+        # group can never be met, so the request can never be allowed by accident.
+        requirement = rule.approvals
+        wanted = ("", 1) if requirement is None else (requirement.group, requirement.k)
+        if wanted not in found:
+            found.append(wanted)
+    return found
+
+
+def _conclude(
+    run: _Run,
+    wallet: Wallet,
+    rule: Rule,
+    requirements: list[tuple[str, int]],
+    approvals: frozenset[str],
+    ledger: LedgerView,
+) -> Decision:
+    """Steps 5 and 6 once the rules let the request through under `rule`: every velocity
+    limit with its whole amount added, then every approval requirement."""
+    policy, intent = run.policy, run.intent
     limits = check_limits(
         policy.limits_for(wallet.id, intent.asset),
         ledger.entries,
         wallet=wallet.id,
         asset=intent.asset,
         amount=intent.amount,
-        at=now,
+        at=run.now,
         exclude_request=intent.request_id,
     )
     run.limits = limits
     for check in limits:
         run.note(check.describe())
-    status = None
-    if matched.action == "REQUIRE_APPROVAL":
-        # Validation guarantees approvals on such a rule; without them, k = 1 of an empty
-        # group can never be met, so the request can never be allowed by accident.
-        requirement = matched.approvals
-        group = "" if requirement is None else requirement.group
-        k = 1 if requirement is None else requirement.k
-        status = _approval_status(policy, group, k, intent, approvals)
-        run.approval = status
+    statuses = [_approval_status(policy, group, k, intent, approvals) for group, k in requirements]
+    for status in statuses:
         run.note(_describe_approvals(status))
+    if statuses:
+        # the one shown: the first still waiting, or (all met) the last
+        run.approval = next((s for s in statuses if not s.satisfied), statuses[-1])
     exceeded = [check.limit_id for check in limits if not check.fits]
     if exceeded:
         return run.finish(
             "DENY",
             "limit_exceeded",
             f"velocity limit {_list(exceeded)} would be exceeded",
-            rule=matched,
+            rule=rule,
         )
-    if status is None:  # an ALLOW rule: BLOCK returned above, REQUIRE_APPROVAL has a status
-        return run.finish("ALLOW", "rule_allow", f"allowed by rule {matched.id}", rule=matched)
-    if status.satisfied:
-        return run.finish(
-            "ALLOW",
-            "approved",
-            f"approved by {_list(status.counted)} ({status.k} needed from group {status.group})",
-            rule=matched,
+    if not statuses:
+        return run.finish("ALLOW", "rule_allow", f"allowed by rule {rule.id}", rule=rule)
+    waiting = [status for status in statuses if not status.satisfied]
+    if not waiting:
+        met = "; ".join(
+            f"approved by {_list(s.counted)} ({s.k} needed from group {s.group})" for s in statuses
         )
+        return run.finish("ALLOW", "approved", met, rule=rule)
     return run.finish(
         "REQUIRE_APPROVAL",
         "approvals_pending",
-        f"waiting for {status.missing} more approval(s) from group {status.group}",
-        rule=matched,
+        "; ".join(
+            f"waiting for {s.missing} more approval(s) from group {s.group}" for s in waiting
+        ),
+        rule=rule,
     )
+
+
+_SEVERITY: dict[Outcome, int] = {"ALLOW": 0, "REQUIRE_APPROVAL": 1, "DENY": 2, "BLOCK": 3}
+
+
+def _evaluate_batch(
+    run: _Run, wallet: Wallet, approvals: frozenset[str], ledger: LedgerView
+) -> Decision:
+    """Steps 3–6 for a batch (`intent.legs`): one transaction, so one decision, and it must
+    hold for every leg *and* for the total.
+
+    Each leg is decided twice by the rules and the blacklist: as a withdrawal of its own amount
+    to its destination, and as a withdrawal of the whole batch's amount to it — a batch moves
+    its total under one signature, so an amount threshold (auto-sign below 1 ETH, approvals
+    above) applies to the total, and splitting a large payout into small legs buys nothing.
+    The strictest verdict wins: one leg blocked or denied refuses the batch whole (BLOCK before
+    DENY, the first such leg named); otherwise every approval requirement met by any leg must
+    be satisfied by the officers' approvals of the batch.  The velocity limits count the total,
+    that is every leg."""
+    policy, intent, now = run.policy, run.intent, run.now
+    legs = intent.legs or ()
+    worst: tuple[int, int, _Final] | None = None  # (severity, leg, the verdict)
+    matched: list[Rule] = []
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, leg in enumerate(legs):
+        single = intent.model_copy(
+            update={"destination": leg.destination, "amount": leg.amount, "legs": None}
+        )
+        whole = single.model_copy(update={"amount": intent.amount})
+        names: list[str] = []
+        for view in (single, whole):
+            _notes, verdict = _rules_verdict(policy, view, wallet, now)
+            if isinstance(verdict, _Final):
+                severity = _SEVERITY[verdict.outcome]
+                if worst is None or severity > worst[0]:
+                    worst = (severity, index, verdict)
+                names.append(verdict.outcome)
+            else:
+                matched.append(verdict)
+                names.append(f"rule {verdict.id} {verdict.action}")
+        groups.setdefault((names[0], names[1]), []).append(index)
+    total = amount_str(intent.amount)
+    run.note(f"batch of {len(legs)} legs, {total} {intent.asset} in all")
+    for (alone, as_total), indices in groups.items():
+        shown = ", ".join(str(i) for i in indices[:5]) + (", …" if len(indices) > 5 else "")
+        run.note(f"{len(indices)} leg(s) ({shown}): {alone}; at the total {total}: {as_total}")
+    if worst is not None:
+        _severity, index, verdict = worst
+        leg = legs[index]
+        return run.finish(
+            verdict.outcome,
+            verdict.reason,
+            f"leg {index} ({amount_str(leg.amount)} to {leg.destination}): {verdict.last};"
+            " the batch is refused whole",
+            rule=verdict.rule,
+        )
+    # the rule shown: the first that asks for approvals, else the first leg's
+    deciding = next((r for r in matched if r.action == "REQUIRE_APPROVAL"), matched[0])
+    return _conclude(run, wallet, deciding, _requirements(matched), approvals, ledger)
 
 
 class _Run:

@@ -6,7 +6,9 @@ The officers' policy (quorum 2 of alice, bob, carol) has ETH native on the three
 DAI with their contract on each, one wallet `hot` on all three, and two rules: up to 1,000 of any
 asset to the whitelist (RECIPIENT and SECOND on each chain) from the withdrawal service is
 allowed; more, to the whitelist, needs the approvals of alice and bob (group treasury); anything
-else is denied by default.  No velocity limit: no receipts, so a payout is one signing round.
+else is denied by default; BLOCKED is blacklisted.  No velocity limit: no receipts, so a payout
+is one signing round.  Each chain has the Disperse contract (coordinator/contracts/Disperse.sol)
+deployed, named by the policy and the registry, for batches paid in one transaction.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from node_cluster import make_cluster
 from policy_world import INITIATOR, Officers, officers_store
 
 from coordinator.cluster import LocalCluster
+from coordinator.contracts import artifact
 from coordinator.evm_chain import InProcessChain, LocalChain
 from coordinator.hardhat import HardhatNode
 from coordinator.payouts import PayoutEngine
@@ -37,6 +40,7 @@ CHAIN_B = 1338  # a second Hardhat node: another chain
 RECIPIENT = to_checksum_address("0x" + "a1" * 20)
 SECOND = to_checksum_address("0x" + "a2" * 20)
 STRANGER = to_checksum_address("0x" + "c3" * 20)
+BLOCKED = to_checksum_address("0x" + "b2" * 20)
 ETHER = 10**18
 USDT_UNITS = 10**6
 TOKENS = {"USDT": 6, "DAI": 18}
@@ -49,6 +53,7 @@ class Chains:
     local: dict[int, LocalChain]
     tokens: dict[int, dict[str, str]]
     hardhat: dict[int, HardhatNode] = field(default_factory=dict)
+    disperse: dict[int, str] = field(default_factory=dict)
 
     def token(self, chain_id: int, symbol: str) -> str:
         return self.tokens[chain_id][symbol]
@@ -71,11 +76,14 @@ def start_chains(root: Path) -> Chains:
             }
             for cid, chain in local.items()
         }
+        disperse = {
+            cid: chain.deploy(artifact("Disperse").bytecode) for cid, chain in local.items()
+        }
     except BaseException:
         for node in nodes.values():
             node.stop()
         raise
-    return Chains(local, tokens, nodes)
+    return Chains(local, tokens, nodes, disperse)
 
 
 def payout_policy(officers: Officers, chains: Chains) -> PolicyDocument:
@@ -106,6 +114,10 @@ def payout_policy(officers: Officers, chains: Chains) -> PolicyDocument:
             "assets": assets,
             "wallets": [{"id": "hot", "tier": "hot", "chains": chain_ids}],
             "whitelists": {"exchanges": whitelist},
+            "blacklist": [{"address": BLOCKED, "label": "sanctioned"}],
+            "disperse_contracts": [
+                {"chain_id": cid, "address": chains.disperse[cid]} for cid in chain_ids
+            ],
             "rules": [
                 {
                     "id": "payouts",
@@ -147,6 +159,7 @@ def registry_for(chains: Chains, **overrides: Any) -> ChainRegistry:
                     symbol: {"address": chains.token(cid, symbol), "decimals": decimals}
                     for symbol, decimals in TOKENS.items()
                 },
+                "disperse": chains.disperse[cid],
                 **overrides.get(str(cid), {}),
             }
         )

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 from chain_world import (
+    BLOCKED,
     CHAIN_A,
     CHAIN_B,
     ETHER,
@@ -34,7 +35,13 @@ from chain_world import (
 from eth_utils.address import to_checksum_address
 from policy_world import INITIATOR, new_request_id
 
-from coordinator.payouts import PayoutEngine, PayoutError, PayoutRequest, PayoutState
+from coordinator.payouts import (
+    PayoutEngine,
+    PayoutError,
+    PayoutRequest,
+    PayoutState,
+    batch_request,
+)
 from coordinator.store import PayoutRow
 from signer.chains.evm import (
     Eip1559Transfer,
@@ -56,7 +63,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # the concurrent test's payouts and every other test's, each one presignature
-    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 40)
+    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 48)
     try:
         yield w
     finally:
@@ -873,3 +880,101 @@ def test_the_nodes_sign_a_cancellation_only_of_what_they_signed(world: World) ->
             assert "from the address the request was signed from" in refusal.problem.detail
 
     run(go())
+
+
+# --- a batch in one transaction (the disperse contract) ----------------------------------------
+
+
+def batch(world: World, legs: list[tuple[str, str]], chain_id: int = CHAIN_A, **kw: Any) -> Any:
+    chain = registry_for(world.chains).chain(chain_id)
+    return batch_request(
+        chain,
+        kw.pop("payout_id", new_request_id("bt")),
+        "hot",
+        kw.pop("asset", "ETH"),
+        legs,
+        INITIATOR,
+    )
+
+
+def test_a_batch_in_one_transaction_pays_every_leg_exactly(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    legs = [(RECIPIENT, "0.25"), (SECOND, "0.5"), (RECIPIENT, "0.000000000000000003")]
+    before = {a: local.balance(a) for a in (RECIPIENT, SECOND, world.sender)}
+    req = batch(world, legs)
+    assert req.amount == "0.750000000000000003"
+    assert req.destination == world.chains.disperse[CHAIN_A]
+
+    async def go() -> PayoutRow:
+        async with world.engine() as engine:
+            return await pay_and_confirm(engine, req)
+
+    row = run(go())
+    assert row.state == PayoutState.CONFIRMED, row.reason
+    assert row.raw is not None and recover_sender(row.raw) == world.sender
+    sent = decode_signing_payload(_stored_payload(row))
+    assert sent.to == world.chains.disperse[CHAIN_A]
+    assert sent.value == units("0.750000000000000003", 18)
+    receipt = local.receipt(bytes.fromhex(row.tx_hash[2:]))
+    assert receipt.success
+    assert local.balance(RECIPIENT) - before[RECIPIENT] == units("0.250000000000000003", 18)
+    assert local.balance(SECOND) - before[SECOND] == units("0.5", 18)
+    spent = units("0.750000000000000003", 18) + receipt.fee
+    assert before[world.sender] - local.balance(world.sender) == spent
+
+
+def _stored_payload(row: PayoutRow) -> bytes:
+    assert row.payload is not None
+    return row.payload
+
+
+def test_a_batch_with_one_leg_to_a_blacklisted_address_is_refused_whole(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+    before = local.balance(RECIPIENT)
+
+    async def go() -> tuple[PayoutRow, PayoutRow]:
+        async with world.engine() as engine:
+            refused = await engine.pay(batch(world, [(RECIPIENT, "0.1"), (BLOCKED, "0.1")]))
+            paid = await pay_and_confirm(engine, request(CHAIN_A, "ETH", "0.01"))
+            return refused, paid
+
+    refused, paid = run(go())
+    # every node decoded the legs itself and its policy blocked the batch for the one leg
+    assert refused.state == PayoutState.FAILED and refused.raw is None
+    assert refused.reason is not None and refused.reason.startswith("POLICY_DENIED")
+    assert "leg 1" in refused.reason and "blacklisted" in refused.reason
+    assert local.balance(RECIPIENT) - before == units("0.01", 18)  # nothing of the batch
+    assert paid.nonce == start  # the batch gave its nonce back
+
+
+def test_a_batch_is_refused_before_anything_is_stored_when_it_cannot_be_paid(
+    world: World,
+) -> None:
+    async def go() -> list[PayoutError]:
+        errors = []
+        async with world.engine() as engine:
+            for req in (
+                batch(world, [(RECIPIENT, "0.1"), (RECIPIENT.lower()[:-1] + "G", "0.1")]),
+                batch(world, [(RECIPIENT, "0.1"), (SECOND, "-1")]),
+                batch(world, [(RECIPIENT, "1")], asset="USDT"),
+                batch(world, []),
+                replace(batch(world, [(RECIPIENT, "0.1")]), amount="0.2"),
+                replace(batch(world, [(RECIPIENT, "0.1")]), destination=SECOND),
+                batch(world, [(RECIPIENT, "0.1"), (world.sender, "0.1")]),
+            ):
+                with pytest.raises(PayoutError) as caught:
+                    await engine.submit(req)
+                errors.append(caught.value)
+                with pytest.raises(PayoutError):
+                    engine.payout(req.payout_id)
+        return errors
+
+    bad_address, bad_amount, token, empty, total, contract, own = run(go())
+    assert bad_address.detail.startswith("leg 1:")
+    assert bad_amount.code is ErrorCode.VALIDATION and "leg 1" in bad_amount.detail
+    assert token.code is ErrorCode.UNSUPPORTED_TRANSACTION
+    assert empty.code is ErrorCode.VALIDATION and "1 to 1000 legs" in empty.detail
+    assert total.code is ErrorCode.VALIDATION and "sum of its legs" in total.detail
+    assert contract.code is ErrorCode.VALIDATION and "disperse contract" in contract.detail
+    assert own.check == "own_address" and own.detail.startswith("leg 1:")

@@ -6,9 +6,9 @@ exact amount) or refuses.  `KINDS` lists them in order; `movement_of` requires e
 match, so two kinds that both claim a payload are a bug found at once, never a silent choice.
 
 Adding a kind (ERC-20 `transfer(address,uint256)` was the second: `erc20.py`; a batch payout
-through a disperse contract comes next) is one new module in this package (its kind object: the
-selector in `matches`, the asset and recipient in `decode`) plus one line in `KINDS`; nothing
-else changes.  Calldata that no kind matches is refused as
+through the policy's disperse contract the third: `disperse.py`) is one new module in this
+package (its kind object: the selector in `matches`, the asset and recipient in `decode`) plus
+one line in `KINDS`; nothing else changes.  Calldata that no kind matches is refused as
 UNSUPPORTED_TRANSACTION, so a node never signs a call it cannot read.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Final
 
 from policies.document import PolicyDocument
+from signer.chains.disperse import DISPERSE
 from signer.chains.erc20 import ERC20
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import Transfer
@@ -26,7 +27,7 @@ from signer.problems import ErrorCode
 
 __all__ = ["KINDS", "CalldataKind", "Movement", "movement_of", "selector_of"]
 
-KINDS: Final[tuple[CalldataKind, ...]] = (NATIVE, ERC20)
+KINDS: Final[tuple[CalldataKind, ...]] = (NATIVE, ERC20, DISPERSE)
 
 
 def selector_of(data: bytes) -> str:

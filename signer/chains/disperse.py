@@ -24,22 +24,40 @@ so the decoder here accepts exactly one byte string per batch — the canonical 
 * ``encoding``: the calldata is not bytes at all.
 
 A detail names the check and at most a few small numbers (a count, an offset, a leg's index),
-never the input.  The amounts stay in base units (wei, the token's smallest unit): the scaling
-to an asset's units, the asset itself and the policy's decision on each leg and on the total are
-the node's, not this decoder's.
+never the input.  The amounts stay in base units (wei, the token's smallest unit) in
+`DisperseCall`.
+
+`DISPERSE` is the calldata kind a node reads a batch with (`signer.chains.calldata`).  It adds
+what only the transaction and the policy can say:
+
+* ``contract``: the transaction calls the disperse contract the policy names for its chain —
+  what a call does is the called contract's code, so the same calldata sent to any other
+  contract could pay anyone (UNSUPPORTED_TRANSACTION);
+* ``value``: `disperseEther` sends exactly the sum of its legs (the contract reverts
+  otherwise, but a node signs only what will do what it read); `disperseToken` sends none;
+* ``token``: the token is a token asset of the policy on this chain.
+
+The movement's amount and each leg's are in the asset's units, exactly; the policy's decision on
+each leg and on the total is the evaluator's (`policies.evaluator`, batches).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Final
 
-from policies.document import eip55
+from policies.document import AMOUNT_CONTEXT, PolicyDocument, eip55
+from signer.chains.erc20 import token_asset
 from signer.chains.errors import TransactionRefused
+from signer.chains.evm import Transfer
+from signer.chains.movement import Movement, asset_amount
+from signer.chains.native import native_asset
 from signer.problems import ErrorCode
 
 __all__ = [
+    "DISPERSE",
     "DISPERSE_ETHER",
     "DISPERSE_TOKEN",
     "MAX_LEGS",
@@ -211,3 +229,57 @@ def decode_disperse(data: bytes) -> DisperseCall:
             raise _refuse("amount", f"leg {index} pays zero")
         legs.append((recipient, amount))
     return DisperseCall(token=token, legs=tuple(legs))
+
+
+# --- the calldata kind ----------------------------------------------------------------------------
+
+NAME: Final = "disperse"
+
+
+class DisperseKind:
+    """`CalldataKind` of batch payouts through the policy's disperse contract."""
+
+    name: Final = NAME
+
+    def matches(self, data: bytes) -> bool:
+        return data[:_SELECTOR] in (DISPERSE_ETHER, DISPERSE_TOKEN)
+
+    def decode(self, transfer: Transfer, policy: PolicyDocument) -> Movement:
+        contract = policy.disperse_contract_on(transfer.chain_id)
+        if contract is None or contract.lower() != transfer.to.lower():
+            raise TransactionRefused(
+                ErrorCode.UNSUPPORTED_TRANSACTION,
+                "contract",
+                f"a batch payout calls the policy's disperse contract on chain "
+                f"{transfer.chain_id} ({contract or 'none named'}), not {eip55(transfer.to)}",
+            )
+        call = decode_disperse(transfer.data)
+        if call.token is None:
+            symbol = native_asset(policy, transfer.chain_id)
+            if transfer.value != call.total:
+                raise TransactionRefused(
+                    ErrorCode.TRANSACTION_INVALID,
+                    "value",
+                    "a disperseEther call sends exactly the sum of its legs",
+                )
+        else:
+            symbol = token_asset(policy, transfer.chain_id, call.token)
+            if transfer.value != 0:
+                raise TransactionRefused(
+                    ErrorCode.TRANSACTION_INVALID,
+                    "value",
+                    "a disperseToken call sends no native value along with it",
+                )
+        decimals = policy.assets[symbol].decimals
+        legs = tuple(
+            (recipient, asset_amount(raw, symbol, decimals)) for recipient, raw in call.legs
+        )
+        total = Decimal(0)
+        for _recipient, amount in legs:
+            total = AMOUNT_CONTEXT.add(total, amount)
+        return Movement(
+            asset=symbol, destination=eip55(transfer.to), amount=total, kind=NAME, legs=legs
+        )
+
+
+DISPERSE: Final = DisperseKind()

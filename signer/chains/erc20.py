@@ -19,13 +19,12 @@ The intent's destination is the recipient in the calldata, not the transaction's
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Final
 
-from policies.document import AMOUNT_CONTEXT, MAX_AMOUNT, PolicyDocument, amount_str, eip55
+from policies.document import PolicyDocument, eip55
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import Transfer
-from signer.chains.movement import Movement
+from signer.chains.movement import Movement, asset_amount
 from signer.problems import ErrorCode
 
 NAME: Final = "erc20_transfer"
@@ -91,13 +90,7 @@ class Erc20Transfer:
             raise TransactionRefused(
                 ErrorCode.TRANSACTION_INVALID, "amount", "a transfer of zero is not a withdrawal"
             )
-        amount = Decimal(raw).scaleb(-policy.assets[symbol].decimals, AMOUNT_CONTEXT)
-        if amount > MAX_AMOUNT:
-            raise TransactionRefused(
-                ErrorCode.TRANSACTION_INVALID,
-                "amount",
-                f"{amount_str(amount)[:40]}… {symbol} is above the 10^30 bound of any amount",
-            )
+        amount = asset_amount(raw, symbol, policy.assets[symbol].decimals)
         return Movement(asset=symbol, destination=recipient, amount=amount, kind=NAME)
 
 

@@ -76,6 +76,10 @@ def intent_of(
         "amount": movement.amount,
         "initiator": initiator,
     }
+    if movement.legs is not None:
+        fields["legs"] = [
+            {"destination": destination, "amount": amount} for destination, amount in movement.legs
+        ]
     try:
         intent = parse_intent(fields, source="decoded transaction")
     except IntentSchemaError as exc:

@@ -10,6 +10,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
+from policies.document import AMOUNT_CONTEXT, MAX_AMOUNT, amount_str
+from signer.chains.errors import TransactionRefused
+from signer.problems import ErrorCode
+
 if TYPE_CHECKING:
     from policies.document import PolicyDocument
     from signer.chains.evm import Transfer
@@ -19,12 +23,31 @@ if TYPE_CHECKING:
 class Movement:
     """`amount` (exact, in the asset's units: "1.5" ETH, not wei) of `asset` to `destination`
     (EIP-55), as calldata kind `kind` reads the transfer.  For a token call the destination is
-    the recipient in the calldata, not the transaction's `to` (the token contract)."""
+    the recipient in the calldata, not the transaction's `to` (the token contract).  A batch
+    has `legs` (recipient, amount), its destination is the disperse contract and its amount
+    their sum."""
 
     asset: str
     destination: str
     amount: Decimal
     kind: str
+    legs: tuple[tuple[str, Decimal], ...] | None = None
+
+
+def asset_amount(raw: int, symbol: str, decimals: int) -> Decimal:
+    """`raw` base units (wei, a token's smallest unit) of `symbol` in its units, exactly.
+
+    Decimal(int) is exact whatever its size; scaleb only moves the exponent, and the policy's
+    200-digit trapping context holds any 256-bit value, so nothing here can round."""
+    amount = Decimal(raw).scaleb(-decimals, AMOUNT_CONTEXT)
+    if amount > MAX_AMOUNT:
+        # The policy cannot even express such an amount (its bound is 10^30 units).
+        raise TransactionRefused(
+            ErrorCode.TRANSACTION_INVALID,
+            "amount",
+            f"{amount_str(amount)[:40]}… {symbol} is above the 10^30 bound of any amount",
+        )
+    return amount
 
 
 class CalldataKind(Protocol):

@@ -8,13 +8,12 @@ would raise instead of silently changing what the limits see.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Final
 
-from policies.document import AMOUNT_CONTEXT, MAX_AMOUNT, PolicyDocument, amount_str
+from policies.document import PolicyDocument
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import Transfer
-from signer.chains.movement import Movement
+from signer.chains.movement import Movement, asset_amount
 from signer.problems import ErrorCode
 
 NAME: Final = "native"
@@ -36,17 +35,7 @@ class NativeTransfer:
                 ErrorCode.TRANSACTION_INVALID, "amount", "a transfer of zero is not a withdrawal"
             )
         symbol = native_asset(policy, transfer.chain_id)
-        decimals = policy.assets[symbol].decimals
-        # Decimal(int) is exact whatever its size; scaleb only moves the exponent, and the
-        # 200-digit context holds any 256-bit value, so nothing here can round.
-        amount = Decimal(transfer.value).scaleb(-decimals, AMOUNT_CONTEXT)
-        if amount > MAX_AMOUNT:
-            # The policy cannot even express such an amount (its bound is 10^30 units).
-            raise TransactionRefused(
-                ErrorCode.TRANSACTION_INVALID,
-                "amount",
-                f"{amount_str(amount)[:40]}… {symbol} is above the 10^30 bound of any amount",
-            )
+        amount = asset_amount(transfer.value, symbol, policy.assets[symbol].decimals)
         return Movement(asset=symbol, destination=transfer.to, amount=amount, kind=NAME)
 
 
