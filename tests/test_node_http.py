@@ -602,3 +602,29 @@ def test_the_policy_routes_refuse_nan_and_oversized_bodies(
     problem(huge, ErrorCode.PAYLOAD_TOO_LARGE)
     wrong = client.post(route, headers=headers, json=[1, 2, 3])
     problem(wrong, ErrorCode.VALIDATION)
+
+
+def test_the_cancellation_route_refuses_bad_input_with_problems(client: httpx.Client) -> None:
+    route = "/v1/sign/cancel"
+    problem(client.post(route, json={}), ErrorCode.UNAUTHORIZED)
+    huge = "zz" * (1 << 18)
+    bad = client.post(
+        route,
+        headers=AUTH,
+        json={
+            "key_id": huge,
+            "presignature_id": 7,
+            "transaction": "NaN",
+            "sender": None,
+            "request_id": huge,
+        },
+    )
+    found = problem(bad, ErrorCode.VALIDATION)
+    assert "zzzz" not in bad.text and len(bad.content) < 2 * MAX_DETAIL_CHARS + 500
+    assert "key_id" in found.detail
+    oversized = client.post(
+        route,
+        headers={**AUTH, "content-type": "application/json"},
+        content=b'{"k": "' + b"0" * (5 << 20),
+    )
+    problem(oversized, ErrorCode.PAYLOAD_TOO_LARGE)
