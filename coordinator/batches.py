@@ -14,18 +14,25 @@ that passes is stored whole, then paid in its order: from one sending address th
 consecutive nonces, each decided by the policy on every node; a payout the nodes refuse gives its
 nonce to the next one, so the batch leaves no gap.  Submitting the same file again is idempotent
 (the payout ids).
+
+`in_one_transaction` turns the checked rows into one payout per chain and asset instead, each
+paying its rows as the legs of one transaction through the chain's disperse contract (one nonce,
+one fee; the nodes decide every leg and the total, and one refused leg refuses that
+transaction whole).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from coordinator.fees import FeeLevel
-from coordinator.payouts import PayoutEngine, PayoutError, PayoutRequest
+from coordinator.payouts import PayoutEngine, PayoutError, PayoutRequest, batch_request
+from coordinator.registry import ChainRegistry
 from coordinator.store import PayoutRow
 from signer.errors import TesseraError
 from signer.problems import ErrorCode
@@ -179,14 +186,9 @@ def _request(
     )
 
 
-async def pay_batch(
-    engine: PayoutEngine,
-    requests: Sequence[PayoutRequest],
-    progress: Callable[[int, int], None] = lambda done, total: None,
-) -> list[PayoutRow]:
-    """Check every payout of the batch (refusing all, storing nothing, if one is wrong), store
-    them all, then drive each in order until the chain holds it or it failed.  Returns the
-    payouts in batch order (`sent`, or `failed` with the nodes' reason)."""
+async def check_batch(engine: PayoutEngine, requests: Sequence[PayoutRequest]) -> None:
+    """Check every payout of the batch as a single one is checked; BatchRefused naming every
+    wrong row (by its number) if one is wrong.  Stores nothing."""
     if not 1 <= len(requests) <= MAX_PAYOUTS:
         raise BatchRefused([f"a batch has 1 to {MAX_PAYOUTS} payouts"])
     problems: list[str] = []
@@ -202,10 +204,60 @@ async def pay_batch(
             problems.append(f"row {number}: {exc.code}: {exc.detail}")
     if problems:
         raise BatchRefused(problems)
+
+
+async def pay_batch(
+    engine: PayoutEngine,
+    requests: Sequence[PayoutRequest],
+    progress: Callable[[int, int], None] = lambda done, total: None,
+) -> list[PayoutRow]:
+    """Check every payout of the batch (refusing all, storing nothing, if one is wrong), store
+    them all, then drive each in order until the chain holds it or it failed.  Returns the
+    payouts in batch order (`sent`, or `failed` with the nodes' reason)."""
+    await check_batch(engine, requests)
     for request in requests:
         await engine.submit(request)
     out = []
     for number, request in enumerate(requests, 1):
         out.append(await engine.drive(request.payout_id, request.approvals))
         progress(number, len(requests))
+    return out
+
+
+def in_one_transaction(
+    registry: ChainRegistry, requests: Sequence[PayoutRequest]
+) -> list[PayoutRequest]:
+    """The batch's rows as payouts in one transaction each: one per (wallet, path, chain, asset,
+    fee level, initiator), in the order of their first rows, each paying its rows as legs
+    through the chain's disperse contract (`batch_request`).  A batch's id is a digest of its
+    rows' payout ids, so paying the same file again pays nothing twice."""
+    groups: dict[tuple[object, ...], list[PayoutRequest]] = {}
+    for request in requests:
+        key = (
+            request.wallet,
+            request.path,
+            request.chain_id,
+            request.asset,
+            request.fee_level,
+            request.initiator,
+        )
+        groups.setdefault(key, []).append(request)
+    out = []
+    for rows in groups.values():
+        first = rows[0]
+        if first.chain_id not in registry.chain_ids():
+            raise BatchRefused([f"chain {first.chain_id} is not configured"])
+        digest = hashlib.sha256("\n".join(r.payout_id for r in rows).encode()).hexdigest()
+        out.append(
+            batch_request(
+                registry.chain(first.chain_id),
+                f"batch-{digest[:40]}",
+                first.wallet,
+                first.asset,
+                [(r.destination, r.amount) for r in rows],
+                first.initiator,
+                fee_level=first.fee_level,
+                path=first.path,
+            )
+        )
     return out

@@ -3,8 +3,10 @@
 - `tessera chain check [--registry FILE]` validates a registry file (default: the shipped
   mainnets) and lists its chains and tokens; with `--json` the registry as one JSON object;
 - `tessera chain pay-batch FILE --wallet W --initiator I [--registry FILE] [--dir CLUSTER]
-  [--wait SECONDS]` pays a CSV or JSON list of payouts (coordinator/batches.py) through the
-  cluster's nodes over the registry's RPC URLs;
+  [--wait SECONDS] [--one-transaction]` pays a CSV or JSON list of payouts
+  (coordinator/batches.py) through the cluster's nodes over the registry's RPC URLs, one
+  transaction per row or, with `--one-transaction`, one per chain and asset through the
+  chain's disperse contract;
 - `tessera chain deposit-addresses --wallet W --customers FILE [--dir CLUSTER]` gives each
   customer reference of the file its deposit address (coordinator/deposits.py).
 
@@ -14,6 +16,7 @@ refused, a payout the nodes refused), 2 usage.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -100,6 +103,13 @@ def pay_batch_command(
             "--wait", min=0, help="Seconds to follow the payouts to confirmed (0: until sent)."
         ),
     ] = 0.0,
+    one_transaction: Annotated[
+        bool,
+        typer.Option(
+            "--one-transaction",
+            help="Pay the rows of each chain and asset in one transaction (the disperse contract).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Pay a list of up to 1,000 payouts (columns payout_id, chain_id, asset, destination,
@@ -121,7 +131,7 @@ def pay_batch_command(
     try:
         requests = parse_batch(data, chosen, wallet=wallet, initiator=initiator)
         loaded = load_registry(registry or MAINNETS)
-        rows = asyncio.run(_pay(root, loaded, requests, wait, as_json))
+        rows = asyncio.run(_pay(root, loaded, requests, wait, as_json, one_transaction))
     except TesseraError as exc:
         output.refuse(exc, as_json, what="batch not paid")
     docs = [
@@ -131,6 +141,7 @@ def pay_batch_command(
             "nonce": r.nonce,
             "tx_hash": r.tx_hash,
             "reason": r.reason,
+            "legs": None if r.legs is None else len(json.loads(r.legs)),
         }
         for r in rows
     ]
@@ -157,8 +168,9 @@ async def _pay(
     batch: list[PayoutRequest],
     wait: float,
     as_json: bool,
+    one_transaction: bool = False,
 ) -> list[PayoutRow]:
-    from coordinator.batches import pay_batch  # noqa: PLC0415
+    from coordinator.batches import check_batch, in_one_transaction, pay_batch  # noqa: PLC0415
     from coordinator.cluster import LocalCluster  # noqa: PLC0415
     from coordinator.payouts import PayoutEngine  # noqa: PLC0415
     from coordinator.rpc import ChainRpc  # noqa: PLC0415
@@ -173,6 +185,9 @@ async def _pay(
             output.errors.print(f"paid {done} of {total}", highlight=False)
 
     try:
+        if one_transaction:
+            await check_batch(engine, batch)  # every row, by its number in the file
+            batch = in_one_transaction(registry, batch)
         rows = await pay_batch(engine, batch, say)
         if wait > 0:
             rows = [await engine.wait(r.payout_id, timeout=wait) for r in rows]

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from policies.bundle import GovernanceBundle
 from signer.errors import TesseraError
 from signer.node.api import (
+    AllowanceRequest,
     AuditHead,
     CancellationRequest,
     CancelReply,
@@ -193,6 +194,15 @@ class NodeClient:
         try:
             return await self._model(
                 SignReply, "POST", "/v1/sign/cancel", json=request.model_dump(mode="json")
+            )
+        except NodeReplyInvalid as exc:
+            raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
+
+    async def sign_allowance(self, request: AllowanceRequest) -> SignReply:
+        """The node's partial on an ERC-20 approve to the policy's disperse contract."""
+        try:
+            return await self._model(
+                SignReply, "POST", "/v1/sign/allowance", json=request.model_dump(mode="json")
             )
         except NodeReplyInvalid as exc:
             raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc

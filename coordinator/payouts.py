@@ -30,8 +30,16 @@ A payout moves through states that are persisted before their side effect (docs/
   nonce of the address can be mined.
 
 A payout may be a batch (`PayoutRequest.legs`, built by `batch_request`): many recipients of
-ether paid in one transaction through the chain's disperse contract, decided by every node on
-every leg and on the total (policies/evaluator.py, batches); it moves through the same states.
+ether or of one token paid in one transaction through the chain's disperse contract, decided by
+every node on every leg and on the total (policies/evaluator.py, batches); it moves through the
+same states.  A token batch spends an ERC-20 allowance of the sender to the contract, so before
+its nonce is taken (`_allowed`) the engine reads the allowance on chain and, when it falls short,
+makes it: an `approve` of the batch's exact total (after an `approve` of zero when some allowance
+is left, which tokens such as USDT require), each a payout of kind `allowance` of its own, with
+its own nonce, signed by the nodes only to the policy's disperse contract
+(signer/chains/allowance.py) and mined before the batch is estimated.  The batches of one token
+from one address go one at a time (each waits for the one before to be mined), so the allowance
+read is the one the batch will spend.
 
 The payout id is the request id the nodes see: a payout is one request however often it is
 retried, and a second payout with the same id but another body is refused (REQUEST_REUSED).
@@ -40,6 +48,7 @@ retried, and a second payout with the same id but another body is refused (REQUE
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -72,7 +81,8 @@ from coordinator.transactions import TransactionOps
 from policies.approvals import Approval, parse_approval
 from policies.document import AMOUNT_CONTEXT, amount_str
 from policies.errors import PolicyError
-from signer.chains.disperse import MAX_LEGS, encode_disperse_ether
+from signer.chains.allowance import encode_approve
+from signer.chains.disperse import MAX_LEGS, encode_disperse_ether, encode_disperse_token
 from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import (
     Eip1559Transfer,
@@ -90,7 +100,14 @@ from signer.node.faults import failpoint
 from signer.problems import ErrorCode
 from signer.protocol.hd import derive
 
-__all__ = ["PayoutEngine", "PayoutError", "PayoutRequest", "PayoutState", "batch_request"]
+__all__ = [
+    "PayoutEngine",
+    "PayoutError",
+    "PayoutKind",
+    "PayoutRequest",
+    "PayoutState",
+    "batch_request",
+]
 
 T = TypeVar("T")
 
@@ -110,8 +127,21 @@ _FINAL_REFUSALS: Final = frozenset(
         ErrorCode.NO_POLICY,
         ErrorCode.VALIDATION,
         ErrorCode.RECEIPTS_MISSING,
+        ErrorCode.ALLOWANCE_REFUSED,
     }
 )
+#: The id mark of the allowance payouts the engine makes for token batches (refused in a
+#: caller's payout id, so a caller can never take or foresee one).
+_ALLOWANCE_MARK: Final = ":allowance:"
+#: At most this many approves a token batch waits for in one drive (a reset to zero, the
+#: total, and one more if the allowance moved meanwhile).
+_ALLOWANCE_STEPS: Final = 3
+
+
+class PayoutKind(StrEnum):
+    PAYOUT = "payout"
+    #: the ERC-20 approve a token batch spends (`PayoutRow.for_payout` names the batch)
+    ALLOWANCE = "allowance"
 
 
 class PayoutState(StrEnum):
@@ -218,8 +248,9 @@ def _path_text(path: tuple[int, ...]) -> str:
     return "/".join(str(i) for i in path)
 
 
-def base_units(amount: str, decimals: int, what: str) -> int:
-    """`amount` (decimal text) in units of 10^-decimals, exactly; refuses what does not fit."""
+def base_units(amount: str, decimals: int, what: str, *, zero: bool = False) -> int:
+    """`amount` (decimal text) in units of 10^-decimals, exactly; refuses what does not fit,
+    and zero unless `zero` (an allowance reset)."""
     if not isinstance(amount, str) or not _AMOUNT.match(amount):
         raise ValueError(f"{what}: an amount is decimal text like 12.5, without sign or exponent")
     try:
@@ -230,7 +261,7 @@ def base_units(amount: str, decimals: int, what: str) -> int:
     if scaled != scaled.to_integral_value():
         raise ValueError(f"{what}: more than {decimals} decimal places")
     units = int(scaled)
-    if units <= 0:
+    if units <= 0 and not zero:
         raise ValueError(f"{what}: the amount must be above zero")
     if units >= 2**256:
         raise ValueError(f"{what}: the amount does not fit a uint256")
@@ -252,6 +283,10 @@ class PayoutEngine:
         self.store = coordinator.store
         self.nonces = NonceManager(self.store)
         self._synced: set[tuple[int, str]] = set()
+        self._allowance_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
+        #: how long a token batch waits for an approve (or an earlier batch) to be mined
+        self.settle_timeout = 180.0
+        self.settle_poll = 0.2
 
     # --- the request -----------------------------------------------------------------------
     def _chain(self, payout_id: str, chain_id: int) -> tuple[Chain, ChainRpc]:
@@ -298,13 +333,13 @@ class PayoutEngine:
                 "batch one transaction per withdrawal",
                 ErrorCode.UNKNOWN_CHAIN,
             )
-        if request.asset != chain.native.symbol:
-            # disperseToken spends an ERC-20 allowance, which the nodes do not sign yet
+        token = chain.token(request.asset)
+        if request.asset != chain.native.symbol and token is None:
             raise refuse(
-                f"a batch in one transaction pays {chain.native.symbol}; pay {request.asset} "
-                "one transaction per withdrawal",
-                ErrorCode.UNSUPPORTED_TRANSACTION,
+                f"asset {request.asset} is not registered on chain {chain.chain_id}",
+                ErrorCode.UNKNOWN_CHAIN,
             )
+        decimals = chain.native.decimals if token is None else token.decimals
         if not 1 <= len(legs) <= MAX_LEGS:
             raise refuse(f"a batch has 1 to {MAX_LEGS} legs, not {len(legs)}")
         recipients: list[str] = []
@@ -317,18 +352,45 @@ class PayoutEngine:
                     request.payout_id, exc.code, f"leg {index}: {exc.detail}", exc.check
                 ) from exc
             try:
-                values.append(base_units(amount, chain.native.decimals, f"leg {index}"))
+                values.append(base_units(amount, decimals, f"leg {index}"))
             except ValueError as exc:
                 raise refuse(str(exc)) from exc
         if request.destination.lower() != chain.disperse.lower():
             raise refuse("a batch's destination is the chain's disperse contract")
         try:
-            total = base_units(request.amount, chain.native.decimals, "amount")
+            total = base_units(request.amount, decimals, "amount")
         except ValueError as exc:
             raise refuse(str(exc)) from exc
         if total != sum(values):
             raise refuse("a batch's amount is the sum of its legs")
-        return _Call(chain.disperse, total, encode_disperse_ether(recipients, values))
+        if token is None:
+            return _Call(chain.disperse, total, encode_disperse_ether(recipients, values))
+        # the contract moves the tokens with transferFrom: no ether goes along (`_allowed`)
+        return _Call(chain.disperse, 0, encode_disperse_token(token.address, recipients, values))
+
+    def _row_call(self, row: PayoutRow, chain: Chain) -> _Call:
+        """The transaction a stored payout makes (its request was checked when submitted)."""
+        if row.kind == PayoutKind.ALLOWANCE:
+            token = chain.token(row.asset)
+            if token is None:
+                raise PayoutError(
+                    row.payout_id,
+                    ErrorCode.UNKNOWN_CHAIN,
+                    f"asset {row.asset} is no longer registered on chain {chain.chain_id}",
+                )
+            units = base_units(row.amount, token.decimals, "amount", zero=True)
+            return _Call(token.address, 0, encode_approve(row.destination, units))
+        request = PayoutRequest(
+            row.payout_id,
+            row.wallet,
+            row.chain_id,
+            row.asset,
+            row.destination,
+            row.amount,
+            row.initiator,
+            legs=_stored_legs(row),
+        )
+        return self._call(request, chain)
 
     def own_addresses(self) -> set[str]:
         """Tessera's own addresses: each wallet's (its key at the root path)."""
@@ -376,6 +438,12 @@ class PayoutEngine:
                 request.payout_id[:40],
                 ErrorCode.VALIDATION,
                 "a payout id is 1-128 of A-Z a-z 0-9 . _ : -",
+            )
+        if _ALLOWANCE_MARK in request.payout_id:
+            raise PayoutError(
+                request.payout_id[:40],
+                ErrorCode.VALIDATION,
+                f"a payout id does not contain {_ALLOWANCE_MARK!r} (the engine's own allowances)",
             )
         chain, _rpc = self._chain(request.payout_id, request.chain_id)
         self._call(request, chain)
@@ -470,7 +538,16 @@ class PayoutEngine:
 
     async def drive(self, payout_id: str, approvals: Sequence[Approval] = ()) -> PayoutRow:
         row = self.payout(payout_id)
-        if row.state == PayoutState.ACCEPTED:
+        if row.state == PayoutState.ACCEPTED and self._spends_allowance(row):
+            # the allowance read, made and spent by one batch of this token at a time
+            key = (row.chain_id, row.sender, row.asset)
+            async with self._allowance_locks.setdefault(key, asyncio.Lock()):
+                row = self.payout(payout_id)  # it may have moved on while this waited
+                if row.state == PayoutState.ACCEPTED:
+                    row = await self._allowed(row)
+                if row.state == PayoutState.ACCEPTED:
+                    row = await self._reserve_and_sign(row, approvals)
+        elif row.state == PayoutState.ACCEPTED:
             row = await self._reserve_and_sign(row, approvals)
         elif row.state == PayoutState.RESERVED:
             async with self.nonces.lock(row.chain_id, row.sender):
@@ -478,6 +555,133 @@ class PayoutEngine:
         if row.state == PayoutState.SIGNED:
             failpoint("payout.after_sign")
             row = await self._send(row)
+        return row
+
+    # --- the allowance of a token batch ------------------------------------------------------
+    def _spends_allowance(self, row: PayoutRow) -> bool:
+        """Whether the payout is a token batch (disperseToken spends the sender's allowance)."""
+        if row.kind != PayoutKind.PAYOUT or row.legs is None:
+            return False
+        chain, _rpc = self._chain(row.payout_id, row.chain_id)
+        return row.asset != chain.native.symbol
+
+    async def _allowed(self, row: PayoutRow) -> PayoutRow:
+        """Make sure the sender's allowance to the disperse contract covers the token batch
+        `row` (the token's lock held): the batch unchanged when it does; failed when an approve
+        it needs was refused, reverted or cancelled; PayoutError when the chain is not there
+        yet (the batch stays accepted, and the next drive goes on from what was done)."""
+        chain, rpc = self._chain(row.payout_id, row.chain_id)
+        token = _stored(row, chain.token(row.asset), f"token {row.asset} in the registry")
+        disperse = _stored(row, chain.disperse, "chain's disperse contract")
+        needed = base_units(row.amount, token.decimals, "amount")
+        # an earlier batch of this token still to be mined spends from the same allowance
+        for earlier in self._batches_in_flight(row):
+            await self._until_mined(row.payout_id, earlier.payout_id)
+        for _step in range(_ALLOWANCE_STEPS):
+            try:
+                current = await rpc.token_allowance(token.address, row.sender, disperse)
+            except ChainUnavailable as exc:
+                raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
+            if current >= needed:
+                return row
+            made = self._allowances_of(row.payout_id)
+            last = made[-1] if made else None
+            if last is not None and last.state in (PayoutState.FAILED, PayoutState.CANCELLED):
+                reason = f"its allowance {last.payout_id} {last.state}: {last.reason}"
+                return self._update(
+                    row.payout_id, state=PayoutState.FAILED.value, reason=reason[:500]
+                )
+            if last is not None and last.state not in (PayoutState.MINED, PayoutState.CONFIRMED):
+                await self._until_mined(row.payout_id, last.payout_id)
+                continue
+            # USDT and its like refuse to move an allowance from one non-zero value to another
+            amount = "0" if current > 0 else row.amount
+            approve = self._new_allowance(row, disperse, amount)
+            await self._until_mined(row.payout_id, approve.payout_id)
+        raise PayoutError(
+            row.payout_id,
+            ErrorCode.CHAIN_REJECTED,
+            f"the allowance to {disperse} does not cover the batch after {_ALLOWANCE_STEPS} "
+            "approves; the next drive reads it again",
+        )
+
+    def _batches_in_flight(self, row: PayoutRow) -> list[PayoutRow]:
+        """The sender's other batches of the same token holding a nonce, not yet mined."""
+        with self.store.session() as session:
+            rows = session.exec(
+                select(PayoutRow)
+                .where(PayoutRow.chain_id == row.chain_id)
+                .where(PayoutRow.sender == row.sender)
+                .where(PayoutRow.asset == row.asset)
+                .where(PayoutRow.kind == PayoutKind.PAYOUT.value)
+                .where(PayoutRow.legs.is_not(None))  # type: ignore[union-attr]
+                .where(PayoutRow.payout_id != row.payout_id)
+                .where(
+                    PayoutRow.state.in_(  # type: ignore[attr-defined]
+                        [PayoutState.RESERVED, PayoutState.SIGNED, PayoutState.SENT]
+                    )
+                )
+            ).all()
+        return sorted(rows, key=lambda r: r.nonce if r.nonce is not None else -1)
+
+    def _allowances_of(self, batch_id: str) -> list[PayoutRow]:
+        """The approves made for a batch, oldest first."""
+        with self.store.session() as session:
+            rows = session.exec(
+                select(PayoutRow)
+                .where(PayoutRow.kind == PayoutKind.ALLOWANCE.value)
+                .where(PayoutRow.for_payout == batch_id)
+            ).all()
+        return sorted(rows, key=lambda r: r.created_at)
+
+    def _new_allowance(self, batch: PayoutRow, disperse: str, amount: str) -> PayoutRow:
+        """Store (accepted) an approve of `amount` of the batch's token to `disperse`."""
+        number = len(self._allowances_of(batch.payout_id)) + 1
+        payout_id = f"{batch.payout_id}{_ALLOWANCE_MARK}{number}"
+        if len(payout_id) > 128:  # the batch's id is long: a digest of it stands in
+            digest = hashlib.sha256(batch.payout_id.encode()).hexdigest()[:32]
+            payout_id = f"{batch.payout_id[:80]}{_ALLOWANCE_MARK}{digest}:{number}"
+        now = time.time()
+        row = PayoutRow(
+            payout_id=payout_id,
+            wallet=batch.wallet,
+            path=batch.path,
+            chain_id=batch.chain_id,
+            sender=batch.sender,
+            asset=batch.asset,
+            destination=disperse,
+            amount=amount,
+            fee_level=batch.fee_level,
+            initiator=batch.initiator,
+            state=PayoutState.ACCEPTED.value,
+            created_at=now,
+            updated_at=now,
+            kind=PayoutKind.ALLOWANCE.value,
+            for_payout=batch.payout_id,
+        )
+        with self.store.session() as session:
+            session.add(row)
+            session.commit()
+            session.refresh(row)
+        return row
+
+    async def _until_mined(self, batch_id: str, payout_id: str) -> PayoutRow:
+        """Drive payout `payout_id` and follow it until it is mined or ended; PayoutError (for
+        the batch `batch_id`) when that takes longer than `settle_timeout`."""
+        try:
+            row = await self.drive(payout_id)
+        except PayoutError as exc:
+            raise PayoutError(batch_id, exc.code, f"{payout_id}: {exc.detail}") from exc
+        deadline = time.monotonic() + self.settle_timeout
+        while row.state not in TERMINAL and row.state != PayoutState.MINED:
+            if row.state != PayoutState.SENT or time.monotonic() > deadline:
+                raise PayoutError(
+                    batch_id,
+                    ErrorCode.CHAIN_UNAVAILABLE,
+                    f"{payout_id} is {row.state}, not mined yet; the next drive waits again",
+                )
+            await asyncio.sleep(self.settle_poll)
+            row = await self.track(payout_id)
         return row
 
     async def _ensure_synced(self, rpc: ChainRpc, sender: str) -> None:
@@ -488,17 +692,7 @@ class PayoutEngine:
 
     async def _reserve_and_sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
         chain, rpc = self._chain(row.payout_id, row.chain_id)
-        request = PayoutRequest(
-            row.payout_id,
-            row.wallet,
-            row.chain_id,
-            row.asset,
-            row.destination,
-            row.amount,
-            row.initiator,
-            legs=_stored_legs(row),
-        )
-        call = self._call(request, chain)
+        call = self._row_call(row, chain)
         try:
             await self._ensure_synced(rpc, row.sender)
             fees = await quote_fees(rpc, chain, FeeLevel(row.fee_level))
@@ -552,16 +746,8 @@ class PayoutEngine:
         nonce = _stored(row, row.nonce, "nonce")
         if not approvals:
             approvals = _stored_approvals(row)
-        path = tuple(int(i) for i in row.path.split("/")) if row.path else ()
         try:
-            outcome: SignOutcome = await self.coordinator.sign_transaction(
-                row.wallet,
-                payload,
-                request_id=row.payout_id,
-                initiator=row.initiator,
-                approvals=approvals,
-                path=path,
-            )
+            outcome = await self._signature(row, payload, approvals)
         except (SigningFailed, SignRequestInvalid) as exc:
             final = exc.code in _FINAL_REFUSALS
             state = PayoutState.FAILED if final else PayoutState.ACCEPTED
@@ -576,6 +762,25 @@ class PayoutEngine:
         raw = transfer.attach(outcome.signature)
         tx_hash = "0x" + transaction_hash(raw).hex()
         return self._update(row.payout_id, raw=raw, tx_hash=tx_hash, state=PayoutState.SIGNED.value)
+
+    async def _signature(
+        self, row: PayoutRow, payload: bytes, approvals: Sequence[Approval]
+    ) -> SignOutcome:
+        """The nodes' signature of `payload` for the payout: a transaction the policy decides,
+        or the allowance a token batch spends (which moves nothing, so no approvals)."""
+        path = _stored_path(row)
+        if row.kind == PayoutKind.ALLOWANCE:
+            return await self.coordinator.sign_allowance(
+                row.wallet, payload, request_id=row.payout_id, path=path
+            )
+        return await self.coordinator.sign_transaction(
+            row.wallet,
+            payload,
+            request_id=row.payout_id,
+            initiator=row.initiator,
+            approvals=approvals,
+            path=path,
+        )
 
     async def _send(self, row: PayoutRow) -> PayoutRow:
         raw = _stored(row, row.raw, "signed transaction")
@@ -673,22 +878,9 @@ class PayoutEngine:
         replacement of what it signed (signer/chains/replacement.py); until one is mined both
         versions are followed.  A cancellation in flight is sped up the same way (a faster
         cancellation)."""
-        row = self.payout(payout_id)
-        if row.state != PayoutState.SENT:
-            raise PayoutError(
-                payout_id,
-                ErrorCode.VALIDATION,
-                f"only a sent payout is sped up (it is {row.state})",
-            )
-        chain, rpc = self._chain(payout_id, row.chain_id)
-        old = decode_signing_payload(_stored(row, row.payload, "payload"))
-        try:
-            quoted = await quote_fees(rpc, chain, level)
-            new = _bumped(old, quoted, chain)
-        except TesseraError as exc:
-            raise PayoutError(
-                payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
-            ) from exc
+        row, _old, new = await self._with_raised_fees(
+            payout_id, level, (PayoutState.SENT,), "only a sent payout is sped up"
+        )
         return await self._replace(row, new, cancellation=self._cancelling(row))
 
     async def cancel(self, payout_id: str, level: FeeLevel = FeeLevel.HIGH) -> PayoutRow:
@@ -700,32 +892,44 @@ class PayoutEngine:
 
         It also fills a nonce: a payout stuck `signed` because the chain refuses its bytes
         holds up every later nonce of its address; its cancellation is mined in its place."""
-        row = self.payout(payout_id)
-        if row.state not in (PayoutState.SIGNED, PayoutState.SENT):
-            raise PayoutError(
-                payout_id,
-                ErrorCode.VALIDATION,
-                f"only a signed or sent payout that is not mined is cancelled (it is {row.state})",
-            )
-        chain, rpc = self._chain(payout_id, row.chain_id)
-        old = decode_signing_payload(_stored(row, row.payload, "payload"))
-        try:
-            quoted = await quote_fees(rpc, chain, level)
-            bumped = _bumped(old, quoted, chain)
-        except TesseraError as exc:
-            raise PayoutError(
-                payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
-            ) from exc
+        row, old, bumped = await self._with_raised_fees(
+            payout_id,
+            level,
+            (PayoutState.SIGNED, PayoutState.SENT),
+            "only a signed or sent payout that is not mined is cancelled",
+        )
         # a self-send: 21,000 gas, never more than the payout's (the nodes check both)
         gas = min(old.gas, intrinsic_gas(b""))
         new = replace(bumped, to=row.sender, value=0, data=b"", gas=gas)
         return await self._replace(row, new, cancellation=True)
 
+    async def _with_raised_fees(
+        self,
+        payout_id: str,
+        level: FeeLevel,
+        states: tuple[PayoutState, ...],
+        only: str,
+    ) -> tuple[PayoutRow, Transfer, Transfer]:
+        """The payout (in one of `states`, else VALIDATION saying `only`), its current unsigned
+        transaction, and that transaction with every fee raised for a replacement."""
+        row = self.payout(payout_id)
+        if row.state not in states:
+            raise PayoutError(payout_id, ErrorCode.VALIDATION, f"{only} (it is {row.state})")
+        chain, rpc = self._chain(payout_id, row.chain_id)
+        old = decode_signing_payload(_stored(row, row.payload, "payload"))
+        try:
+            quoted = await quote_fees(rpc, chain, level)
+            return row, old, _bumped(old, quoted, chain)
+        except TesseraError as exc:
+            raise PayoutError(
+                payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
+            ) from exc
+
     async def _replace(self, row: PayoutRow, new: Transfer, *, cancellation: bool) -> PayoutRow:
         """Sign `new` in place of the payout's current version (a speed-up or a cancellation),
         keep the current one in `replaced`, and send it."""
         current = _version(row)
-        path = tuple(int(i) for i in row.path.split("/")) if row.path else ()
+        path = _stored_path(row)
         async with self.nonces.lock(row.chain_id, row.sender):
             try:
                 if cancellation:
@@ -733,13 +937,8 @@ class PayoutEngine:
                         row.wallet, new.signing_payload(), request_id=row.payout_id, path=path
                     )
                 else:
-                    outcome = await self.coordinator.sign_transaction(
-                        row.wallet,
-                        new.signing_payload(),
-                        request_id=row.payout_id,
-                        initiator=row.initiator,
-                        approvals=_stored_approvals(row),
-                        path=path,
+                    outcome = await self._signature(
+                        row, new.signing_payload(), _stored_approvals(row)
                     )
             except (SigningFailed, SignRequestInvalid) as exc:
                 # the payout stays as it was: its current version is still valid on chain
@@ -801,6 +1000,10 @@ def _versions(row: PayoutRow) -> list[str]:
     """The hashes of every signed version of a payout: the current one first."""
     earlier = [entry["tx_hash"] for entry in json.loads(row.replaced)]
     return [_stored(row, row.tx_hash, "transaction hash"), *earlier]
+
+
+def _stored_path(row: PayoutRow) -> tuple[int, ...]:
+    return tuple(int(i) for i in row.path.split("/")) if row.path else ()
 
 
 def _stored_legs(row: PayoutRow) -> tuple[tuple[str, str], ...] | None:

@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(f"JSON-RPC needs web3 ({exc.name} is missing)") from exc
 
 __all__ = [
+    "ALLOWANCE",
     "BALANCE_OF",
     "Block",
     "CallReverted",
@@ -52,6 +53,8 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: allowance(address,address) — what a spender may still move of an owner's tokens.
+ALLOWANCE: Final = bytes.fromhex("dd62ed3e")
 #: balanceOf(address) — ERC-20 balances read with eth_call.
 BALANCE_OF: Final = bytes.fromhex("70a08231")
 # Error(string): the ABI encoding of a Solidity `require` / `revert` reason.
@@ -305,6 +308,21 @@ class ChainRpc:
         out = await self._call(lambda w3: w3.eth.call(params))
         if len(out) != 32:
             raise ChainError(f"balanceOf on {token} returned {len(out)} bytes, not 32")
+        return int.from_bytes(out, "big")
+
+    async def token_allowance(self, token: str, owner: str, spender: str) -> int:
+        """`allowance(owner, spender)` of ERC-20 contract `token`, in its smallest unit."""
+        data = (
+            ALLOWANCE
+            + bytes(12)
+            + bytes.fromhex(checksum_address("owner", owner)[2:])
+            + bytes(12)
+            + bytes.fromhex(checksum_address("spender", spender)[2:])
+        )
+        params: TxParams = {"to": checksum_address("token", token), "data": HexBytes(data)}
+        out = await self._call(lambda w3: w3.eth.call(params))
+        if len(out) != 32:
+            raise ChainError(f"allowance on {token} returned {len(out)} bytes, not 32")
         return int.from_bytes(out, "big")
 
     async def fee_history(self, blocks: int, percentiles: Sequence[float]) -> FeeHistory:

@@ -51,6 +51,7 @@ POLICY_REFUSALS = frozenset(
         ErrorCode.RECEIPTS_MISSING,
         ErrorCode.REQUEST_REUSED,
         ErrorCode.CANCEL_REFUSED,
+        ErrorCode.ALLOWANCE_REFUSED,
         ErrorCode.RAW_SIGNING_REFUSED,
     }
 )

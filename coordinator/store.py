@@ -166,6 +166,10 @@ class PayoutRow(_CoordinatorTable, table=True):
     # amount] (destination is then the contract, amount the sum); last, as coordinator_0006
     # adds it
     legs: str | None = None
+    # "payout", or "allowance": the ERC-20 approve a token batch spends, made for the batch
+    # `for_payout` names (coordinator/payouts.py); last, as coordinator_0007 adds them
+    kind: str = Field(default="payout", sa_column_kwargs={"server_default": "payout"})
+    for_payout: str | None = Field(default=None, index=True)
 
 
 class DepositAddressRow(_CoordinatorTable, table=True):

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from enum import Enum
 
 from coordinator.client import NodeRefused, NodeUnavailable
 from coordinator.errors import SigningFailed, SignRequestInvalid
@@ -30,13 +31,15 @@ from policies.bundle import GovernanceBundle
 from policies.document import PolicyDocument, parse_policy
 from policies.errors import PolicyError
 from policies.governance import KeyPlan
+from signer.chains.allowance import read_allowance
 from signer.chains.errors import TransactionRefused
-from signer.chains.evm import address_of
+from signer.chains.evm import Transfer, address_of
 from signer.chains.intent import DecodedTransaction, decode_transaction, intent_of
 from signer.chains.replacement import is_cancellation
 from signer.node import codec
 from signer.node.api import (
     REQUEST_ID_PATTERN,
+    AllowanceRequest,
     CancellationRequest,
     GovernanceReply,
     SignReply,
@@ -53,6 +56,13 @@ from signer.protocol.sign import HashScheme
 #: only shapes the claim it sends: a node decides on its own copy, and a claim built on a
 #: version the nodes left behind is refused, never signed.
 POLICY_CACHE_SECONDS = 5.0
+
+
+class _Route(Enum):
+    """The node route of a wallet transaction that moves nothing."""
+
+    CANCEL = "/v1/sign/cancel"
+    ALLOWANCE = "/v1/sign/allowance"
 
 
 class TransactionOps(SigningOps):
@@ -232,14 +242,57 @@ class TransactionOps(SigningOps):
         """A verified signature of `payload`, a cancellation (a 0-value self-send at the same
         nonce, signer/chains/replacement.py) of what the nodes signed for `request_id`: every
         signer checks it cancels what it signed itself, from the same address."""
+
+        async def precheck(transfer: Transfer, sender: str) -> None:
+            if not is_cancellation(transfer, sender):
+                raise SignRequestInvalid(
+                    "a cancellation is a 0-value self-send with no calldata",
+                    ErrorCode.CANCEL_REFUSED,
+                )
+
         return await self._observed(
             wallet_name,
-            lambda: self._sign_cancellation(wallet_name, payload, request_id, tuple(path)),
+            lambda: self._sign_moving_nothing(
+                wallet_name, payload, request_id, tuple(path), precheck, _Route.CANCEL
+            ),
         )
 
-    async def _sign_cancellation(
-        self, wallet_name: str, payload: bytes, request_id: str, path: tuple[int, ...]
+    async def sign_allowance(
+        self,
+        wallet_name: str,
+        payload: bytes,
+        *,
+        request_id: str,
+        path: Sequence[int] = (),
     ) -> SignOutcome:
+        """A verified signature of `payload`, an ERC-20 `approve` of a policy token to the
+        policy's disperse contract: the allowance a token batch spends (every signer reads it
+        itself, signer/chains/allowance.py)."""
+
+        async def precheck(transfer: Transfer, sender: str) -> None:
+            try:
+                read_allowance(transfer, await self.active_policy())
+            except TransactionRefused as exc:
+                raise SignRequestInvalid(f"{exc.check}: {exc.detail}", exc.code) from exc
+
+        return await self._observed(
+            wallet_name,
+            lambda: self._sign_moving_nothing(
+                wallet_name, payload, request_id, tuple(path), precheck, _Route.ALLOWANCE
+            ),
+        )
+
+    async def _sign_moving_nothing(
+        self,
+        wallet_name: str,
+        payload: bytes,
+        request_id: str,
+        path: tuple[int, ...],
+        precheck: Callable[[Transfer, str], Awaitable[None]],
+        route: _Route,
+    ) -> SignOutcome:
+        """Sign a wallet transaction that moves nothing (no intent, approvals or receipts):
+        `precheck` refuses, before a presignature is taken, what every node would refuse."""
         if not isinstance(request_id, str) or not re.fullmatch(REQUEST_ID_PATTERN, request_id):
             raise SignRequestInvalid("the request id is not a valid request id")
         wallet = self.store.wallet(wallet_name)
@@ -254,22 +307,20 @@ class TransactionOps(SigningOps):
             transfer = decode_transaction(payload)
         except TransactionRefused as exc:
             raise SignRequestInvalid(f"{exc.check}: {exc.detail}", exc.code) from exc
-        if not is_cancellation(transfer, sender):
-            # every node would refuse it: before a presignature is taken
-            raise SignRequestInvalid(
-                "a cancellation is a 0-value self-send with no calldata",
-                ErrorCode.CANCEL_REFUSED,
-            )
+        await precheck(transfer, sender)
 
         def ask(index: int, presignature_id: str) -> Awaitable[SignReply]:
-            request = CancellationRequest(
-                key_id=wallet.key_id,
-                transaction=payload.hex(),
-                request_id=request_id,
-                presignature_id=presignature_id,
-                sender=sender,
-            )
-            return self.clients[index].sign_cancellation(request)
+            fields = {
+                "key_id": wallet.key_id,
+                "transaction": payload.hex(),
+                "request_id": request_id,
+                "presignature_id": presignature_id,
+                "sender": sender,
+            }
+            client = self.clients[index]
+            if route is _Route.CANCEL:
+                return client.sign_cancellation(CancellationRequest(**fields))
+            return client.sign_allowance(AllowanceRequest(**fields))
 
         return await self._sign(
             wallet_name, payload, HashScheme.KECCAK256, path, None, ask, frozenset(), wallet

@@ -55,6 +55,7 @@ AuditKind = Literal[
     # and changed, and its checkpoints, signed with the node's HSM identity key.
     "node_signed",
     "node_cancelled",
+    "node_allowance",
     "node_refused",
     "node_receipt",
     "node_quarantine",

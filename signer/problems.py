@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     RECEIPTS_MISSING = "RECEIPTS_MISSING"
     REQUEST_REUSED = "REQUEST_REUSED"
     CANCEL_REFUSED = "CANCEL_REFUSED"
+    ALLOWANCE_REFUSED = "ALLOWANCE_REFUSED"
     RAW_SIGNING_REFUSED = "RAW_SIGNING_REFUSED"
     WALLET_BOUND = "WALLET_BOUND"
     PLAN_UNAUTHORISED = "PLAN_UNAUTHORISED"
@@ -135,6 +136,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.RECEIPTS_MISSING: 409,
     ErrorCode.REQUEST_REUSED: 409,
     ErrorCode.CANCEL_REFUSED: 409,
+    ErrorCode.ALLOWANCE_REFUSED: 403,
     ErrorCode.RAW_SIGNING_REFUSED: 403,
     ErrorCode.WALLET_BOUND: 409,
     ErrorCode.PLAN_UNAUTHORISED: 403,
@@ -191,6 +193,7 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.RECEIPTS_MISSING: "too few valid velocity receipts for a velocity-limited intent",
     ErrorCode.REQUEST_REUSED: "the request id was already used for another transaction",
     ErrorCode.CANCEL_REFUSED: "the transaction is no cancellation of one this node signed",
+    ErrorCode.ALLOWANCE_REFUSED: "a token allowance goes only to the policy's disperse contract",
     ErrorCode.RAW_SIGNING_REFUSED: "this key signs transactions only, never raw bytes",
     ErrorCode.WALLET_BOUND: "the policy wallet is already bound to a key",
     ErrorCode.PLAN_UNAUTHORISED: "the re-share or refresh lacks quorum authorisation",

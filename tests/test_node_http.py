@@ -604,8 +604,10 @@ def test_the_policy_routes_refuse_nan_and_oversized_bodies(
     problem(wrong, ErrorCode.VALIDATION)
 
 
-def test_the_cancellation_route_refuses_bad_input_with_problems(client: httpx.Client) -> None:
-    route = "/v1/sign/cancel"
+@pytest.mark.parametrize("route", ["/v1/sign/cancel", "/v1/sign/allowance"])
+def test_the_routes_moving_nothing_refuse_bad_input_with_problems(
+    client: httpx.Client, route: str
+) -> None:
     problem(client.post(route, json={}), ErrorCode.UNAUTHORIZED)
     huge = "zz" * (1 << 18)
     bad = client.post(

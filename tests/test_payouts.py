@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -33,11 +33,13 @@ from chain_world import (
     stop_world,
 )
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from policy_world import INITIATOR, new_request_id
 
 from coordinator.payouts import (
     PayoutEngine,
     PayoutError,
+    PayoutKind,
     PayoutRequest,
     PayoutState,
     batch_request,
@@ -63,7 +65,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # the concurrent test's payouts and every other test's, each one presignature
-    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 48)
+    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 64)
     try:
         yield w
     finally:
@@ -885,7 +887,7 @@ def test_the_nodes_sign_a_cancellation_only_of_what_they_signed(world: World) ->
 # --- a batch in one transaction (the disperse contract) ----------------------------------------
 
 
-def batch(world: World, legs: list[tuple[str, str]], chain_id: int = CHAIN_A, **kw: Any) -> Any:
+def batch(world: World, legs: Sequence[tuple[str, str]], chain_id: int = CHAIN_A, **kw: Any) -> Any:
     chain = registry_for(world.chains).chain(chain_id)
     return batch_request(
         chain,
@@ -957,7 +959,8 @@ def test_a_batch_is_refused_before_anything_is_stored_when_it_cannot_be_paid(
             for req in (
                 batch(world, [(RECIPIENT, "0.1"), (RECIPIENT.lower()[:-1] + "G", "0.1")]),
                 batch(world, [(RECIPIENT, "0.1"), (SECOND, "-1")]),
-                batch(world, [(RECIPIENT, "1")], asset="USDT"),
+                batch(world, [(RECIPIENT, "1")], asset="WBTC"),
+                batch(world, [(RECIPIENT, "1")], payout_id="mine:allowance:1"),
                 batch(world, []),
                 replace(batch(world, [(RECIPIENT, "0.1")]), amount="0.2"),
                 replace(batch(world, [(RECIPIENT, "0.1")]), destination=SECOND),
@@ -970,11 +973,241 @@ def test_a_batch_is_refused_before_anything_is_stored_when_it_cannot_be_paid(
                     engine.payout(req.payout_id)
         return errors
 
-    bad_address, bad_amount, token, empty, total, contract, own = run(go())
+    bad_address, bad_amount, token, taken, empty, total, contract, own = run(go())
     assert bad_address.detail.startswith("leg 1:")
     assert bad_amount.code is ErrorCode.VALIDATION and "leg 1" in bad_amount.detail
-    assert token.code is ErrorCode.UNSUPPORTED_TRANSACTION
+    assert token.code is ErrorCode.UNKNOWN_CHAIN and "WBTC" in token.detail
+    assert taken.code is ErrorCode.VALIDATION and "allowance" in taken.detail
     assert empty.code is ErrorCode.VALIDATION and "1 to 1000 legs" in empty.detail
     assert total.code is ErrorCode.VALIDATION and "sum of its legs" in total.detail
     assert contract.code is ErrorCode.VALIDATION and "disperse contract" in contract.detail
     assert own.check == "own_address" and own.detail.startswith("leg 1:")
+
+
+# --- a token batch in one transaction: the allowance it spends ---------------------------------
+
+
+def allowance_of(world: World, symbol: str) -> int:
+    """The sender's allowance to the disperse contract, read with a plain eth_call."""
+    local = world.chains.local[CHAIN_A]
+    selector = keccak(text="allowance(address,address)")[:4]
+    words = [bytes.fromhex(a[2:]).rjust(32, b"\0") for a in (world.sender, disperse_of(world))]
+    out = local.request(
+        "eth_call",
+        {
+            "to": world.chains.token(CHAIN_A, symbol),
+            "data": "0x" + (selector + b"".join(words)).hex(),
+        },
+        "latest",
+    )
+    return int(out, 16)
+
+
+def disperse_of(world: World) -> str:
+    return world.chains.disperse[CHAIN_A]
+
+
+def approves_for(engine: PayoutEngine, batch_id: str) -> list[tuple[int, PayoutRow]]:
+    """The approves the engine made for a batch: (amount in base units, row), checked against
+    what was signed and mined."""
+    out = []
+    for row in engine.payouts():
+        if row.kind == PayoutKind.ALLOWANCE and row.for_payout == batch_id:
+            sent = decode_signing_payload(_stored_payload(row))
+            assert sent.data[:4] == keccak(text="approve(address,uint256)")[:4]
+            assert sent.value == 0 and sent.data[16:36] == bytes.fromhex(row.destination[2:])
+            out.append((int.from_bytes(sent.data[36:68], "big"), row))
+    return sorted(out, key=lambda pair: pair[1].created_at)
+
+
+def test_a_token_batch_approves_its_exact_total_and_pays_every_leg(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+    token = world.chains.token(CHAIN_A, "DAI")
+    legs = [(RECIPIENT, "1.5"), (SECOND, "0.000000000000000007"), (RECIPIENT, "2")]
+    holders = (RECIPIENT, SECOND, world.sender)
+    before = {a: local.token_balance(token, a) for a in holders}
+    start = local.nonce(world.sender)
+    assert allowance_of(world, "DAI") == 0
+    req = batch(world, legs, asset="DAI")
+
+    async def go() -> tuple[PayoutRow, list[tuple[int, PayoutRow]]]:
+        async with world.engine() as engine:
+            row = await pay_and_confirm(engine, req)
+            return row, approves_for(engine, req.payout_id)
+
+    row, approves = run(go())
+    assert row.state == PayoutState.CONFIRMED, row.reason
+    total = units("3.500000000000000007", 18)
+    # one approve of the exact total, at the nonce before the batch's, mined first
+    assert [amount for amount, _ in approves] == [total]
+    approve = approves[0][1]
+    assert approve.state == PayoutState.CONFIRMED and approve.nonce == start
+    assert approve.raw is not None and recover_sender(approve.raw) == world.sender
+    assert row.nonce == start + 1 and row.raw is not None
+    assert recover_sender(row.raw) == world.sender
+    sent = decode_signing_payload(_stored_payload(row))
+    assert sent.to == disperse_of(world) and sent.value == 0
+    assert local.token_balance(token, RECIPIENT) - before[RECIPIENT] == units("3.5", 18)
+    assert local.token_balance(token, SECOND) - before[SECOND] == 7
+    assert before[world.sender] - local.token_balance(token, world.sender) == total
+    assert allowance_of(world, "DAI") == 0  # the batch spent exactly what was approved
+
+
+def test_a_token_batch_refused_whole_leaves_its_allowance_for_the_next(world: World) -> None:
+    """A blacklisted leg refuses the batch on every node after its approve was mined; the
+    allowance left is spent by a smaller batch without a new approve, and a larger one resets
+    it to zero (as USDT requires) before approving its own total."""
+    local = world.chains.local[CHAIN_A]
+    token = world.chains.token(CHAIN_A, "USDT")
+    before = {a: local.token_balance(token, a) for a in (RECIPIENT, SECOND, BLOCKED)}
+    refused_req = batch(world, [(RECIPIENT, "10"), (BLOCKED, "0.5")], asset="USDT")
+    smaller_req = batch(world, [(SECOND, "4.25")], asset="USDT")
+    larger_req = batch(world, [(RECIPIENT, "20"), (SECOND, "0.000001")], asset="USDT")
+
+    async def go() -> dict[str, Any]:
+        async with world.engine() as engine:
+            refused = await engine.pay(refused_req)
+            left = allowance_of(world, "USDT")
+            smaller = await pay_and_confirm(engine, smaller_req)
+            left_after = allowance_of(world, "USDT")
+            larger = await pay_and_confirm(engine, larger_req)
+            return {
+                "refused": refused,
+                "left": left,
+                "smaller": smaller,
+                "left_after": left_after,
+                "larger": larger,
+                "approves": {
+                    r.payout_id: approves_for(engine, r.payout_id)
+                    for r in (refused_req, smaller_req, larger_req)
+                },
+            }
+
+    got = run(go())
+    refused = got["refused"]
+    assert refused.state == PayoutState.FAILED and refused.raw is None
+    assert refused.reason is not None and refused.reason.startswith("POLICY_DENIED")
+    assert "leg 1" in refused.reason and "blacklisted" in refused.reason
+    assert [a for a, _ in got["approves"][refused_req.payout_id]] == [units("10.5", 6)]
+    assert got["left"] == units("10.5", 6)
+    # the smaller batch spends what was left: no approve of its own
+    assert got["smaller"].state == PayoutState.CONFIRMED, got["smaller"].reason
+    assert got["approves"][smaller_req.payout_id] == []
+    assert got["left_after"] == units("10.5", 6) - units("4.25", 6)
+    # the larger one: a reset to zero, then its exact total, at consecutive nonces
+    larger = got["larger"]
+    assert larger.state == PayoutState.CONFIRMED, larger.reason
+    approves = got["approves"][larger_req.payout_id]
+    assert [a for a, _ in approves] == [0, units("20.000001", 6)]
+    assert [r.nonce for _, r in approves] == [
+        _stored(larger.nonce) - 2,
+        _stored(larger.nonce) - 1,
+    ]
+    assert allowance_of(world, "USDT") == 0
+    assert local.token_balance(token, RECIPIENT) - before[RECIPIENT] == units("20", 6)
+    assert local.token_balance(token, SECOND) - before[SECOND] == units("4.250001", 6)
+    assert local.token_balance(token, BLOCKED) == before[BLOCKED]  # nothing of the refused one
+
+
+def _stored(value: int | None) -> int:
+    assert value is not None
+    return value
+
+
+def test_the_nodes_sign_an_allowance_only_to_the_disperse_contract(world: World) -> None:
+    """attacks.md T21p: an approve to any other spender is refused by every node itself, even
+    when the coordinator skips its own check (asked here straight over HTTP)."""
+    from coordinator.client import NodeRefused
+    from signer.chains.allowance import encode_approve
+    from signer.node.api import AllowanceRequest
+
+    token = world.chains.token(CHAIN_A, "USDT")
+    approve = Eip1559Transfer(
+        chain_id=CHAIN_A,
+        nonce=0,
+        max_priority_fee_per_gas=10**9,
+        max_fee_per_gas=10**10,
+        gas=60_000,
+        to=token,
+        value=0,
+        data=encode_approve(STRANGER, 2**256 - 1),
+    )
+
+    async def go() -> list[NodeRefused]:
+        refusals = []
+        coordinator = world.cluster.coordinator()
+        try:
+            wallet = coordinator.store.wallet("hot")
+            for client in coordinator.clients.values():
+                with pytest.raises(NodeRefused) as caught:
+                    await client.sign_allowance(
+                        AllowanceRequest(
+                            key_id=wallet.key_id,
+                            transaction=approve.signing_payload().hex(),
+                            request_id=new_request_id("al"),
+                            presignature_id="00" * 32,
+                            sender=world.sender,
+                        )
+                    )
+                refusals.append(caught.value)
+        finally:
+            await coordinator.aclose()
+        return refusals
+
+    refusals = run(go())
+    assert len(refusals) == len(world.cluster.nodes) and refusals
+    for refusal in refusals:
+        assert refusal.problem.code is ErrorCode.ALLOWANCE_REFUSED
+        assert refusal.problem.check == "spender"
+        assert STRANGER in refusal.problem.detail
+
+
+def test_the_operator_pays_a_file_in_one_transaction_per_chain_and_asset(
+    world: World, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from coordinator.console import app
+
+    local = world.chains.local[CHAIN_A]
+    usdt = world.chains.token(CHAIN_A, "USDT")
+    registry = registry_file(world, tmp_path / "chains.toml")
+    tag = new_request_id("one")
+    batch = tmp_path / "payouts.csv"
+    batch.write_text(
+        "payout_id,chain_id,asset,destination,amount\n"
+        f"{tag}-1,{CHAIN_A},USDT,{RECIPIENT},3.5\n"
+        f"{tag}-2,{CHAIN_A},ETH,{SECOND},0.02\n"
+        f"{tag}-3,{CHAIN_A},USDT,{SECOND},0.000007\n"
+    )
+    before = {a: local.token_balance(usdt, a) for a in (RECIPIENT, SECOND)}
+    eth_before = local.balance(SECOND)
+    args = [
+        "chain", "pay-batch", str(batch), "--wallet", "hot", "--initiator", INITIATOR,
+        "--registry", str(registry), "--dir", str(world.cluster.root), "--wait", "30",
+        "--one-transaction", "--json",
+    ]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    doc = json.loads(first.stdout)
+    # one transaction for the USDT rows, one for the ETH row, in the order of their first rows
+    assert [(p["state"], p["legs"]) for p in doc["payouts"]] == [("confirmed", 2), ("confirmed", 1)]
+    assert local.token_balance(usdt, RECIPIENT) - before[RECIPIENT] == units("3.5", 6)
+    assert local.token_balance(usdt, SECOND) - before[SECOND] == 7
+    assert local.balance(SECOND) - eth_before == units("0.02", 18)
+    again = runner.invoke(app, args)  # the same file again: nothing paid twice
+    assert again.exit_code == 0 and json.loads(again.stdout)["payouts"] == doc["payouts"]
+    assert local.token_balance(usdt, RECIPIENT) - before[RECIPIENT] == units("3.5", 6)
+
+    # a wrong row is named by its number in the file; nothing is stored or paid
+    batch.write_text(
+        "payout_id,chain_id,asset,destination,amount\n"
+        f"{tag}-4,{CHAIN_A},USDT,{RECIPIENT},1\n"
+        f"{tag}-5,{CHAIN_A},USDT,{world.sender},1\n"
+    )
+    refused = runner.invoke(app, args)
+    assert refused.exit_code == 1
+    error = json.loads(refused.stdout)["error"]
+    assert error["code"] == "VALIDATION" and "row 2" in error["detail"]
+    assert "row 1" not in error["detail"]

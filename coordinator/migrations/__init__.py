@@ -12,6 +12,6 @@ SCHEMA = Schema(
     name="coordinator",
     package=__name__,
     baseline="coordinator_0001",
-    head="coordinator_0006",
+    head="coordinator_0007",
     command="tessera cluster migrate --db {path}",
 )

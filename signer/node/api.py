@@ -322,11 +322,9 @@ class SignRequest(TransactionRequest):
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 
-class CancellationRequest(_Wire):
-    """`POST /v1/sign/cancel`: this node's partial signature on a cancellation of what it signed
-    last for `request_id` — a 0-value self-send from `sender` at the same nonce
-    (signer/chains/replacement.py).  It moves nothing, so no intent, approvals or receipts go
-    with it; the node signs it only for a request it signed itself, from the same sender."""
+class _SenderTransactionRequest(_Wire):
+    """A wallet transaction that moves nothing, so no intent, approvals or receipts go with it:
+    `transaction` (the unsigned payload) from `sender`, under `request_id`."""
 
     key_id: KeyIdHex
     transaction: Annotated[
@@ -336,6 +334,20 @@ class CancellationRequest(_Wire):
     request_id: Annotated[StrictStr, Field(pattern=REQUEST_ID_PATTERN)]
     presignature_id: Hex32
     sender: Annotated[StrictStr, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+
+
+class CancellationRequest(_SenderTransactionRequest):
+    """`POST /v1/sign/cancel`: this node's partial signature on a cancellation of what it signed
+    last for `request_id` — a 0-value self-send from `sender` at the same nonce
+    (signer/chains/replacement.py); the node signs it only for a request it signed itself, from
+    the same sender."""
+
+
+class AllowanceRequest(_SenderTransactionRequest):
+    """`POST /v1/sign/allowance`: this node's partial signature on an ERC-20 `approve` of a
+    policy token to the policy's disperse contract, the allowance a token batch spends
+    (signer/chains/allowance.py); under one request id only that approve or a fee replacement
+    of it (signer/chains/replacement.py)."""
 
 
 class SignReply(_Wire):

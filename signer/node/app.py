@@ -22,6 +22,8 @@ the Authorization header.  A refusal logs its code and culprit, never the input.
                                          node's own policy decision (signer/node/decision.py)
   POST /v1/sign/cancel                   partial signature on a cancellation (a 0-value self-send
                                          at the nonce) of what the node signed for a request
+  POST /v1/sign/allowance                partial signature on an ERC-20 approve of a policy token
+                                         to the policy's disperse contract (a token batch's)
   POST /v1/sign/raw                      partial signature on raw bytes: raw keys only
   POST /v1/receipts                      reserve a velocity-limited intent here and return the
                                          signed receipt (signer/node/receipts.py)
@@ -67,6 +69,7 @@ from policies.bundle import GovernanceBundle
 from signer.errors import TesseraError
 from signer.logs import Timer, bind, log_event
 from signer.node.api import (
+    AllowanceRequest,
     AuditHead,
     CancellationRequest,
     CancelReply,
@@ -374,6 +377,10 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     @app.post("/v1/sign/cancel", dependencies=guard)
     def sign_cancel(request: CancellationRequest) -> SignReply:
         return service().sign_cancellation(request)
+
+    @app.post("/v1/sign/allowance", dependencies=guard)
+    def sign_allowance(request: AllowanceRequest) -> SignReply:
+        return service().sign_allowance(request)
 
     @app.post("/v1/sign/raw", dependencies=guard)
     def sign_raw(request: RawSignRequest) -> SignReply:

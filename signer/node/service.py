@@ -40,6 +40,7 @@ from signer.errors import CryptoMisuse, EncodingError, InvalidParameter
 from signer.logs import log_event
 from signer.node import receipts
 from signer.node.api import (
+    AllowanceRequest,
     CancellationRequest,
     Finding,
     IdentifyResult,
@@ -550,6 +551,18 @@ class NodeService:
             lambda: self.signing.sign_cancellation(request),
         )
 
+    def sign_allowance(self, request: AllowanceRequest) -> SignReply:
+        """This node's partial signature on the allowance a token batch spends."""
+        return self._signed(
+            "sign_allowance",
+            {
+                "key_id": request.key_id,
+                "request_id": request.request_id,
+                "presignature_id": request.presignature_id,
+            },
+            lambda: self.signing.sign_allowance(request),
+        )
+
     def receipt(self, request: TransactionRequest) -> VelocityReceipt:
         """Reserve the request's amount in this node's ledger and return the signed receipt
         (receipts.py).  Refusals are audited like a refused signature."""
@@ -603,7 +616,7 @@ class NodeService:
     def _refused(self, action: str, fields: dict[str, Any], exc: NodeError | HsmError) -> None:
         code = exc.code if isinstance(exc, NodeError) else ErrorCode.HSM
         # (a session refusal is logged by start)
-        if action in ("sign", "sign_raw", "sign_cancel", "receipt"):
+        if action in ("sign", "sign_raw", "sign_cancel", "sign_allowance", "receipt"):
             if action != "receipt":
                 self.metrics.signature_refused(code)
             log_event(

@@ -1,6 +1,6 @@
 """Issuing this node's partial signatures: the one code path that produces one.
 
-Two doors lead here, and both go through the checks below:
+Four doors lead here, and each goes through the checks below:
 
 * `sign_transaction` (`POST /v1/sign`): a wallet transaction, after the policy decision
   (signer/node/decision.py), the velocity receipts (signer/node/receipts.py) and the sender
@@ -11,6 +11,11 @@ Two doors lead here, and both go through the checks below:
   moves nothing, so no policy rule, approval or receipt applies; it is signed only for a
   request this node signed, and after it the request can only be cancelled again (faster),
   never revived;
+* `sign_allowance` (`POST /v1/sign/allowance`): an ERC-20 `approve` of a policy token to the
+  policy's disperse contract, the allowance a token batch spends (signer/chains/allowance.py).
+  It moves nothing itself — the contract spends it only in batches every node decides — so no
+  policy rule applies; any other spender is refused (attacks.md T21p).  It is recorded under its
+  request id like a transaction: only a fee replacement or a cancellation may follow it;
 * `sign_raw` (`POST /v1/sign/raw`): raw bytes, for a raw key only (a node made with
   `--raw-keys`, for benchmarks and protocol tests); a wallet key can never get here.
 
@@ -33,12 +38,13 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from signer.chains.allowance import read_allowance
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import ChainError, Transfer, address_of, decode_signing_payload
 from signer.chains.intent import decode_transaction
 from signer.chains.replacement import cancellation_problem, replacement_problem
 from signer.node import codec
-from signer.node.api import CancellationRequest, SignReply, SignRequest
+from signer.node.api import AllowanceRequest, CancellationRequest, SignReply, SignRequest
 from signer.node.audit import AuditKind, NodeAudit
 from signer.node.decision import Decided, PolicyGate, audit_fields
 from signer.node.envelope import Roster
@@ -323,6 +329,90 @@ class Signing:
                     "presignature_id": request.presignature_id,
                     "signers": list(presignature.public.signers),
                     "path": list(presignature.public.derivation.path),
+                },
+            )
+
+        return self._issue(presignature, payload, HashScheme.KECCAK256, record)
+
+    def sign_allowance(self, request: AllowanceRequest) -> SignReply:
+        """This node's partial signature on the allowance a token batch spends: an ERC-20
+        `approve` of a policy token to the policy's disperse contract (attacks.md T21p)."""
+        wallet = self.gate.wallet_of(request.key_id)  # a wallet key: a raw key signs no approve
+        link = self.gate.governance.require_policy(self.gate.clock())
+        payload = bytes.fromhex(request.transaction)
+        try:
+            new = decode_transaction(payload)
+            allowance = read_allowance(new, link.document)
+        except TransactionRefused as exc:
+            raise NodeError(
+                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
+            ) from exc
+        presignature = self._presignature(
+            bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
+        )
+        self._check_sender(request.sender, presignature, link.policy_hash)
+        payload_hash = hashlib.sha256(payload).hexdigest()
+        # what the allowance grants, the same for a fee replacement of it
+        digest = hashlib.sha256(
+            b"tessera.allowance\0"
+            + f"{new.chain_id}:{allowance.token}:{allowance.spender}:{allowance.amount}".encode()
+        ).hexdigest()
+
+        def record(session: Session) -> None:
+            now = time.time()
+            existing = session.execute(_SIGNED_ROW, {"id": request.request_id}).first()
+            replaces = None
+            if existing is not None and existing[0] != payload_hash:
+                problem = (
+                    "it was signed with another key"
+                    if existing[3] != request.key_id
+                    else _replacement_problem(existing[1], existing[2], new, request.sender)
+                )
+                if problem is not None:
+                    raise NodeError(
+                        ErrorCode.REQUEST_REUSED,
+                        f"request {request.request_id} already signed another transaction "
+                        f"here: {problem}",
+                        check="request_id",
+                        policy_hash=link.policy_hash,
+                    )
+                replaces = existing[0]
+                session.execute(
+                    _REPLACE,
+                    {"hash": payload_hash, "payload": payload, "at": now, "id": request.request_id},
+                )
+            elif existing is None:
+                session.execute(
+                    insert(SignedRequestRow).values(
+                        request_id=request.request_id,
+                        intent_digest=digest,
+                        payload_hash=payload_hash,
+                        key_id=request.key_id,
+                        signed_at=now,
+                        payload=payload,
+                        sender=request.sender,
+                    )
+                )
+            self.audit.append(
+                session,
+                AuditKind.NODE_ALLOWANCE,
+                {
+                    "request_id": request.request_id,
+                    "wallet": wallet,
+                    "payload_hash": payload_hash,
+                    "chain_id": new.chain_id,
+                    "nonce": new.nonce,
+                    "asset": allowance.asset,
+                    "token": allowance.token,
+                    "spender": allowance.spender,
+                    "amount": str(allowance.amount),
+                    "policy_hash": link.policy_hash,
+                    "policy_version": link.version,
+                    "key_id": request.key_id,
+                    "presignature_id": request.presignature_id,
+                    "signers": list(presignature.public.signers),
+                    "path": list(presignature.public.derivation.path),
+                    **({"replaces": replaces} if replaces is not None else {}),
                 },
             )
 
