@@ -2,7 +2,7 @@
 SQLite) enforcing a policy, paying out from one hot address to a Hardhat 2 node over web3's HTTP
 provider.
 
-    ./run bench-chain [--payouts 30] [--dir var/bench-chain]
+    ./run bench-chain [--payouts 30] [--legs 200] [--dir var/bench-chain]
 
 Measures, next to a single-key libsecp256k1 signature and the bare policy-checked threshold
 signature (`Coordinator.sign_transaction`, warm pool, no chain) in the same run:
@@ -11,7 +11,10 @@ signature (`Coordinator.sign_transaction`, warm pool, no chain) in the same run:
     (1 confirmation): median, p90;
   * payouts per second with all `--payouts` in flight from the one address (consecutive nonces,
     every one mined and confirmed);
-  * deposit addresses derived per second (`DepositAddresses.assign`, batches of 1,000).
+  * deposit addresses derived per second (`DepositAddresses.assign`, batches of 1,000);
+  * a batch in one transaction through the Disperse contract, ETH and USDT (with its approve),
+    at `--legs` legs: latency to confirmed and gas per leg, next to a single payout's gas;
+  * sweeps of a deposit address to the wallet: ETH, and USDT (its gas sent first).
 Every payout is checked: confirmed, and the recipient's balance moved by exactly what was paid.
 """
 
@@ -28,12 +31,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from eth_utils.address import to_checksum_address
+
 from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
 from coordinator.cluster import LocalCluster
-from coordinator.deposits import MAX_BATCH, DepositAddresses
+from coordinator.contracts import artifact
+from coordinator.deposits import DEPOSIT_BRANCH, MAX_BATCH, DepositAddresses
 from coordinator.evm_chain import LocalChain
 from coordinator.hardhat import HardhatNode
-from coordinator.payouts import PayoutEngine, PayoutRequest, PayoutState
+from coordinator.payouts import PayoutEngine, PayoutRequest, PayoutState, batch_request
 from coordinator.registry import local_registry
 from policies.bundle import GovernanceBundle, PolicyVersionDoc
 from policies.document import PolicyDocument, parse_policy
@@ -44,9 +50,11 @@ from signer.chains.evm import Eip1559Transfer
 CHAIN_ID = 31337
 EXCHANGE = "0x4c16027649390E3a79dDd56B0AA5a43CdB30e485"
 INITIATOR = "withdrawal-service"
+#: the batch legs' recipients, each whitelisted
+LEG_RECIPIENTS = [to_checksum_address(f"0x{i:02x}" + "5a" * 19) for i in range(1, 21)]
 
 
-def bench_policy(token: str) -> tuple[PolicyDocument, GovernanceBundle]:
+def bench_policy(token: str, disperse: str) -> tuple[PolicyDocument, GovernanceBundle]:
     officers = [generate_officer_key(name, "ed25519") for name in ("alice", "bob", "carol")]
     policy = parse_policy(
         {
@@ -63,7 +71,13 @@ def bench_policy(token: str) -> tuple[PolicyDocument, GovernanceBundle]:
             "wallets": [{"id": "hot", "tier": "hot", "chains": [CHAIN_ID]}],
             "whitelists": {
                 "exchanges": [{"address": EXCHANGE, "chain_id": CHAIN_ID, "label": "Exchange"}]
+                + [
+                    {"address": a, "chain_id": CHAIN_ID, "label": f"Customer {i}"}
+                    for i, a in enumerate(LEG_RECIPIENTS)
+                ]
             },
+            "disperse_contracts": [{"chain_id": CHAIN_ID, "address": disperse}],
+            "fee_ceilings": [{"chain_id": CHAIN_ID, "max_fee_per_gas_wei": 10**12}],
             "rules": [
                 {
                     "id": "payouts",
@@ -93,7 +107,7 @@ def request(n: int, asset: str, amount: str) -> PayoutRequest:
     )
 
 
-async def bench(root: Path, payouts: int) -> dict[str, Any]:
+async def bench(root: Path, payouts: int, legs: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     def record(name: str, samples: list[float]) -> None:
@@ -108,7 +122,8 @@ async def bench(root: Path, payouts: int) -> dict[str, Any]:
     node = HardhatNode(CHAIN_ID).start(log=root / "hardhat.log")
     chain = LocalChain.connect(node.url)
     token = chain.deploy_token("Bench USDT", "USDT", 6, 10**9 * 10**6)
-    policy, governance = bench_policy(token)
+    disperse = chain.deploy(artifact("Disperse").bytecode)
+    policy, governance = bench_policy(token, disperse)
     print(f"cluster under {root}, Hardhat at {node.url}")
     cluster = LocalCluster.create(
         root / "cluster", 3, 2, base_port=18600, genesis_policy=policy.policy_hash()
@@ -125,7 +140,12 @@ async def bench(root: Path, payouts: int) -> dict[str, Any]:
         await coordinator.fill_pool(wallet, (1, 2), (), 3 * payouts + bare + 2)
         print(f"  pool filled in {time.perf_counter() - t0:.0f} s")
         registry = local_registry(
-            CHAIN_ID, "Hardhat", node.url, {"USDT": (token, 6)}, fee_ceiling_wei=10**12
+            CHAIN_ID,
+            "Hardhat",
+            node.url,
+            {"USDT": (token, 6)},
+            fee_ceiling_wei=10**12,
+            disperse=disperse,
         )
         engine = PayoutEngine(coordinator, registry, {CHAIN_ID: rpc})
         sender = engine.sender_of("hot", ())
@@ -195,6 +215,73 @@ async def bench(root: Path, payouts: int) -> dict[str, Any]:
             rates
         )[1]
         print(f"  deposit addresses: {sorted(rates)[1]:.0f} per second (median of 3 batches)")
+
+        single_gas = {}
+        for asset in ("ETH", "USDT"):
+            confirmed = engine.payouts([PayoutState.CONFIRMED])
+            paid = [
+                r for r in confirmed if r.asset == asset and r.kind == "payout" and r.legs is None
+            ]
+            single_gas[asset] = chain.receipt(bytes.fromhex((paid[-1].tx_hash or "")[2:])).gas_used
+        for asset, amount, units, balance in (
+            ("ETH", "0.001", 10**15, chain.balance),
+            ("USDT", "1.5", 1_500_000, lambda a: chain.token_balance(token, a)),
+        ):
+            recipients = [LEG_RECIPIENTS[i % len(LEG_RECIPIENTS)] for i in range(legs)]
+            held = {a: balance(a) for a in set(recipients)}
+            req = batch_request(
+                registry.chain(CHAIN_ID),
+                f"bench-batch-{asset}-{time.time_ns()}",
+                "hot",
+                asset,
+                [(a, amount) for a in recipients],
+                INITIATOR,
+            )
+            t0 = time.perf_counter()
+            row = await engine.pay(req)
+            row = await engine.wait(row.payout_id, poll=0.005)
+            elapsed = time.perf_counter() - t0
+            if row.state != PayoutState.CONFIRMED:
+                raise SystemExit(f"the {asset} batch ended {row.state}: {row.reason}")
+            for a in set(recipients):
+                if balance(a) - held[a] != recipients.count(a) * units:
+                    raise SystemExit(f"a {asset} batch leg was not paid exactly")
+            gas = chain.receipt(bytes.fromhex((row.tx_hash or "")[2:])).gas_used
+            name = f"{asset} batch of {legs} legs in one transaction"
+            results[f"{name}: confirmed in (s)"] = elapsed
+            results[f"{name}: gas per leg"] = gas / legs
+            results[f"{asset} single payout gas"] = single_gas[asset]
+            print(
+                f"  {name}: confirmed in {fmt(elapsed)}, {gas / legs:,.0f} gas per leg "
+                f"(a single {asset} payout: {single_gas[asset]:,} gas)"
+            )
+
+        def fund_eth(address: str) -> None:
+            chain.fund(address, 10**17)
+
+        def fund_usdt(address: str) -> None:
+            chain.call_from_faucet(token, encode_transfer(address, 5_000_000))
+
+        for asset, fund in (("ETH", fund_eth), ("USDT", fund_usdt)):
+            samples = []
+            for n in range(5):
+                [deposit] = book.assign("hot", [f"sweep-{asset}-{n}-{time.time_ns()}"])
+                fund(deposit.address)
+                t0 = time.perf_counter()
+                row = await engine.sweep(
+                    f"bench-sweep-{asset}-{n}-{time.time_ns()}",
+                    "hot",
+                    CHAIN_ID,
+                    asset,
+                    (DEPOSIT_BRANCH, deposit.child),
+                    INITIATOR,
+                )
+                row = await engine.wait(row.payout_id, poll=0.005)
+                samples.append(time.perf_counter() - t0)
+                if row.state != PayoutState.CONFIRMED:
+                    raise SystemExit(f"a {asset} sweep ended {row.state}: {row.reason}")
+            what = "gas sent first, then " if asset == "USDT" else ""
+            record(f"{asset} sweep of a deposit address ({what}fresh presignature)", samples)
     finally:
         await rpc.aclose()
         await coordinator.aclose()
@@ -206,11 +293,12 @@ async def bench(root: Path, payouts: int) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--payouts", type=int, default=30)
+    parser.add_argument("--legs", type=int, default=200)
     parser.add_argument("--dir", type=Path, default=Path("var/bench-chain"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     print("machine:", json.dumps(describe()))
-    results = asyncio.run(bench(args.dir, max(args.payouts, 2)))
+    results = asyncio.run(bench(args.dir, max(args.payouts, 2), max(min(args.legs, 1000), 1)))
     if args.json:
         args.json.write_text(json.dumps({"machine": describe(), "results": results}, indent=2))
 

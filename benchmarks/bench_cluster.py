@@ -111,7 +111,7 @@ async def decision_seconds(cluster: LocalCluster) -> dict[str, float]:
         counts: dict[str, float] = {}
         for line in response.text.splitlines():
             for suffix, into in (("_sum", sums), ("_count", counts)):
-                prefix = f"tessera_node_decision_seconds{suffix}{{action=\""
+                prefix = f'tessera_node_decision_seconds{suffix}{{action="'
                 if line.startswith(prefix):
                     action = line[len(prefix) :].split('"', 1)[0]
                     into[action] = float(line.rsplit(" ", 1)[1])

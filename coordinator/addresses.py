@@ -14,8 +14,9 @@ person or an attacker gets a wrong address into a withdrawal:
   that is not itself whitelisted but shares its first and last `LOOKALIKE_CHARS` hex characters
   with an address of the policy's whitelists is refused, naming the whitelisted address (and its
   label) it imitates.
-* `own_address`: paying one of Tessera's own addresses (a wallet's, the sender itself) is an
-  internal movement, never a withdrawal.
+* `own_address`: paying one of Tessera's own addresses (a wallet's, the sender itself, a
+  customer's deposit address: the caller passes them as `own`) is an internal movement, never
+  a withdrawal.
 * `token_contract`: a token contract is never a recipient (tokens sent there are lost).
 """
 

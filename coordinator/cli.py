@@ -849,6 +849,16 @@ def print_demo(report: DemoReport) -> None:
         console.print(
             f"USDT balance {address}: {before_units / 10**6:,.6f} → {after_units / 10**6:,.6f}"
         )
+    sweep = report.sweep
+    if sweep:
+        gas = sweep.get("gas_payouts") or []
+        fuelled = ", ".join(f"{g['amount']} ETH" for g in gas) if isinstance(gas, list) else ""
+        console.print(
+            f"swept {int(str(sweep.get('swept_units'))) / 10**6:,.6f} USDT from deposit address "
+            f"{sweep.get('deposit_address')} ({sweep.get('customer_ref')}) to the wallet: gas "
+            f"sent first ({fuelled or 'none needed'}), tx {sweep.get('tx_hash')} "
+            f"({sweep.get('state')})"
+        )
     console.print(
         f"gas fee of the ETH transfers: {report.gas_fee} wei; of the USDT payout: "
         f"{payout.get('fee')} wei; presignatures left in the pool: {report.pool_left}"
@@ -899,6 +909,7 @@ def demo_command(root: Path, pool_depth: int, keep_running: bool, as_json: bool)
             "token": report.token,
             "balances": {a: list(b) for a, b in report.token_balances.items()},
         },
+        "sweep": report.sweep,
     }
     typer.echo(json.dumps(doc, indent=2))
 

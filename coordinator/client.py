@@ -22,6 +22,7 @@ from signer.node.api import (
     CancelReply,
     GovernanceReply,
     Health,
+    InternalTransferRequest,
     PolicyStatus,
     PresignatureListing,
     SessionState,
@@ -189,23 +190,25 @@ class NodeClient:
         except NodeReplyInvalid as exc:
             raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
 
-    async def sign_cancellation(self, request: CancellationRequest) -> SignReply:
-        """The node's partial on a cancellation of what it signed for a request."""
+    async def _partial(self, route: str, request: BaseModel) -> SignReply:
+        """The node's partial signature from one of its routes for a transaction that moves
+        nothing a policy rule decides; a malformed reply blames the node."""
         try:
-            return await self._model(
-                SignReply, "POST", "/v1/sign/cancel", json=request.model_dump(mode="json")
-            )
+            return await self._model(SignReply, "POST", route, json=request.model_dump(mode="json"))
         except NodeReplyInvalid as exc:
             raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
 
+    async def sign_cancellation(self, request: CancellationRequest) -> SignReply:
+        """The node's partial on a cancellation of what it signed for a request."""
+        return await self._partial("/v1/sign/cancel", request)
+
     async def sign_allowance(self, request: AllowanceRequest) -> SignReply:
         """The node's partial on an ERC-20 approve to the policy's disperse contract."""
-        try:
-            return await self._model(
-                SignReply, "POST", "/v1/sign/allowance", json=request.model_dump(mode="json")
-            )
-        except NodeReplyInvalid as exc:
-            raise PartialSignatureInvalid(frozenset({self.index}), str(exc)) from exc
+        return await self._partial("/v1/sign/allowance", request)
+
+    async def sign_internal(self, request: InternalTransferRequest) -> SignReply:
+        """The node's partial on a transfer between two addresses of the key's wallet."""
+        return await self._partial("/v1/sign/internal", request)
 
     async def receipt(self, request: TransactionRequest) -> VelocityReceipt:
         """The node's signed velocity receipt for the request (it reserves the amount)."""

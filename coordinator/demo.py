@@ -17,7 +17,11 @@ py-evm), and:
 4. a 250 USDT payout (a 6-decimal ERC-20 compiled from coordinator/contracts/Token.sol and
    deployed on the chain) through the payout engine: fees from `eth_feeHistory` under the
    registry's ceiling, gas from `eth_estimateGas`, a nonce reserved durably, signed by the nodes
-   (each decodes the `transfer` call itself), stored, sent and confirmed.
+   (each decodes the `transfer` call itself), stored, sent and confirmed;
+5. a customer's deposit address (a BIP32 child of the wallet's key, no MPC round) receives
+   40 USDT and is swept to the wallet: the wallet sends it the ether for gas first, then the
+   deposit address's own derived share signs the sweep; the nodes sign both only as transfers
+   between the wallet's own addresses.
 
 A second run reuses the officers, the policy, the cluster, the wallet and the pool.
 """
@@ -38,6 +42,7 @@ from typing import Any, TypeVar
 from eth_keys.datatypes import PrivateKey
 
 from coordinator.cluster import CLUSTER_FILE, LocalCluster
+from coordinator.deposits import DEPOSIT_BRANCH, DepositAddresses
 from coordinator.engine import Coordinator, SigningFailed, SignOutcome
 from coordinator.evm_chain import InProcessChain
 from coordinator.fees import FeeLevel
@@ -99,6 +104,7 @@ class DemoReport:
     token: str = ""  # the demo USDT contract
     token_payout: dict[str, object] = field(default_factory=dict)
     token_balances: dict[str, tuple[int, int]] = field(default_factory=dict)  # before, after
+    sweep: dict[str, object] = field(default_factory=dict)
 
 
 #: Told the name of each phase as it starts (the CLI shows it as progress).
@@ -517,6 +523,13 @@ async def run_cluster_demo(
             lambda: _token_payout(coordinator, chain, report, exchange),
             "fees from eth_feeHistory, nonce reserved, signed by the nodes, sent, confirmed",
         )
+        report.sweep = await _timed(
+            report,
+            progress,
+            "sweep a deposit address: 40 USDT",
+            lambda: _sweep(coordinator, chain, report),
+            "gas from the wallet first, then the deposit address's derived share signs",
+        )
         report.pool_left = coordinator.store.pool_depth(row.key_id, row.epoch, "1,2", "")
     finally:
         await coordinator.aclose()
@@ -570,6 +583,52 @@ async def _token_payout(
         "tx_hash": row.tx_hash,
         "block": row.block_number,
         "fee": chain.receipt(bytes.fromhex((row.tx_hash or "0x")[2:])).fee,
+    }
+
+
+#: the customer reference of the demo's deposit address (the same address every run: the chain
+#: is new every run)
+DEMO_CUSTOMER = "demo-customer-1"
+
+
+async def _sweep(
+    coordinator: Coordinator, chain: InProcessChain, report: DemoReport
+) -> dict[str, object]:
+    rpc = chain.rpc()
+    engine = PayoutEngine(
+        coordinator, demo_registry(chain.chain_id, report.token), {chain.chain_id: rpc}
+    )
+    [deposit] = DepositAddresses(coordinator.store).assign(WALLET, [DEMO_CUSTOMER])
+    engine.nonces.forget(chain.chain_id, deposit.address)  # a new chain: its nonces start at 0
+    chain.call_from_faucet(report.token, encode_transfer(deposit.address, 40 * USDT))
+    home = chain.token_balance(report.token, report.wallet_address)
+    sweep_id = _request_id()
+    try:
+        await engine.sweep(
+            sweep_id,
+            WALLET,
+            chain.chain_id,
+            "USDT",
+            (DEPOSIT_BRANCH, deposit.child),
+            INITIATOR,
+        )
+        row = await engine.wait(sweep_id, timeout=30)
+    finally:
+        await rpc.aclose()
+    if row.state != PayoutState.CONFIRMED:
+        raise DemoFailed(f"the sweep ended {row.state}: {row.reason}")
+    gas = [r for r in engine.payouts() if r.for_payout == sweep_id]
+    return {
+        "customer_ref": DEMO_CUSTOMER,
+        "deposit_address": deposit.address,
+        "payout_id": row.payout_id,
+        "state": row.state,
+        "tx_hash": row.tx_hash,
+        "gas_payouts": [
+            {"payout_id": g.payout_id, "amount": g.amount, "state": g.state} for g in gas
+        ],
+        "swept_units": chain.token_balance(report.token, report.wallet_address) - home,
+        "left_at_deposit_address": chain.token_balance(report.token, deposit.address),
     }
 
 

@@ -21,7 +21,9 @@ already credited and vanished becomes `reversed` for an operator to act on: cred
 silently.
 
 Not seen by the watcher: ether that reaches an address from inside a contract call (an internal
-transaction has no transaction of its own; reading them needs a tracing node).
+transaction has no transaction of its own; reading them needs a tracing node), and what a
+wallet's own address sends a deposit address (the gas of a token sweep, coordinator/payouts.py):
+that is no customer's deposit.
 """
 
 from __future__ import annotations
@@ -254,6 +256,8 @@ class DepositWatcher:
         self, first: int, last: int, hashes: dict[int, bytes]
     ) -> list[DepositRow] | None:
         ours = self.addresses.addresses()
+        # what the wallets send their own deposit addresses (a token sweep's gas) is no deposit
+        home = self._home_addresses()
         now = time.time()
         out: list[DepositRow] = []
         native = self.chain.native
@@ -262,8 +266,8 @@ class DepositWatcher:
             if block is None:
                 return None
             hashes[number] = block.hash
-            for tx_hash, _sender, to, value in block.transfers:
-                if to in ours:
+            for tx_hash, sender, to, value in block.transfers:
+                if to in ours and sender not in home:
                     out.append(
                         self._row(
                             tx_hash,
@@ -283,7 +287,7 @@ class DepositWatcher:
                 if len(log.topics) != 3 or len(log.data) != 32:
                     continue  # not the standard Transfer(address indexed, address indexed, uint256)
                 to = to_checksum_address(log.topics[2][12:])
-                if to not in ours:
+                if to not in ours or to_checksum_address(log.topics[1][12:]) in home:
                     continue
                 if hashes.get(log.block_number) != log.block_hash:
                     return None  # the log is from a block other than the one read
@@ -303,6 +307,15 @@ class DepositWatcher:
                             now,
                         )
                     )
+        return out
+
+    def _home_addresses(self) -> set[str]:
+        """Each policy wallet's own address (its key at the root path)."""
+        out: set[str] = set()
+        for wallet in self.store.wallets():
+            if wallet.policy_wallet:
+                key = codec.decode_key_public(wallet.key_public)
+                out.add(address_of(derive(key.public_key, key.chain_code, ()).public_key))
         return out
 
     def _row(

@@ -41,6 +41,11 @@ its own nonce, signed by the nodes only to the policy's disperse contract
 from one address go one at a time (each waits for the one before to be mined), so the allowance
 read is the one the batch will spend.
 
+A sweep (`sweep`) moves a deposit address's whole balance of an asset to the wallet's own
+address, signed with the deposit address's derived share; a token sweep's gas is sent to the
+deposit address first by a payout of kind `gas` (`_fuelled`).  The nodes sign both only as
+transfers between the wallet's own addresses (signer/chains/internal.py).
+
 The payout id is the request id the nodes see: a payout is one request however often it is
 retried, and a second payout with the same id but another body is refused (REQUEST_REUSED).
 """
@@ -52,7 +57,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
@@ -76,7 +81,7 @@ from coordinator.nonces import NonceManager
 from coordinator.registry import Chain, ChainRegistry
 from coordinator.rpc import ChainRpc, ChainUnavailable, Receipt, TransactionRejected
 from coordinator.signing import SignOutcome
-from coordinator.store import PayoutRow
+from coordinator.store import DepositAddressRow, PayoutRow
 from coordinator.transactions import TransactionOps
 from policies.approvals import Approval, parse_approval
 from policies.document import AMOUNT_CONTEXT, amount_str
@@ -128,20 +133,28 @@ _FINAL_REFUSALS: Final = frozenset(
         ErrorCode.VALIDATION,
         ErrorCode.RECEIPTS_MISSING,
         ErrorCode.ALLOWANCE_REFUSED,
+        ErrorCode.INTERNAL_TRANSFER_REFUSED,
+        ErrorCode.FEE_ABOVE_CEILING,
     }
 )
-#: The id mark of the allowance payouts the engine makes for token batches (refused in a
-#: caller's payout id, so a caller can never take or foresee one).
-_ALLOWANCE_MARK: Final = ":allowance:"
-#: At most this many approves a token batch waits for in one drive (a reset to zero, the
-#: total, and one more if the allowance moved meanwhile).
-_ALLOWANCE_STEPS: Final = 3
+#: The id marks of the helper payouts the engine makes (an allowance for a token batch, gas
+#: for a token sweep: `<payout>:allowance:<n>`), refused in a caller's payout id, so a caller
+#: can never take or foresee one.
+_HELPER_MARKS: Final = (":allowance:", ":gas:")
+#: At most this many helper transactions a payout waits for in one drive (for an allowance: a
+#: reset to zero, the total, and one more if the allowance moved meanwhile).
+_PREPARE_STEPS: Final = 3
 
 
 class PayoutKind(StrEnum):
     PAYOUT = "payout"
     #: the ERC-20 approve a token batch spends (`PayoutRow.for_payout` names the batch)
     ALLOWANCE = "allowance"
+    #: a deposit address's whole balance of an asset to the wallet's own address
+    SWEEP = "sweep"
+    #: ether from the wallet's address to a deposit address, the gas of its token sweep
+    #: (`PayoutRow.for_payout` names the sweep)
+    GAS = "gas"
 
 
 class PayoutState(StrEnum):
@@ -283,8 +296,8 @@ class PayoutEngine:
         self.store = coordinator.store
         self.nonces = NonceManager(self.store)
         self._synced: set[tuple[int, str]] = set()
-        self._allowance_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
-        #: how long a token batch waits for an approve (or an earlier batch) to be mined
+        self._prepare_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
+        #: how long a payout waits for a helper (an approve, gas) or an earlier batch to be mined
         self.settle_timeout = 180.0
         self.settle_poll = 0.2
 
@@ -396,17 +409,31 @@ class PayoutEngine:
         """Tessera's own addresses: each wallet's (its key at the root path)."""
         return {self.sender_of(w.name, ()) for w in self.store.wallets() if w.policy_wallet}
 
+    def _deposit_addresses(self, candidates: Iterable[str]) -> set[str]:
+        """Which of `candidates` are deposit addresses (coordinator/deposits.py)."""
+        wanted = {c for c in candidates if isinstance(c, str)}
+        if not wanted:
+            return set()
+        with self.store.session() as session:
+            found = session.exec(
+                select(DepositAddressRow.address).where(
+                    DepositAddressRow.address.in_(sorted(wanted))  # type: ignore[attr-defined]
+                )
+            )
+            return set(found)
+
     async def _check_destination(self, request: PayoutRequest, chain: Chain, sender: str) -> None:
         try:
             policy = await self.coordinator.active_policy()
         except SigningFailed as exc:
             raise PayoutError(request.payout_id, exc.code, str(exc)) from exc
-        own = {sender, *self.own_addresses()}
         tokens = [t.address for t in chain.tokens.values()]
         if request.legs is None:
             destinations = [("", request.destination)]
         else:  # the contract itself was checked in _batch_call; each leg is a destination
             destinations = [(f"leg {i}: ", leg[0]) for i, leg in enumerate(request.legs)]
+        # paying a customer's deposit address is an internal movement too (a sweep's reverse)
+        own = {sender, *self.own_addresses(), *self._deposit_addresses(d for _, d in destinations)}
         for prefix, destination in destinations:
             try:
                 check_destination(
@@ -432,19 +459,24 @@ class PayoutEngine:
         sender, _stored_row = await self._checked(request)
         return sender
 
-    async def _checked(self, request: PayoutRequest) -> tuple[str, PayoutRow | None]:
-        if not _PAYOUT_ID.match(request.payout_id):
+    @staticmethod
+    def _check_id(payout_id: str) -> None:
+        if not isinstance(payout_id, str) or not _PAYOUT_ID.match(payout_id):
             raise PayoutError(
-                request.payout_id[:40],
+                str(payout_id)[:40],
                 ErrorCode.VALIDATION,
                 "a payout id is 1-128 of A-Z a-z 0-9 . _ : -",
             )
-        if _ALLOWANCE_MARK in request.payout_id:
-            raise PayoutError(
-                request.payout_id[:40],
-                ErrorCode.VALIDATION,
-                f"a payout id does not contain {_ALLOWANCE_MARK!r} (the engine's own allowances)",
-            )
+        for mark in _HELPER_MARKS:
+            if mark in payout_id:
+                raise PayoutError(
+                    payout_id[:40],
+                    ErrorCode.VALIDATION,
+                    f"a payout id does not contain {mark!r} (the engine's own payouts)",
+                )
+
+    async def _checked(self, request: PayoutRequest) -> tuple[str, PayoutRow | None]:
+        self._check_id(request.payout_id)
         chain, _rpc = self._chain(request.payout_id, request.chain_id)
         self._call(request, chain)
         try:
@@ -538,13 +570,15 @@ class PayoutEngine:
 
     async def drive(self, payout_id: str, approvals: Sequence[Approval] = ()) -> PayoutRow:
         row = self.payout(payout_id)
-        if row.state == PayoutState.ACCEPTED and self._spends_allowance(row):
-            # the allowance read, made and spent by one batch of this token at a time
-            key = (row.chain_id, row.sender, row.asset)
-            async with self._allowance_locks.setdefault(key, asyncio.Lock()):
+        preparation = self._preparation(row) if row.state == PayoutState.ACCEPTED else None
+        if preparation is not None:
+            # what the payout needs on chain first (an allowance, gas), made and spent by one
+            # payout of its address (and token) at a time
+            key, prepare = preparation
+            async with self._prepare_locks.setdefault(key, asyncio.Lock()):
                 row = self.payout(payout_id)  # it may have moved on while this waited
                 if row.state == PayoutState.ACCEPTED:
-                    row = await self._allowed(row)
+                    row = await prepare(row)
                 if row.state == PayoutState.ACCEPTED:
                     row = await self._reserve_and_sign(row, approvals)
         elif row.state == PayoutState.ACCEPTED:
@@ -557,13 +591,21 @@ class PayoutEngine:
             row = await self._send(row)
         return row
 
-    # --- the allowance of a token batch ------------------------------------------------------
-    def _spends_allowance(self, row: PayoutRow) -> bool:
-        """Whether the payout is a token batch (disperseToken spends the sender's allowance)."""
-        if row.kind != PayoutKind.PAYOUT or row.legs is None:
-            return False
+    # --- what a payout needs on chain first ------------------------------------------------
+    def _preparation(
+        self, row: PayoutRow
+    ) -> tuple[tuple[int, str, str], Callable[[PayoutRow], Awaitable[PayoutRow]]] | None:
+        """The lock and the step that make what `row` needs before it takes its nonce: the
+        allowance of a token batch (disperseToken spends it), the gas of a token sweep (the
+        deposit address pays it); None for any other payout."""
         chain, _rpc = self._chain(row.payout_id, row.chain_id)
-        return row.asset != chain.native.symbol
+        if row.asset == chain.native.symbol:
+            return None
+        if row.kind == PayoutKind.PAYOUT and row.legs is not None:
+            return (row.chain_id, row.sender, row.asset), self._allowed
+        if row.kind == PayoutKind.SWEEP:
+            return (row.chain_id, row.sender, ""), self._fuelled
+        return None
 
     async def _allowed(self, row: PayoutRow) -> PayoutRow:
         """Make sure the sender's allowance to the disperse contract covers the token batch
@@ -577,33 +619,197 @@ class PayoutEngine:
         # an earlier batch of this token still to be mined spends from the same allowance
         for earlier in self._batches_in_flight(row):
             await self._until_mined(row.payout_id, earlier.payout_id)
-        for _step in range(_ALLOWANCE_STEPS):
+
+        async def short() -> int | None:
             try:
                 current = await rpc.token_allowance(token.address, row.sender, disperse)
             except ChainUnavailable as exc:
                 raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
-            if current >= needed:
+            return None if current >= needed else current
+
+        def make(current: int) -> PayoutRow:
+            # USDT and its like refuse to move an allowance from one non-zero value to another
+            amount = "0" if current > 0 else row.amount
+            return self._new_helper(row, PayoutKind.ALLOWANCE, disperse, amount)
+
+        return await self._prepared(row, PayoutKind.ALLOWANCE, short, make)
+
+    async def _prepared(
+        self,
+        row: PayoutRow,
+        kind: PayoutKind,
+        short: Callable[[], Awaitable[int | None]],
+        make: Callable[[int], PayoutRow],
+    ) -> PayoutRow:
+        """Bring about what payout `row` needs on chain before it takes its nonce (an allowance,
+        gas): `short()` is None once it is there, else what there is; `make(what there is)`
+        stores the next helper payout of `kind` for it, which is driven until mined.  The
+        payout unchanged when it is ready; failed when a helper failed; PayoutError when the
+        chain is not there yet (the payout stays accepted; the next drive goes on from here)."""
+        for _step in range(_PREPARE_STEPS):
+            current = await short()
+            if current is None:
                 return row
-            made = self._allowances_of(row.payout_id)
+            made = self._helpers_of(row.payout_id, kind)
             last = made[-1] if made else None
             if last is not None and last.state in (PayoutState.FAILED, PayoutState.CANCELLED):
-                reason = f"its allowance {last.payout_id} {last.state}: {last.reason}"
+                reason = f"its {kind} {last.payout_id} {last.state}: {last.reason}"
                 return self._update(
                     row.payout_id, state=PayoutState.FAILED.value, reason=reason[:500]
                 )
             if last is not None and last.state not in (PayoutState.MINED, PayoutState.CONFIRMED):
                 await self._until_mined(row.payout_id, last.payout_id)
                 continue
-            # USDT and its like refuse to move an allowance from one non-zero value to another
-            amount = "0" if current > 0 else row.amount
-            approve = self._new_allowance(row, disperse, amount)
-            await self._until_mined(row.payout_id, approve.payout_id)
+            helper = make(current)
+            await self._until_mined(row.payout_id, helper.payout_id)
         raise PayoutError(
             row.payout_id,
             ErrorCode.CHAIN_REJECTED,
-            f"the allowance to {disperse} does not cover the batch after {_ALLOWANCE_STEPS} "
-            "approves; the next drive reads it again",
+            f"its {kind} is still short after {_PREPARE_STEPS} transactions; the next drive "
+            "reads it again",
         )
+
+    # --- sweeping a deposit address --------------------------------------------------------
+    async def sweep(
+        self,
+        payout_id: str,
+        wallet: str,
+        chain_id: int,
+        asset: str,
+        path: tuple[int, ...],
+        initiator: str,
+        *,
+        fee_level: FeeLevel = FeeLevel.MEDIUM,
+    ) -> PayoutRow:
+        """Sweep the whole balance of `asset` at the wallet's address at `path` (a deposit
+        address) to the wallet's own address, and drive it until the chain holds it."""
+        await self.submit_sweep(payout_id, wallet, chain_id, asset, path, initiator, fee_level)
+        return await self.drive(payout_id)
+
+    async def submit_sweep(
+        self,
+        payout_id: str,
+        wallet: str,
+        chain_id: int,
+        asset: str,
+        path: tuple[int, ...],
+        initiator: str,
+        fee_level: FeeLevel = FeeLevel.MEDIUM,
+    ) -> PayoutRow:
+        """Persist a sweep (state accepted), or return the one with this id if it is the same
+        sweep; nothing is stored when there is nothing to sweep.  A token balance is swept as
+        it is now; an ether balance is fixed when the nonce is taken (all of it but the gas)."""
+        self._check_id(payout_id)
+        chain, rpc = self._chain(payout_id, chain_id)
+        if not path:
+            raise PayoutError(
+                payout_id, ErrorCode.VALIDATION, "the wallet's own address is not swept"
+            )
+        try:
+            sender = self.sender_of(wallet, path)
+            home = self.sender_of(wallet, ())
+        except TesseraError as exc:
+            raise PayoutError(payout_id, ErrorCode.NOT_FOUND, str(exc)) from exc
+        with self.store.session() as session:
+            existing = session.get(PayoutRow, payout_id)
+        if existing is not None:
+            same = (existing.kind, existing.wallet, existing.path, existing.chain_id)
+            if same != (PayoutKind.SWEEP, wallet, _path_text(path), chain_id) or (
+                existing.asset != asset
+            ):
+                raise PayoutError(
+                    payout_id,
+                    ErrorCode.REQUEST_REUSED,
+                    "the payout id is already used for another payout",
+                )
+            return existing
+        token = chain.token(asset)
+        try:
+            if asset == chain.native.symbol:
+                held = await rpc.balance(sender)
+                amount = "0"  # fixed with the fees, when the nonce is taken
+            elif token is None:
+                raise PayoutError(
+                    payout_id,
+                    ErrorCode.UNKNOWN_CHAIN,
+                    f"asset {asset} is not registered on chain {chain_id}",
+                )
+            else:
+                held = await rpc.token_balance(token.address, sender)
+                amount = amount_str(Decimal(held).scaleb(-token.decimals))
+        except ChainUnavailable as exc:
+            raise PayoutError(payout_id, exc.code, str(exc)) from exc
+        if held == 0:
+            raise PayoutError(
+                payout_id, ErrorCode.VALIDATION, f"{sender} holds no {asset}: nothing to sweep"
+            )
+        now = time.time()
+        row = PayoutRow(
+            payout_id=payout_id,
+            wallet=wallet,
+            path=_path_text(path),
+            chain_id=chain_id,
+            sender=sender,
+            asset=asset,
+            destination=home,
+            amount=amount,
+            fee_level=fee_level.value,
+            initiator=initiator,
+            state=PayoutState.ACCEPTED.value,
+            created_at=now,
+            updated_at=now,
+            kind=PayoutKind.SWEEP.value,
+        )
+        try:
+            with self.store.session() as session:
+                session.add(row)
+                session.commit()
+                session.refresh(row)
+            return row
+        except IntegrityError:
+            # a concurrent submission of the same id: compare with it
+            return await self.submit_sweep(
+                payout_id, wallet, chain_id, asset, path, initiator, fee_level
+            )
+
+    async def _fuelled(self, row: PayoutRow) -> PayoutRow:
+        """Make sure the deposit address of token sweep `row` holds the ether its gas costs at
+        the fees of now, sending it (twice the shortfall, room for the fees to move) from the
+        wallet's own address when it does not."""
+        chain, rpc = self._chain(row.payout_id, row.chain_id)
+        call = self._row_call(row, chain)
+        try:
+            fees = await quote_fees(rpc, chain, FeeLevel(row.fee_level))
+            cost = fees.per_gas * await estimate_gas(
+                rpc, row.sender, call.to, call.value, call.data
+            )
+        except TesseraError as exc:
+            raise PayoutError(
+                row.payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
+            ) from exc
+
+        async def short() -> int | None:
+            try:
+                held = await rpc.balance(row.sender)
+            except ChainUnavailable as exc:
+                raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
+            return None if held >= cost else held
+
+        def make(held: int) -> PayoutRow:
+            wei = 2 * cost - held
+            amount = amount_str(Decimal(wei).scaleb(-chain.native.decimals))
+            # from the wallet's own address (path "")
+            return self._new_helper(
+                row,
+                PayoutKind.GAS,
+                row.sender,
+                amount,
+                asset=chain.native.symbol,
+                path="",
+                sender=row.destination,
+            )
+
+        return await self._prepared(row, PayoutKind.GAS, short, make)
 
     def _batches_in_flight(self, row: PayoutRow) -> list[PayoutRow]:
         """The sender's other batches of the same token holding a nonce, not yet mined."""
@@ -624,41 +830,52 @@ class PayoutEngine:
             ).all()
         return sorted(rows, key=lambda r: r.nonce if r.nonce is not None else -1)
 
-    def _allowances_of(self, batch_id: str) -> list[PayoutRow]:
-        """The approves made for a batch, oldest first."""
+    def _helpers_of(self, payout_id: str, kind: PayoutKind) -> list[PayoutRow]:
+        """The helper payouts of `kind` made for a payout, oldest first."""
         with self.store.session() as session:
             rows = session.exec(
                 select(PayoutRow)
-                .where(PayoutRow.kind == PayoutKind.ALLOWANCE.value)
-                .where(PayoutRow.for_payout == batch_id)
+                .where(PayoutRow.kind == kind.value)
+                .where(PayoutRow.for_payout == payout_id)
             ).all()
         return sorted(rows, key=lambda r: r.created_at)
 
-    def _new_allowance(self, batch: PayoutRow, disperse: str, amount: str) -> PayoutRow:
-        """Store (accepted) an approve of `amount` of the batch's token to `disperse`."""
-        number = len(self._allowances_of(batch.payout_id)) + 1
-        payout_id = f"{batch.payout_id}{_ALLOWANCE_MARK}{number}"
-        if len(payout_id) > 128:  # the batch's id is long: a digest of it stands in
-            digest = hashlib.sha256(batch.payout_id.encode()).hexdigest()[:32]
-            payout_id = f"{batch.payout_id[:80]}{_ALLOWANCE_MARK}{digest}:{number}"
+    def _new_helper(
+        self,
+        payout: PayoutRow,
+        kind: PayoutKind,
+        destination: str,
+        amount: str,
+        **differing: str,
+    ) -> PayoutRow:
+        """Store (accepted) the next helper payout of `kind` for `payout`: `amount` of its
+        asset from its address to `destination`, but for the fields `differing` names."""
+        number = len(self._helpers_of(payout.payout_id, kind)) + 1
+        mark = f":{kind.value}:"
+        payout_id = f"{payout.payout_id}{mark}{number}"
+        if len(payout_id) > 128:  # the payout's id is long: a digest of it stands in
+            digest = hashlib.sha256(payout.payout_id.encode()).hexdigest()[:32]
+            payout_id = f"{payout.payout_id[:80]}{mark}{digest}:{number}"
         now = time.time()
         row = PayoutRow(
             payout_id=payout_id,
-            wallet=batch.wallet,
-            path=batch.path,
-            chain_id=batch.chain_id,
-            sender=batch.sender,
-            asset=batch.asset,
-            destination=disperse,
+            wallet=payout.wallet,
+            path=payout.path,
+            chain_id=payout.chain_id,
+            sender=payout.sender,
+            asset=payout.asset,
+            destination=destination,
             amount=amount,
-            fee_level=batch.fee_level,
-            initiator=batch.initiator,
+            fee_level=payout.fee_level,
+            initiator=payout.initiator,
             state=PayoutState.ACCEPTED.value,
             created_at=now,
             updated_at=now,
-            kind=PayoutKind.ALLOWANCE.value,
-            for_payout=batch.payout_id,
+            kind=kind.value,
+            for_payout=payout.payout_id,
         )
+        for name, value in differing.items():
+            setattr(row, name, value)
         with self.store.session() as session:
             session.add(row)
             session.commit()
@@ -692,11 +909,19 @@ class PayoutEngine:
 
     async def _reserve_and_sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
         chain, rpc = self._chain(row.payout_id, row.chain_id)
-        call = self._row_call(row, chain)
         try:
             await self._ensure_synced(rpc, row.sender)
             fees = await quote_fees(rpc, chain, FeeLevel(row.fee_level))
-            gas = await estimate_gas(rpc, row.sender, call.to, call.value, call.data)
+            if row.kind == PayoutKind.SWEEP and row.asset == chain.native.symbol:
+                row = await self._swept_ether(row, rpc, chain, fees)
+                if row.state == PayoutState.FAILED:
+                    return row
+            call = self._row_call(row, chain)
+            if row.kind == PayoutKind.SWEEP and not call.data:
+                # to the wallet's own address: 21,000 exactly, which its amount left for gas
+                gas = intrinsic_gas(b"")
+            else:
+                gas = await estimate_gas(rpc, row.sender, call.to, call.value, call.data)
         except TesseraError as exc:
             code = getattr(exc, "code", ErrorCode.INTERNAL)
             # nothing reserved yet: a refusal of the chain is final, its absence is not
@@ -728,6 +953,19 @@ class PayoutEngine:
             )
             failpoint("payout.after_reserve")
             return await self._sign(self.payout(row.payout_id), approvals)
+
+    async def _swept_ether(
+        self, row: PayoutRow, rpc: ChainRpc, chain: Chain, fees: Fees
+    ) -> PayoutRow:
+        """Fix an ether sweep's amount with the fees it will be signed at: the balance but the
+        most its 21,000 gas may cost (an EIP-1559 transaction pays less: that rest stays)."""
+        held = await rpc.balance(row.sender)
+        wei = held - intrinsic_gas(b"") * fees.per_gas
+        if wei <= 0:
+            reason = f"{row.sender} holds {held} wei, not more than the gas of its sweep"
+            return self._update(row.payout_id, state=PayoutState.FAILED.value, reason=reason)
+        amount = amount_str(Decimal(wei).scaleb(-chain.native.decimals))
+        return self._update(row.payout_id, amount=amount)
 
     def _unsigned(self, chain_id: int, sender: str) -> list[PayoutRow]:
         """The account's payouts holding a nonce but no signature, smallest nonce first."""
@@ -772,6 +1010,14 @@ class PayoutEngine:
         if row.kind == PayoutKind.ALLOWANCE:
             return await self.coordinator.sign_allowance(
                 row.wallet, payload, request_id=row.payout_id, path=path
+            )
+        if row.kind in (PayoutKind.SWEEP, PayoutKind.GAS):
+            # to the wallet's own address, or to the deposit address of the sweep it fuels
+            to: tuple[int, ...] = ()
+            if row.kind == PayoutKind.GAS:
+                to = _stored_path(self.payout(_stored(row, row.for_payout, "sweep")))
+            return await self.coordinator.sign_internal(
+                row.wallet, payload, request_id=row.payout_id, path=path, destination_path=to
             )
         return await self.coordinator.sign_transaction(
             row.wallet,

@@ -166,10 +166,12 @@ def local_registry(
     *,
     confirmations: int = 1,
     fee_ceiling_wei: int = 1_000 * 10**9,
+    disperse: str | None = None,
 ) -> ChainRegistry:
     """A registry of one local EIP-1559 chain with ETH as its coin and `tokens` (symbol →
-    (address, decimals)): the demo's and the benchmarks' (validated as any file is)."""
-    entry = {
+    (address, decimals)), and its disperse contract if one is deployed: the demo's and the
+    benchmarks' (validated as any file is)."""
+    entry: dict[str, object] = {
         "chain_id": chain_id,
         "name": name,
         "native": {"symbol": "ETH", "decimals": 18},
@@ -179,6 +181,8 @@ def local_registry(
         "fee_ceiling_wei": fee_ceiling_wei,
         "tokens": {s: {"address": a, "decimals": d} for s, (a, d) in tokens.items()},
     }
+    if disperse is not None:
+        entry["disperse"] = disperse
     return parse_registry({"chains": [entry]}, name)
 
 

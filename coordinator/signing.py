@@ -52,6 +52,8 @@ POLICY_REFUSALS = frozenset(
         ErrorCode.REQUEST_REUSED,
         ErrorCode.CANCEL_REFUSED,
         ErrorCode.ALLOWANCE_REFUSED,
+        ErrorCode.INTERNAL_TRANSFER_REFUSED,
+        ErrorCode.FEE_ABOVE_CEILING,
         ErrorCode.RAW_SIGNING_REFUSED,
     }
 )

@@ -35,6 +35,7 @@ from signer.chains.allowance import read_allowance
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import Transfer, address_of
 from signer.chains.intent import DecodedTransaction, decode_transaction, intent_of
+from signer.chains.internal import read_internal
 from signer.chains.replacement import is_cancellation
 from signer.node import codec
 from signer.node.api import (
@@ -42,6 +43,7 @@ from signer.node.api import (
     AllowanceRequest,
     CancellationRequest,
     GovernanceReply,
+    InternalTransferRequest,
     SignReply,
     SignRequest,
     TransactionRequest,
@@ -63,6 +65,7 @@ class _Route(Enum):
 
     CANCEL = "/v1/sign/cancel"
     ALLOWANCE = "/v1/sign/allowance"
+    INTERNAL = "/v1/sign/internal"
 
 
 class TransactionOps(SigningOps):
@@ -282,6 +285,43 @@ class TransactionOps(SigningOps):
             ),
         )
 
+    async def sign_internal(
+        self,
+        wallet_name: str,
+        payload: bytes,
+        *,
+        request_id: str,
+        path: Sequence[int],
+        destination_path: Sequence[int],
+    ) -> SignOutcome:
+        """A verified signature of `payload`, a transfer from the wallet's address at `path` to
+        its address at `destination_path` (a deposit address's sweep, or its gas): every signer
+        derives the recipient itself and signs nothing else (signer/chains/internal.py)."""
+        to_path = tuple(destination_path)
+
+        async def precheck(transfer: Transfer, sender: str) -> None:
+            key = codec.decode_key_public(self.store.wallet(wallet_name).key_public)
+            destination = address_of(derive(key.public_key, key.chain_code, to_path).public_key)
+            try:
+                read_internal(
+                    transfer, await self.active_policy(), sender=sender, destination=destination
+                )
+            except TransactionRefused as exc:
+                raise SignRequestInvalid(f"{exc.check}: {exc.detail}", exc.code) from exc
+
+        return await self._observed(
+            wallet_name,
+            lambda: self._sign_moving_nothing(
+                wallet_name,
+                payload,
+                request_id,
+                tuple(path),
+                precheck,
+                _Route.INTERNAL,
+                destination_path=list(to_path),
+            ),
+        )
+
     async def _sign_moving_nothing(
         self,
         wallet_name: str,
@@ -290,6 +330,7 @@ class TransactionOps(SigningOps):
         path: tuple[int, ...],
         precheck: Callable[[Transfer, str], Awaitable[None]],
         route: _Route,
+        **extra: object,
     ) -> SignOutcome:
         """Sign a wallet transaction that moves nothing (no intent, approvals or receipts):
         `precheck` refuses, before a presignature is taken, what every node would refuse."""
@@ -316,11 +357,14 @@ class TransactionOps(SigningOps):
                 "request_id": request_id,
                 "presignature_id": presignature_id,
                 "sender": sender,
+                **extra,
             }
             client = self.clients[index]
             if route is _Route.CANCEL:
-                return client.sign_cancellation(CancellationRequest(**fields))
-            return client.sign_allowance(AllowanceRequest(**fields))
+                return client.sign_cancellation(CancellationRequest.model_validate(fields))
+            if route is _Route.INTERNAL:
+                return client.sign_internal(InternalTransferRequest.model_validate(fields))
+            return client.sign_allowance(AllowanceRequest.model_validate(fields))
 
         return await self._sign(
             wallet_name, payload, HashScheme.KECCAK256, path, None, ask, frozenset(), wallet

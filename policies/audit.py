@@ -56,6 +56,7 @@ AuditKind = Literal[
     "node_signed",
     "node_cancelled",
     "node_allowance",
+    "node_internal",
     "node_refused",
     "node_receipt",
     "node_quarantine",

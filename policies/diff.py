@@ -85,6 +85,7 @@ def diff_policies(old: PolicyDocument, new: PolicyDocument) -> PolicyDiff:
     _diff_rules(old, new, changes)
     _diff_limits(old, new, changes)
     _diff_disperse(old, new, changes)
+    _diff_fee_ceilings(old, new, changes)
     old_hash, new_hash = old.policy_hash(), new.policy_hash()
     header = f"policy v{old.version} ({old_hash[:12]}) → v{new.version} ({new_hash[:12]})"
     lines = [header]
@@ -185,6 +186,23 @@ def _diff_disperse(old: PolicyDocument, new: PolicyDocument, changes: _Changes) 
         changes.add("+", f"disperse contract {address} on chain {chain_id}", "loosening")
     for chain_id, address in sorted(was - now):
         changes.add("-", f"disperse contract {address} on chain {chain_id} removed", "tightening")
+
+
+def _diff_fee_ceilings(old: PolicyDocument, new: PolicyDocument, changes: _Changes) -> None:
+    was = {c.chain_id: c.max_fee_per_gas_wei for c in old.fee_ceilings}
+    now = {c.chain_id: c.max_fee_per_gas_wei for c in new.fee_ceilings}
+    for chain_id in sorted(was.keys() | now.keys()):
+        before, after = was.get(chain_id), now.get(chain_id)
+        if before == after:
+            continue
+        if after is None:
+            # no bound any more: the nodes sign any fee there
+            changes.add("-", f"fee ceiling on chain {chain_id} removed", "loosening")
+        elif before is None:
+            changes.add("+", f"fee ceiling {after} wei per gas on chain {chain_id}", "tightening")
+        else:
+            text = f"fee ceiling on chain {chain_id}: {before} → {after} wei per gas"
+            changes.add("~", text, "loosening" if after > before else "tightening")
 
 
 def _diff_wallets(old: PolicyDocument, new: PolicyDocument, changes: _Changes) -> None:

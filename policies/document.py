@@ -294,6 +294,7 @@ Seconds = Annotated[int, PlainValidator(_integer(0, MAX_DURATION_SECONDS, "durat
 WindowSeconds = Annotated[int, PlainValidator(_integer(1, MAX_DURATION_SECONDS, "window"))]
 Decimals = Annotated[int, PlainValidator(_integer(0, MAX_ASSET_DECIMALS, "decimals"))]
 Version = Annotated[int, PlainValidator(_integer(1, MAX_SAFE_INT, "version"))]
+WeiPerGas = Annotated[int, PlainValidator(_integer(1, MAX_SAFE_INT, "wei per gas"))]
 
 
 def _destination(value: object) -> str:
@@ -357,6 +358,16 @@ class DisperseContract(TokenContract):
     """The batch-payout contract (coordinator/contracts/Disperse.sol) on one chain: the only
     contract through which a node signs one transaction paying many (signer/chains/disperse.py).
     The policy names it because what a call does is the contract's code, not its calldata."""
+
+
+class FeeCeiling(_Model):
+    """The most a node signs a transaction of `chain_id` to pay per gas: the EIP-1559 max fee
+    per gas, or the legacy gas price (signer/chains/fees.py).  What a transaction pays is the
+    gas it uses times that price, and for the calls the nodes sign the gas used is fixed by the
+    call, so the price is what a coordinator could inflate to burn the wallet's coin."""
+
+    chain_id: ChainId
+    max_fee_per_gas_wei: WeiPerGas
 
 
 class Asset(_Model):
@@ -489,6 +500,9 @@ class PolicyDocument(BaseModel):
     velocity_limits: tuple[VelocityLimit, ...] = Field(default=(), max_length=10_000)
     # At most one per chain; none: the nodes sign no batch payout.
     disperse_contracts: tuple[DisperseContract, ...] = Field(default=(), max_length=1_000)
+    # At most one per chain; a chain without one: the nodes bound no first fee there (the
+    # coordinator's registry still does, docs/chains.md "Fees").
+    fee_ceilings: tuple[FeeCeiling, ...] = Field(default=(), max_length=1_000)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> PolicyDocument:
@@ -544,6 +558,10 @@ class PolicyDocument(BaseModel):
         else:
             # as an asset's contracts: left out while empty, so earlier documents keep their hash
             del obj["disperse_contracts"]
+        if obj["fee_ceilings"]:
+            obj["fee_ceilings"] = sorted(obj["fee_ceilings"], key=lambda c: c["chain_id"])
+        else:
+            del obj["fee_ceilings"]  # likewise
         return obj
 
     def canonical(self) -> bytes:
@@ -560,6 +578,12 @@ class PolicyDocument(BaseModel):
         return canonical_hash_hex(self.canonical_object())
 
     # --- look-ups (used by the evaluator and governance) ---
+
+    def fee_ceiling_on(self, chain_id: int) -> int | None:
+        """The most wei per gas a node signs on `chain_id`, if the policy bounds it."""
+        return next(
+            (c.max_fee_per_gas_wei for c in self.fee_ceilings if c.chain_id == chain_id), None
+        )
 
     def disperse_contract_on(self, chain_id: int) -> str | None:
         """The batch-payout contract on `chain_id`, if the policy names one."""
@@ -763,6 +787,7 @@ def _check_assets(doc: PolicyDocument, problems: _Problems) -> None:
         _at("disperse_contracts"),
         "chain",
     )
+    _duplicates(problems, (c.chain_id for c in doc.fee_ceilings), _at("fee_ceilings"), "chain")
     for index, contract in enumerate(doc.disperse_contracts):
         token = contract_of.get((contract.chain_id, contract.address.lower()))
         if token is not None:

@@ -78,6 +78,7 @@ class ErrorCode(StrEnum):
     REQUEST_REUSED = "REQUEST_REUSED"
     CANCEL_REFUSED = "CANCEL_REFUSED"
     ALLOWANCE_REFUSED = "ALLOWANCE_REFUSED"
+    INTERNAL_TRANSFER_REFUSED = "INTERNAL_TRANSFER_REFUSED"
     RAW_SIGNING_REFUSED = "RAW_SIGNING_REFUSED"
     WALLET_BOUND = "WALLET_BOUND"
     PLAN_UNAUTHORISED = "PLAN_UNAUTHORISED"
@@ -137,6 +138,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.REQUEST_REUSED: 409,
     ErrorCode.CANCEL_REFUSED: 409,
     ErrorCode.ALLOWANCE_REFUSED: 403,
+    ErrorCode.INTERNAL_TRANSFER_REFUSED: 403,
     ErrorCode.RAW_SIGNING_REFUSED: 403,
     ErrorCode.WALLET_BOUND: 409,
     ErrorCode.PLAN_UNAUTHORISED: 403,
@@ -194,6 +196,9 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.REQUEST_REUSED: "the request id was already used for another transaction",
     ErrorCode.CANCEL_REFUSED: "the transaction is no cancellation of one this node signed",
     ErrorCode.ALLOWANCE_REFUSED: "a token allowance goes only to the policy's disperse contract",
+    ErrorCode.INTERNAL_TRANSFER_REFUSED: (
+        "an internal transfer goes only to another address of the same wallet"
+    ),
     ErrorCode.RAW_SIGNING_REFUSED: "this key signs transactions only, never raw bytes",
     ErrorCode.WALLET_BOUND: "the policy wallet is already bound to a key",
     ErrorCode.PLAN_UNAUTHORISED: "the re-share or refresh lacks quorum authorisation",
@@ -201,7 +206,7 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.CHAIN_UNAVAILABLE: "no RPC URL of the chain answered",
     ErrorCode.CHAIN_MISMATCH: "the RPC node serves another chain than configured",
     ErrorCode.CHAIN_REJECTED: "the chain refused or reverted the transaction",
-    ErrorCode.FEE_ABOVE_CEILING: "the fee per gas is above the chain's configured ceiling",
+    ErrorCode.FEE_ABOVE_CEILING: "the fee per gas is above the chain's ceiling",
     ErrorCode.NONCE_CONFLICT: "the sender's nonce was used outside Tessera",
     ErrorCode.ADDRESS_REFUSED: "the payout's destination address is refused",
     ErrorCode.BUSY: "the node is at its session limit",

@@ -44,6 +44,7 @@ BLOCKED = to_checksum_address("0x" + "b2" * 20)
 ETHER = 10**18
 USDT_UNITS = 10**6
 TOKENS = {"USDT": 6, "DAI": 18}
+FEE_CEILING = 10**13  # wei per gas (10,000 gwei): the nodes' own bound in the payout policy
 
 
 @dataclass
@@ -117,6 +118,10 @@ def payout_policy(officers: Officers, chains: Chains) -> PolicyDocument:
             "blacklist": [{"address": BLOCKED, "label": "sanctioned"}],
             "disperse_contracts": [
                 {"chain_id": cid, "address": chains.disperse[cid]} for cid in chain_ids
+            ],
+            # far above what Hardhat asks (a few gwei): FEE_CEILING per gas
+            "fee_ceilings": [
+                {"chain_id": cid, "max_fee_per_gas_wei": FEE_CEILING} for cid in chain_ids
             ],
             "rules": [
                 {

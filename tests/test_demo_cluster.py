@@ -39,6 +39,10 @@ def test_demo_signs_and_mines_then_reuses_everything(tmp_path: Path) -> None:
     for address, sign in ((first.recipient, 1), (first.wallet_address, -1)):
         before, after = first.token_balances[address]
         assert after - before == sign * 250 * 10**6
+    # the deposit address swept to the wallet, every unit, its gas sent first
+    assert first.sweep["state"] == "confirmed" and first.sweep["swept_units"] == 40 * 10**6
+    assert first.sweep["left_at_deposit_address"] == 0
+    assert [g["state"] for g in first.sweep["gas_payouts"]] == ["confirmed"]  # type: ignore[union-attr]
 
     second = run(run_cluster_demo(root, 2))
     assert second.reused_cluster

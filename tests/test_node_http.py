@@ -604,7 +604,7 @@ def test_the_policy_routes_refuse_nan_and_oversized_bodies(
     problem(wrong, ErrorCode.VALIDATION)
 
 
-@pytest.mark.parametrize("route", ["/v1/sign/cancel", "/v1/sign/allowance"])
+@pytest.mark.parametrize("route", ["/v1/sign/cancel", "/v1/sign/allowance", "/v1/sign/internal"])
 def test_the_routes_moving_nothing_refuse_bad_input_with_problems(
     client: httpx.Client, route: str
 ) -> None:

@@ -45,6 +45,8 @@ from coordinator.payouts import (
     batch_request,
 )
 from coordinator.store import PayoutRow
+from policies.document import amount_str
+from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import (
     Eip1559Transfer,
     chain_id_of,
@@ -271,17 +273,22 @@ def test_a_bad_payout_request_is_refused_before_anything_is_stored(
     run(go())
 
 
-@pytest.mark.parametrize("which", ["USDT", "DAI", "sender"])
+@pytest.mark.parametrize("which", ["USDT", "DAI", "sender", "deposit"])
 def test_a_payout_to_a_token_contract_or_to_ourselves_is_refused(world: World, which: str) -> None:
-    to = world.sender if which == "sender" else world.chains.token(CHAIN_A, which)
-
     async def go() -> None:
         async with world.engine() as engine:
+            if which == "sender":
+                to = world.sender
+            elif which == "deposit":  # one of our own customers' deposit addresses
+                to, _path = deposit_address(engine)
+            else:
+                to = world.chains.token(CHAIN_A, which)
             req = request(CHAIN_A, "USDT", "1", to)
             with pytest.raises(PayoutError) as caught:
                 await engine.pay(req)
             assert caught.value.code is ErrorCode.ADDRESS_REFUSED
-            assert caught.value.check == ("own_address" if which == "sender" else "token_contract")
+            own = which in ("sender", "deposit")
+            assert caught.value.check == ("own_address" if own else "token_contract")
             with pytest.raises(PayoutError):
                 engine.payout(req.payout_id)  # nothing stored
 
@@ -354,6 +361,7 @@ def registry_file(world: World, path: Path) -> Path:
             f'[[chains]]\nchain_id = {cid}\nname = "local {cid}"\n'
             f'native = {{ symbol = "ETH", decimals = 18 }}\nrpc_urls = ["{node.url}"]\n'
             f'confirmations = 1\nfee_model = "eip1559"\nfee_ceiling_wei = 1_000_000_000_000\n'
+            f'disperse = "{world.chains.disperse[cid]}"\n'
             f"tokens = {{ {tokens} }}\n"
         )
     path.write_text("\n".join(entries))
@@ -1211,3 +1219,243 @@ def test_the_operator_pays_a_file_in_one_transaction_per_chain_and_asset(
     error = json.loads(refused.stdout)["error"]
     assert error["code"] == "VALIDATION" and "row 2" in error["detail"]
     assert "row 1" not in error["detail"]
+
+
+# --- sweeping deposit addresses ------------------------------------------------------------
+
+
+def deposit_address(engine: PayoutEngine) -> tuple[str, tuple[int, int]]:
+    from coordinator.deposits import DEPOSIT_BRANCH, DepositAddresses
+
+    [row] = DepositAddresses(engine.store).assign("hot", [new_request_id("cust")])
+    return row.address, (DEPOSIT_BRANCH, row.child)
+
+
+def test_a_deposit_address_is_swept_of_its_ether_to_the_wallet(world: World) -> None:
+    local = world.chains.local[CHAIN_A]
+
+    async def go() -> tuple[str, int, int, PayoutRow]:
+        async with world.engine() as engine:
+            address, path = deposit_address(engine)
+            local.fund(address, 2 * ETHER + 12345)
+            held, home = local.balance(address), local.balance(world.sender)
+            sweep_id = new_request_id("sw")
+            sent = await engine.sweep(sweep_id, "hot", CHAIN_A, "ETH", path, INITIATOR)
+            assert sent.state == PayoutState.SENT, sent.reason
+            return address, held, home, await engine.wait(sweep_id)
+
+    address, held, home, row = run(go())
+    assert row.state == PayoutState.CONFIRMED, row.reason
+    assert row.kind == PayoutKind.SWEEP and row.destination == world.sender
+    # signed with the deposit address's derived share: it is the sender
+    assert row.raw is not None and recover_sender(row.raw) == address
+    sent = decode_signing_payload(_stored_payload(row))
+    assert isinstance(sent, Eip1559Transfer) and sent.to == world.sender and sent.gas == 21_000
+    # everything but the most the gas may cost
+    assert sent.value == held - 21_000 * sent.max_fee_per_gas
+    assert row.amount == amount_str(Decimal(sent.value).scaleb(-18))
+    receipt = local.receipt(bytes.fromhex(_stored_hash(row)))
+    assert local.balance(world.sender) - home == sent.value
+    assert local.balance(address) == held - sent.value - receipt.fee
+
+
+def _stored_hash(row: PayoutRow) -> str:
+    assert row.tx_hash is not None
+    return row.tx_hash[2:]
+
+
+def test_a_token_sweep_is_fuelled_from_the_wallet_first_and_moves_every_unit(
+    world: World,
+) -> None:
+    from coordinator.deposits import DepositWatcher
+
+    local = world.chains.local[CHAIN_A]
+    usdt = world.chains.token(CHAIN_A, "USDT")
+    chain = registry_for(world.chains).chain(CHAIN_A)
+
+    async def go() -> dict[str, Any]:
+        async with world.engine() as engine:
+            address, path = deposit_address(engine)
+            watcher = DepositWatcher(
+                engine.store, chain, engine.rpcs[CHAIN_A], start_block=local.block_number() + 1
+            )
+            await watcher.scan()  # the cursor starts here
+            local.call_from_faucet(usdt, encode_transfer(address, units("25.000001", 6)))
+            assert local.balance(address) == 0  # no ether for gas
+            home = local.token_balance(usdt, world.sender)
+            sweep_id = new_request_id("sw")
+            sent = await engine.sweep(sweep_id, "hot", CHAIN_A, "USDT", path, INITIATOR)
+            assert sent.state == PayoutState.SENT, sent.reason
+            row = await engine.wait(sweep_id)
+            gas = [r for r in engine.payouts() if r.kind == PayoutKind.GAS]
+            again = await engine.sweep(sweep_id, "hot", CHAIN_A, "USDT", path, INITIATOR)
+            with pytest.raises(PayoutError) as reused:
+                await engine.sweep(sweep_id, "hot", CHAIN_A, "DAI", path, INITIATOR)
+            with pytest.raises(PayoutError) as empty:
+                await engine.sweep(new_request_id("sw"), "hot", CHAIN_A, "USDT", path, INITIATOR)
+            with pytest.raises(PayoutError) as home_path:
+                await engine.sweep(new_request_id("sw"), "hot", CHAIN_A, "ETH", (), INITIATOR)
+            seen = (await watcher.scan()).seen
+            return {
+                "address": address,
+                "home": home,
+                "row": row,
+                "gas": [r for r in gas if r.for_payout == sweep_id],
+                "again": again,
+                "reused": reused.value,
+                "empty": empty.value,
+                "home_path": home_path.value,
+                "seen": seen,
+            }
+
+    got = run(go())
+    row, address = got["row"], got["address"]
+    assert row.state == PayoutState.CONFIRMED, row.reason
+    assert row.raw is not None and recover_sender(row.raw) == address
+    assert local.token_balance(usdt, world.sender) - got["home"] == units("25.000001", 6)
+    assert local.token_balance(usdt, address) == 0
+    # its gas came first, from the wallet's own address, as one internal transfer
+    [gas] = got["gas"]
+    assert gas.state == PayoutState.CONFIRMED and gas.destination == address
+    assert gas.raw is not None and recover_sender(gas.raw) == world.sender
+    assert row.nonce == 0  # the deposit address's first transaction
+    assert got["again"].payout_id == row.payout_id  # the same sweep: nothing twice
+    assert got["reused"].code is ErrorCode.REQUEST_REUSED
+    assert got["empty"].code is ErrorCode.VALIDATION and "nothing to sweep" in got["empty"].detail
+    assert got["home_path"].code is ErrorCode.VALIDATION
+    # the customer's deposit is seen; the wallet's gas is not a deposit
+    assert [(d.asset, d.amount) for d in got["seen"]] == [("USDT", "25.000001")]
+
+
+def test_the_nodes_sign_an_internal_transfer_only_to_the_wallets_own_address(
+    world: World,
+) -> None:
+    """A coordinator asking the internal-transfer route for a payment anywhere else (to a
+    stranger, to an address it claims is the wallet's, to the sender itself) is refused by
+    every node: each derives the recipient from its own key."""
+    from coordinator.client import NodeRefused
+    from signer.node.api import InternalTransferRequest
+
+    def transfer(to: str) -> bytes:
+        return Eip1559Transfer(
+            chain_id=CHAIN_A,
+            nonce=0,
+            max_priority_fee_per_gas=10**9,
+            max_fee_per_gas=10**10,
+            gas=21_000,
+            to=to,
+            value=ETHER,
+            data=b"",
+        ).signing_payload()
+
+    async def go() -> list[tuple[str | None, str]]:
+        out = []
+        async with world.engine() as engine:
+            child = engine.sender_of("hot", (1, 9))
+            wallet = engine.store.wallet("hot")
+            for to, sender, destination_path in (
+                (STRANGER, child, []),  # "the wallet's address" is the stranger
+                (child, world.sender, []),  # the destination path names the sender itself
+                (STRANGER, world.sender, [1, 9]),  # the child's address is not the stranger
+            ):
+                for client in engine.coordinator.clients.values():
+                    with pytest.raises(NodeRefused) as caught:
+                        await client.sign_internal(
+                            InternalTransferRequest(
+                                key_id=wallet.key_id,
+                                transaction=transfer(to).hex(),
+                                request_id=new_request_id("in"),
+                                presignature_id="00" * 32,
+                                sender=sender,
+                                destination_path=destination_path,
+                            )
+                        )
+                    assert caught.value.problem.code is ErrorCode.INTERNAL_TRANSFER_REFUSED
+                    out.append((caught.value.problem.check, caught.value.problem.detail))
+        return out
+
+    refusals = run(go())
+    n = len(world.cluster.nodes)
+    assert [check for check, _ in refusals] == (
+        ["destination"] * n + ["destination_path"] * n + ["destination"] * n
+    )
+    assert all(STRANGER in detail for check, detail in refusals if check == "destination")
+
+
+def test_the_nodes_refuse_a_fee_above_the_policys_ceiling(world: World) -> None:
+    """The nodes bound the price per gas themselves (the policy's `fee_ceilings`): a
+    coordinator signing past its own registry's ceiling gets nothing signed."""
+    from chain_world import FEE_CEILING
+
+    from coordinator.client import NodeRefused
+    from coordinator.errors import SigningFailed
+
+    payload = Eip1559Transfer(
+        chain_id=CHAIN_A,
+        nonce=world.chains.local[CHAIN_A].nonce(world.sender),
+        max_priority_fee_per_gas=10**9,
+        max_fee_per_gas=FEE_CEILING + 1,
+        gas=21_000,
+        to=RECIPIENT,
+        value=1,
+        data=b"",
+    ).signing_payload()
+
+    async def go() -> SigningFailed:
+        async with world.engine() as engine:
+            with pytest.raises(SigningFailed) as caught:
+                await engine.coordinator.sign_transaction(
+                    "hot", payload, request_id=new_request_id("fee"), initiator=INITIATOR
+                )
+            return caught.value
+
+    failed = run(go())
+    assert failed.code is ErrorCode.FEE_ABOVE_CEILING
+    refusal = failed.refusal
+    assert isinstance(refusal, NodeRefused) and refusal.problem.check == "fee"
+    assert str(FEE_CEILING) in refusal.problem.detail
+
+
+class CrashBeforeTheNonce(PayoutEngine):
+    """The process dying after a payout's helper (an approve, gas) was mined, just before the
+    payout itself takes its nonce."""
+
+    async def _reserve_and_sign(self, row: PayoutRow, approvals: Any) -> PayoutRow:
+        if row.kind in (PayoutKind.PAYOUT, PayoutKind.SWEEP) and (
+            row.legs is not None or row.kind == PayoutKind.SWEEP
+        ):
+            raise Crash
+        return await super()._reserve_and_sign(row, approvals)
+
+
+@pytest.mark.parametrize("what", ["token batch", "token sweep"])
+def test_a_crash_after_the_helper_was_mined_does_not_make_it_twice(world: World, what: str) -> None:
+    local = world.chains.local[CHAIN_A]
+    usdt = world.chains.token(CHAIN_A, "USDT")
+
+    async def go() -> tuple[PayoutRow, list[PayoutRow], str]:
+        async with world.engine(cls=CrashBeforeTheNonce) as engine:
+            if what == "token batch":
+                req = batch(world, [(SECOND, "7.5")], asset="USDT")
+                payout_id, holder = req.payout_id, SECOND
+                with pytest.raises(Crash):
+                    await engine.pay(req)
+            else:
+                address, path = deposit_address(engine)
+                local.call_from_faucet(usdt, encode_transfer(address, units("7.5", 6)))
+                payout_id, holder = new_request_id("sw"), world.sender
+                with pytest.raises(Crash):
+                    await engine.sweep(payout_id, "hot", CHAIN_A, "USDT", path, INITIATOR)
+        async with world.engine() as engine:  # the restarted process
+            await engine.drive(payout_id)  # as resume() does for every unfinished payout
+            row = await engine.wait(payout_id)
+            helpers = [r for r in engine.payouts() if r.for_payout == payout_id]
+        return row, helpers, holder
+
+    before = {a: local.token_balance(usdt, a) for a in (SECOND, world.sender)}
+    row, helpers, holder = run(go())
+    assert row.state == PayoutState.CONFIRMED, row.reason
+    assert len(helpers) == 1 and helpers[0].state == PayoutState.CONFIRMED  # made once
+    assert local.token_balance(usdt, holder) - before[holder] == units("7.5", 6)
+    if what == "token batch":
+        assert allowance_of(world, "USDT") == 0

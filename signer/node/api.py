@@ -350,6 +350,15 @@ class AllowanceRequest(_SenderTransactionRequest):
     of it (signer/chains/replacement.py)."""
 
 
+class InternalTransferRequest(_SenderTransactionRequest):
+    """`POST /v1/sign/internal`: this node's partial signature on a transfer between two
+    addresses of the key's wallet — from `sender` (the presignature's path) to the wallet's
+    address at `destination_path`, which the node derives itself (signer/chains/internal.py):
+    a deposit address swept to the wallet's own address, or gas sent to a deposit address."""
+
+    destination_path: Annotated[list[PathStep], Field(max_length=MAX_DEPTH)]
+
+
 class SignReply(_Wire):
     index: PartyIndex
     presignature_id: Hex32

@@ -24,6 +24,8 @@ the Authorization header.  A refusal logs its code and culprit, never the input.
                                          at the nonce) of what the node signed for a request
   POST /v1/sign/allowance                partial signature on an ERC-20 approve of a policy token
                                          to the policy's disperse contract (a token batch's)
+  POST /v1/sign/internal                 partial signature on a transfer between two addresses of
+                                         the key's wallet (a deposit address's sweep, its gas)
   POST /v1/sign/raw                      partial signature on raw bytes: raw keys only
   POST /v1/receipts                      reserve a velocity-limited intent here and return the
                                          signed receipt (signer/node/receipts.py)
@@ -76,6 +78,7 @@ from signer.node.api import (
     EnvelopeBatch,
     GovernanceReply,
     Health,
+    InternalTransferRequest,
     KeyVersion,
     Pinned,
     PolicyStatus,
@@ -381,6 +384,10 @@ def create_app(runtime: NodeRuntime, **limits: Any) -> FastAPI:
     @app.post("/v1/sign/allowance", dependencies=guard)
     def sign_allowance(request: AllowanceRequest) -> SignReply:
         return service().sign_allowance(request)
+
+    @app.post("/v1/sign/internal", dependencies=guard)
+    def sign_internal(request: InternalTransferRequest) -> SignReply:
+        return service().sign_internal(request)
 
     @app.post("/v1/sign/raw", dependencies=guard)
     def sign_raw(request: RawSignRequest) -> SignReply:

@@ -59,6 +59,7 @@ class AuditKind(StrEnum):
     NODE_SIGNED = "node_signed"
     NODE_CANCELLED = "node_cancelled"
     NODE_ALLOWANCE = "node_allowance"
+    NODE_INTERNAL = "node_internal"
     NODE_REFUSED = "node_refused"
     NODE_RECEIPT = "node_receipt"
     NODE_QUARANTINE = "node_quarantine"

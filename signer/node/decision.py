@@ -10,7 +10,8 @@ each step refusing with its own code (docs/errors.md):
 2. a policy version is in force on this node (NO_GENESIS, NO_POLICY; signer/node/governance.py);
 3. the node decodes the unsigned transaction itself (`signer.chains`: TRANSACTION_INVALID,
    UNSUPPORTED_TRANSACTION) and builds the `TransactionIntent` from it, the key's wallet and
-   the request id and initiator that travel with the request;
+   the request id and initiator that travel with the request; its price per gas is at most the
+   policy's ceiling on its chain (FEE_ABOVE_CEILING, signer/chains/fees.py);
 4. what the coordinator claims the request is must be exactly that intent (INTENT_MISMATCH;
    SENDER_MISMATCH when it claims another wallet);
 5. every officer approval is checked by the node itself (`policies.approvals`: signature by an
@@ -42,6 +43,7 @@ from policies.governance import ActivatedVersion
 from policies.intent import TransactionIntent, parse_intent
 from policies.velocity import LedgerView, VelocityLedger
 from signer.chains.errors import TransactionRefused
+from signer.chains.fees import check_fee_ceiling
 from signer.chains.intent import DecodedTransaction, compare_claim, intent_of
 from signer.node.api import TransactionRequest
 from signer.node.errors import NodeError
@@ -147,6 +149,7 @@ class PolicyGate:
                 request_id=request.request_id,
                 initiator=request.initiator,
             )
+            check_fee_ceiling(decoded.transfer, policy)
             claimed = self._claimed(request)
             if claimed.wallet != wallet:
                 raise NodeError(

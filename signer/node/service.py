@@ -44,6 +44,7 @@ from signer.node.api import (
     CancellationRequest,
     Finding,
     IdentifyResult,
+    InternalTransferRequest,
     SessionProtocol,
     SessionResult,
     SignReply,
@@ -563,6 +564,18 @@ class NodeService:
             lambda: self.signing.sign_allowance(request),
         )
 
+    def sign_internal(self, request: InternalTransferRequest) -> SignReply:
+        """This node's partial signature on a transfer between two of a wallet's addresses."""
+        return self._signed(
+            "sign_internal",
+            {
+                "key_id": request.key_id,
+                "request_id": request.request_id,
+                "presignature_id": request.presignature_id,
+            },
+            lambda: self.signing.sign_internal(request),
+        )
+
     def receipt(self, request: TransactionRequest) -> VelocityReceipt:
         """Reserve the request's amount in this node's ledger and return the signed receipt
         (receipts.py).  Refusals are audited like a refused signature."""
@@ -616,7 +629,14 @@ class NodeService:
     def _refused(self, action: str, fields: dict[str, Any], exc: NodeError | HsmError) -> None:
         code = exc.code if isinstance(exc, NodeError) else ErrorCode.HSM
         # (a session refusal is logged by start)
-        if action in ("sign", "sign_raw", "sign_cancel", "sign_allowance", "receipt"):
+        if action in (
+            "sign",
+            "sign_raw",
+            "sign_cancel",
+            "sign_allowance",
+            "sign_internal",
+            "receipt",
+        ):
             if action != "receipt":
                 self.metrics.signature_refused(code)
             log_event(

@@ -1,6 +1,6 @@
 """Issuing this node's partial signatures: the one code path that produces one.
 
-Four doors lead here, and each goes through the checks below:
+Five doors lead here, and each goes through the checks below:
 
 * `sign_transaction` (`POST /v1/sign`): a wallet transaction, after the policy decision
   (signer/node/decision.py), the velocity receipts (signer/node/receipts.py) and the sender
@@ -16,6 +16,11 @@ Four doors lead here, and each goes through the checks below:
   It moves nothing itself — the contract spends it only in batches every node decides — so no
   policy rule applies; any other spender is refused (attacks.md T21p).  It is recorded under its
   request id like a transaction: only a fee replacement or a cancellation may follow it;
+* `sign_internal` (`POST /v1/sign/internal`): a transfer between two addresses of the key's
+  wallet — a deposit address swept to the wallet's address, gas sent to a deposit address
+  (signer/chains/internal.py).  Nothing leaves the wallet, so no policy rule applies; the node
+  derives the recipient from its own key and the destination path, and refuses any other
+  (INTERNAL_TRANSFER_REFUSED).  Recorded like an allowance;
 * `sign_raw` (`POST /v1/sign/raw`): raw bytes, for a raw key only (a node made with
   `--raw-keys`, for benchmarks and protocol tests); a wallet key can never get here.
 
@@ -38,13 +43,24 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from policies.document import amount_str
+from policies.governance import ActivatedVersion
 from signer.chains.allowance import read_allowance
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import ChainError, Transfer, address_of, decode_signing_payload
+from signer.chains.fees import check_fee_ceiling
 from signer.chains.intent import decode_transaction
+from signer.chains.internal import read_internal
 from signer.chains.replacement import cancellation_problem, replacement_problem
 from signer.node import codec
-from signer.node.api import AllowanceRequest, CancellationRequest, SignReply, SignRequest
+from signer.node.api import (
+    AllowanceRequest,
+    CancellationRequest,
+    InternalTransferRequest,
+    SignReply,
+    SignRequest,
+    join_path,
+)
 from signer.node.audit import AuditKind, NodeAudit
 from signer.node.decision import Decided, PolicyGate, audit_fields
 from signer.node.envelope import Roster
@@ -56,6 +72,7 @@ from signer.node.receipts import count, receipt_quorum
 from signer.node.state import NodeState
 from signer.node.store import PresignatureView, StoreError
 from signer.problems import ErrorCode
+from signer.protocol.hd import derive
 from signer.protocol.presign import PresignaturePublic
 from signer.protocol.sign import HashScheme, issue_partial
 
@@ -88,6 +105,54 @@ def _replacement_problem(
         # the same transaction from another of the wallet's addresses is a second payout
         return "a replacement is sent from the address the request was signed from"
     return replacement_problem(old, new)
+
+
+def _hold_request(
+    session: Session,
+    request: SignRequest | AllowanceRequest | InternalTransferRequest,
+    payload: bytes,
+    payload_hash: str,
+    transfer: Transfer,
+    digest: str,
+    policy_hash: str,
+) -> str | None:
+    """Make `request_id` hold this transaction in `signed_requests`, in the transaction that
+    consumes the presignature: a new request is recorded; the same bytes again are nothing new;
+    anything else only as a fee replacement of what it holds (signer/chains/replacement.py),
+    from the same key and address — else REQUEST_REUSED.  The payload hash it replaces, if any."""
+    existing = session.execute(_SIGNED_ROW, {"id": request.request_id}).first()
+    now = time.time()
+    if existing is None:
+        session.execute(
+            insert(SignedRequestRow).values(
+                request_id=request.request_id,
+                intent_digest=digest,
+                payload_hash=payload_hash,
+                key_id=request.key_id,
+                signed_at=now,
+                payload=payload,
+                sender=request.sender,
+            )
+        )
+        return None
+    if existing[0] == payload_hash:
+        return None
+    problem = (
+        "it was signed with another key"
+        if existing[3] != request.key_id
+        else _replacement_problem(existing[1], existing[2], transfer, request.sender)
+    )
+    if problem is not None:
+        raise NodeError(
+            ErrorCode.REQUEST_REUSED,
+            f"request {request.request_id} already signed another transaction here: {problem}",
+            check="request_id",
+            policy_hash=policy_hash,
+        )
+    session.execute(
+        _REPLACE, {"hash": payload_hash, "payload": payload, "at": now, "id": request.request_id}
+    )
+    return str(existing[0])
 
 
 @dataclass(frozen=True)
@@ -176,45 +241,16 @@ class Signing:
         def record(session: Session) -> None:
             # Core statements, not the ORM's unit of work: this runs on every signature.
             now = time.time()
-            existing = session.execute(_SIGNED_ROW, {"id": intent.request_id}).first()
             payload_hash = decided.decoded.payload_hash.hex()
-            if existing is not None and existing[0] != payload_hash:
-                # only a fee replacement of what it signed last (signer/chains/replacement.py)
-                problem = _replacement_problem(
-                    existing[1], existing[2], decided.decoded.transfer, request.sender
-                )
-                if problem is not None:
-                    raise NodeError(
-                        ErrorCode.REQUEST_REUSED,
-                        f"request {intent.request_id} already signed another transaction "
-                        f"here: {problem}",
-                        check="request_id",
-                        policy_hash=decided.policy_hash,
-                    )
-                replaces = existing[0]
-                session.execute(
-                    _REPLACE,
-                    {
-                        "hash": payload_hash,
-                        "payload": bytes.fromhex(request.transaction),
-                        "at": now,
-                        "id": intent.request_id,
-                    },
-                )
-            else:
-                replaces = None
-            if existing is None:
-                session.execute(
-                    insert(SignedRequestRow).values(
-                        request_id=intent.request_id,
-                        intent_digest=intent.digest_hex(),
-                        payload_hash=payload_hash,
-                        key_id=request.key_id,
-                        signed_at=now,
-                        payload=bytes.fromhex(request.transaction),
-                        sender=request.sender,
-                    )
-                )
+            replaces = _hold_request(
+                session,
+                request,
+                bytes.fromhex(request.transaction),
+                payload_hash,
+                decided.decoded.transfer,
+                intent.digest_hex(),
+                decided.policy_hash,
+            )
             for approval in request.approvals:
                 nonce = approval.get("nonce")
                 if nonce not in decided.approvals.nonces:
@@ -270,6 +306,7 @@ class Signing:
         payload = bytes.fromhex(request.transaction)
         try:
             new = decode_transaction(payload)
+            check_fee_ceiling(new, link.document)  # a cancellation burns fees like any
         except TransactionRefused as exc:
             raise NodeError(
                 exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
@@ -342,6 +379,7 @@ class Signing:
         payload = bytes.fromhex(request.transaction)
         try:
             new = decode_transaction(payload)
+            check_fee_ceiling(new, link.document)
             allowance = read_allowance(new, link.document)
         except TransactionRefused as exc:
             raise NodeError(
@@ -351,61 +389,116 @@ class Signing:
             bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
         )
         self._check_sender(request.sender, presignature, link.policy_hash)
-        payload_hash = hashlib.sha256(payload).hexdigest()
         # what the allowance grants, the same for a fee replacement of it
-        digest = hashlib.sha256(
-            b"tessera.allowance\0"
-            + f"{new.chain_id}:{allowance.token}:{allowance.spender}:{allowance.amount}".encode()
-        ).hexdigest()
+        grants = f"{new.chain_id}:{allowance.token}:{allowance.spender}:{allowance.amount}"
+        record = self._recorded_once(
+            request,
+            payload,
+            new,
+            link,
+            presignature,
+            b"tessera.allowance\0" + grants.encode(),
+            AuditKind.NODE_ALLOWANCE,
+            {
+                "wallet": wallet,
+                "asset": allowance.asset,
+                "token": allowance.token,
+                "spender": allowance.spender,
+                "amount": str(allowance.amount),
+            },
+        )
+        return self._issue(presignature, payload, HashScheme.KECCAK256, record)
+
+    def sign_internal(self, request: InternalTransferRequest) -> SignReply:
+        """This node's partial signature on a transfer between two addresses of the key's
+        wallet (signer/chains/internal.py): the recipient derived here, from this node's key."""
+        wallet = self.gate.wallet_of(request.key_id)  # a wallet key: a raw key moves nothing
+        link = self.gate.governance.require_policy(self.gate.clock())
+        if wallet in self.gate.governance.freezes.frozen_wallets():
+            raise NodeError(
+                ErrorCode.POLICY_DENIED,
+                f"wallet {wallet} is frozen",
+                check="frozen",
+                policy_hash=link.policy_hash,
+            )
+        payload = bytes.fromhex(request.transaction)
+        try:
+            key_row = self.state.store.active_key(request.key_id)
+        except StoreError as exc:
+            raise NodeError(ErrorCode.UNKNOWN_KEY, str(exc)) from exc
+        # the recipient from this node's own key: never an address the coordinator names
+        key = codec.decode_key_public(key_row.public)
+        destination = address_of(
+            derive(key.public_key, key.chain_code, request.destination_path).public_key
+        )
+        try:
+            new = decode_transaction(payload)
+            check_fee_ceiling(new, link.document)
+            movement = read_internal(
+                new, link.document, sender=request.sender, destination=destination
+            )
+        except TransactionRefused as exc:
+            raise NodeError(
+                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
+            ) from exc
+        presignature = self._presignature(
+            bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
+        )
+        self._check_sender(request.sender, presignature, link.policy_hash)
+        path = list(presignature.public.derivation.path)
+        moves = (
+            f"{new.chain_id}:{movement.asset}:{join_path(tuple(path))}>"
+            f"{join_path(tuple(request.destination_path))}:{amount_str(movement.amount)}"
+        )
+        record = self._recorded_once(
+            request,
+            payload,
+            new,
+            link,
+            presignature,
+            b"tessera.internal\0" + moves.encode(),
+            AuditKind.NODE_INTERNAL,
+            {
+                "wallet": wallet,
+                "asset": movement.asset,
+                "destination": destination,
+                "destination_path": list(request.destination_path),
+                "amount": amount_str(movement.amount),
+            },
+        )
+        return self._issue(presignature, payload, HashScheme.KECCAK256, record)
+
+    def _recorded_once(
+        self,
+        request: AllowanceRequest | InternalTransferRequest,
+        payload: bytes,
+        new: Transfer,
+        link: ActivatedVersion,
+        presignature: _Presignature,
+        what: bytes,
+        kind: AuditKind,
+        fields: dict[str, object],
+    ) -> Callable[[Session], None]:
+        """The record of a signature that moves nothing a policy rule decides (an allowance,
+        an internal transfer), written with the presignature's consumption: the request id
+        holds this transaction (digest `what`), and afterwards only the same bytes, a fee
+        replacement or a cancellation of it (REQUEST_REUSED otherwise)."""
+        payload_hash = hashlib.sha256(payload).hexdigest()
+        digest = hashlib.sha256(what).hexdigest()
 
         def record(session: Session) -> None:
-            now = time.time()
-            existing = session.execute(_SIGNED_ROW, {"id": request.request_id}).first()
-            replaces = None
-            if existing is not None and existing[0] != payload_hash:
-                problem = (
-                    "it was signed with another key"
-                    if existing[3] != request.key_id
-                    else _replacement_problem(existing[1], existing[2], new, request.sender)
-                )
-                if problem is not None:
-                    raise NodeError(
-                        ErrorCode.REQUEST_REUSED,
-                        f"request {request.request_id} already signed another transaction "
-                        f"here: {problem}",
-                        check="request_id",
-                        policy_hash=link.policy_hash,
-                    )
-                replaces = existing[0]
-                session.execute(
-                    _REPLACE,
-                    {"hash": payload_hash, "payload": payload, "at": now, "id": request.request_id},
-                )
-            elif existing is None:
-                session.execute(
-                    insert(SignedRequestRow).values(
-                        request_id=request.request_id,
-                        intent_digest=digest,
-                        payload_hash=payload_hash,
-                        key_id=request.key_id,
-                        signed_at=now,
-                        payload=payload,
-                        sender=request.sender,
-                    )
-                )
+            replaces = _hold_request(
+                session, request, payload, payload_hash, new, digest, link.policy_hash
+            )
             self.audit.append(
                 session,
-                AuditKind.NODE_ALLOWANCE,
+                kind,
                 {
                     "request_id": request.request_id,
-                    "wallet": wallet,
+                    **fields,
                     "payload_hash": payload_hash,
                     "chain_id": new.chain_id,
                     "nonce": new.nonce,
-                    "asset": allowance.asset,
-                    "token": allowance.token,
-                    "spender": allowance.spender,
-                    "amount": str(allowance.amount),
                     "policy_hash": link.policy_hash,
                     "policy_version": link.version,
                     "key_id": request.key_id,
@@ -416,7 +509,7 @@ class Signing:
                 },
             )
 
-        return self._issue(presignature, payload, HashScheme.KECCAK256, record)
+        return record
 
     @staticmethod
     def _check_sender(sender: str, presignature: _Presignature, policy_hash: str) -> None:
