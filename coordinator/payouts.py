@@ -79,7 +79,14 @@ from coordinator.fees import (
 )
 from coordinator.nonces import NonceManager
 from coordinator.registry import Chain, ChainRegistry
-from coordinator.rpc import ChainRpc, ChainUnavailable, Receipt, TransactionRejected
+from coordinator.rpc import (
+    CallReverted,
+    ChainRpc,
+    ChainUnavailable,
+    Receipt,
+    TransactionRejected,
+    WrongChain,
+)
 from coordinator.signing import SignOutcome
 from coordinator.store import DepositAddressRow, PayoutRow
 from coordinator.transactions import TransactionOps
@@ -90,6 +97,7 @@ from signer.chains.allowance import encode_approve
 from signer.chains.disperse import MAX_LEGS, encode_disperse_ether, encode_disperse_token
 from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import (
+    ChainError,
     Eip1559Transfer,
     LegacyTransfer,
     Transfer,
@@ -137,6 +145,9 @@ _FINAL_REFUSALS: Final = frozenset(
         ErrorCode.FEE_ABOVE_CEILING,
     }
 )
+#: The gas a token's `transfer` is funded for when the chain will not estimate it (USDT's
+#: costs up to about 63,000; an estimate that works is used instead).
+TOKEN_TRANSFER_GAS_BOUND: Final = 100_000
 #: The id marks of the helper payouts the engine makes (an allowance for a token batch, gas
 #: for a token sweep: `<payout>:allowance:<n>`), refused in a caller's payout id, so a caller
 #: can never take or foresee one.
@@ -772,6 +783,19 @@ class PayoutEngine:
                 payout_id, wallet, chain_id, asset, path, initiator, fee_level
             )
 
+    @staticmethod
+    async def _sweep_gas(rpc: ChainRpc, row: PayoutRow, call: _Call) -> int:
+        """The gas limit of a token sweep: the estimate, or — from a node that will not estimate
+        for an account holding little or no ether (eth-tester checks the account could pay
+        a whole block's gas) — what a token `transfer` costs at most.  A transfer that would
+        revert is refused either way (CallReverted)."""
+        try:
+            return await estimate_gas(rpc, row.sender, call.to, call.value, call.data)
+        except (CallReverted, ChainUnavailable, WrongChain):
+            raise
+        except ChainError:
+            return TOKEN_TRANSFER_GAS_BOUND
+
     async def _fuelled(self, row: PayoutRow) -> PayoutRow:
         """Make sure the deposit address of token sweep `row` holds the ether its gas costs at
         the fees of now, sending it (twice the shortfall, room for the fees to move) from the
@@ -780,9 +804,7 @@ class PayoutEngine:
         call = self._row_call(row, chain)
         try:
             fees = await quote_fees(rpc, chain, FeeLevel(row.fee_level))
-            cost = fees.per_gas * await estimate_gas(
-                rpc, row.sender, call.to, call.value, call.data
-            )
+            cost = fees.per_gas * await self._sweep_gas(rpc, row, call)
         except TesseraError as exc:
             raise PayoutError(
                 row.payout_id, getattr(exc, "code", ErrorCode.INTERNAL), str(exc)
@@ -920,6 +942,8 @@ class PayoutEngine:
             if row.kind == PayoutKind.SWEEP and not call.data:
                 # to the wallet's own address: 21,000 exactly, which its amount left for gas
                 gas = intrinsic_gas(b"")
+            elif row.kind == PayoutKind.SWEEP:
+                gas = await self._sweep_gas(rpc, row, call)
             else:
                 gas = await estimate_gas(rpc, row.sender, call.to, call.value, call.data)
         except TesseraError as exc:
