@@ -38,6 +38,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
@@ -153,6 +154,9 @@ def _hold_request(
         _REPLACE, {"hash": payload_hash, "payload": payload, "at": now, "id": request.request_id}
     )
     return str(existing[0])
+
+
+_Read = TypeVar("_Read")
 
 
 @dataclass(frozen=True)
@@ -304,17 +308,8 @@ class Signing:
         wallet = self.gate.wallet_of(request.key_id)  # a wallet key: a raw key signed nothing
         link = self.gate.governance.require_policy(self.gate.clock())
         payload = bytes.fromhex(request.transaction)
-        try:
-            new = decode_transaction(payload)
-            check_fee_ceiling(new, link.document)  # a cancellation burns fees like any
-        except TransactionRefused as exc:
-            raise NodeError(
-                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
-            ) from exc
-        presignature = self._presignature(
-            bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
-        )
-        self._check_sender(request.sender, presignature, link.policy_hash)
+        new, _nothing = self._read(payload, link, lambda transfer: None)
+        presignature = self._sender_presignature(request, link.policy_hash)
         payload_hash = hashlib.sha256(payload).hexdigest()
 
         def refuse(why: str) -> NodeError:
@@ -377,18 +372,10 @@ class Signing:
         wallet = self.gate.wallet_of(request.key_id)  # a wallet key: a raw key signs no approve
         link = self.gate.governance.require_policy(self.gate.clock())
         payload = bytes.fromhex(request.transaction)
-        try:
-            new = decode_transaction(payload)
-            check_fee_ceiling(new, link.document)
-            allowance = read_allowance(new, link.document)
-        except TransactionRefused as exc:
-            raise NodeError(
-                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
-            ) from exc
-        presignature = self._presignature(
-            bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
+        new, allowance = self._read(
+            payload, link, lambda transfer: read_allowance(transfer, link.document)
         )
-        self._check_sender(request.sender, presignature, link.policy_hash)
+        presignature = self._sender_presignature(request, link.policy_hash)
         # what the allowance grants, the same for a fee replacement of it
         grants = f"{new.chain_id}:{allowance.token}:{allowance.spender}:{allowance.amount}"
         record = self._recorded_once(
@@ -431,20 +418,14 @@ class Signing:
         destination = address_of(
             derive(key.public_key, key.chain_code, request.destination_path).public_key
         )
-        try:
-            new = decode_transaction(payload)
-            check_fee_ceiling(new, link.document)
-            movement = read_internal(
-                new, link.document, sender=request.sender, destination=destination
-            )
-        except TransactionRefused as exc:
-            raise NodeError(
-                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
-            ) from exc
-        presignature = self._presignature(
-            bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
+        new, movement = self._read(
+            payload,
+            link,
+            lambda transfer: read_internal(
+                transfer, link.document, sender=request.sender, destination=destination
+            ),
         )
-        self._check_sender(request.sender, presignature, link.policy_hash)
+        presignature = self._sender_presignature(request, link.policy_hash)
         path = list(presignature.public.derivation.path)
         moves = (
             f"{new.chain_id}:{movement.asset}:{join_path(tuple(path))}>"
@@ -510,6 +491,33 @@ class Signing:
             )
 
         return record
+
+    @staticmethod
+    def _read(
+        payload: bytes, link: ActivatedVersion, read: Callable[[Transfer], _Read]
+    ) -> tuple[Transfer, _Read]:
+        """Decode `payload`, check its fee against the policy's ceiling and `read` it; a refusal
+        is this node's, under the version in force."""
+        try:
+            transfer = decode_transaction(payload)
+            check_fee_ceiling(transfer, link.document)  # every route burns fees alike
+            return transfer, read(transfer)
+        except TransactionRefused as exc:
+            raise NodeError(
+                exc.code, exc.detail, check=exc.check, policy_hash=link.policy_hash
+            ) from exc
+
+    def _sender_presignature(
+        self,
+        request: CancellationRequest | AllowanceRequest | InternalTransferRequest,
+        policy_hash: str,
+    ) -> _Presignature:
+        """The request's presignature, made for the key and path of the sender it names."""
+        presignature = self._presignature(
+            bytes.fromhex(request.key_id), bytes.fromhex(request.presignature_id)
+        )
+        self._check_sender(request.sender, presignature, policy_hash)
+        return presignature
 
     @staticmethod
     def _check_sender(sender: str, presignature: _Presignature, policy_hash: str) -> None:
