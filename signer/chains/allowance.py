@@ -7,8 +7,9 @@ itself and no policy rule decides it; what it grants is the danger (attacks.md T
 allowance to an address the attacker controls is a drain that needs no further signature).  A
 node therefore signs an `approve` (`read_allowance`) only when:
 
-* the calldata is exactly the selector 0x095ea7b3 and two ABI words (68 bytes), the spender
-  word's 12 high bytes zero — any other shape is refused, never guessed at;
+* the calldata is exactly the selector 0x095ea7b3 and two ABI words (68 bytes, the spender
+  word's 12 high bytes zero: `erc20.address_and_amount`) — any other shape is refused, never
+  guessed at;
 * the transaction calls a token contract of the policy on its chain (`erc20.token_asset`);
 * it sends no native value along;
 * the spender is the policy's disperse contract on that chain (`disperse_contracts`), which
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from policies.document import PolicyDocument, eip55
-from signer.chains.erc20 import token_asset
+from signer.chains.erc20 import address_and_amount, token_asset
 from signer.chains.errors import TransactionRefused
 from signer.chains.evm import Transfer
 from signer.problems import ErrorCode
@@ -37,7 +38,6 @@ __all__ = ["SELECTOR", "Allowance", "encode_approve", "read_allowance"]
 #: keccak256("approve(address,uint256)")[:4]
 SELECTOR: Final = bytes.fromhex("095ea7b3")
 _WORD: Final = 32
-_LENGTH: Final = len(SELECTOR) + 2 * _WORD
 
 
 @dataclass(frozen=True)
@@ -70,19 +70,7 @@ def read_allowance(transfer: Transfer, policy: PolicyDocument) -> Allowance:
             "calldata",
             "an allowance is an approve(address,uint256) call",
         )
-    if len(data) != _LENGTH:
-        raise TransactionRefused(
-            ErrorCode.TRANSACTION_INVALID,
-            "calldata",
-            f"approve(address,uint256) calldata is {_LENGTH} bytes, not {len(data)}",
-        )
-    spender_word, amount_word = data[4 : 4 + _WORD], data[4 + _WORD :]
-    if spender_word[:12] != b"\0" * 12:
-        raise TransactionRefused(
-            ErrorCode.TRANSACTION_INVALID,
-            "calldata",
-            "the spender word is not an ABI-encoded address (its 12 high bytes are not zero)",
-        )
+    spender_word, amount_word = address_and_amount(data, "approve(address,uint256)", "spender")
     if transfer.value != 0:
         raise TransactionRefused(
             ErrorCode.TRANSACTION_INVALID, "value", "an approve sends no native value along"

@@ -44,6 +44,26 @@ def encode_transfer(recipient: str, amount: int) -> bytes:
     return SELECTOR + raw.rjust(_WORD, b"\0") + amount.to_bytes(_WORD, "big")
 
 
+def address_and_amount(data: bytes, signature: str, role: str) -> tuple[bytes, bytes]:
+    """The two ABI words of an `(address, uint256)` call's calldata (after its 4-byte
+    selector): exactly 68 bytes, the address word's 12 high bytes zero — any other shape is
+    TRANSACTION_INVALID (check `calldata`), naming `signature` and the address's `role`."""
+    if len(data) != _LENGTH:
+        raise TransactionRefused(
+            ErrorCode.TRANSACTION_INVALID,
+            "calldata",
+            f"{signature} calldata is {_LENGTH} bytes, not {len(data)}",
+        )
+    address_word, amount_word = data[4 : 4 + _WORD], data[4 + _WORD :]
+    if address_word[:12] != b"\0" * 12:
+        raise TransactionRefused(
+            ErrorCode.TRANSACTION_INVALID,
+            "calldata",
+            f"the {role} word is not an ABI-encoded address (its 12 high bytes are not zero)",
+        )
+    return address_word, amount_word
+
+
 class Erc20Transfer:
     """`CalldataKind` of ERC-20 `transfer(address,uint256)` calls."""
 
@@ -53,20 +73,9 @@ class Erc20Transfer:
         return data[: len(SELECTOR)] == SELECTOR
 
     def decode(self, transfer: Transfer, policy: PolicyDocument) -> Movement:
-        data = transfer.data
-        if len(data) != _LENGTH:
-            raise TransactionRefused(
-                ErrorCode.TRANSACTION_INVALID,
-                "calldata",
-                f"transfer(address,uint256) calldata is {_LENGTH} bytes, not {len(data)}",
-            )
-        address_word, amount_word = data[4 : 4 + _WORD], data[4 + _WORD :]
-        if address_word[:12] != b"\0" * 12:
-            raise TransactionRefused(
-                ErrorCode.TRANSACTION_INVALID,
-                "calldata",
-                "the recipient word is not an ABI-encoded address (its 12 high bytes are not zero)",
-            )
+        address_word, amount_word = address_and_amount(
+            transfer.data, "transfer(address,uint256)", "recipient"
+        )
         if transfer.value != 0:
             raise TransactionRefused(
                 ErrorCode.TRANSACTION_INVALID,
