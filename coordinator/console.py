@@ -34,6 +34,7 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "chain": ("coordinator.chains_cli", "chain_app"),
     "officer": ("policies.cli", "officer_app"),
     "policy": ("policies.cli", "policy_app"),
+    "api-client": ("coordinator.api.clients_cli", "clients_app"),
 }
 
 
@@ -50,6 +51,16 @@ class LazyGroups(TyperGroup):
             sub: typer.Typer = getattr(importlib.import_module(module), attribute)
             group = typer.main.get_group(sub)  # a group even when the app has one command
             group.name = cmd_name
+            if cmd_name == "officer":
+                # `officer approve --server`: the one officer command that talks to the
+                # signer API (a coordinator-layer client), so it is assembled here
+                from coordinator.api.officer_cli import approve  # noqa: PLC0415
+
+                group.add_command(typer.main.get_command_from_info(
+                    typer.models.CommandInfo(name="approve", callback=approve),
+                    pretty_exceptions_short=True,
+                    rich_markup_mode=None,
+                ), "approve")
             self.add_command(group, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -157,6 +168,38 @@ def demo(
         f"signature:      r=0x{sig.r:064x}\n                s=0x{sig.s:064x} v={sig.recovery_id}"
     )
     console.print("[green]signature verified (libsecp256k1) and recovers to the address[/green]")
+
+
+@app.command()
+def serve(
+    root: Annotated[
+        Path, typer.Option("--dir", help="The cluster directory (`tessera cluster init`).")
+    ] = Path("var/cluster"),
+    registry: Annotated[
+        Path | None,
+        typer.Option("--registry", help="Chain registry TOML (default: the shipped mainnets)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8700,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate chain for TLS.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM key of --tls-cert.")
+    ] = None,
+    pool_depth: Annotated[
+        int, typer.Option("--pool-depth", min=0, max=10000, help="Presignatures kept ready.")
+    ] = 8,
+    webhook: Annotated[
+        list[str] | None, typer.Option("--webhook", help="A webhook receiver URL (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The signer API (docs/api.md): withdrawals over HTTP with signed requests, and the
+    workers that sign, broadcast, track and report them, until SIGINT/SIGTERM."""
+    from coordinator.api.serve_cli import serve_command  # noqa: PLC0415 (start-up time)
+
+    serve_command(root, registry, host, port, tls_cert, tls_key, pool_depth, webhook or [], as_json)
 
 
 #: Level of the coordinator's JSON logs on stderr (`signer/logs.py`).  WARNING by default: a

@@ -579,7 +579,12 @@ class PayoutEngine:
         await self.submit(request)
         return await self.drive(request.payout_id, request.approvals)
 
-    async def drive(self, payout_id: str, approvals: Sequence[Approval] = ()) -> PayoutRow:
+    async def drive(
+        self, payout_id: str, approvals: Sequence[Approval] = (), *, send: bool = True
+    ) -> PayoutRow:
+        """Bring the payout to sent (or failed); with `send` False stop once it is signed, so
+        that a caller can persist its own state before the transaction leaves (the signer
+        API's BROADCASTING)."""
         row = self.payout(payout_id)
         preparation = self._preparation(row) if row.state == PayoutState.ACCEPTED else None
         if preparation is not None:
@@ -597,7 +602,7 @@ class PayoutEngine:
         elif row.state == PayoutState.RESERVED:
             async with self.nonces.lock(row.chain_id, row.sender):
                 row = await self._sign(row, approvals)
-        if row.state == PayoutState.SIGNED:
+        if row.state == PayoutState.SIGNED and send:
             failpoint("payout.after_sign")
             row = await self._send(row)
         return row

@@ -90,6 +90,11 @@ class ErrorCode(StrEnum):
     FEE_ABOVE_CEILING = "FEE_ABOVE_CEILING"
     NONCE_CONFLICT = "NONCE_CONFLICT"
     ADDRESS_REFUSED = "ADDRESS_REFUSED"
+    # the signer API (coordinator/api, docs/api.md): never a node's answer
+    FORBIDDEN = "FORBIDDEN"
+    RATE_LIMITED = "RATE_LIMITED"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    NOT_CANCELLABLE = "NOT_CANCELLABLE"
     # the node cannot serve now
     BUSY = "BUSY"
     HSM = "HSM"
@@ -149,6 +154,10 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.FEE_ABOVE_CEILING: 409,
     ErrorCode.NONCE_CONFLICT: 409,
     ErrorCode.ADDRESS_REFUSED: 422,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.NOT_CANCELLABLE: 409,
     ErrorCode.BUSY: 503,
     ErrorCode.HSM: 503,
     ErrorCode.CORRUPT: 500,
@@ -209,6 +218,10 @@ TITLE: dict[ErrorCode, str] = {
     ErrorCode.FEE_ABOVE_CEILING: "the fee per gas is above the chain's ceiling",
     ErrorCode.NONCE_CONFLICT: "the sender's nonce was used outside Tessera",
     ErrorCode.ADDRESS_REFUSED: "the payout's destination address is refused",
+    ErrorCode.FORBIDDEN: "the API key lacks the scope this route needs",
+    ErrorCode.RATE_LIMITED: "the API key is over its request rate",
+    ErrorCode.IDEMPOTENCY_CONFLICT: "the Idempotency-Key was used with another request",
+    ErrorCode.NOT_CANCELLABLE: "the withdrawal is past the point where it can be cancelled",
     ErrorCode.BUSY: "the node is at its session limit",
     ErrorCode.HSM: "the node's HSM could not complete the operation",
     ErrorCode.CORRUPT: "the node's stored state is inconsistent",
@@ -252,6 +265,8 @@ class Problem(BaseModel):
     # decided under, so an operator sees at once which version and rule refused.
     rule: str | None = None
     policy_hash: str | None = None
+    # The signer API's request id (the `X-Request-Id` it answered with), for support tickets.
+    request_id: str | None = None
 
     @classmethod
     def of(
@@ -264,6 +279,7 @@ class Problem(BaseModel):
         node: int | None = None,
         rule: str | None = None,
         policy_hash: str | None = None,
+        request_id: str | None = None,
     ) -> Problem:
         return cls(
             type=f"urn:tessera:problem:{code.value.lower().replace('_', '-')}",
@@ -276,4 +292,5 @@ class Problem(BaseModel):
             node=node,
             rule=rule,
             policy_hash=policy_hash,
+            request_id=request_id,
         )

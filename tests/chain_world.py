@@ -14,7 +14,7 @@ deployed, named by the policy and the registry, for batches paid in one transact
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,9 +146,12 @@ def payout_policy(officers: Officers, chains: Chains) -> PolicyDocument:
     )
 
 
-def registry_for(chains: Chains, **overrides: Any) -> ChainRegistry:
+def registry_for(
+    chains: Chains, only: Iterable[int] | None = None, **overrides: Any
+) -> ChainRegistry:
+    """The registry of the world's chains (of `only` these, when given)."""
     entries = []
-    for cid in sorted(chains.local):
+    for cid in sorted(chains.local if only is None else set(only) & set(chains.local)):
         node = chains.hardhat.get(cid)
         entries.append(
             {

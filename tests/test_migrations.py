@@ -27,6 +27,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlmodel import SQLModel
 from typer.testing import CliRunner
 
+import coordinator.api.tables  # noqa: F401  (the API's tables are in the coordinator's metadata)
 from coordinator.console import app
 from coordinator.migrations import SCHEMA as COORDINATOR
 from coordinator.store import CoordinatorStore, _CoordinatorTable

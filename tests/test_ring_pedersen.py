@@ -40,6 +40,8 @@ def test_commit_prover_and_verifier_paths_agree() -> None:
         (P.s, paillier_key(0).p * 3, Check.NOT_UNIT),
         (-P.s, P.t, Check.NOT_UNIT),
     ],
+    # stable ids: the parameters are fresh per run, and pytest-xdist workers must collect alike
+    ids=["s=1", "t=1", "s=N-1", "t=N-1", "s=t", "s=0", "t=N", "t=3p", "s<0"],
 )
 def test_T07a_degenerate_parameters(s: int, t: int, check: Check) -> None:
     with pytest.raises(InvalidParameter) as err:

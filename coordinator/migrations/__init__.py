@@ -12,6 +12,6 @@ SCHEMA = Schema(
     name="coordinator",
     package=__name__,
     baseline="coordinator_0001",
-    head="coordinator_0007",
+    head="coordinator_0008",
     command="tessera cluster migrate --db {path}",
 )

@@ -1,0 +1,379 @@
+"""The signer API's HTTP routes (FastAPI): every request signed by an API client's key
+(`coordinator.api.auth`), rate-limited per client, and answered with a model or an RFC 9457
+problem carrying the request id — never a stack trace, never an echo of the input."""
+
+# No `from __future__ import annotations`: the routes' dependency annotations are made
+# inside `create_app` (they close over its authenticator), and FastAPI must see them as
+# objects, not as names it would look up in this module.
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from sqlmodel import col, delete
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from coordinator.api.auth import (
+    ApiAuthError,
+    Authenticator,
+    Principal,
+    RateLimiter,
+)
+from coordinator.api.auth import (
+    Scope as ApiScope,
+)
+from coordinator.api.lifecycle import Status
+from coordinator.api.models import (
+    Accepted,
+    Health,
+    Readiness,
+    Withdrawal,
+    WithdrawalCreate,
+    WithdrawalEvent,
+    WithdrawalPage,
+)
+from coordinator.api.tables import IdempotencyRow
+from coordinator.api.withdrawals import MAX_PAGE, WithdrawalError, WithdrawalService, view
+from signer.logs import bind, log_event
+from signer.node.app import REQUEST_ID_HEADER, request_id
+from signer.node.limits import RequestLimits
+from signer.node.metrics import CONTENT_TYPE
+from signer.problems import PROBLEM_MEDIA_TYPE, ErrorCode, Problem, validation_detail
+
+log = logging.getLogger("tessera.api")
+
+#: An `Idempotency-Key` and its response are kept at least this long (custody.md §2.5).
+IDEMPOTENCY_SECONDS = 24 * 3600
+#: The API's bodies are small: a withdrawal, an approval.
+MAX_API_BODY = 64 * 1024
+
+WithdrawalIdPath = Annotated[str, Path(pattern=r"^wd_[0-9a-f]{32}$")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+]
+
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
+
+
+class _RequestId:
+    """Pure ASGI middleware: a request id per request (the caller's `X-Request-Id` when it is
+    well-formed), bound in the logs and echoed in the response, where problems quote it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(list(scope.get("headers", [])))
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.lower() != REQUEST_ID_HEADER.encode()
+                ]
+                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with bind(request=rid):
+            await self.app(scope, receive, send_with_id)
+
+
+def _problem(
+    request: Request,
+    code: ErrorCode,
+    detail: str,
+    *,
+    check: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    rid = getattr(request.state, "request_id", None)
+    log_event(log, "request.refused", level=logging.WARNING, code=code.value, check=check)
+    problem = Problem.of(code, detail, check=check, request_id=rid)
+    return Response(
+        problem.model_dump_json(exclude_none=True),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=headers,
+    )
+
+
+def create_app(
+    service: WithdrawalService,
+    authenticator: Authenticator,
+    limiter: RateLimiter,
+    *,
+    readiness: Callable[[], Awaitable[Readiness]] | None = None,
+) -> FastAPI:
+    app = FastAPI(
+        title="Tessera signer API",
+        version="1",
+        description="Withdrawals from Tessera's policy-enforcing MPC wallets (docs/api.md).",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(RequestLimits, limit=lambda _path: MAX_API_BODY)
+    app.add_middleware(_RequestId)  # outermost: every answer carries the request id
+    registry = CollectorRegistry()
+    requests = Counter(
+        "tessera_api_requests",
+        "Signer API requests by route and status",
+        ["route", "status"],
+        registry=registry,
+    )
+
+    @app.middleware("http")
+    async def count(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        requests.labels(route, str(response.status_code)).inc()
+        return response
+
+    def authorised(scope: ApiScope) -> Callable[[Request], Awaitable[Principal]]:
+        async def dependency(request: Request) -> Principal:
+            body = await request.body()
+            principal = authenticator.authenticate(
+                request.method,
+                request.url.path,
+                request.url.query,
+                body,
+                request.headers,
+            )
+            authenticator.require(principal, scope)
+            limiter.check(principal)
+            return principal
+
+        return dependency
+
+    Creator = Annotated[Principal, Depends(authorised(ApiScope.WITHDRAWALS_CREATE))]
+    Reader = Annotated[Principal, Depends(authorised(ApiScope.WITHDRAWALS_READ))]
+    Approver = Annotated[Principal, Depends(authorised(ApiScope.APPROVALS_WRITE))]
+
+    def owner(principal: Principal) -> str | None:
+        """Whose withdrawals the principal sees: its own, or everyone's for an admin."""
+        return None if ApiScope.ADMIN in principal.scopes else principal.client_id
+
+    @app.exception_handler(ApiAuthError)
+    async def auth_error(request: Request, exc: ApiAuthError) -> Response:
+        headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+        return _problem(request, exc.code, exc.detail, headers=headers)
+
+    @app.exception_handler(WithdrawalError)
+    async def withdrawal_error(request: Request, exc: WithdrawalError) -> Response:
+        return _problem(request, exc.code, exc.detail, check=exc.check)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return _problem(request, ErrorCode.VALIDATION, validation_detail(exc.errors()))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
+        detail = exc.detail if isinstance(exc.detail, str) else code.value
+        return _problem(request, code, detail, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        route = getattr(request.scope.get("route"), "path", None) or "unmatched"
+        log_event(
+            log,
+            "request.internal_error",
+            level=logging.ERROR,
+            route=route,
+            reason=type(exc).__name__,
+        )
+        return _problem(request, ErrorCode.INTERNAL, "unexpected error; see the service's log")
+
+    # --- idempotency keys ----------------------------------------------------------------------
+    def remembered(principal: Principal, key: str, digest: str) -> Response | None:
+        now = time.time()
+        with service.store.session() as session:
+            session.execute(
+                delete(IdempotencyRow).where(
+                    col(IdempotencyRow.created_at) < now - IDEMPOTENCY_SECONDS
+                )
+            )
+            session.commit()
+            row = session.get(IdempotencyRow, (principal.client_id, key))
+        if row is None:
+            return None
+        if row.request_hash != digest:
+            raise WithdrawalError(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "this Idempotency-Key was used with another request in the last 24 h",
+            )
+        return JSONResponse(
+            json.loads(row.response),
+            status_code=row.status_code,
+            headers={"Idempotent-Replayed": "true"},
+        )
+
+    def remember(principal: Principal, key: str, digest: str, status: int, body: Any) -> None:
+        with service.store.session() as session:
+            if session.get(IdempotencyRow, (principal.client_id, key)) is None:
+                session.add(
+                    IdempotencyRow(
+                        client_id=principal.client_id,
+                        key=key,
+                        request_hash=digest,
+                        status_code=status,
+                        response=json.dumps(body),
+                        created_at=time.time(),
+                    )
+                )
+                session.commit()
+
+    # --- withdrawals ---------------------------------------------------------------------------
+    @app.post(
+        "/v1/withdrawals",
+        status_code=202,
+        response_model=Accepted,
+        responses={409: {"model": Problem}, 422: {"model": Problem}},
+    )
+    async def create_withdrawal(
+        body: WithdrawalCreate,
+        principal: Creator,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        """Submit a withdrawal: 202 once it is stored (never waiting on signing); the same
+        `client_request_id` with the same body gives the same withdrawal back."""
+        digest = hashlib.sha256(b"POST /v1/withdrawals\n" + await request.body()).hexdigest()
+        if idempotency_key is not None:
+            earlier = remembered(principal, idempotency_key, digest)
+            if earlier is not None:
+                return earlier
+        submitted = await service.submit(principal.client_id, body)
+        answer = Accepted(
+            id=submitted.row.withdrawal_id,
+            status=Status(submitted.row.status),
+            client_request_id=submitted.row.client_request_id,
+        ).model_dump(mode="json")
+        if idempotency_key is not None:
+            remember(principal, idempotency_key, digest, 202, answer)
+        headers = {"Location": f"/v1/withdrawals/{submitted.row.withdrawal_id}"}
+        if submitted.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(answer, status_code=202, headers=headers)
+
+    @app.get("/v1/withdrawals/{withdrawal_id}", response_model=Withdrawal)
+    async def get_withdrawal(withdrawal_id: WithdrawalIdPath, principal: Reader) -> Withdrawal:
+        return view(service.get(owner(principal), withdrawal_id))
+
+    @app.get("/v1/withdrawals/{withdrawal_id}/events", response_model=list[WithdrawalEvent])
+    async def withdrawal_events(
+        withdrawal_id: WithdrawalIdPath, principal: Reader
+    ) -> list[WithdrawalEvent]:
+        service.get(owner(principal), withdrawal_id)
+        return [
+            WithdrawalEvent(
+                event_id=e.event_id or 0,
+                withdrawal_id=e.withdrawal_id,
+                status=Status(e.status),
+                sub_status=e.sub_status,
+                created_at=e.created_at,
+            )
+            for e in service.events(withdrawal_id)
+        ]
+
+    @app.get("/v1/withdrawals", response_model=WithdrawalPage)
+    async def list_withdrawals(
+        principal: Reader,
+        status: Annotated[list[Status] | None, Query()] = None,
+        wallet: Annotated[str | None, Query(max_length=64)] = None,
+        asset: Annotated[str | None, Query(max_length=16)] = None,
+        destination: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
+        client_request_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] = None,
+        created_after: Annotated[float | None, Query(ge=0, le=1e11)] = None,
+        cursor: Annotated[str | None, Query(max_length=80)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    ) -> WithdrawalPage:
+        """Withdrawals oldest first, by cursor; `client_request_id` is the recovery path of a
+        client whose submission timed out."""
+        rows, next_cursor = service.page(
+            owner(principal),
+            statuses=status or (),
+            wallet=wallet,
+            asset=asset,
+            destination=destination,
+            client_request_id=client_request_id,
+            created_after=created_after,
+            cursor=cursor,
+            limit=limit,
+        )
+        return WithdrawalPage(items=[view(r) for r in rows], next_cursor=next_cursor)
+
+    @app.post(
+        "/v1/withdrawals/{withdrawal_id}/cancel",
+        response_model=Withdrawal,
+        responses={409: {"model": Problem}},
+    )
+    async def cancel_withdrawal(withdrawal_id: WithdrawalIdPath, principal: Creator) -> Withdrawal:
+        """Cancel a withdrawal not yet signing (409 NOT_CANCELLABLE after)."""
+        return view(service.cancel(owner(principal), withdrawal_id))
+
+    # --- approvals -----------------------------------------------------------------------------
+    @app.get("/v1/approvals", response_model=list[Withdrawal])
+    async def pending_approvals(
+        principal: Approver, status: Annotated[str, Query(pattern="^pending$")] = "pending"
+    ) -> list[Withdrawal]:
+        """Withdrawals waiting for officers' approvals."""
+        return [view(r) for r in service.pending_approvals()]
+
+    @app.get("/v1/withdrawals/{withdrawal_id}/intent")
+    async def withdrawal_intent(
+        withdrawal_id: WithdrawalIdPath, principal: Approver
+    ) -> dict[str, Any]:
+        """The intent the nodes will evaluate: what an officer signs an approval of."""
+        return service.intent_of(service.get(None, withdrawal_id))
+
+    @app.post("/v1/withdrawals/{withdrawal_id}/approvals", response_model=Withdrawal)
+    async def add_approval(
+        withdrawal_id: WithdrawalIdPath, principal: Approver, request: Request
+    ) -> Withdrawal:
+        """An officer's signed approval (policies.approvals), checked against the policy and
+        kept for the nodes, which verify it again themselves."""
+        try:
+            document = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise WithdrawalError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
+        return view(await service.add_approval(None, withdrawal_id, document))
+
+    # --- operations ------------------------------------------------------------------------
+    @app.get("/v1/healthz", response_model=Health)
+    async def healthz() -> Health:
+        return Health(status="ok")
+
+    @app.get("/v1/readyz", response_model=Readiness)
+    async def readyz() -> Response:
+        if readiness is None:
+            ready = Readiness(ready=True, nodes_up=[], nodes_down=[], chains={})
+        else:
+            ready = await readiness()
+        return JSONResponse(ready.model_dump(mode="json"), status_code=200 if ready.ready else 503)
+
+    @app.get("/v1/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+    return app

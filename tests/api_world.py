@@ -1,0 +1,109 @@
+"""The signer API over a chain world (tests/chain_world.py): real node processes, Hardhat
+nodes, and the service (`coordinator.api.server`) served by uvicorn on a free port, in a
+thread of its own with its own event loop — as `tessera serve` runs it, workers included."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from chain_world import World, registry_for
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from policy_world import INITIATOR
+
+from coordinator.api.auth import ApiClients, Scope, load_private_key
+from coordinator.api.client import AsyncTesseraClient, TesseraClient
+from coordinator.api.server import ServeOptions, Service, build, run
+from coordinator.store import CoordinatorStore
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class Key:
+    key_id: str
+    private_key: Ed25519PrivateKey
+    client_id: str
+
+
+class ServiceThread:
+    """`tessera serve` in a thread: started, and stopped as SIGTERM would."""
+
+    def __init__(self, world: World, options: ServeOptions) -> None:
+        self.world = world
+        self.options = options
+        self.service: Service | None = None
+        self.ready = threading.Event()
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, name="signer-api", daemon=True)
+
+    def _main(self) -> None:
+        async def serve() -> None:
+            # the Hardhat chains: the service reaches its chains over JSON-RPC URLs only
+            registry = registry_for(self.world.chains, only=self.world.chains.hardhat)
+            self.service = build(self.world.cluster, registry, self.options)
+
+            async def started() -> None:
+                self.ready.set()
+
+            await run(self.service, self.options, started)
+
+        try:
+            asyncio.run(serve())
+        except BaseException as exc:
+            self.failed = exc
+        finally:
+            self.ready.set()
+
+    def start(self) -> ServiceThread:
+        self.thread.start()
+        if not self.ready.wait(60) or self.failed is not None:
+            raise RuntimeError(f"the service did not start: {self.failed!r}")
+        return self
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.server.should_exit = True
+        self.thread.join(60)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.options.host}:{self.options.port}"
+
+
+def issue_key(world: World, name: str, scopes: list[Scope], rate: int = 6000) -> Key:
+    store = CoordinatorStore(world.cluster.root / "coordinator.db")
+    try:
+        issued = ApiClients(store).create(name, scopes, rate_per_minute=rate)
+    finally:
+        store.close()
+    return Key(issued.key_id, load_private_key(issued.private_key_pem), issued.client_id)
+
+
+@contextmanager
+def serving(world: World, **options: object) -> Iterator[ServiceThread]:
+    chosen = ServeOptions(port=free_port(), pool_depth=0, initiator=INITIATOR)
+    for name, value in options.items():
+        setattr(chosen, name, value)
+    running = ServiceThread(world, chosen).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def client(running: ServiceThread, key: Key) -> TesseraClient:
+    return TesseraClient(running.url, key.key_id, key.private_key)
+
+
+def async_client(running: ServiceThread, key: Key) -> AsyncTesseraClient:
+    return AsyncTesseraClient(running.url, key.key_id, key.private_key)

@@ -1,0 +1,350 @@
+"""The signer API end to end: `tessera serve`'s service (uvicorn, its workers) over real node
+processes and Hardhat, driven over HTTP by the Python client as the exchange's withdrawal
+service would (docs/api.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from api_world import Key, ServiceThread, async_client, client, issue_key, serving
+from chain_world import BLOCKED, CHAIN_A, RECIPIENT, SECOND, STRANGER, World, make_world, stop_world
+from policy_world import INITIATOR, approve
+
+from coordinator.api.auth import Scope
+from coordinator.api.client import ApiRefused
+from coordinator.api.lifecycle import RANK, Status
+from coordinator.api.models import WithdrawalCreate
+from coordinator.fees import FeeLevel
+from policies.intent import TransactionIntent
+from signer.problems import ErrorCode
+
+OPENAPI = Path(__file__).parent.parent / "docs" / "openapi.json"
+#: presignatures: one per withdrawal that reaches the nodes' signature in this module
+PRESIGNATURES = 12
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    w = make_world(tmp_path_factory.mktemp("api"), presignatures=PRESIGNATURES)
+    try:
+        yield w
+    finally:
+        stop_world(w)
+
+
+@pytest.fixture(scope="module")
+def keys(world: World) -> dict[str, Key]:
+    return {
+        "exchange": issue_key(
+            world, "exchange", [Scope.WITHDRAWALS_CREATE, Scope.WITHDRAWALS_READ]
+        ),
+        "reader": issue_key(world, "reader", [Scope.WITHDRAWALS_READ]),
+        "officers": issue_key(world, "officers", [Scope.APPROVALS_WRITE, Scope.WITHDRAWALS_READ]),
+    }
+
+
+@pytest.fixture(scope="module")
+def api(world: World) -> Iterator[ServiceThread]:
+    with serving(world) as running:
+        yield running
+
+
+_counter = iter(range(10**6))
+
+
+def body(
+    asset: str = "ETH", amount: str = "0.1", to: str = RECIPIENT, **kw: object
+) -> WithdrawalCreate:
+    fields: dict[str, object] = {
+        "client_request_id": f"ex-{next(_counter)}-{asset}",
+        "wallet": "hot",
+        "chain_id": CHAIN_A,
+        "asset": asset,
+        "destination": to,
+        "amount": amount,
+        "fee_level": FeeLevel.MEDIUM,
+        "note": "test",
+    }
+    fields.update(kw)
+    return WithdrawalCreate.model_validate(fields)
+
+
+def statuses(api: ServiceThread, withdrawal_id: str) -> list[Status]:
+    assert api.service is not None
+    return [Status(e.status) for e in api.service.withdrawals.events(withdrawal_id)]
+
+
+def test_small_eth_and_token_withdrawals_complete_with_every_status_in_order(
+    world: World, api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    local = world.chains.local[CHAIN_A]
+    token = world.chains.token(CHAIN_A, "USDT")
+    eth_before, usdt_before = local.balance(RECIPIENT), local.token_balance(token, RECIPIENT)
+    with client(api, keys["exchange"]) as exchange:
+        eth = exchange.create_withdrawal(body("ETH", "0.125"))
+        usdt = exchange.create_withdrawal(body("USDT", "7.5"))
+        assert eth.status == Status.SUBMITTED and usdt.status == Status.SUBMITTED
+        done = [exchange.wait(eth.id), exchange.wait(usdt.id)]
+    for withdrawal in done:
+        assert withdrawal.status == Status.COMPLETED, withdrawal
+        assert withdrawal.tx_hash is not None and withdrawal.terminal
+        assert withdrawal.policy_hash == world.policy.policy_hash()
+        assert withdrawal.rule_id == "payouts"
+        seen = statuses(api, withdrawal.id)
+        assert seen == [
+            Status.SUBMITTED,
+            Status.SCREENING,
+            Status.QUEUED,
+            Status.SIGNING,
+            Status.BROADCASTING,
+            Status.CONFIRMING,
+            Status.COMPLETED,
+        ]
+    assert local.balance(RECIPIENT) - eth_before == 125 * 10**15
+    assert local.token_balance(token, RECIPIENT) - usdt_before == 7_500_000
+    receipt = local.receipt(bytes.fromhex(done[0].tx_hash[2:]))  # type: ignore[index]
+    assert receipt.success
+
+
+def test_a_replay_gives_the_same_withdrawal_and_another_body_is_a_conflict(
+    api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    first = body("ETH", "0.01")
+    with client(api, keys["exchange"]) as exchange:
+        accepted = exchange.create_withdrawal(first)
+        again = exchange.create_withdrawal(first)
+        assert again.id == accepted.id
+        with pytest.raises(ApiRefused) as conflict:
+            exchange.create_withdrawal(first.model_copy(update={"amount": "0.02"}))
+        assert conflict.value.status == 409
+        assert conflict.value.code == ErrorCode.REQUEST_REUSED
+        assert accepted.id in conflict.value.problem.detail
+        assert conflict.value.problem.request_id
+        found = exchange.by_client_request_id(first.client_request_id)
+        assert found is not None and found.id == accepted.id
+        assert exchange.wait(accepted.id).status == Status.COMPLETED
+
+
+def test_a_request_refused_before_it_is_stored_does_not_burn_its_id(
+    api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    good = body("ETH", "0.01")
+    wrong_case = "0x" + RECIPIENT[2:].swapcase()
+    bad = good.model_copy(update={"destination": wrong_case})
+    with client(api, keys["exchange"]) as exchange:
+        with pytest.raises(ApiRefused) as refused:
+            exchange.create_withdrawal(bad)
+        assert refused.value.code == ErrorCode.ADDRESS_REFUSED
+        assert refused.value.problem.check == "checksum"
+        assert exchange.by_client_request_id(good.client_request_id) is None
+        accepted = exchange.create_withdrawal(good)
+        assert exchange.wait(accepted.id).status == Status.COMPLETED
+
+
+def test_a_hundred_concurrent_submissions_make_one_withdrawal(
+    world: World, api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    same = body("ETH", "0.003")
+    local = world.chains.local[CHAIN_A]
+    before = local.balance(RECIPIENT)
+
+    async def storm() -> set[str]:
+        exchange = async_client(api, keys["exchange"])
+        try:
+            answers = await asyncio.gather(*(exchange.create_withdrawal(same) for _ in range(100)))
+            return {a.id for a in answers}
+        finally:
+            await exchange.aclose()
+
+    ids = asyncio.run(storm())
+    assert len(ids) == 1
+    with client(api, keys["exchange"]) as exchange:
+        page = exchange.withdrawals(client_request_id=same.client_request_id)
+        assert [w.id for w in page.items] == list(ids)
+        assert exchange.wait(ids.pop()).status == Status.COMPLETED
+    assert local.balance(RECIPIENT) - before == 3 * 10**15
+
+
+def test_an_idempotency_key_replays_its_answer_and_refuses_another_body(
+    api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    first, other = body("ETH", "0.001"), body("ETH", "0.002")
+    with client(api, keys["exchange"]) as exchange:
+        one = exchange.create_withdrawal(first, idempotency_key="key-1")
+        two = exchange.create_withdrawal(first, idempotency_key="key-1")
+        assert one == two
+        with pytest.raises(ApiRefused) as conflict:
+            exchange.create_withdrawal(other, idempotency_key="key-1")
+        assert conflict.value.code == ErrorCode.IDEMPOTENCY_CONFLICT
+        assert exchange.by_client_request_id(other.client_request_id) is None
+        assert exchange.wait(one.id).status == Status.COMPLETED
+
+
+def test_off_the_whitelist_is_rejected_by_the_nodes_and_a_sanctioned_one_by_screening(
+    world: World, api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    assert api.service is not None
+    store = api.service.coordinator.store
+    wallet = store.wallet("hot")
+    depth_before = store.pool_depth(wallet.key_id, wallet.epoch, "1,2", "")
+    with client(api, keys["exchange"]) as exchange:
+        stranger = exchange.wait(exchange.create_withdrawal(body("ETH", "0.1", STRANGER)).id)
+        sanctioned = exchange.wait(exchange.create_withdrawal(body("ETH", "0.1", BLOCKED)).id)
+    assert stranger.status == Status.REJECTED
+    assert stranger.reason_code == ErrorCode.POLICY_DENIED.value
+    assert stranger.sub_status == "nodes_refused"
+    assert stranger.reason is not None and "refused" in stranger.reason
+    assert stranger.policy_hash == world.policy.policy_hash()
+    assert Status.SIGNING in statuses(api, stranger.id)
+    assert sanctioned.status == Status.REJECTED
+    assert sanctioned.reason_code == "blacklisted"
+    assert sanctioned.sub_status == "screening_denied"
+    assert Status.SIGNING not in statuses(api, sanctioned.id)
+    # neither spent a presignature (the nodes refuse before one is consumed)
+    assert store.pool_depth(wallet.key_id, wallet.epoch, "1,2", "") == depth_before
+
+
+def test_a_large_withdrawal_waits_for_two_officers_and_is_then_signed(
+    world: World, api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    local = world.chains.local[CHAIN_A]
+    token = world.chains.token(CHAIN_A, "USDT")
+    before = local.token_balance(token, SECOND)
+    with client(api, keys["exchange"]) as exchange, client(api, keys["officers"]) as desk:
+        accepted = exchange.create_withdrawal(body("USDT", "1500", SECOND))
+        waiting = exchange.wait(accepted.id, until={Status.PENDING_APPROVAL})
+        assert waiting.status == Status.PENDING_APPROVAL
+        assert accepted.id in [w.id for w in desk.pending_approvals()]
+        intent = desk.intent(accepted.id)
+        assert intent["initiator"] == INITIATOR and intent["amount"] == "1500"
+        claim = TransactionIntent.model_validate(intent)
+        signed = approve(
+            [world.officers["alice"], world.officers["bob"]],
+            claim,
+            world.policy,
+            now=datetime.now(UTC),
+        )
+        desk.approve(accepted.id, signed[0].model_dump(mode="json"))
+        with pytest.raises(ApiRefused) as forged:
+            tampered = signed[1].model_dump(mode="json")
+            tampered["signature"] = "00" * (len(tampered["signature"]) // 2)
+            desk.approve(accepted.id, tampered)
+        assert forged.value.code == ErrorCode.VALIDATION
+        # one approval is not enough
+        assert exchange.withdrawal(accepted.id).status == Status.PENDING_APPROVAL
+        desk.approve(accepted.id, signed[1].model_dump(mode="json"))
+        done = exchange.wait(accepted.id)
+    assert done.status == Status.COMPLETED, done
+    assert done.approvals == ["alice", "bob"]
+    assert local.token_balance(token, SECOND) - before == 1500 * 10**6
+    seen = statuses(api, done.id)
+    assert Status.PENDING_APPROVAL in seen and seen[-1] == Status.COMPLETED
+
+
+def test_cancel_before_signing_only(api: ServiceThread, keys: dict[str, Key]) -> None:
+    with client(api, keys["exchange"]) as exchange:
+        large = exchange.create_withdrawal(body("ETH", "2000", SECOND))
+        exchange.wait(large.id, until={Status.PENDING_APPROVAL})
+        cancelled = exchange.cancel(large.id)
+        assert cancelled.status == Status.CANCELLED and cancelled.terminal
+        assert exchange.cancel(large.id).status == Status.CANCELLED  # idempotent
+        small = exchange.create_withdrawal(body("ETH", "0.001"))
+        done = exchange.wait(small.id)
+        assert done.status == Status.COMPLETED
+        with pytest.raises(ApiRefused) as late:
+            exchange.cancel(small.id)
+        assert late.value.code == ErrorCode.NOT_CANCELLABLE
+
+
+def test_statuses_only_move_forward(api: ServiceThread, keys: dict[str, Key]) -> None:
+    assert api.service is not None
+    with client(api, keys["reader"]) as reader:
+        page = reader.withdrawals(limit=200)
+    # the reader's own client made none: it sees none of the exchange's
+    assert page.items == []
+    service = api.service.withdrawals
+    rows, _ = service.page(None, limit=200)
+    assert rows
+    for row in rows:
+        ranks = [RANK[s] for s in statuses(api, row.withdrawal_id)]
+        assert ranks == sorted(ranks) and len(set(ranks)) == len(ranks)
+
+
+def test_listing_pages_by_cursor_with_filters(api: ServiceThread, keys: dict[str, Key]) -> None:
+    with client(api, keys["exchange"]) as exchange:
+        everything = []
+        cursor = None
+        while True:
+            page = exchange.withdrawals(limit=2, cursor=cursor)
+            everything.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        ids = [w.id for w in everything]
+        assert len(ids) == len(set(ids)) >= 4
+        assert [w.created_at for w in everything] == sorted(w.created_at for w in everything)
+        completed = exchange.withdrawals(status=["COMPLETED"], asset="USDT", limit=200)
+        assert completed.items and all(
+            w.status == Status.COMPLETED and w.asset == "USDT" for w in completed.items
+        )
+        with pytest.raises(ApiRefused) as bad:
+            exchange.withdrawals(cursor="not-a-cursor")
+        assert bad.value.code == ErrorCode.VALIDATION
+
+
+def test_unsigned_wrong_scope_and_bad_input_are_problems_never_500(
+    api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    raw = httpx.post(f"{api.url}/v1/withdrawals", json=body().model_dump(mode="json"))
+    assert raw.status_code == 401
+    problem = raw.json()
+    assert raw.headers["content-type"].startswith("application/problem+json")
+    assert (
+        problem["code"] == "UNAUTHORIZED" and problem["request_id"] == raw.headers["x-request-id"]
+    )
+    with client(api, keys["reader"]) as reader:
+        with pytest.raises(ApiRefused) as scope:
+            reader.create_withdrawal(body())
+        assert scope.value.code == ErrorCode.FORBIDDEN and "withdrawals:create" in str(scope.value)
+    with client(api, keys["exchange"]) as exchange:
+        for broken in (
+            {"amount": 1.5},
+            {"amount": "1e3"},
+            {"amount": "NaN"},
+            {"chain_id": "x"},
+            {"destination": "0x12"},
+            {"extra": True},
+        ):
+            doc = {**body().model_dump(mode="json"), **broken}
+            with pytest.raises(ApiRefused) as refused:
+                exchange.request("POST", "/v1/withdrawals", body=doc)
+            assert refused.value.status == 422, broken
+            assert len(refused.value.problem.detail) < 500
+        for missing_chain in ({"chain_id": 999_999},):
+            doc = {**body().model_dump(mode="json"), **missing_chain}
+            with pytest.raises(ApiRefused) as unknown:
+                exchange.request("POST", "/v1/withdrawals", body=doc)
+            assert unknown.value.code == ErrorCode.UNKNOWN_CHAIN
+        with pytest.raises(ApiRefused) as absent:
+            exchange.withdrawal("wd_" + "0" * 32)
+        assert absent.value.code == ErrorCode.NOT_FOUND
+        with pytest.raises(ApiRefused) as malformed:
+            exchange.withdrawal("nope")
+        assert malformed.value.status == 422
+
+
+def test_health_readiness_metrics_and_the_checked_in_openapi(api: ServiceThread) -> None:
+    assert httpx.get(f"{api.url}/v1/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{api.url}/v1/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert "tessera_api_requests" in httpx.get(f"{api.url}/v1/metrics").text
+    served = httpx.get(f"{api.url}/openapi.json").json()
+    assert served == json.loads(OPENAPI.read_text()), (
+        "docs/openapi.json is stale: `.venv/bin/python -m coordinator.api.openapi` rewrites it"
+    )
