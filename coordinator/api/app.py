@@ -13,9 +13,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from sqlmodel import col, delete
 from starlette.exceptions import HTTPException
@@ -41,7 +41,13 @@ from coordinator.api.models import (
     WithdrawalPage,
 )
 from coordinator.api.tables import IdempotencyRow
-from coordinator.api.withdrawals import MAX_PAGE, WithdrawalError, WithdrawalService, view
+from coordinator.api.withdrawals import (
+    CURSOR_PATTERN,
+    MAX_PAGE,
+    WithdrawalError,
+    WithdrawalService,
+    view,
+)
 from signer.logs import bind, log_event
 from signer.node.app import REQUEST_ID_HEADER, request_id
 from signer.node.limits import RequestLimits
@@ -59,6 +65,12 @@ WithdrawalIdPath = Annotated[str, Path(pattern=r"^wd_[0-9a-f]{32}$")]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
 ]
+
+_PROBLEM_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503)
+_PROBLEM_RESPONSE: dict[str, Any] = {
+    "description": "An RFC 9457 problem (docs/errors.md)",
+    "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+}
 
 _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
@@ -129,7 +141,23 @@ def create_app(
         description="Withdrawals from Tessera's policy-enforcing MPC wallets (docs/api.md).",
         docs_url=None,
         redoc_url=None,
+        # every route may refuse with a problem (docs/errors.md has the codes)
+        responses={status: _PROBLEM_RESPONSE for status in _PROBLEM_STATUSES},
     )
+    plain_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # the problem form every route refers to (its codes: an enum of their own)
+        if app.openapi_schema is None:
+            schema = plain_openapi()
+            problem = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(problem.pop("$defs", {}))
+            components["Problem"] = problem
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestLimits, limit=lambda _path: MAX_API_BODY)
     app.add_middleware(_RequestId)  # outermost: every answer carries the request id
     registry = CollectorRegistry()
@@ -248,7 +276,6 @@ def create_app(
         "/v1/withdrawals",
         status_code=202,
         response_model=Accepted,
-        responses={409: {"model": Problem}, 422: {"model": Problem}},
     )
     async def create_withdrawal(
         body: WithdrawalCreate,
@@ -300,12 +327,14 @@ def create_app(
     async def list_withdrawals(
         principal: Reader,
         status: Annotated[list[Status] | None, Query()] = None,
-        wallet: Annotated[str | None, Query(max_length=64)] = None,
-        asset: Annotated[str | None, Query(max_length=16)] = None,
+        wallet: Annotated[
+            str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+        ] = None,
+        asset: Annotated[str | None, Query(pattern=r"^[A-Z0-9][A-Z0-9._-]{0,15}$")] = None,
         destination: Annotated[str | None, Query(pattern=r"^0x[0-9a-fA-F]{40}$")] = None,
         client_request_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9._:-]{1,64}$")] = None,
         created_after: Annotated[float | None, Query(ge=0, le=1e11)] = None,
-        cursor: Annotated[str | None, Query(max_length=80)] = None,
+        cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     ) -> WithdrawalPage:
         """Withdrawals oldest first, by cursor; `client_request_id` is the recovery path of a
@@ -326,7 +355,6 @@ def create_app(
     @app.post(
         "/v1/withdrawals/{withdrawal_id}/cancel",
         response_model=Withdrawal,
-        responses={409: {"model": Problem}},
     )
     async def cancel_withdrawal(withdrawal_id: WithdrawalIdPath, principal: Creator) -> Withdrawal:
         """Cancel a withdrawal not yet signing (409 NOT_CANCELLABLE after)."""
@@ -349,14 +377,12 @@ def create_app(
 
     @app.post("/v1/withdrawals/{withdrawal_id}/approvals", response_model=Withdrawal)
     async def add_approval(
-        withdrawal_id: WithdrawalIdPath, principal: Approver, request: Request
+        withdrawal_id: WithdrawalIdPath,
+        principal: Approver,
+        document: Annotated[dict[str, Any], Body(description="a signed approval document")],
     ) -> Withdrawal:
         """An officer's signed approval (policies.approvals), checked against the policy and
         kept for the nodes, which verify it again themselves."""
-        try:
-            document = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise WithdrawalError(ErrorCode.BAD_REQUEST, "the body is not JSON") from None
         return view(await service.add_approval(None, withdrawal_id, document))
 
     # --- operations ------------------------------------------------------------------------
@@ -364,7 +390,11 @@ def create_app(
     async def healthz() -> Health:
         return Health(status="ok")
 
-    @app.get("/v1/readyz", response_model=Readiness)
+    @app.get(
+        "/v1/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready: what is missing"}},
+    )
     async def readyz() -> Response:
         if readiness is None:
             ready = Readiness(ready=True, nodes_up=[], nodes_down=[], chains={})
@@ -372,7 +402,11 @@ def create_app(
             ready = await readiness()
         return JSONResponse(ready.model_dump(mode="json"), status_code=200 if ready.ready else 503)
 
-    @app.get("/v1/metrics")
+    @app.get(
+        "/v1/metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text"}},
+    )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
 

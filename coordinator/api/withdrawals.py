@@ -68,6 +68,8 @@ _NODE_DECISIONS: Final = frozenset(
         ErrorCode.FEE_ABOVE_CEILING,
     }
 )
+#: A listing's cursor: the last withdrawal's creation time and id.
+CURSOR_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,20})?~wd_[0-9a-f]{32}$"
 #: A page of a listing holds at most this many withdrawals.
 MAX_PAGE: Final = 200
 
@@ -646,7 +648,7 @@ class WithdrawalService:
 
 
 def _encode_cursor(row: WithdrawalRow) -> str:
-    return f"{row.created_at!r}~{row.withdrawal_id}"
+    return f"{row.created_at!r}~{row.withdrawal_id}"  # exact: repr round-trips a float
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:
