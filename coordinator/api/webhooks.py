@@ -226,18 +226,29 @@ class WebhookDispatcher:
             return list(session.exec(query.order_by(*order)))
 
     # --- fan-out -------------------------------------------------------------------------------
-    def _enqueue(self, endpoint: WebhookEndpointRow, event_id: int) -> bool:
+    def _enqueue(self, endpoint: WebhookEndpointRow, event_id: int, *, once: bool) -> bool:
         """One delivery with the endpoint's next sequence number: the counter moves only if
-        nobody moved it since it was read (else False: read again)."""
+        nobody moved it since it was read (else False: read again).  With `once` (fan-out),
+        nothing is made when the endpoint already has the event or a later one — checked in
+        the same transaction, so two fan-outs never both make it."""
         with self.store.session() as session:
+            if once:
+                high = session.exec(
+                    select(func.max(WebhookDeliveryRow.event_id)).where(
+                        WebhookDeliveryRow.endpoint_id == endpoint.endpoint_id
+                    )
+                ).one()
+                if high is not None and high >= event_id:
+                    return True
             current = session.get(WebhookEndpointRow, endpoint.endpoint_id, populate_existing=True)
             if current is None:  # deleted under us: never by this service
                 raise WebhookError(ErrorCode.CORRUPT, "current vanished during the update")
+            sequence = current.sequence + 1  # read before the UPDATE refreshes `current`
             moved = session.execute(
                 update(WebhookEndpointRow)
                 .where(col(WebhookEndpointRow.endpoint_id) == current.endpoint_id)
-                .where(col(WebhookEndpointRow.sequence) == current.sequence)
-                .values(sequence=current.sequence + 1)
+                .where(col(WebhookEndpointRow.sequence) == sequence - 1)
+                .values(sequence=sequence)
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]
                 session.rollback()
@@ -245,7 +256,7 @@ class WebhookDispatcher:
             session.add(
                 WebhookDeliveryRow(
                     endpoint_id=current.endpoint_id,
-                    sequence=current.sequence + 1,
+                    sequence=sequence,
                     event_id=event_id,
                     state="pending",
                     next_attempt_at=self.clock(),
@@ -253,13 +264,13 @@ class WebhookDispatcher:
             )
             try:
                 session.commit()
-            except IntegrityError:
-                session.rollback()
+            except (IntegrityError, OperationalError):
+                session.rollback()  # another writer got there first (or SQLite was busy)
                 return False
         return True
 
-    def _enqueue_surely(self, endpoint: WebhookEndpointRow, event_id: int) -> None:
-        while not self._enqueue(endpoint, event_id):
+    def _enqueue_surely(self, endpoint: WebhookEndpointRow, event_id: int, *, once: bool) -> None:
+        while not self._enqueue(endpoint, event_id, once=once):
             pass
 
     def fan_out(self) -> int:
@@ -281,28 +292,16 @@ class WebhookDispatcher:
                 fresh = list(session.exec(query.order_by(col(WithdrawalEventRow.event_id))))
             for event_id in fresh:
                 if event_id is not None:
-                    # a concurrent fan-out may have enqueued it: check under the new state
-                    if self._has(endpoint.endpoint_id, event_id):
-                        continue
-                    self._enqueue_surely(endpoint, event_id)
+                    self._enqueue_surely(endpoint, event_id, once=True)
                     made += 1
         return made
-
-    def _has(self, endpoint_id: str, event_id: int) -> bool:
-        with self.store.session() as session:
-            high = session.exec(
-                select(func.max(WebhookDeliveryRow.event_id)).where(
-                    WebhookDeliveryRow.endpoint_id == endpoint_id
-                )
-            ).one()
-        return high is not None and high >= event_id
 
     # --- resend --------------------------------------------------------------------------------
     def _resend(self, event_ids: list[int]) -> int:
         made = 0
         for endpoint in self.endpoints():
             for event_id in event_ids:
-                self._enqueue_surely(endpoint, event_id)
+                self._enqueue_surely(endpoint, event_id, once=False)
                 made += 1
         return made
 
