@@ -10,6 +10,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from chain_world import World, registry_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,6 +20,7 @@ from policy_world import INITIATOR
 from coordinator.api.auth import ApiClients, Scope, load_private_key
 from coordinator.api.client import AsyncTesseraClient, TesseraClient
 from coordinator.api.server import ServeOptions, Service, build, run
+from coordinator.api.webhooks import verify_webhook
 from coordinator.store import CoordinatorStore
 
 
@@ -107,3 +110,43 @@ def client(running: ServiceThread, key: Key) -> TesseraClient:
 
 def async_client(running: ServiceThread, key: Key) -> AsyncTesseraClient:
     return AsyncTesseraClient(running.url, key.key_id, key.private_key)
+
+
+class Receiver:
+    """A webhook receiver on a free port: answers 500 to its first `failures` requests."""
+
+    def __init__(self, public_key: str, failures: int = 0) -> None:
+        self.failures = failures
+        self.public_key = public_key
+        self.received: list[dict[str, Any]] = []
+        self.attempts = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.attempts += 1
+                if receiver.failures > 0:
+                    receiver.failures -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                doc = verify_webhook(receiver.public_key, dict(self.headers), body)
+                receiver.received.append(doc)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -248,3 +248,23 @@ def stop_world(world: World) -> None:
     world.cluster.down()
     for node in world.chains.hardhat.values():
         node.stop()
+
+
+def registry_file(world: World, path: Path) -> Path:
+    """The chain registry of the two Hardhat nodes as an operator writes it (TOML)."""
+    entries = []
+    for cid in (CHAIN_A, CHAIN_B):
+        node = world.chains.hardhat[cid]
+        tokens = ", ".join(
+            f'{s} = {{ address = "{world.chains.token(cid, s)}", decimals = {d} }}'
+            for s, d in TOKENS.items()
+        )
+        entries.append(
+            f'[[chains]]\nchain_id = {cid}\nname = "local {cid}"\n'
+            f'native = {{ symbol = "ETH", decimals = 18 }}\nrpc_urls = ["{node.url}"]\n'
+            f'confirmations = 1\nfee_model = "eip1559"\nfee_ceiling_wei = 1_000_000_000_000\n'
+            f'disperse = "{world.chains.disperse[cid]}"\n'
+            f"tokens = {{ {tokens} }}\n"
+        )
+    path.write_text("\n".join(entries))
+    return path

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,23 +21,47 @@ import pytest
 import requests
 import requests.auth
 import schemathesis
-from api_world import Key, ServiceThread, async_client, client, issue_key, serving
-from chain_world import BLOCKED, CHAIN_A, RECIPIENT, SECOND, STRANGER, World, make_world, stop_world
+from api_world import (
+    Key,
+    Receiver,
+    ServiceThread,
+    async_client,
+    client,
+    free_port,
+    issue_key,
+    serving,
+)
+from chain_world import (
+    BLOCKED,
+    CHAIN_A,
+    RECIPIENT,
+    SECOND,
+    STRANGER,
+    World,
+    make_world,
+    registry_file,
+    stop_world,
+)
 from hypothesis import HealthCheck, given, settings
 from policy_world import INITIATOR, approve
 from schemathesis import GenerationMode
+from sqlmodel import select
 
 from coordinator.api.auth import Scope, sign_request
-from coordinator.api.client import ApiRefused
+from coordinator.api.client import ApiRefused, TesseraClient
 from coordinator.api.lifecycle import RANK, Status
 from coordinator.api.models import WithdrawalCreate
+from coordinator.api.server import WEBHOOK_KEY_FILE
+from coordinator.api.tables import WithdrawalEventRow
+from coordinator.api.webhooks import WebhookDispatcher, load_or_create_signing_key, public_key_text
 from coordinator.fees import FeeLevel
+from coordinator.store import CoordinatorStore
 from policies.intent import TransactionIntent
 from signer.problems import ErrorCode
 
 OPENAPI = Path(__file__).parent.parent / "docs" / "openapi.json"
 #: presignatures: one per withdrawal that reaches the nodes' signature in this module
-PRESIGNATURES = 12
+PRESIGNATURES = 16
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +90,9 @@ def keys(world: World) -> dict[str, Key]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def api(world: World) -> Iterator[ServiceThread]:
+    """A service per test (about a second to start): the crash tests run their own."""
     with serving(world) as running:
         yield running
 
@@ -426,3 +456,145 @@ def test_no_input_gets_a_5xx_and_every_answer_matches_the_schema(
             case.call_and_validate(base_url=api.url, session=session)
 
         check()
+
+
+# --- webhooks and crashes, with real service processes ------------------------------------------
+
+
+def test_a_webhook_receiver_gets_every_event_of_a_withdrawal_in_sequence(
+    world: World, keys: dict[str, Key]
+) -> None:
+    receiver: Receiver | None = None
+    with serving(world) as probe:
+        assert probe.service is not None
+        public = public_key_text(probe.service.webhooks.signing_key)
+    receiver = Receiver(public)
+    try:
+        with serving(world, webhook_urls=[receiver.url]) as running:
+            with client(running, keys["exchange"]) as exchange:
+                done = exchange.wait(exchange.create_withdrawal(body("ETH", "0.002")).id)
+            assert done.status == Status.COMPLETED
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                mine = [d for d in receiver.received if d["data"]["id"] == done.id]
+                if mine and mine[-1]["data"]["status"] == "COMPLETED":
+                    break
+                time.sleep(0.1)
+            assert running.service is not None
+            for endpoint in running.service.webhooks.endpoints():
+                running.service.webhooks.disable_endpoint(endpoint.endpoint_id)
+        sequences = [d["sequence"] for d in receiver.received]
+        assert sequences == list(range(1, len(sequences) + 1))  # no gap, no repeat
+        mine = [d for d in receiver.received if d["data"]["id"] == done.id]
+        assert [d["data"]["status"] for d in mine] == [
+            "SUBMITTED",
+            "SCREENING",
+            "QUEUED",
+            "SIGNING",
+            "BROADCASTING",
+            "CONFIRMING",
+            "COMPLETED",
+        ]
+        assert mine[-1]["type"] == "withdrawal.completed" and mine[-1]["data"]["tx_hash"]
+    finally:
+        receiver.close()
+
+
+def serve_process(
+    world: World, port: int, registry: Path, failpoint: str | None, *extra: str
+) -> subprocess.Popen[str]:
+    args = [
+        sys.executable, "-m", "coordinator", "serve", "--dir", str(world.cluster.root),
+        "--registry", str(registry), "--port", str(port), "--pool-depth", "0", "--json", *extra,
+    ]  # fmt: skip
+    env = {**os.environ}
+    env.pop("TESSERA_FAILPOINTS", None)
+    if failpoint is not None:
+        env["TESSERA_FAILPOINTS"] = failpoint
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()  # {"serving": …} once it listens
+    assert "serving" in line, f"tessera serve did not start: {line!r}"
+    return process
+
+
+@pytest.mark.parametrize(
+    "failpoint",
+    ["withdrawal.SIGNING", "withdrawal.BROADCASTING", "payout.after_send", "webhook.after_post"],
+)
+def test_kill_9_of_the_service_at_each_step_ends_in_one_transaction_and_no_lost_webhook(
+    world: World, keys: dict[str, Key], tmp_path: Path, failpoint: str
+) -> None:
+    """`tessera serve` is SIGKILLed right after a step was stored (a failpoint); a new process
+    on the same database finishes the withdrawal with exactly one transaction, and a webhook
+    whose delivery was not recorded is sent again."""
+    registry = registry_file(world, tmp_path / "chains.toml")
+    local = world.chains.local[CHAIN_A]
+    start, before = local.nonce(world.sender), local.balance(SECOND)
+    receiver = Receiver(public_key_text(load_or_create_signing_key(
+        world.cluster.root / WEBHOOK_KEY_FILE
+    )))  # fmt: skip
+    port = free_port()
+    hooks = ("--webhook", receiver.url) if failpoint.startswith("webhook") else ()
+    first = serve_process(world, port, registry, failpoint, *hooks)
+    try:
+        exchange = TesseraClient(f"http://127.0.0.1:{port}", **vars_of(keys["exchange"]))
+        accepted = exchange.create_withdrawal(body("ETH", "0.004", SECOND))
+        assert first.wait(60) == -signal.SIGKILL
+        exchange.close()
+        second = serve_process(world, port, registry, None)
+        try:
+            exchange = TesseraClient(f"http://127.0.0.1:{port}", **vars_of(keys["exchange"]))
+            done = exchange.wait(accepted.id, timeout=90)
+            exchange.close()
+            if hooks:
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline and not any(
+                    d["data"]["status"] == "COMPLETED" for d in receiver.received
+                ):
+                    time.sleep(0.1)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+        receiver.close()
+    assert done.status == Status.COMPLETED, done
+    assert local.nonce(world.sender) == start + 1  # one transaction at one nonce
+    assert local.balance(SECOND) - before == 4 * 10**15  # paid once
+    if hooks:
+        events = [d["event_id"] for d in receiver.received]
+        # the first delivery was posted before the kill and again after: at least once
+        assert events[0] == events[1]
+        assert set(events) >= {e.event_id for e in events_of(world, accepted.id)}
+        statuses_seen = [d["data"]["status"] for d in receiver.received]
+        assert statuses_seen[-1] == "COMPLETED"
+        store = CoordinatorStore(world.cluster.root / "coordinator.db")
+        try:
+            dispatcher = WebhookDispatcher(store, load_or_create_signing_key(
+                world.cluster.root / WEBHOOK_KEY_FILE
+            ))  # fmt: skip
+            for endpoint in dispatcher.endpoints():
+                dispatcher.disable_endpoint(endpoint.endpoint_id)
+        finally:
+            store.close()
+
+
+def events_of(world: World, withdrawal_id: str) -> list[WithdrawalEventRow]:
+    store = CoordinatorStore(world.cluster.root / "coordinator.db")
+    try:
+        with store.session() as session:
+            return list(
+                session.exec(
+                    select(WithdrawalEventRow).where(
+                        WithdrawalEventRow.withdrawal_id == withdrawal_id
+                    )
+                )
+            )
+    finally:
+        store.close()
+
+
+def vars_of(key: Key) -> dict[str, object]:
+    return {"key_id": key.key_id, "private_key": key.private_key}

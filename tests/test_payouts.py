@@ -29,6 +29,7 @@ from chain_world import (
     TOKENS,
     World,
     make_world,
+    registry_file,
     registry_for,
     stop_world,
 )
@@ -346,26 +347,6 @@ def test_a_reverted_token_payout_fails_with_its_reason(world: World) -> None:
         local.call_from_faucet(token, set_blocked(SECOND, False))
     assert row.state == PayoutState.FAILED and row.block_number is not None
     assert row.reason == "reverted: Token: address blocked"
-
-
-def registry_file(world: World, path: Path) -> Path:
-    """The chain registry of the two Hardhat nodes as an operator writes it (TOML)."""
-    entries = []
-    for cid in (CHAIN_A, CHAIN_B):
-        node = world.chains.hardhat[cid]
-        tokens = ", ".join(
-            f'{s} = {{ address = "{world.chains.token(cid, s)}", decimals = {d} }}'
-            for s, d in TOKENS.items()
-        )
-        entries.append(
-            f'[[chains]]\nchain_id = {cid}\nname = "local {cid}"\n'
-            f'native = {{ symbol = "ETH", decimals = 18 }}\nrpc_urls = ["{node.url}"]\n'
-            f'confirmations = 1\nfee_model = "eip1559"\nfee_ceiling_wei = 1_000_000_000_000\n'
-            f'disperse = "{world.chains.disperse[cid]}"\n'
-            f"tokens = {{ {tokens} }}\n"
-        )
-    path.write_text("\n".join(entries))
-    return path
 
 
 @pytest.mark.parametrize(

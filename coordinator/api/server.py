@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import signal
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,16 @@ log = logging.getLogger("tessera.api")
 
 #: The service's webhook signing key, next to the cluster's coordinator database.
 WEBHOOK_KEY_FILE = "webhook-signing.pem"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: uvicorn re-raises a caught SIGTERM
+    once it has stopped, which would end the process before the workers are stopped; `run`
+    handles SIGINT/SIGTERM itself."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass
@@ -112,7 +123,7 @@ def build(cluster: LocalCluster, registry: ChainRegistry, options: ServeOptions)
         lifespan="off",
     )
     return Service(
-        coordinator, engine, withdrawals, authenticator, webhooks, rpcs, uvicorn.Server(config)
+        coordinator, engine, withdrawals, authenticator, webhooks, rpcs, _Server(config)
     )
 
 
@@ -140,6 +151,15 @@ async def run(
     targets = pool_targets(service.coordinator, options.pool_depth)
     if targets:
         workers.append(asyncio.create_task(service.coordinator.keep_pools(targets, stop)))
+    loop = asyncio.get_running_loop()
+
+    def shut_down() -> None:
+        service.server.should_exit = True
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        # only the main thread may (a service run in a thread is stopped by should_exit)
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(number, shut_down)
     log_event(log, "api.start", host=options.host, port=options.port)
     try:
         serving = asyncio.create_task(service.server.serve())

@@ -49,6 +49,7 @@ from policies.intent import TransactionIntent
 from policies.velocity import LedgerView
 from signer.errors import TesseraError
 from signer.logs import log_event
+from signer.node.faults import failpoint
 from signer.problems import ErrorCode
 
 log = logging.getLogger("tessera.api")
@@ -346,6 +347,8 @@ class WithdrawalService:
             session.add(self._event(moved, now))
             session.commit()
         log_event(log, "withdrawal.status", withdrawal=row.withdrawal_id, status=to.value)
+        if to in (Status.SIGNING, Status.BROADCASTING):
+            failpoint(f"withdrawal.{to.value}")  # stored, its side effect not yet done
         return moved
 
     def cancel(self, client_id: str | None, withdrawal_id: str) -> WithdrawalRow:

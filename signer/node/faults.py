@@ -33,6 +33,11 @@ KNOWN = frozenset(
         "payout.after_reserve",
         "payout.after_sign",
         "payout.after_send",
+        # the signer API (coordinator/api): a withdrawal's status stored, its side effect
+        # not yet done; a webhook posted, its delivery not yet recorded
+        "withdrawal.SIGNING",
+        "withdrawal.BROADCASTING",
+        "webhook.after_post",
     }
 )
 
