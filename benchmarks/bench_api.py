@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlmodel import select
 
-from benchmarks.bench_chain import CHAIN_ID, EXCHANGE, INITIATOR, bench_policy
+from benchmarks.bench_chain import CHAIN_ID, EXCHANGE, INITIATOR, start_world
 from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
 from coordinator.api.auth import ApiClients, Scope, load_private_key
 from coordinator.api.client import AsyncTesseraClient
@@ -39,9 +38,6 @@ from coordinator.api.models import WithdrawalCreate
 from coordinator.api.server import ServeOptions, build, run
 from coordinator.api.tables import WithdrawalEventRow
 from coordinator.cluster import LocalCluster
-from coordinator.contracts import artifact
-from coordinator.evm_chain import LocalChain
-from coordinator.hardhat import HardhatNode
 from coordinator.registry import local_registry
 from signer.chains.erc20 import encode_transfer
 from signer.chains.evm import Eip1559Transfer
@@ -72,19 +68,10 @@ async def bench(root: Path, withdrawals: int, concurrency: int) -> dict[str, Any
         print(f"  {name}: median {fmt(summary['median'])}, p90 {fmt(summary['p90'])}")
 
     record("libsecp256k1 sign (single key, baseline)", baseline_sign_samples())
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    node = HardhatNode(CHAIN_ID).start(log=root / "hardhat.log")
-    chain = LocalChain.connect(node.url)
-    token = chain.deploy_token("Bench USDT", "USDT", 6, 10**9 * 10**6)
-    disperse = chain.deploy(artifact("Disperse").bytecode)
-    policy, governance = bench_policy(token, disperse)
-    cluster = LocalCluster.create(
-        root / "cluster", 3, 2, base_port=18650, genesis_policy=policy.policy_hash()
+    world = await start_world(root, 18650)
+    node, chain, token, disperse, governance, cluster = (
+        world.node, world.chain, world.token, world.disperse, world.governance, world.cluster
     )
-    await cluster.up()
-    print(f"cluster under {root}, Hardhat at {node.url}")
     coordinator = cluster.coordinator()
     bare = 20
     total = bare + 2 * withdrawals + withdrawals * 2 + 4

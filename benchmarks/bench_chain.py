@@ -26,6 +26,7 @@ import json
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -107,15 +108,20 @@ def request(n: int, asset: str, amount: str) -> PayoutRequest:
     )
 
 
-async def bench(root: Path, payouts: int, legs: int) -> dict[str, Any]:
-    results: dict[str, Any] = {}
+@dataclass
+class BenchWorld:
+    """A Hardhat node with the bench token and the Disperse contract, and a running 2-of-3
+    cluster of node processes whose genesis is the bench policy."""
 
-    def record(name: str, samples: list[float]) -> None:
-        summary = summarise(samples)
-        results[name] = summary
-        print(f"  {name}: median {fmt(summary['median'])}, p90 {fmt(summary['p90'])}")
+    node: HardhatNode
+    chain: LocalChain
+    token: str
+    disperse: str
+    governance: GovernanceBundle
+    cluster: LocalCluster
 
-    record("libsecp256k1 sign (single key, baseline)", baseline_sign_samples())
+
+async def start_world(root: Path, base_port: int) -> BenchWorld:
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
@@ -126,9 +132,25 @@ async def bench(root: Path, payouts: int, legs: int) -> dict[str, Any]:
     policy, governance = bench_policy(token, disperse)
     print(f"cluster under {root}, Hardhat at {node.url}")
     cluster = LocalCluster.create(
-        root / "cluster", 3, 2, base_port=18600, genesis_policy=policy.policy_hash()
+        root / "cluster", 3, 2, base_port=base_port, genesis_policy=policy.policy_hash()
     )
     await cluster.up()
+    return BenchWorld(node, chain, token, disperse, governance, cluster)
+
+
+async def bench(root: Path, payouts: int, legs: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def record(name: str, samples: list[float]) -> None:
+        summary = summarise(samples)
+        results[name] = summary
+        print(f"  {name}: median {fmt(summary['median'])}, p90 {fmt(summary['p90'])}")
+
+    record("libsecp256k1 sign (single key, baseline)", baseline_sign_samples())
+    world = await start_world(root, 18600)
+    node, chain, token, disperse, governance, cluster = (
+        world.node, world.chain, world.token, world.disperse, world.governance, world.cluster
+    )
     coordinator = cluster.coordinator()
     rpc = chain.rpc()
     try:

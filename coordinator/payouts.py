@@ -128,7 +128,7 @@ _AMOUNT: Final = re.compile(r"^(0|[1-9][0-9]{0,40})(\.[0-9]{1,36})?$")
 _PAYOUT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 # Refusals no retry changes (the policy, the bytes, the request): the payout fails.  Anything
 # else (a node down, a session aborted, no signer set free) leaves it accepted for a retry.
-_FINAL_REFUSALS: Final = frozenset(
+FINAL_REFUSALS: Final = frozenset(
     {
         ErrorCode.POLICY_DENIED,
         ErrorCode.TRANSACTION_INVALID,
@@ -1016,7 +1016,7 @@ class PayoutEngine:
         try:
             outcome = await self._signature(row, payload, approvals)
         except (SigningFailed, SignRequestInvalid) as exc:
-            final = exc.code in _FINAL_REFUSALS
+            final = exc.code in FINAL_REFUSALS
             state = PayoutState.FAILED if final else PayoutState.ACCEPTED
             # the node's own words when it refused (its rule, the leg of a batch), else ours
             refusal = getattr(exc, "refusal", None)

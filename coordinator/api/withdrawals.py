@@ -39,7 +39,13 @@ from coordinator.api.lifecycle import CANCELLABLE, RANK, TERMINAL, Status, SubSt
 from coordinator.api.models import Withdrawal, WithdrawalCreate
 from coordinator.api.tables import WithdrawalEventRow, WithdrawalRow
 from coordinator.fees import FeeLevel
-from coordinator.payouts import PayoutEngine, PayoutError, PayoutRequest, PayoutState
+from coordinator.payouts import (
+    FINAL_REFUSALS,
+    PayoutEngine,
+    PayoutError,
+    PayoutRequest,
+    PayoutState,
+)
 from coordinator.store import CoordinatorStore, PayoutRow
 from policies.approvals import Approval, check_approvals, parse_approval
 from policies.document import PolicyDocument
@@ -55,20 +61,8 @@ from signer.problems import ErrorCode
 log = logging.getLogger("tessera.api")
 
 #: The codes of a payout failed by the nodes' decision (the withdrawal is then REJECTED, with
-#: the code as its reason code); any other failure is FAILED.
-_NODE_DECISIONS: Final = frozenset(
-    {
-        ErrorCode.POLICY_DENIED,
-        ErrorCode.TRANSACTION_INVALID,
-        ErrorCode.UNSUPPORTED_TRANSACTION,
-        ErrorCode.INTENT_MISMATCH,
-        ErrorCode.SENDER_MISMATCH,
-        ErrorCode.REQUEST_REUSED,
-        ErrorCode.RAW_SIGNING_REFUSED,
-        ErrorCode.RECEIPTS_MISSING,
-        ErrorCode.FEE_ABOVE_CEILING,
-    }
-)
+#: the code as its reason code): the refusals no retry changes; any other failure is FAILED.
+_NODE_DECISIONS: Final = FINAL_REFUSALS
 #: A listing's cursor: the last withdrawal's creation time and id.
 CURSOR_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,20})?~wd_[0-9a-f]{32}$"
 #: A page of a listing holds at most this many withdrawals.
