@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlmodel import select
 
-from benchmarks.bench_chain import CHAIN_ID, EXCHANGE, INITIATOR, start_world
+from benchmarks.bench_chain import CHAIN_ID, EXCHANGE, INITIATOR, bare_signatures, start_world
 from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
 from coordinator.api.auth import ApiClients, Scope, load_private_key
 from coordinator.api.client import AsyncTesseraClient
@@ -40,7 +40,6 @@ from coordinator.api.tables import WithdrawalEventRow
 from coordinator.cluster import LocalCluster
 from coordinator.registry import local_registry
 from signer.chains.erc20 import encode_transfer
-from signer.chains.evm import Eip1559Transfer
 
 PORT = 18700
 
@@ -70,7 +69,12 @@ async def bench(root: Path, withdrawals: int, concurrency: int) -> dict[str, Any
     record("libsecp256k1 sign (single key, baseline)", baseline_sign_samples())
     world = await start_world(root, 18650)
     node, chain, token, disperse, governance, cluster = (
-        world.node, world.chain, world.token, world.disperse, world.governance, world.cluster
+        world.node,
+        world.chain,
+        world.token,
+        world.disperse,
+        world.governance,
+        world.cluster,
     )
     coordinator = cluster.coordinator()
     bare = 20
@@ -82,22 +86,7 @@ async def bench(root: Path, withdrawals: int, concurrency: int) -> dict[str, Any
         t0 = time.perf_counter()
         await coordinator.fill_pool(wallet, (1, 2), (), total)
         print(f"  pool filled in {time.perf_counter() - t0:.0f} s")
-        samples = []
-        for n in range(bare):
-            payload = Eip1559Transfer(
-                chain_id=CHAIN_ID,
-                nonce=10**6 + n,  # never sent: the signature alone
-                max_priority_fee_per_gas=10**9,
-                max_fee_per_gas=3 * 10**10,
-                gas=21_000,
-                to=EXCHANGE,
-                value=10**15,
-            ).signing_payload()
-            t0 = time.perf_counter()
-            await coordinator.sign_transaction(
-                "hot", payload, request_id=f"bench-bare-{n}", initiator=INITIATOR
-            )
-            samples.append(time.perf_counter() - t0)
+        samples = await bare_signatures(coordinator, bare)
         record("policy-checked threshold signature, no HTTP, no chain (warm pool)", samples)
     finally:
         await coordinator.aclose()

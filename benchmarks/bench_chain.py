@@ -38,6 +38,7 @@ from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
 from coordinator.cluster import LocalCluster
 from coordinator.contracts import artifact
 from coordinator.deposits import DEPOSIT_BRANCH, MAX_BATCH, DepositAddresses
+from coordinator.engine import Coordinator
 from coordinator.evm_chain import LocalChain
 from coordinator.hardhat import HardhatNode
 from coordinator.payouts import PayoutEngine, PayoutRequest, PayoutState, batch_request
@@ -138,6 +139,27 @@ async def start_world(root: Path, base_port: int) -> BenchWorld:
     return BenchWorld(node, chain, token, disperse, governance, cluster)
 
 
+async def bare_signatures(coordinator: Coordinator, count: int) -> list[float]:
+    """Seconds per policy-checked threshold signature of an ETH transfer never sent."""
+    samples = []
+    for n in range(count):
+        payload = Eip1559Transfer(
+            chain_id=CHAIN_ID,
+            nonce=10**6 + n,  # never sent: the signature alone
+            max_priority_fee_per_gas=10**9,
+            max_fee_per_gas=3 * 10**10,
+            gas=21_000,
+            to=EXCHANGE,
+            value=10**15,
+        ).signing_payload()
+        t0 = time.perf_counter()
+        await coordinator.sign_transaction(
+            "hot", payload, request_id=f"bench-bare-{n}-{time.time_ns()}", initiator=INITIATOR
+        )
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
 async def bench(root: Path, payouts: int, legs: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
@@ -149,7 +171,12 @@ async def bench(root: Path, payouts: int, legs: int) -> dict[str, Any]:
     record("libsecp256k1 sign (single key, baseline)", baseline_sign_samples())
     world = await start_world(root, 18600)
     node, chain, token, disperse, governance, cluster = (
-        world.node, world.chain, world.token, world.disperse, world.governance, world.cluster
+        world.node,
+        world.chain,
+        world.token,
+        world.disperse,
+        world.governance,
+        world.cluster,
     )
     coordinator = cluster.coordinator()
     rpc = chain.rpc()
@@ -174,22 +201,7 @@ async def bench(root: Path, payouts: int, legs: int) -> dict[str, Any]:
         chain.fund(sender, 1000 * 10**18)
         chain.call_from_faucet(token, encode_transfer(sender, 10**6 * 10**6))
 
-        samples = []
-        for n in range(bare):
-            payload = Eip1559Transfer(
-                chain_id=CHAIN_ID,
-                nonce=10**6 + n,  # never sent: the signature alone
-                max_priority_fee_per_gas=10**9,
-                max_fee_per_gas=3 * 10**10,
-                gas=21_000,
-                to=EXCHANGE,
-                value=10**15,
-            ).signing_payload()
-            t0 = time.perf_counter()
-            await coordinator.sign_transaction(
-                "hot", payload, request_id=f"bench-bare-{n}", initiator=INITIATOR
-            )
-            samples.append(time.perf_counter() - t0)
+        samples = await bare_signatures(coordinator, bare)
         record("policy-checked threshold signature, no chain (warm pool)", samples)
 
         for asset, amount, units, balance in (
