@@ -598,3 +598,57 @@ def events_of(world: World, withdrawal_id: str) -> list[WithdrawalEventRow]:
 
 def vars_of(key: Key) -> dict[str, object]:
     return {"key_id": key.key_id, "private_key": key.private_key}
+
+
+def test_the_listener_serves_tls_with_a_configured_certificate(
+    world: World, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    """`--tls-cert/--tls-key`: the service answers over HTTPS only, with that certificate."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert = tmp_path / "cert.pem"
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    private = tmp_path / "key.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with serving(world, certfile=cert, keyfile=private) as running:
+        url = f"https://127.0.0.1:{running.options.port}"
+        assert httpx.get(f"{url}/v1/healthz", verify=str(cert)).json() == {"status": "ok"}
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"http://127.0.0.1:{running.options.port}/v1/healthz")
+        with pytest.raises(httpx.ConnectError):  # a client that does not trust it
+            httpx.get(f"{url}/v1/healthz")
+        signed = TesseraClient(url, **vars_of(keys["reader"]), verify=str(cert))
+        try:
+            assert signed.withdrawals().items == []
+        finally:
+            signed.close()

@@ -87,7 +87,8 @@ def build(cluster: LocalCluster, registry: ChainRegistry, options: ServeOptions)
     webhooks = WebhookDispatcher(
         coordinator.store, load_or_create_signing_key(root / WEBHOOK_KEY_FILE)
     )
-    known = {e.url for e in webhooks.endpoints()}
+    # an endpoint an operator disabled stays disabled across restarts with the same flags
+    known = {e.url for e in webhooks.endpoints(include_disabled=True)}
     for url in options.webhook_urls:
         if url not in known:
             webhooks.add_endpoint(url)
