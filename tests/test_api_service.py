@@ -61,7 +61,7 @@ from signer.problems import ErrorCode
 
 OPENAPI = Path(__file__).parent.parent / "docs" / "openapi.json"
 #: presignatures: one per withdrawal that reaches the nodes' signature in this module
-PRESIGNATURES = 16
+PRESIGNATURES = 18
 
 
 @pytest.fixture(scope="module")
@@ -652,3 +652,62 @@ def test_the_listener_serves_tls_with_a_configured_certificate(
             assert signed.withdrawals().items == []
         finally:
             signed.close()
+
+
+def test_officers_approve_with_the_cli_against_the_server(
+    world: World, api: ServiceThread, keys: dict[str, Key], tmp_path: Path
+) -> None:
+    """`tessera officer approve WITHDRAWAL_ID --server URL`, run as each officer would: the
+    withdrawal waits for two, each CLI run signs under the officer's own policy store and key
+    file, and the withdrawal completes."""
+    from cryptography.hazmat.primitives import serialization
+    from policy_world import officers_store
+    from typer.testing import CliRunner
+
+    from coordinator.console import app
+    from policies.keys import write_key_file
+
+    store = officers_store(tmp_path / "officers.db", world.officers, world.policy)
+    store.close()
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("officer-passphrase-7731")
+    desk = tmp_path / "desk.pem"
+    desk.write_bytes(
+        keys["officers"].private_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    with client(api, keys["exchange"]) as exchange:
+        accepted = exchange.create_withdrawal(body("USDT", "1200", SECOND))
+        exchange.wait(accepted.id, until={Status.PENDING_APPROVAL})
+        runner = CliRunner()
+        for name in ("alice", "bob"):
+            key_file = tmp_path / f"{name}.key"
+            write_key_file(key_file, world.officers[name], passphrase.read_bytes())
+            result = runner.invoke(
+                app,
+                [
+                    "officer", "approve", accepted.id, "--server", api.url,
+                    "--api-key-id", keys["officers"].key_id, "--api-key", str(desk),
+                    "--key", str(key_file), "--passphrase-file", str(passphrase),
+                    "--store", str(tmp_path / "officers.db"), "--json",
+                ],
+            )  # fmt: skip
+            assert result.exit_code == 0, result.stdout[-2000:]
+            doc = json.loads(result.stdout)
+            assert doc["officer"] == name and name in doc["approvals"]
+        done = exchange.wait(accepted.id)
+    assert done.status == Status.COMPLETED, done
+    assert done.approvals == ["alice", "bob"]
+    refused = CliRunner().invoke(
+        app,
+        [
+            "officer", "approve", "wd_" + "0" * 32, "--server", api.url,
+            "--api-key-id", keys["officers"].key_id, "--api-key", str(desk),
+            "--key", str(tmp_path / "alice.key"), "--passphrase-file", str(passphrase),
+            "--store", str(tmp_path / "officers.db"), "--json",
+        ],
+    )  # fmt: skip
+    assert refused.exit_code == 1 and "NOT_FOUND" in refused.stdout

@@ -198,8 +198,11 @@ def create_app(
     Approver = Annotated[Principal, Depends(authorised(ApiScope.APPROVALS_WRITE))]
 
     def owner(principal: Principal) -> str | None:
-        """Whose withdrawals the principal sees: its own, or everyone's for an admin."""
-        return None if ApiScope.ADMIN in principal.scopes else principal.client_id
+        """Whose withdrawals the principal sees: its own, or everyone's for an admin and for
+        officers (`approvals:write`), who approve any client's withdrawals."""
+        if principal.scopes & {ApiScope.ADMIN, ApiScope.APPROVALS_WRITE}:
+            return None
+        return principal.client_id
 
     @app.exception_handler(ApiAuthError)
     async def auth_error(request: Request, exc: ApiAuthError) -> Response:
