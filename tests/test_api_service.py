@@ -711,3 +711,44 @@ def test_officers_approve_with_the_cli_against_the_server(
         ],
     )  # fmt: skip
     assert refused.exit_code == 1 and "NOT_FOUND" in refused.stdout
+
+
+def test_every_route_answers_bad_input_with_a_problem_never_a_500(
+    api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    """Oversized, non-JSON, NaN and wrong-typed bodies, and unsigned calls, on every route
+    that takes input: a 4xx problem+json that does not echo the input."""
+    wid = "wd_" + "0" * 32
+    routes = [
+        ("POST", "/v1/withdrawals"),
+        ("POST", f"/v1/withdrawals/{wid}/cancel"),
+        ("POST", f"/v1/withdrawals/{wid}/approvals"),
+        ("GET", f"/v1/withdrawals/{wid}"),
+        ("GET", f"/v1/withdrawals/{wid}/events"),
+        ("GET", f"/v1/withdrawals/{wid}/intent"),
+        ("GET", "/v1/withdrawals"),
+        ("GET", "/v1/approvals"),
+    ]
+    bad_query = {"/v1/withdrawals": "limit=NaN&created_after=nan", "/v1/approvals": "status=all"}
+    marker = "ECHO-" + "z" * 40
+    bodies = [
+        b"x" * (65 * 1024),  # over the 64 KiB limit
+        b"{not json " + marker.encode(),
+        b'{"amount": NaN, "wallet": "' + marker.encode() + b'"}',
+        b'{"chain_id": [1], "amount": {"a": 1}, "note": "' + marker.encode() + b'"}',
+        b"[]",
+    ]
+    signer = keys["everything"]
+    for method, path in routes:
+        unsigned = httpx.request(method, f"{api.url}{path}", content=b"{}")
+        assert unsigned.status_code == 401, (method, path)
+        assert unsigned.headers["content-type"].startswith("application/problem+json")
+        for content in bodies if method == "POST" else [b""]:
+            query = bad_query.get(path, "")
+            headers = sign_request(signer.private_key, signer.key_id, method, path, query, content)
+            headers["Content-Type"] = "application/json"
+            target = f"{api.url}{path}" + (f"?{query}" if query else "")
+            answer = httpx.request(method, target, content=content, headers=headers)
+            assert 400 <= answer.status_code < 500, (method, path, answer.status_code)
+            assert answer.headers["content-type"].startswith("application/problem+json")
+            assert marker not in answer.text and len(answer.text) < 2000
