@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -113,6 +114,8 @@ from signer.node.faults import failpoint
 from signer.problems import ErrorCode
 from signer.protocol.hd import derive
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "PayoutEngine",
     "PayoutError",
@@ -145,6 +148,7 @@ FINAL_REFUSALS: Final = frozenset(
         ErrorCode.FEE_ABOVE_CEILING,
     }
 )
+
 #: The gas a token's `transfer` is funded for when the chain will not estimate it (USDT's
 #: costs up to about 63,000; an estimate that works is used instead).
 TOKEN_TRANSFER_GAS_BOUND: Final = 100_000
@@ -308,6 +312,8 @@ class PayoutEngine:
         self.nonces = NonceManager(self.store)
         self._synced: set[tuple[int, str]] = set()
         self._prepare_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
+        # one send at a time per account, so its signed transactions leave in nonce order
+        self._send_locks: dict[tuple[int, str], asyncio.Lock] = {}
         #: how long a payout waits for a helper (an approve, gas) or an earlier batch to be mined
         self.settle_timeout = 180.0
         self.settle_poll = 0.2
@@ -1057,7 +1063,46 @@ class PayoutEngine:
             path=path,
         )
 
+    def _signed_below(self, row: PayoutRow) -> list[PayoutRow]:
+        """The account's signed payouts not yet sent whose nonce is below `row`'s, smallest
+        first."""
+        nonce = _stored(row, row.nonce, "nonce")
+        with self.store.session() as session:
+            rows = session.exec(
+                select(PayoutRow)
+                .where(PayoutRow.chain_id == row.chain_id)
+                .where(PayoutRow.sender == row.sender)
+                .where(PayoutRow.state == PayoutState.SIGNED.value)
+                .where(PayoutRow.nonce < nonce)  # type: ignore[operator]
+            ).all()
+        return sorted(rows, key=lambda r: r.nonce if r.nonce is not None else -1)
+
     async def _send(self, row: PayoutRow) -> PayoutRow:
+        """Send a signed payout, after the account's signed payouts of smaller nonces.
+
+        Payouts are signed in nonce order under the account's lock but driven concurrently: a
+        payout of nonce n+1 can reach here before the one of nonce n.  A node that cannot queue
+        refuses n+1 ("nonce too high"), so each send takes the account's send lock and first
+        sends what is signed below it; one of those that fails stays signed for its own drive
+        (or `resume`), and this one is tried anyway."""
+        key = (row.chain_id, row.sender)
+        async with self._send_locks.setdefault(key, asyncio.Lock()):
+            for earlier in self._signed_below(row):
+                try:
+                    await self._send_one(earlier)
+                except PayoutError as exc:
+                    log.info(
+                        "payout %s: sent before %s failed: %s",
+                        earlier.payout_id,
+                        row.payout_id,
+                        exc,
+                    )
+            row = self.payout(row.payout_id)
+            if row.state != PayoutState.SIGNED:
+                return row  # another payout's send took it along
+            return await self._send_one(row)
+
+    async def _send_one(self, row: PayoutRow) -> PayoutRow:
         raw = _stored(row, row.raw, "signed transaction")
         _chain, rpc = self._chain(row.payout_id, row.chain_id)
         try:
@@ -1072,7 +1117,9 @@ class PayoutEngine:
                 for version in _versions(row):
                     if await rpc.receipt(bytes.fromhex(version[2:])) is not None:
                         return self._update(row.payout_id, state=PayoutState.SENT.value)
-            # The bytes are signed and stored: the nonce is spoken for, never given back.
+            # The bytes are signed and stored: the nonce is spoken for, never given back.  A
+            # nonce too high (an earlier one not at the node yet) leaves it signed: the next
+            # drive or `resume` sends it again.
             raise PayoutError(row.payout_id, exc.code, str(exc)) from exc
         failpoint("payout.after_send")
         return self._update(row.payout_id, state=PayoutState.SENT.value)

@@ -62,6 +62,9 @@ _ERROR_STRING: Final = bytes.fromhex("08c379a0")
 # What nodes answer to a transaction they already hold: resending the same bytes is not an error.
 _ALREADY_KNOWN: Final = ("already known", "known transaction", "already imported")
 _NONCE_TOO_LOW: Final = ("nonce too low", "nonce is too low")
+# a node that cannot queue a transaction above the account's next nonce (an automining
+# Hardhat) refuses it with these; a queueing node (geth) holds it instead
+_NONCE_TOO_HIGH: Final = ("nonce too high", "nonce is too high")
 
 
 class ChainUnavailable(ChainError):
@@ -91,10 +94,18 @@ class TransactionRejected(ChainError):
 
     code = ErrorCode.CHAIN_REJECTED
 
-    def __init__(self, reason: str, tx_hash: bytes | None = None, *, nonce_too_low: bool = False):
+    def __init__(
+        self,
+        reason: str,
+        tx_hash: bytes | None = None,
+        *,
+        nonce_too_low: bool = False,
+        nonce_too_high: bool = False,
+    ):
         self.reason = reason
         self.tx_hash = tx_hash
         self.nonce_too_low = nonce_too_low
+        self.nonce_too_high = nonce_too_high
         shown = f" 0x{tx_hash.hex()}" if tx_hash is not None else ""
         super().__init__(f"transaction{shown} rejected by the chain: {reason}")
 
@@ -450,7 +461,8 @@ class ChainRpc:
     async def send_raw(self, raw_signed_tx: bytes) -> bytes:
         """Submit signed bytes and return their hash.  Sending bytes the node already holds is
         not an error (a re-send after a crash is idempotent); a refusal raises
-        `TransactionRejected`, with `nonce_too_low` when the nonce is already used."""
+        `TransactionRejected`, with `nonce_too_low` when the nonce is already used and
+        `nonce_too_high` when an earlier nonce of the account has not reached the node."""
         tx_hash = transaction_hash(raw_signed_tx)
         try:
             sent = bytes(await self._call(lambda w3: w3.eth.send_raw_transaction(raw_signed_tx)))
@@ -459,8 +471,12 @@ class ChainRpc:
             lowered = message.lower()
             if any(text in lowered for text in _ALREADY_KNOWN):
                 return tx_hash
-            too_low = any(text in lowered for text in _NONCE_TOO_LOW)
-            raise TransactionRejected(message[:300], tx_hash, nonce_too_low=too_low) from exc
+            raise TransactionRejected(
+                message[:300],
+                tx_hash,
+                nonce_too_low=any(text in lowered for text in _NONCE_TOO_LOW),
+                nonce_too_high=any(text in lowered for text in _NONCE_TOO_HIGH),
+            ) from exc
         if sent != tx_hash:
             raise ChainError(f"the chain reports hash 0x{sent.hex()} for 0x{tx_hash.hex()}")
         return tx_hash

@@ -33,6 +33,7 @@ from chain_world import (
     registry_for,
     stop_world,
 )
+from eth_account import Account
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from policy_world import INITIATOR, new_request_id
@@ -45,6 +46,7 @@ from coordinator.payouts import (
     PayoutState,
     batch_request,
 )
+from coordinator.rpc import TransactionRejected
 from coordinator.store import PayoutRow
 from policies.document import amount_str
 from signer.chains.erc20 import encode_transfer
@@ -68,7 +70,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     # the concurrent test's payouts and every other test's, each one presignature
-    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 64)
+    w = make_world(tmp_path_factory.mktemp("payouts"), presignatures=CONCURRENT + BATCH + 66)
     try:
         yield w
     finally:
@@ -176,6 +178,69 @@ def test_fifty_concurrent_payouts_from_one_address_get_consecutive_nonces(world:
     assert local.nonce(world.sender) == start + CONCURRENT
     got = local.token_balance(world.chains.token(CHAIN_A, "USDT"), RECIPIENT) - before
     assert got == CONCURRENT * 1_500_000
+
+
+def test_a_payout_sent_before_the_one_of_the_nonce_below_takes_that_one_along(
+    world: World,
+) -> None:
+    """Signed in nonce order, sent in the other: an automining Hardhat cannot queue nonce n+1
+    ("nonce too high"), so the send of n+1 sends n first (the race the concurrent test met)."""
+    local = world.chains.local[CHAIN_A]
+    start = local.nonce(world.sender)
+
+    async def go() -> tuple[list[PayoutRow], PayoutRow]:
+        async with world.engine() as engine:
+            first, second = (request(CHAIN_A, "ETH", "0.01") for _ in range(2))
+            for r in (first, second):
+                await engine.submit(r)
+                signed = await engine.drive(r.payout_id, send=False)
+                assert signed.state == PayoutState.SIGNED, signed.reason
+            sent = await engine.drive(second.payout_id)  # the higher nonce first
+            assert sent.state == PayoutState.SENT, sent.reason
+            earlier = engine.payout(first.payout_id)
+            assert earlier.state == PayoutState.SENT  # taken along, in order
+            return [await engine.wait(r.payout_id) for r in (first, second)], earlier
+
+    rows, earlier = run(go())
+    assert [r.nonce for r in rows] == [start, start + 1]
+    assert all(r.state == PayoutState.CONFIRMED for r in rows), [r.reason for r in rows]
+    assert local.nonce(world.sender) == start + 2
+    assert earlier.tx_hash == rows[0].tx_hash
+
+
+def test_the_chain_says_which_side_of_the_account_nonce_a_refused_one_is(world: World) -> None:
+    """Hardhat's "nonce too high" and "nonce too low" are told apart: they need opposite
+    handling (send the earlier one first, or look for what took the nonce)."""
+    local = world.chains.local[CHAIN_A]
+    account = Account.create()
+    local.fund(account.address, 10**17)
+    priority, max_fee = local.suggest_fees()
+
+    def signed(nonce: int, value: int) -> bytes:
+        tx = {
+            "type": 2,
+            "chainId": CHAIN_A,
+            "nonce": nonce,
+            "to": RECIPIENT,
+            "value": value,
+            "gas": 21_000,
+            "maxPriorityFeePerGas": priority,
+            "maxFeePerGas": max_fee,
+        }
+        return bytes(account.sign_transaction(tx).raw_transaction)
+
+    async def go() -> tuple[TransactionRejected, TransactionRejected]:
+        rpc = local.rpc()
+        with pytest.raises(TransactionRejected) as high:
+            await rpc.send_raw(signed(3, 1))
+        await rpc.send_raw(signed(0, 1))
+        with pytest.raises(TransactionRejected) as low:
+            await rpc.send_raw(signed(0, 2))  # another transaction at a used nonce
+        return high.value, low.value
+
+    high, low = run(go())
+    assert high.nonce_too_high and not high.nonce_too_low, high.reason
+    assert low.nonce_too_low and not low.nonce_too_high, low.reason
 
 
 def test_a_refused_payout_gives_its_nonce_back(world: World) -> None:
