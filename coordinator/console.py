@@ -56,11 +56,14 @@ class LazyGroups(TyperGroup):
                 # signer API (a coordinator-layer client), so it is assembled here
                 from coordinator.api.officer_cli import approve  # noqa: PLC0415
 
-                group.add_command(typer.main.get_command_from_info(
-                    typer.models.CommandInfo(name="approve", callback=approve),
-                    pretty_exceptions_short=True,
-                    rich_markup_mode=None,
-                ), "approve")
+                group.add_command(
+                    typer.main.get_command_from_info(
+                        typer.models.CommandInfo(name="approve", callback=approve),
+                        pretty_exceptions_short=True,
+                        rich_markup_mode=None,
+                    ),
+                    "approve",
+                )
             self.add_command(group, cmd_name)
         return super().get_command(ctx, cmd_name)
 
@@ -92,9 +95,21 @@ def demo(
     ] = Path("var/demo"),
     pool_depth: Annotated[
         int, typer.Option("--pool-depth", min=1, max=1000, help="Presignatures to keep ready.")
-    ] = 3,
+    ] = 4,
     keep_running: Annotated[
-        bool, typer.Option("--keep-running", help="Leave the node processes running.")
+        bool,
+        typer.Option(
+            "--keep-running",
+            help="Leave the node processes (and the service and Hardhat node) running.",
+        ),
+    ] = False,
+    engine: Annotated[
+        bool,
+        typer.Option(
+            "--engine",
+            help="Instead: the engine in this process on an in-process EVM (no API): "
+            "transfers, a USDT payout and a deposit address swept.",
+        ),
     ] = False,
     in_process: Annotated[
         bool,
@@ -111,19 +126,28 @@ def demo(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """The whole engine on this machine: a 2-of-3 cluster of node processes (SoftHSM2 tokens,
-    SQLite, identity keys, set up under --dir on first run) enforcing the demo officers'
-    policy, a wallet (aux-info + DKG), a presignature pool; on an in-process EVM: a whitelisted
-    ETH transfer signed and mined, one off the whitelist refused by the nodes, a large one
-    signed after two officer approvals, and a 250 USDT (ERC-20) payout through the payout
-    engine; balances and per-phase timings.  A second run reuses the cluster and the wallet."""
+    """The product on this machine, as an exchange uses it: a 2-of-3 cluster of node processes
+    (SoftHSM2 tokens, SQLite, identity keys, set up under --dir on first run) enforcing the demo
+    officers' policy, a wallet (aux-info + DKG), a local Hardhat node, and `tessera serve`; over
+    HTTP with the Python client: 0.5 ETH and 250 USDT to the whitelisted exchange signed and
+    mined, 0.5 ETH off the whitelist rejected with the nodes' reason, 2 ETH completed after two
+    officers approve it with `tessera officer approve`; the webhooks received, balances and the
+    timings of each phase.  A second run reuses the cluster, the wallet and the API clients."""
+    if sum((engine, in_process, proofs)) > 1:
+        errors.print("--engine, --in-process and --proofs are each a demo of their own: one")
+        raise typer.Exit(2)
     if not in_process and not proofs:
         if pool is not None:
             errors.print("--pool applies to --in-process and --proofs only")
             raise typer.Exit(2)
-        from coordinator.cli import demo_command  # noqa: PLC0415 (start-up time)
+        if engine:
+            from coordinator.cli import demo_command  # noqa: PLC0415 (start-up time)
 
-        demo_command(root, pool_depth, keep_running, as_json)
+            demo_command(root, pool_depth, keep_running, as_json)
+            return
+        from coordinator.demo_service_cli import service_demo_command  # noqa: PLC0415
+
+        service_demo_command(root, pool_depth, keep_running, as_json)
         return
     from signer.demo import run_demo, run_wallet_demo  # noqa: PLC0415 (keeps start-up fast)
 

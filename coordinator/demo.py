@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from eth_keys.datatypes import PrivateKey
 
@@ -111,12 +111,18 @@ class DemoReport:
 ProgressCallback = Callable[[str], None]
 
 
-def _no_progress(_: str) -> None:
+def no_progress(_: str) -> None:
     return None
 
 
-async def _timed(
-    report: DemoReport,
+class _Phased(Protocol):
+    root: Path
+    reused_cluster: bool
+    phases: list[Phase]
+
+
+async def timed(
+    report: _Phased,
     progress: ProgressCallback,
     name: str,
     fn: Callable[[], Awaitable[T]],
@@ -177,12 +183,14 @@ class DemoOfficers:
         finally:
             store.close()
 
-    def with_token(self, policy: PolicyDocument, chain_id: int, token: str) -> PolicyDocument:
-        """The policy in force if it lists `token` as the demo's USDT on `chain_id`; otherwise
-        the officers activate a next version that does (a demo directory made by an older
-        Tessera, or a token deployed elsewhere)."""
+    def for_chain(self, policy: PolicyDocument, chain_id: int, token: str) -> PolicyDocument:
+        """The policy in force if it is for `chain_id` with `token` as the demo's USDT there;
+        otherwise the officers activate a next version that is (a demo directory made by an
+        older Tessera, a token deployed elsewhere, or the other demo's chain: the in-process
+        EVM of `demo --engine`, the Hardhat node of `demo`)."""
         usdt = policy.assets.get("USDT")
-        if usdt is not None and usdt.contract_on(chain_id) == token:
+        on_chain = chain_id in (policy.wallets[0].chains or ())
+        if on_chain and usdt is not None and usdt.contract_on(chain_id) == token:
             return policy
         secret = self.passphrase.read_text().strip().encode()
         signers = {name: load_key_file(self.key(name), secret) for name in OFFICERS}
@@ -190,7 +198,7 @@ class DemoOfficers:
         upgraded = demo_policy(
             officers,
             chain_id,
-            _exchange_of(policy),
+            exchange_of(policy),
             token,
             version=policy.version + 1,
             previous=policy.policy_hash(),
@@ -322,45 +330,26 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _exchange_of(policy: PolicyDocument) -> str:
+def exchange_of(policy: PolicyDocument) -> str:
     return policy.whitelists["exchanges"][0].address
 
 
-async def run_cluster_demo(
-    root: Path,
-    pool_depth: int = 3,
-    keep_running: bool = False,
-    prime_pools: dict[int, Path] | None = None,
-    base_port: int = 18100,
-    progress: ProgressCallback = _no_progress,
-) -> DemoReport:
-    reused = (root / CLUSTER_FILE).exists()
-    report = DemoReport(root, reused)
-    officers = DemoOfficers(root)
-    chain = InProcessChain()
-    # The faucet's first transaction on a fresh chain: the same contract address every run.
-    report.token = chain.deploy_token("Demo Tether USD", "USDT", 6, 10**9 * 10**6)
-
-    async def policy() -> PolicyDocument:
-        if officers.exists():
-            return officers.with_token(officers.policy(), chain.chain_id, report.token)
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return officers.create(chain.chain_id, report.token)
-
-    document = await _timed(
-        report,
-        progress,
-        "officers and policy" if not officers.exists() else "officers and policy (reused)",
-        policy,
-        "3 officer keys, quorum 2; version 1 signed by alice and bob",
-    )
-    if chain.chain_id not in (document.wallets[0].chains or ()):
-        raise DemoFailed(f"the demo policy in {officers.dir} is for another chain id")
-    report.policy_hash = document.policy_hash()
-    exchange = _exchange_of(document)
+async def demo_cluster(
+    report: _Phased,
+    progress: ProgressCallback,
+    officers: DemoOfficers,
+    document: PolicyDocument,
+    pool_depth: int,
+    prime_pools: dict[int, Path] | None,
+    base_port: int,
+) -> tuple[LocalCluster, Coordinator, WalletRow]:
+    """The demo's 2-of-3 cluster under `report.root` (set up on first run), its node processes
+    started with the officers' policy pushed to them, its wallet (created on first run) and a
+    presignature pool of `pool_depth`: each step a timed phase of `report`."""
+    root = report.root
 
     async def setup() -> LocalCluster:
-        if reused:
+        if report.reused_cluster:
             return LocalCluster.load(root)
         return LocalCluster.create(
             root,
@@ -371,21 +360,21 @@ async def run_cluster_demo(
             genesis_policy=document.policy_hash(),
         )
 
-    cluster = await _timed(
+    cluster = await timed(
         report,
         progress,
-        "cluster set-up" if not reused else "cluster (reused)",
+        "cluster (reused)" if report.reused_cluster else "cluster set-up",
         setup,
-        "3 SoftHSM2 tokens, identity keys, databases, genesis policy pinned"
-        if not reused
-        else str(root),
+        str(root)
+        if report.reused_cluster
+        else "3 SoftHSM2 tokens, identity keys, databases, genesis policy pinned",
     )
-    await _timed(report, progress, "start 3 node processes", cluster.up, "pin roster, wait healthy")
+    await timed(report, progress, "start 3 node processes", cluster.up, "pin roster, wait healthy")
 
     async def push() -> list[str]:
         return officers.push([node.url for node in cluster.nodes])
 
-    await _timed(
+    await timed(
         report, progress, "officers push the policy to the nodes", push, "no coordinator involved"
     )
     coordinator = cluster.coordinator()
@@ -401,7 +390,7 @@ async def run_cluster_demo(
             existing = coordinator.store.wallet(WALLET)
         except CoordinatorStoreError:
             existing = None
-        row = await _timed(
+        row = await timed(
             report,
             progress,
             "create wallet" if existing is None else "wallet (reused)",
@@ -410,9 +399,7 @@ async def run_cluster_demo(
             if existing is None
             else "",
         )
-        key = codec.decode_key_public(row.key_public)
-        report.wallet_address = str(address_of(key.public_key))
-        made = await _timed(
+        made = await timed(
             report,
             progress,
             "fill presignature pool",
@@ -420,6 +407,52 @@ async def run_cluster_demo(
             f"signers 1,2 to depth {pool_depth}",
         )
         report.phases[-1].detail += f" ({made} new)"
+    except BaseException:
+        await coordinator.aclose()
+        cluster.down()
+        raise
+    return cluster, coordinator, row
+
+
+async def run_cluster_demo(
+    root: Path,
+    pool_depth: int = 3,
+    keep_running: bool = False,
+    prime_pools: dict[int, Path] | None = None,
+    base_port: int = 18100,
+    progress: ProgressCallback = no_progress,
+) -> DemoReport:
+    reused = (root / CLUSTER_FILE).exists()
+    report = DemoReport(root, reused)
+    officers = DemoOfficers(root)
+    chain = InProcessChain()
+    # The faucet's first transaction on a fresh chain: the same contract address every run.
+    report.token = chain.deploy_token("Demo Tether USD", "USDT", 6, 10**9 * 10**6)
+
+    async def policy() -> PolicyDocument:
+        if officers.exists():
+            return officers.for_chain(officers.policy(), chain.chain_id, report.token)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return officers.create(chain.chain_id, report.token)
+
+    document = await timed(
+        report,
+        progress,
+        "officers and policy" if not officers.exists() else "officers and policy (reused)",
+        policy,
+        "3 officer keys, quorum 2; version 1 signed by alice and bob",
+    )
+    if chain.chain_id not in (document.wallets[0].chains or ()):
+        raise DemoFailed(f"the demo policy in {officers.dir} is for another chain id")
+    report.policy_hash = document.policy_hash()
+    exchange = exchange_of(document)
+
+    cluster, coordinator, row = await demo_cluster(
+        report, progress, officers, document, pool_depth, prime_pools, base_port
+    )
+    try:
+        key = codec.decode_key_public(row.key_public)
+        report.wallet_address = str(address_of(key.public_key))
         report.recipient = exchange
 
         async def fund() -> None:
@@ -428,7 +461,7 @@ async def run_cluster_demo(
                 report.token, encode_transfer(report.wallet_address, 10_000 * USDT)
             )
 
-        await _timed(
+        await timed(
             report, progress, "fund wallet on the in-process EVM", fund, "10 ETH, 10,000 USDT"
         )
         report.balances_before = {
@@ -437,7 +470,7 @@ async def run_cluster_demo(
         }
         value = ETHER // 2
         small = _transfer(chain, report.wallet_address, exchange, value)
-        outcome = await _timed(
+        outcome = await timed(
             report,
             progress,
             "whitelisted 0.5 ETH: signed by the nodes",
@@ -454,7 +487,7 @@ async def run_cluster_demo(
         async def submit() -> bytes:
             return chain.send_raw(report.raw_transaction)
 
-        report.transaction_hash = await _timed(
+        report.transaction_hash = await timed(
             report, progress, "submit to the EVM", submit, "mined"
         )
         report.gas_fee = chain.receipt(report.transaction_hash).fee
@@ -472,7 +505,7 @@ async def run_cluster_demo(
                 return {} if problem is None else problem.model_dump(exclude_none=True)
             raise DemoFailed("the nodes signed a transfer off the whitelist")
 
-        report.refused = await _timed(
+        report.refused = await timed(
             report,
             progress,
             "0.5 ETH off the whitelist: refused by the nodes",
@@ -494,7 +527,7 @@ async def run_cluster_demo(
         async def approvals() -> list[Approval]:
             return [officers.approve_with_cli(name, claim) for name in ("alice", "bob")]
 
-        approved = await _timed(
+        approved = await timed(
             report,
             progress,
             "2 ETH: two officers approve with the CLI",
@@ -502,7 +535,7 @@ async def run_cluster_demo(
             "tessera officer approve-withdrawal (alice, bob)",
         )
         report.large_approved_by = tuple(a.officer for a in approved)
-        large_outcome = await _timed(
+        large_outcome = await timed(
             report,
             progress,
             "2 ETH: signed by the nodes with the approvals",
@@ -516,14 +549,14 @@ async def run_cluster_demo(
             report.wallet_address: chain.balance(report.wallet_address),
             exchange: chain.balance(exchange),
         }
-        report.token_payout = await _timed(
+        report.token_payout = await timed(
             report,
             progress,
             "250 USDT: the payout engine",
             lambda: _token_payout(coordinator, chain, report, exchange),
             "fees from eth_feeHistory, nonce reserved, signed by the nodes, sent, confirmed",
         )
-        report.sweep = await _timed(
+        report.sweep = await timed(
             report,
             progress,
             "sweep a deposit address: 40 USDT",

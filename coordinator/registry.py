@@ -18,6 +18,7 @@ values it holds.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -200,3 +201,35 @@ def load_registry(path: Path = MAINNETS) -> ChainRegistry:
         # tomllib names the line and column, not the text there.
         raise RegistryError(str(path), [f"is not TOML ({exc})"]) from None
     return parse_registry(document, str(path))
+
+
+def registry_toml(registry: ChainRegistry) -> str:
+    """`registry` as the TOML file `load_registry` reads back to an equal registry: what the
+    demo hands to `tessera serve --registry` for its local chain."""
+
+    def text(value: str) -> str:
+        # a JSON string of validated text is a TOML basic string (same escapes)
+        return json.dumps(value)
+
+    blocks = []
+    for chain in registry.chains:
+        lines = [
+            "[[chains]]",
+            f"chain_id = {chain.chain_id}",
+            f"name = {text(chain.name)}",
+            f"native = {{ symbol = {text(chain.native.symbol)}, "
+            f"decimals = {chain.native.decimals} }}",
+            "rpc_urls = [" + ", ".join(text(u) for u in chain.rpc_urls) + "]",
+            f"confirmations = {chain.confirmations}",
+            f"fee_model = {text(chain.fee_model)}",
+            f"fee_ceiling_wei = {chain.fee_ceiling_wei}",
+        ]
+        if chain.disperse is not None:
+            lines.append(f"disperse = {text(chain.disperse)}")
+        tokens = ", ".join(
+            f"{symbol} = {{ address = {text(t.address)}, decimals = {t.decimals} }}"
+            for symbol, t in chain.tokens.items()
+        )
+        lines.append(f"tokens = {{ {tokens} }}")
+        blocks.append("\n".join(lines) + "\n")
+    return "\n".join(blocks)

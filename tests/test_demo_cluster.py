@@ -64,8 +64,26 @@ def test_officers_move_an_older_demo_policy_to_the_token_deployed_now(tmp_path: 
     officers = DemoOfficers(tmp_path)
     new = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
     first = officers.create(1337, "0x1111111111111111111111111111111111111111")
-    assert officers.with_token(first, 1337, first.assets["USDT"].contract_on(1337) or "") is first
-    second = officers.with_token(first, 1337, new)
+    assert officers.for_chain(first, 1337, first.assets["USDT"].contract_on(1337) or "") is first
+    second = officers.for_chain(first, 1337, new)
     assert second.version == 2 and second.previous == first.policy_hash()
     assert second.assets["USDT"].contract_on(1337) == new
     assert officers.policy().policy_hash() == second.policy_hash()
+
+
+def test_officers_move_the_demo_policy_to_the_other_demos_chain(tmp_path: Path) -> None:
+    """`demo --engine` (the in-process EVM) and `demo` (a Hardhat node) share a directory: the
+    policy follows the chain of the run, each move a next version chained to the last."""
+    from coordinator.demo import DemoOfficers
+
+    officers = DemoOfficers(tmp_path)
+    token = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    first = officers.create(1337, token)
+    second = officers.for_chain(first, 31337, token)
+    assert second.version == 2 and second.previous == first.policy_hash()
+    assert (
+        tuple(second.wallets[0].chains or ()) == (31337,)
+        and second.assets["USDT"].contract_on(31337) == token
+    )
+    assert officers.for_chain(second, 31337, token) is second
+    assert officers.for_chain(second, 1337, token).version == 3
