@@ -752,3 +752,18 @@ def test_every_route_answers_bad_input_with_a_problem_never_a_500(
             assert 400 <= answer.status_code < 500, (method, path, answer.status_code)
             assert answer.headers["content-type"].startswith("application/problem+json")
             assert marker not in answer.text and len(answer.text) < 2000
+
+
+def test_the_signature_covers_the_path_as_sent_percent_escapes_kept(
+    api: ServiceThread, keys: dict[str, Key]
+) -> None:
+    """A path with an escaped character authenticates when signed as sent (the client does
+    so), and reaches validation; one signed over its decoded form does not verify."""
+    with client(api, keys["exchange"]) as exchange:
+        with pytest.raises(ApiRefused) as invalid:
+            exchange.request("GET", "/v1/withdrawals/wd_é")
+        assert invalid.value.problem.status == 422  # authenticated; the id is not one
+        key = keys["exchange"]
+        decoded = sign_request(key.private_key, key.key_id, "GET", "/v1/withdrawals/wd_é", "", b"")
+        answer = httpx.get(f"{api.url}/v1/withdrawals/wd_%C3%A9", headers=decoded)
+        assert answer.status_code == 401 and answer.json()["code"] == "UNAUTHORIZED"

@@ -180,9 +180,13 @@ def create_app(
     def authorised(scope: ApiScope) -> Callable[[Request], Awaitable[Principal]]:
         async def dependency(request: Request) -> Principal:
             body = await request.body()
+            # the path as it came over the wire (percent-escapes kept), which the client
+            # signed; the decoded one would differ for any escaped character
+            raw_path = request.scope.get("raw_path")
+            path = raw_path.decode("latin-1") if raw_path else request.url.path
             principal = authenticator.authenticate(
                 request.method,
-                request.url.path,
+                path,
                 request.url.query,
                 body,
                 request.headers,

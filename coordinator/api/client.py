@@ -92,7 +92,9 @@ class _Signed:
     ) -> tuple[str, bytes, dict[str, str]]:
         query = urlencode([(k, v) for k, v in (params or {}).items() if v is not None], doseq=True)
         content = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
-        headers = sign_request(self.private_key, self.key_id, method, path, query, content)
+        # sign the path as httpx will send it: percent-encoded, as the server reads it
+        sent = httpx.URL(path).raw_path.decode("ascii").partition("?")[0]
+        headers = sign_request(self.private_key, self.key_id, method, sent, query, content)
         if body is not None:
             headers["Content-Type"] = "application/json"
         target = path + (f"?{query}" if query else "")
