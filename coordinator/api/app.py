@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from sqlmodel import col, delete
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.auth import (
     ApiAuthError,
@@ -48,8 +47,8 @@ from coordinator.api.withdrawals import (
     WithdrawalService,
     view,
 )
-from signer.logs import bind, log_event
-from signer.node.app import REQUEST_ID_HEADER, request_id
+from signer.logs import log_event
+from signer.node.app import RequestContext
 from signer.node.limits import RequestLimits
 from signer.node.metrics import CONTENT_TYPE
 from signer.problems import PROBLEM_MEDIA_TYPE, ErrorCode, Problem, validation_detail
@@ -78,35 +77,6 @@ _HTTP_CODES = {
     413: ErrorCode.PAYLOAD_TOO_LARGE,
     415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
-
-
-class _RequestId:
-    """Pure ASGI middleware: a request id per request (the caller's `X-Request-Id` when it is
-    well-formed), bound in the logs and echoed in the response, where problems quote it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = request_id(list(scope.get("headers", [])))
-        scope.setdefault("state", {})["request_id"] = rid
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [
-                    (k, v)
-                    for k, v in message.get("headers", [])
-                    if k.lower() != REQUEST_ID_HEADER.encode()
-                ]
-                headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        with bind(request=rid):
-            await self.app(scope, receive, send_with_id)
 
 
 def _problem(
@@ -159,7 +129,7 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(RequestLimits, limit=lambda _path: MAX_API_BODY)
-    app.add_middleware(_RequestId)  # outermost: every answer carries the request id
+    app.add_middleware(RequestContext)  # outermost: every answer carries the request id
     registry = CollectorRegistry()
     requests = Counter(
         "tessera_api_requests",

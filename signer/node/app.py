@@ -133,13 +133,18 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class RequestContext:
-    """Pure ASGI middleware, outermost: request id (bound for the request, echoed in the
-    response) and the access record.  Pure ASGI rather than `BaseHTTPMiddleware`, so the bound
-    context is the request's own task context, which FastAPI copies into the worker thread of
-    a sync route."""
+    """Pure ASGI middleware, outermost: request id (bound for the request, kept in the scope's
+    state for the problem form, echoed in the response) and the access record.  Pure ASGI rather
+    than `BaseHTTPMiddleware`, so the bound context is the request's own task context, which
+    FastAPI copies into the worker thread of a sync route.  A node passes its index and its
+    policy hash (a header on every answer); the signer API (coordinator/api/app.py) neither."""
 
     def __init__(
-        self, app: ASGIApp, *, node: int, policy_hash: Callable[[], str | None] = lambda: None
+        self,
+        app: ASGIApp,
+        *,
+        node: int | None = None,
+        policy_hash: Callable[[], str | None] | None = None,
     ) -> None:
         self.app = app
         self.node = node
@@ -150,23 +155,30 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         rid = request_id(list(scope.get("headers", [])))
+        scope.setdefault("state", {})["request_id"] = rid
         timer = Timer()
         status = 500  # if the app dies before answering, the server answers 500
+        ours = {REQUEST_ID_HEADER.encode()}
+        if self.policy_hash is not None:
+            ours.add(POLICY_HASH_HEADER.encode())
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-                ours = (REQUEST_ID_HEADER.encode(), POLICY_HASH_HEADER.encode())
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in ours]
                 headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
-                headers.append(
-                    (POLICY_HASH_HEADER.encode(), (self.policy_hash() or "none").encode())
-                )
+                if self.policy_hash is not None:
+                    headers.append(
+                        (POLICY_HASH_HEADER.encode(), (self.policy_hash() or "none").encode())
+                    )
                 message = {**message, "headers": headers}
             await send(message)
 
-        with bind(request=rid, node=self.node):
+        context: dict[str, object] = {"request": rid}
+        if self.node is not None:
+            context["node"] = self.node
+        with bind(**context):
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
