@@ -282,8 +282,8 @@ class ServiceProcess:
 
     def wait_ready(self) -> dict[str, Any]:
         stdout: IO[str] | None = self.process.stdout
-        assert stdout is not None
-        line = stdout.readline()  # {"serving": …, "webhook_public_key": …} once it listens
+        # {"serving": …, "webhook_public_key": …} once it listens (stdout is a pipe: Popen's)
+        line = stdout.readline() if stdout is not None else ""
         if not line:
             raise DemoFailed(f"tessera serve exited {self.process.wait()}; see {self.log}")
         self.started = json.loads(line)
