@@ -35,6 +35,7 @@ LAZY_GROUPS: dict[str, tuple[str, str]] = {
     "officer": ("policies.cli", "officer_app"),
     "policy": ("policies.cli", "policy_app"),
     "api-client": ("coordinator.api.clients_cli", "clients_app"),
+    "webhook": ("coordinator.api.webhooks_cli", "webhook_app"),
 }
 
 
@@ -218,12 +219,50 @@ def serve(
         list[str] | None, typer.Option("--webhook", help="A webhook receiver URL (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    screening_url: Annotated[
+        str | None,
+        typer.Option("--screening-url", help="The external screen asked about each withdrawal."),
+    ] = None,
+    screening_key: Annotated[
+        str | None,
+        typer.Option(
+            "--screening-key",
+            help="The screen's Ed25519 public key: a file (PEM or base64url) or the base64url.",
+        ),
+    ] = None,
+    screening_timeout: Annotated[
+        float,
+        typer.Option("--screening-timeout", min=0.1, max=120, help="Seconds per screening."),
+    ] = 5.0,
+    screening_max_defer: Annotated[
+        float,
+        typer.Option(
+            "--screening-max-defer",
+            min=1,
+            max=30 * 86400,
+            help="Seconds a screen may defer a withdrawal before it is rejected.",
+        ),
+    ] = 3600.0,
 ) -> None:
     """The signer API (docs/api.md): withdrawals over HTTP with signed requests, and the
     workers that sign, broadcast, track and report them, until SIGINT/SIGTERM."""
     from coordinator.api.serve_cli import serve_command  # noqa: PLC0415 (start-up time)
 
-    serve_command(root, registry, host, port, tls_cert, tls_key, pool_depth, webhook or [], as_json)
+    serve_command(
+        root,
+        registry,
+        host,
+        port,
+        tls_cert,
+        tls_key,
+        pool_depth,
+        webhook or [],
+        as_json,
+        screening_url=screening_url,
+        screening_key=screening_key,
+        screening_timeout=screening_timeout,
+        screening_max_defer=screening_max_defer,
+    )
 
 
 #: Level of the coordinator's JSON logs on stderr (`signer/logs.py`).  WARNING by default: a

@@ -65,7 +65,7 @@ from enum import StrEnum
 from typing import Final, TypeVar
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from coordinator.addresses import AddressRefused, check_destination, checked_address
 from coordinator.errors import SigningFailed, SignRequestInvalid
@@ -126,6 +126,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+U = TypeVar("U")
+#: What a caller of `PayoutEngine.drive` writes in the transaction that stores the signed
+#: bytes: called with that session and the payout as it is being stored.
+Signed = Callable[[Session, PayoutRow], None]
 
 _AMOUNT: Final = re.compile(r"^(0|[1-9][0-9]{0,40})(\.[0-9]{1,36})?$")
 _PAYOUT_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -156,6 +160,14 @@ TOKEN_TRANSFER_GAS_BOUND: Final = 100_000
 #: for a token sweep: `<payout>:allowance:<n>`), refused in a caller's payout id, so a caller
 #: can never take or foresee one.
 _HELPER_MARKS: Final = (":allowance:", ":gas:")
+#: At most this many derived addresses are kept (`PayoutEngine._address`).
+_ADDRESS_CACHE: Final = 4096
+#: A request whose destination passed every check (`check`) is not checked again when it is
+#: stored (`submit`, `admitted`) within this many seconds under the same policy version: the
+#: signer API checks a withdrawal when it is submitted and stores its payout moments later.
+#: Past that (a withdrawal that waited for officers), or under another policy version, the
+#: checks run again.  The nodes decide the policy on their own either way.
+CHECK_REUSE_SECONDS: Final = 5.0
 #: At most this many helper transactions a payout waits for in one drive (for an allowance: a
 #: reset to zero, the total, and one more if the allowance moved meanwhile).
 _PREPARE_STEPS: Final = 3
@@ -311,6 +323,9 @@ class PayoutEngine:
         self.store = coordinator.store
         self.nonces = NonceManager(self.store)
         self._synced: set[tuple[int, str]] = set()
+        self._addresses: dict[tuple[bytes, tuple[int, ...]], str] = {}
+        #: payout id → (the request, the policy hash, when) of a destination check passed
+        self._passed: dict[str, tuple[PayoutRequest, str, float]] = {}
         self._prepare_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
         # one send at a time per account, so its signed transactions leave in nonce order
         self._send_locks: dict[tuple[int, str], asyncio.Lock] = {}
@@ -424,7 +439,7 @@ class PayoutEngine:
 
     def own_addresses(self) -> set[str]:
         """Tessera's own addresses: each wallet's (its key at the root path)."""
-        return {self.sender_of(w.name, ()) for w in self.store.wallets() if w.policy_wallet}
+        return {self._address(w.key_public, ()) for w in self.store.wallets() if w.policy_wallet}
 
     def _deposit_addresses(self, candidates: Iterable[str]) -> set[str]:
         """Which of `candidates` are deposit addresses (coordinator/deposits.py)."""
@@ -444,6 +459,14 @@ class PayoutEngine:
             policy = await self.coordinator.active_policy()
         except SigningFailed as exc:
             raise PayoutError(request.payout_id, exc.code, str(exc)) from exc
+        passed = self._passed.pop(request.payout_id, None)
+        if (
+            passed is not None
+            and passed[0] == request
+            and passed[1] == policy.policy_hash()
+            and time.monotonic() - passed[2] < CHECK_REUSE_SECONDS
+        ):
+            return  # these very checks passed moments ago, under this policy version
         tokens = [t.address for t in chain.tokens.values()]
         if request.legs is None:
             destinations = [("", request.destination)]
@@ -464,11 +487,29 @@ class PayoutEngine:
                 raise PayoutError(
                     request.payout_id, exc.code, prefix + exc.detail, exc.check
                 ) from exc
+        if len(self._passed) >= _ADDRESS_CACHE:
+            self._passed.clear()  # checks not followed by a submission: forgotten, simply
+        self._passed[request.payout_id] = (request, policy.policy_hash(), time.monotonic())
+
+    def forget_check(self, payout_id: str) -> None:
+        """Drop the passed check kept for `payout_id` (a dry run's: no payout will follow)."""
+        self._passed.pop(payout_id, None)
 
     def sender_of(self, wallet: str, path: tuple[int, ...]) -> str:
-        row = self.store.wallet(wallet)
-        key = codec.decode_key_public(row.key_public)
-        return address_of(derive(key.public_key, key.chain_code, path).public_key)
+        return self._address(self.store.wallet(wallet).key_public, path)
+
+    def _address(self, key_public: bytes, path: tuple[int, ...]) -> str:
+        """The address of the key at `path` below the wallet key `key_public`: a pure function
+        of the two (public BIP32 derivation), so it is kept per (key, path) — keyed by the
+        stored key itself, never by a wallet's name, so a new key version is derived anew."""
+        cached = self._addresses.get((key_public, path))
+        if cached is None:
+            key = codec.decode_key_public(key_public)
+            cached = address_of(derive(key.public_key, key.chain_code, path).public_key)
+            if len(self._addresses) >= _ADDRESS_CACHE:
+                self._addresses.clear()  # deposit paths are many: bounded, simply
+            self._addresses[(key_public, path)] = cached
+        return cached
 
     async def check(self, request: PayoutRequest) -> str:
         """Refuse (`PayoutError`) a request that cannot be paid — its id, chain, asset, amount,
@@ -511,24 +552,7 @@ class PayoutEngine:
         same request; another request under the same id is REQUEST_REUSED.  Everything about
         the request is checked first (`check`): a refused request stores nothing."""
         sender, existing = await self._checked(request)
-        now = time.time()
-        row = PayoutRow(
-            payout_id=request.payout_id,
-            wallet=request.wallet,
-            path=_path_text(request.path),
-            chain_id=request.chain_id,
-            sender=sender,
-            asset=request.asset,
-            destination=request.destination,
-            amount=request.amount,
-            fee_level=request.fee_level.value,
-            initiator=request.initiator,
-            state=PayoutState.ACCEPTED.value,
-            approvals=_approvals_text(request.approvals),
-            legs=None if request.legs is None else json.dumps([list(leg) for leg in request.legs]),
-            created_at=now,
-            updated_at=now,
-        )
+        row = self._accepted(request, sender)
         if existing is None:
             try:
                 with self.store.session() as session:
@@ -553,6 +577,35 @@ class PayoutEngine:
             return self._update(request.payout_id, approvals=row.approvals)
         return existing
 
+    async def admitted(self, request: PayoutRequest) -> PayoutRow | None:
+        """The payout `submit` would store for `request` (accepted), after the same checks,
+        for a caller that stores it in its own transaction (the signer API, with the
+        withdrawal's SIGNING); None when a payout is stored under its id already (`submit`
+        then compares the two)."""
+        sender, existing = await self._checked(request)
+        return None if existing is not None else self._accepted(request, sender)
+
+    @staticmethod
+    def _accepted(request: PayoutRequest, sender: str) -> PayoutRow:
+        now = time.time()
+        return PayoutRow(
+            payout_id=request.payout_id,
+            wallet=request.wallet,
+            path=_path_text(request.path),
+            chain_id=request.chain_id,
+            sender=sender,
+            asset=request.asset,
+            destination=request.destination,
+            amount=request.amount,
+            fee_level=request.fee_level.value,
+            initiator=request.initiator,
+            state=PayoutState.ACCEPTED.value,
+            approvals=_approvals_text(request.approvals),
+            legs=None if request.legs is None else json.dumps([list(leg) for leg in request.legs]),
+            created_at=now,
+            updated_at=now,
+        )
+
     def payout(self, payout_id: str) -> PayoutRow:
         with self.store.session() as session:
             row = session.get(PayoutRow, payout_id)
@@ -567,7 +620,9 @@ class PayoutEngine:
                 query = query.where(PayoutRow.state.in_([s.value for s in states]))  # type: ignore[attr-defined]
             return list(session.exec(query.order_by(PayoutRow.created_at)))  # type: ignore[arg-type]
 
-    def _update(self, payout_id: str, **values: object) -> PayoutRow:
+    def _update(self, payout_id: str, *, also: Signed | None = None, **values: object) -> PayoutRow:
+        """Write `values` into the payout; `also` adds the caller's own writes to the same
+        transaction."""
         with self.store.session() as session:
             row = session.get(PayoutRow, payout_id)
             if row is None:
@@ -576,6 +631,8 @@ class PayoutEngine:
                 setattr(row, name, value)
             row.updated_at = time.time()
             session.add(row)
+            if also is not None:
+                also(session, row)
             session.commit()
             return row
 
@@ -586,11 +643,18 @@ class PayoutEngine:
         return await self.drive(request.payout_id, request.approvals)
 
     async def drive(
-        self, payout_id: str, approvals: Sequence[Approval] = (), *, send: bool = True
+        self,
+        payout_id: str,
+        approvals: Sequence[Approval] = (),
+        *,
+        send: bool = True,
+        signed: Signed | None = None,
     ) -> PayoutRow:
         """Bring the payout to sent (or failed); with `send` False stop once it is signed, so
         that a caller can persist its own state before the transaction leaves (the signer
-        API's BROADCASTING)."""
+        API's BROADCASTING) — in the very transaction that stores the signed bytes when it
+        passes `signed` (called with that session and the payout, only if this drive signs
+        it)."""
         row = self.payout(payout_id)
         preparation = self._preparation(row) if row.state == PayoutState.ACCEPTED else None
         if preparation is not None:
@@ -602,12 +666,12 @@ class PayoutEngine:
                 if row.state == PayoutState.ACCEPTED:
                     row = await prepare(row)
                 if row.state == PayoutState.ACCEPTED:
-                    row = await self._reserve_and_sign(row, approvals)
+                    row = await self._reserve_and_sign(row, approvals, signed)
         elif row.state == PayoutState.ACCEPTED:
-            row = await self._reserve_and_sign(row, approvals)
+            row = await self._reserve_and_sign(row, approvals, signed)
         elif row.state == PayoutState.RESERVED:
             async with self.nonces.lock(row.chain_id, row.sender):
-                row = await self._sign(row, approvals)
+                row = await self._sign(row, approvals, signed)
         if row.state == PayoutState.SIGNED and send:
             failpoint("payout.after_sign")
             row = await self._send(row)
@@ -940,23 +1004,29 @@ class PayoutEngine:
             await self.nonces.sync(rpc, sender)
             self._synced.add((rpc.chain_id, sender))
 
-    async def _reserve_and_sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
+    async def _reserve_and_sign(
+        self, row: PayoutRow, approvals: Sequence[Approval], signed: Signed | None = None
+    ) -> PayoutRow:
         chain, rpc = self._chain(row.payout_id, row.chain_id)
         try:
             await self._ensure_synced(rpc, row.sender)
-            fees = await quote_fees(rpc, chain, FeeLevel(row.fee_level))
-            if row.kind == PayoutKind.SWEEP and row.asset == chain.native.symbol:
-                row = await self._swept_ether(row, rpc, chain, fees)
-                if row.state == PayoutState.FAILED:
-                    return row
-            call = self._row_call(row, chain)
-            if row.kind == PayoutKind.SWEEP and not call.data:
+            level = FeeLevel(row.fee_level)
+            if row.kind == PayoutKind.SWEEP:
+                fees = await quote_fees(rpc, chain, level)
+                if row.asset == chain.native.symbol:
+                    row = await self._swept_ether(row, rpc, chain, fees)
+                    if row.state == PayoutState.FAILED:
+                        return row
+                call = self._row_call(row, chain)
                 # to the wallet's own address: 21,000 exactly, which its amount left for gas
-                gas = intrinsic_gas(b"")
-            elif row.kind == PayoutKind.SWEEP:
-                gas = await self._sweep_gas(rpc, row, call)
+                gas = await self._sweep_gas(rpc, row, call) if call.data else intrinsic_gas(b"")
             else:
-                gas = await estimate_gas(rpc, row.sender, call.to, call.value, call.data)
+                # the fee quote and the gas estimate are independent reads: asked at once
+                call = self._row_call(row, chain)
+                fees, gas = await _both(
+                    quote_fees(rpc, chain, level),
+                    estimate_gas(rpc, row.sender, call.to, call.value, call.data),
+                )
         except TesseraError as exc:
             code = getattr(exc, "code", ErrorCode.INTERNAL)
             # nothing reserved yet: a refusal of the chain is final, its absence is not
@@ -987,7 +1057,7 @@ class PayoutEngine:
                 row.chain_id, row.sender, row.payout_id, payload_for, PayoutState.RESERVED.value
             )
             failpoint("payout.after_reserve")
-            return await self._sign(self.payout(row.payout_id), approvals)
+            return await self._sign(self.payout(row.payout_id), approvals, signed)
 
     async def _swept_ether(
         self, row: PayoutRow, rpc: ChainRpc, chain: Chain, fees: Fees
@@ -1013,8 +1083,11 @@ class PayoutEngine:
             ).all()
         return sorted(rows, key=lambda r: r.nonce if r.nonce is not None else -1)
 
-    async def _sign(self, row: PayoutRow, approvals: Sequence[Approval]) -> PayoutRow:
-        """Sign a reserved payout (the account's lock held); a refusal gives the nonce back."""
+    async def _sign(
+        self, row: PayoutRow, approvals: Sequence[Approval], signed: Signed | None = None
+    ) -> PayoutRow:
+        """Sign a reserved payout (the account's lock held); a refusal gives the nonce back.
+        `signed` writes the caller's own record of it with the signed bytes (`drive`)."""
         payload = _stored(row, row.payload, "payload")
         nonce = _stored(row, row.nonce, "nonce")
         if not approvals:
@@ -1034,7 +1107,9 @@ class PayoutEngine:
         transfer = decode_signing_payload(payload)
         raw = transfer.attach(outcome.signature)
         tx_hash = "0x" + transaction_hash(raw).hex()
-        return self._update(row.payout_id, raw=raw, tx_hash=tx_hash, state=PayoutState.SIGNED.value)
+        return self._update(
+            row.payout_id, also=signed, raw=raw, tx_hash=tx_hash, state=PayoutState.SIGNED.value
+        )
 
     async def _signature(
         self, row: PayoutRow, payload: bytes, approvals: Sequence[Approval]
@@ -1307,6 +1382,16 @@ class PayoutEngine:
             else:
                 out.append(await self.drive(row.payout_id))
         return out
+
+
+async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Await two independent reads at once; when either fails, the first one's error wins
+    (as when they were asked one after the other), and the other is still awaited."""
+    one, two = await asyncio.gather(first, second, return_exceptions=True)
+    for result in (one, two):
+        if isinstance(result, BaseException):
+            raise result
+    return one, two  # type: ignore[return-value]
 
 
 def _version(row: PayoutRow) -> dict[str, str]:

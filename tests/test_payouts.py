@@ -639,7 +639,7 @@ class Crash(BaseException):
 
 
 class CrashAfterReserving(PayoutEngine):
-    async def _sign(self, row: PayoutRow, approvals: Any) -> PayoutRow:
+    async def _sign(self, row: PayoutRow, approvals: Any, signed: Any = None) -> PayoutRow:
         raise Crash
 
 
@@ -1466,12 +1466,14 @@ class CrashBeforeTheNonce(PayoutEngine):
     """The process dying after a payout's helper (an approve, gas) was mined, just before the
     payout itself takes its nonce."""
 
-    async def _reserve_and_sign(self, row: PayoutRow, approvals: Any) -> PayoutRow:
+    async def _reserve_and_sign(
+        self, row: PayoutRow, approvals: Any, signed: Any = None
+    ) -> PayoutRow:
         if row.kind in (PayoutKind.PAYOUT, PayoutKind.SWEEP) and (
             row.legs is not None or row.kind == PayoutKind.SWEEP
         ):
             raise Crash
-        return await super()._reserve_and_sign(row, approvals)
+        return await super()._reserve_and_sign(row, approvals, signed)
 
 
 @pytest.mark.parametrize("what", ["token batch", "token sweep"])

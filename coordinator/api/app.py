@@ -29,17 +29,42 @@ from coordinator.api.auth import (
 from coordinator.api.auth import (
     Scope as ApiScope,
 )
+from coordinator.api.batch import submit_batch
+from coordinator.api.evaluate import evaluate_withdrawal
 from coordinator.api.lifecycle import Status
 from coordinator.api.models import (
     Accepted,
+    BatchAccepted,
+    BatchItemAccepted,
+    DepositAddressBatch,
+    DepositAddressesCreate,
     Health,
+    PolicyEvaluation,
     Readiness,
+    WalletBalances,
+    WalletInfo,
     Withdrawal,
+    WithdrawalBatchCreate,
     WithdrawalCreate,
     WithdrawalEvent,
     WithdrawalPage,
 )
 from coordinator.api.tables import IdempotencyRow
+from coordinator.api.wallets_view import WalletsView
+from coordinator.api.webhook_models import (
+    DELIVERY_CURSOR_PATTERN,
+    ENDPOINT_ID_PATTERN,
+    MAX_DELIVERY_PAGE,
+    DeliveryState,
+    WebhookDeliveryPage,
+    WebhookEndpoint,
+    WebhookEndpointCreate,
+    WebhookResend,
+    WebhookResent,
+    delivery_view,
+    endpoint_view,
+)
+from coordinator.api.webhooks import WebhookDispatcher, WebhookError
 from coordinator.api.withdrawals import (
     CURSOR_PATTERN,
     MAX_PAGE,
@@ -61,6 +86,7 @@ IDEMPOTENCY_SECONDS = 24 * 3600
 MAX_API_BODY = 64 * 1024
 
 WithdrawalIdPath = Annotated[str, Path(pattern=r"^wd_[0-9a-f]{32}$")]
+WalletNamePath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
 ]
@@ -104,6 +130,7 @@ def create_app(
     limiter: RateLimiter,
     *,
     readiness: Callable[[], Awaitable[Readiness]] | None = None,
+    webhooks: WebhookDispatcher | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="Tessera signer API",
@@ -362,6 +389,88 @@ def create_app(
         kept for the nodes, which verify it again themselves."""
         return view(await service.add_approval(None, withdrawal_id, document))
 
+    # --- batch, dry run, wallets ---------------------------------------------------------
+    wallets = WalletsView(service)
+
+    @app.post("/v1/withdrawals/batch", status_code=202, response_model=BatchAccepted)
+    async def create_withdrawal_batch(
+        body: WithdrawalBatchCreate,
+        principal: Creator,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        """Submit up to 100 withdrawals as one unit: every one is checked before any is
+        stored, and one wrong withdrawal refuses the batch (naming its index) with nothing
+        stored; 202 with each one's id and status, in the batch's order.  Idempotent per
+        withdrawal (`client_request_id`)."""
+        digest = hashlib.sha256(b"POST /v1/withdrawals/batch\n" + await request.body()).hexdigest()
+        if idempotency_key is not None:
+            earlier = remembered(principal, idempotency_key, digest)
+            if earlier is not None:
+                return earlier
+        submitted = await submit_batch(service, principal.client_id, body.withdrawals)
+        answer = BatchAccepted(
+            items=[
+                BatchItemAccepted(
+                    id=s.row.withdrawal_id,
+                    status=Status(s.row.status),
+                    client_request_id=s.row.client_request_id,
+                    replayed=s.replayed,
+                )
+                for s in submitted
+            ]
+        ).model_dump(mode="json")
+        if idempotency_key is not None:
+            remember(principal, idempotency_key, digest, 202, answer)
+        headers = {}
+        if all(s.replayed for s in submitted):
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(answer, status_code=202, headers=headers)
+
+    @app.post("/v1/policy/evaluate", response_model=PolicyEvaluation)
+    async def evaluate_policy(body: WithdrawalCreate, principal: Creator) -> PolicyEvaluation:
+        """The policy's dry run of a withdrawal (the body of `POST /v1/withdrawals`): the
+        decision, the rule, the reasons and the approvals it needs — nothing stored, no
+        nonce, no presignature, the `client_request_id` still free."""
+        return await evaluate_withdrawal(service, principal.client_id, body)
+
+    @app.get("/v1/wallets", response_model=list[WalletInfo])
+    async def list_wallets(principal: Reader) -> list[WalletInfo]:
+        """The policy wallets: each one's own address and the chains it sends on."""
+        return await wallets.wallets()
+
+    @app.get("/v1/wallets/{name}", response_model=WalletInfo)
+    async def get_wallet(name: WalletNamePath, principal: Reader) -> WalletInfo:
+        return await wallets.wallet(name)
+
+    @app.get("/v1/wallets/{name}/balances", response_model=WalletBalances)
+    async def wallet_balances(name: WalletNamePath, principal: Reader) -> WalletBalances:
+        """The wallet's own address's balance of every registered asset of each of its
+        chains, read from the chains now (decimal text)."""
+        return await wallets.balances(name)
+
+    @app.post("/v1/wallets/{name}/deposit-addresses", response_model=DepositAddressBatch)
+    async def create_deposit_addresses(
+        name: WalletNamePath,
+        body: DepositAddressesCreate,
+        principal: Creator,
+        request: Request,
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response:
+        """Derive deposit addresses of the wallet (no node is asked); a label (customer
+        reference) asked again gets its address again."""
+        digest = hashlib.sha256(
+            b"POST /v1/wallets/deposit-addresses\n" + name.encode() + b"\n" + await request.body()
+        ).hexdigest()
+        if idempotency_key is not None:
+            earlier = remembered(principal, idempotency_key, digest)
+            if earlier is not None:
+                return earlier
+        answer = (await wallets.deposit_addresses(name, body)).model_dump(mode="json")
+        if idempotency_key is not None:
+            remember(principal, idempotency_key, digest, 200, answer)
+        return JSONResponse(answer)
+
     # --- operations ------------------------------------------------------------------------
     @app.get("/v1/healthz", response_model=Health)
     async def healthz() -> Health:
@@ -386,5 +495,115 @@ def create_app(
     )
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE)
+
+    # --- webhook administration (admin) ----------------------------------------------------
+    Admin = Annotated[Principal, Depends(authorised(ApiScope.ADMIN))]
+    EndpointIdPath = Annotated[str, Path(pattern=ENDPOINT_ID_PATTERN)]
+
+    @app.exception_handler(WebhookError)
+    async def webhook_error(request: Request, exc: WebhookError) -> Response:
+        return _problem(request, exc.code, exc.detail)
+
+    def dispatcher() -> WebhookDispatcher:
+        if webhooks is None:
+            raise WebhookError(ErrorCode.NOT_FOUND, "this service has no webhook dispatcher")
+        return webhooks
+
+    def endpoint_views(only: str | None = None) -> list[WebhookEndpoint]:
+        hooks = dispatcher()
+        counts = hooks.delivery_counts()
+        return [
+            endpoint_view(
+                e,
+                counts.get(e.endpoint_id, {}).get(DeliveryState.PENDING.value, 0),
+                counts.get(e.endpoint_id, {}).get(DeliveryState.DEAD.value, 0),
+            )
+            for e in hooks.endpoints(include_disabled=True)
+            if only is None or e.endpoint_id == only
+        ]
+
+    @app.get("/v1/webhooks/endpoints", response_model=list[WebhookEndpoint])
+    async def list_webhook_endpoints(principal: Admin) -> list[WebhookEndpoint]:
+        """Every webhook endpoint, disabled ones too, oldest first, with its counter and how
+        many of its deliveries are pending and dead."""
+        return endpoint_views()
+
+    @app.post(
+        "/v1/webhooks/endpoints",
+        status_code=201,
+        response_model=WebhookEndpoint,
+        responses={200: {"model": WebhookEndpoint, "description": "the URL's endpoint already"}},
+    )
+    async def add_webhook_endpoint(body: WebhookEndpointCreate, principal: Admin) -> Response:
+        """Add a receiver (201): it gets the events created from now on, numbered from 1.  A
+        URL that has an endpoint already gets that one back (200, `Idempotent-Replayed`), so
+        a retried request adds none twice; a disabled one stays disabled."""
+        hooks = dispatcher()
+        existing = [e for e in hooks.endpoints(include_disabled=True) if e.url == body.url]
+        if existing:
+            answer = endpoint_views(existing[0].endpoint_id)[0]
+            return JSONResponse(
+                answer.model_dump(mode="json"), headers={"Idempotent-Replayed": "true"}
+            )
+        made = hooks.add_endpoint(body.url)
+        answer = endpoint_view(made, 0, 0)
+        return JSONResponse(answer.model_dump(mode="json"), status_code=201)
+
+    @app.post("/v1/webhooks/endpoints/{endpoint_id}/disable", response_model=WebhookEndpoint)
+    async def disable_webhook_endpoint(
+        endpoint_id: EndpointIdPath, principal: Admin
+    ) -> WebhookEndpoint:
+        """Stop fanning out and delivering to the endpoint; its deliveries stay, pending ones
+        wait.  Idempotent."""
+        dispatcher().disable_endpoint(endpoint_id)
+        return endpoint_views(endpoint_id)[0]
+
+    @app.post("/v1/webhooks/endpoints/{endpoint_id}/enable", response_model=WebhookEndpoint)
+    async def enable_webhook_endpoint(
+        endpoint_id: EndpointIdPath, principal: Admin
+    ) -> WebhookEndpoint:
+        """Deliver to the endpoint again, from where it stopped: the events of the time it was
+        disabled too, numbered on without a gap.  Idempotent."""
+        dispatcher().enable_endpoint(endpoint_id)
+        return endpoint_views(endpoint_id)[0]
+
+    @app.get("/v1/webhooks/deliveries", response_model=WebhookDeliveryPage)
+    async def list_webhook_deliveries(
+        principal: Admin,
+        status: Annotated[DeliveryState | None, Query()] = None,
+        endpoint_id: Annotated[str | None, Query(pattern=ENDPOINT_ID_PATTERN)] = None,
+        cursor: Annotated[str | None, Query(pattern=DELIVERY_CURSOR_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_DELIVERY_PAGE)] = 100,
+    ) -> WebhookDeliveryPage:
+        """Deliveries by (endpoint, sequence): `status=dead` lists the dead letters (a
+        delivery given up on after its last attempt; resend its event)."""
+        after = None
+        if cursor is not None:
+            last_endpoint, _, last_sequence = cursor.partition(":")
+            after = (last_endpoint, int(last_sequence))
+        rows = dispatcher().deliveries(
+            endpoint_id,
+            None if status is None else status.value,
+            after=after,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = f"{rows[-1].endpoint_id}:{rows[-1].sequence}" if more and rows else None
+        return WebhookDeliveryPage(items=[delivery_view(r) for r in rows], next_cursor=next_cursor)
+
+    @app.post("/v1/webhooks/resend", response_model=WebhookResent)
+    async def resend_webhooks(body: WebhookResend, principal: Admin) -> WebhookResent:
+        """Deliver events again to every enabled endpoint — one event, every event of a
+        withdrawal, or every event carrying a transaction hash — as new deliveries (new
+        sequence numbers, the same `event_id`s).  404 when nothing matches."""
+        hooks = dispatcher()
+        if body.event_id is not None:
+            made = hooks.resend_event(body.event_id)
+        elif body.withdrawal_id is not None:
+            made = hooks.resend_withdrawal(body.withdrawal_id)
+        else:
+            made = hooks.resend_tx_hash(body.tx_hash or "")
+        return WebhookResent(deliveries=made)
 
     return app

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
@@ -31,7 +31,18 @@ from tenacity import (
 )
 
 from coordinator.api.auth import sign_request
-from coordinator.api.models import Accepted, Withdrawal, WithdrawalCreate, WithdrawalPage
+from coordinator.api.models import (
+    Accepted,
+    BatchAccepted,
+    DepositAddressBatch,
+    PolicyEvaluation,
+    WalletBalances,
+    WalletInfo,
+    Withdrawal,
+    WithdrawalCreate,
+    WithdrawalPage,
+)
+from coordinator.api.webhook_models import WebhookDeliveryPage, WebhookEndpoint, WebhookResent
 from coordinator.api.webhooks import verify_webhook
 from signer.errors import TesseraError
 from signer.problems import Problem
@@ -77,6 +88,28 @@ def _code_of(status: int) -> Any:
     return {401: ErrorCode.UNAUTHORIZED, 404: ErrorCode.NOT_FOUND, 429: ErrorCode.RATE_LIMITED}.get(
         status, ErrorCode.INTERNAL if status >= 500 else ErrorCode.BAD_REQUEST
     )
+
+
+def _batch_body(withdrawals: Sequence[WithdrawalCreate]) -> dict[str, Any]:
+    return {"withdrawals": [w.model_dump(mode="json") for w in withdrawals]}
+
+
+def _deposit_body(chain_id: int, count: int | None, labels: Sequence[str] | None) -> dict[str, Any]:
+    """The body of a deposit-address request: `count` defaults to the number of labels."""
+    if count is None:
+        count = 1 if labels is None else len(labels)
+    body: dict[str, Any] = {"chain_id": chain_id, "count": count}
+    if labels is not None:
+        body["labels"] = list(labels)
+    return body
+
+
+def _resend_body(
+    event_id: int | None, withdrawal_id: str | None, tx_hash: str | None
+) -> dict[str, Any]:
+    """The body of a webhook resend: the one key given (the service refuses none or more)."""
+    chosen = {"event_id": event_id, "withdrawal_id": withdrawal_id, "tx_hash": tx_hash}
+    return {k: v for k, v in chosen.items() if v is not None}
 
 
 class _Signed:
@@ -193,6 +226,56 @@ class TesseraClient(_Signed):
     def pending_approvals(self) -> list[Withdrawal]:
         return [Withdrawal.model_validate(w) for w in self.request("GET", "/v1/approvals")]
 
+    def submit_batch(
+        self, withdrawals: Sequence[WithdrawalCreate], *, idempotency_key: str | None = None
+    ) -> BatchAccepted:
+        """Submit withdrawals as one unit (all stored, or none); retried like a single
+        submission, with the same `client_request_id`s."""
+        extra = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        body = _batch_body(withdrawals)
+        return BatchAccepted.model_validate(
+            self.request("POST", "/v1/withdrawals/batch", body=body, headers=extra, retry=True)
+        )
+
+    def evaluate(self, withdrawal: WithdrawalCreate) -> PolicyEvaluation:
+        """The policy's dry run of `withdrawal`: nothing is stored."""
+        body = withdrawal.model_dump(mode="json")
+        return PolicyEvaluation.model_validate(
+            self.request("POST", "/v1/policy/evaluate", body=body, retry=True)
+        )
+
+    def wallets(self) -> list[WalletInfo]:
+        return [WalletInfo.model_validate(w) for w in self.request("GET", "/v1/wallets")]
+
+    def wallet(self, name: str) -> WalletInfo:
+        return WalletInfo.model_validate(self.request("GET", f"/v1/wallets/{name}"))
+
+    def balances(self, name: str) -> WalletBalances:
+        return WalletBalances.model_validate(self.request("GET", f"/v1/wallets/{name}/balances"))
+
+    def deposit_addresses(
+        self,
+        name: str,
+        chain_id: int,
+        count: int | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> DepositAddressBatch:
+        """Deposit addresses of wallet `name`: one per label (retried: a label gets its
+        address again), or `count` fresh ones (retried only with an `idempotency_key`)."""
+        extra = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        body = _deposit_body(chain_id, count, labels)
+        return DepositAddressBatch.model_validate(
+            self.request(
+                "POST",
+                f"/v1/wallets/{name}/deposit-addresses",
+                body=body,
+                headers=extra,
+                retry=labels is not None or idempotency_key is not None,
+            )
+        )
+
     def wait(
         self, withdrawal_id: str, *, timeout: float = 120.0, poll: float = 0.1, until: Any = None
     ) -> Withdrawal:
@@ -205,6 +288,54 @@ class TesseraClient(_Signed):
             if time.monotonic() > deadline:
                 return current
             time.sleep(poll)
+
+    # --- webhook administration (admin) ---------------------------------------------------
+    def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        return [
+            WebhookEndpoint.model_validate(e) for e in self.request("GET", "/v1/webhooks/endpoints")
+        ]
+
+    def add_webhook_endpoint(self, url: str) -> WebhookEndpoint:
+        """Add a receiver (retried: a URL with an endpoint already gets that one back)."""
+        return WebhookEndpoint.model_validate(
+            self.request("POST", "/v1/webhooks/endpoints", body={"url": url}, retry=True)
+        )
+
+    def disable_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        return WebhookEndpoint.model_validate(
+            self.request("POST", f"/v1/webhooks/endpoints/{endpoint_id}/disable", retry=True)
+        )
+
+    def enable_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        return WebhookEndpoint.model_validate(
+            self.request("POST", f"/v1/webhooks/endpoints/{endpoint_id}/enable", retry=True)
+        )
+
+    def webhook_deliveries(
+        self,
+        status: str | None = None,
+        *,
+        endpoint_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> WebhookDeliveryPage:
+        """A page of deliveries (`status="dead"`: the dead letters)."""
+        params = {"status": status, "endpoint_id": endpoint_id, "cursor": cursor, "limit": limit}
+        return WebhookDeliveryPage.model_validate(
+            self.request("GET", "/v1/webhooks/deliveries", params=params)
+        )
+
+    def resend_webhooks(
+        self,
+        *,
+        event_id: int | None = None,
+        withdrawal_id: str | None = None,
+        tx_hash: str | None = None,
+    ) -> WebhookResent:
+        """Deliver again (exactly one of an event, a withdrawal's events, a transaction's);
+        not retried: each call makes new deliveries."""
+        body = _resend_body(event_id, withdrawal_id, tx_hash)
+        return WebhookResent.model_validate(self.request("POST", "/v1/webhooks/resend", body=body))
 
 
 class AsyncTesseraClient(_Signed):
@@ -280,6 +411,55 @@ class AsyncTesseraClient(_Signed):
             await self.request("POST", f"/v1/withdrawals/{withdrawal_id}/cancel")
         )
 
+    async def submit_batch(
+        self, withdrawals: Sequence[WithdrawalCreate], *, idempotency_key: str | None = None
+    ) -> BatchAccepted:
+        extra = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        body = _batch_body(withdrawals)
+        return BatchAccepted.model_validate(
+            await self.request(
+                "POST", "/v1/withdrawals/batch", body=body, headers=extra, retry=True
+            )
+        )
+
+    async def evaluate(self, withdrawal: WithdrawalCreate) -> PolicyEvaluation:
+        body = withdrawal.model_dump(mode="json")
+        return PolicyEvaluation.model_validate(
+            await self.request("POST", "/v1/policy/evaluate", body=body, retry=True)
+        )
+
+    async def wallets(self) -> list[WalletInfo]:
+        return [WalletInfo.model_validate(w) for w in await self.request("GET", "/v1/wallets")]
+
+    async def wallet(self, name: str) -> WalletInfo:
+        return WalletInfo.model_validate(await self.request("GET", f"/v1/wallets/{name}"))
+
+    async def balances(self, name: str) -> WalletBalances:
+        return WalletBalances.model_validate(
+            await self.request("GET", f"/v1/wallets/{name}/balances")
+        )
+
+    async def deposit_addresses(
+        self,
+        name: str,
+        chain_id: int,
+        count: int | None = None,
+        *,
+        labels: Sequence[str] | None = None,
+        idempotency_key: str | None = None,
+    ) -> DepositAddressBatch:
+        extra = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+        body = _deposit_body(chain_id, count, labels)
+        return DepositAddressBatch.model_validate(
+            await self.request(
+                "POST",
+                f"/v1/wallets/{name}/deposit-addresses",
+                body=body,
+                headers=extra,
+                retry=labels is not None or idempotency_key is not None,
+            )
+        )
+
     async def wait(
         self, withdrawal_id: str, *, timeout: float = 120.0, poll: float = 0.1, until: Any = None
     ) -> Withdrawal:
@@ -293,3 +473,52 @@ class AsyncTesseraClient(_Signed):
             if time.monotonic() > deadline:
                 return current
             await asyncio.sleep(poll)
+
+    # --- webhook administration (admin) ---------------------------------------------------
+    async def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        answer = await self.request("GET", "/v1/webhooks/endpoints")
+        return [WebhookEndpoint.model_validate(e) for e in answer]
+
+    async def add_webhook_endpoint(self, url: str) -> WebhookEndpoint:
+        """Add a receiver (retried: a URL with an endpoint already gets that one back)."""
+        return WebhookEndpoint.model_validate(
+            await self.request("POST", "/v1/webhooks/endpoints", body={"url": url}, retry=True)
+        )
+
+    async def disable_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        return WebhookEndpoint.model_validate(
+            await self.request("POST", f"/v1/webhooks/endpoints/{endpoint_id}/disable", retry=True)
+        )
+
+    async def enable_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        return WebhookEndpoint.model_validate(
+            await self.request("POST", f"/v1/webhooks/endpoints/{endpoint_id}/enable", retry=True)
+        )
+
+    async def webhook_deliveries(
+        self,
+        status: str | None = None,
+        *,
+        endpoint_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> WebhookDeliveryPage:
+        """A page of deliveries (`status="dead"`: the dead letters)."""
+        params = {"status": status, "endpoint_id": endpoint_id, "cursor": cursor, "limit": limit}
+        return WebhookDeliveryPage.model_validate(
+            await self.request("GET", "/v1/webhooks/deliveries", params=params)
+        )
+
+    async def resend_webhooks(
+        self,
+        *,
+        event_id: int | None = None,
+        withdrawal_id: str | None = None,
+        tx_hash: str | None = None,
+    ) -> WebhookResent:
+        """Deliver again (exactly one of an event, a withdrawal's events, a transaction's);
+        not retried: each call makes new deliveries."""
+        body = _resend_body(event_id, withdrawal_id, tx_hash)
+        return WebhookResent.model_validate(
+            await self.request("POST", "/v1/webhooks/resend", body=body)
+        )

@@ -83,6 +83,8 @@ class SubStatus(StrEnum):
 
     RECEIVED = "received"
     SCREENING_POLICY = "screening_policy"
+    SCREENING_EXTERNAL = "screening_external"  # asking the external screen (persisted first)
+    SCREENING_DEFERRED = "screening_deferred"  # the external screen deferred: asked again later
     AWAITING_APPROVALS = "awaiting_approvals"
     READY = "ready"
     SIGNING_BY_NODES = "signing_by_nodes"

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from coordinator.api.app import create_app
 from coordinator.api.auth import Authenticator, RateLimiter
 from coordinator.api.models import Readiness
+from coordinator.api.screening import Screener, ScreeningError, check_url, load_screen_key
 from coordinator.api.webhooks import WebhookDispatcher, load_or_create_signing_key
 from coordinator.api.withdrawals import WithdrawalService
 from coordinator.cluster import LocalCluster
@@ -32,6 +34,8 @@ log = logging.getLogger("tessera.api")
 
 #: The service's webhook signing key, next to the cluster's coordinator database.
 WEBHOOK_KEY_FILE = "webhook-signing.pem"
+#: The key the service signs its screening requests with (`coordinator.api.screening`).
+SCREENING_KEY_FILE = "screening-signing.pem"
 
 
 class _Server(uvicorn.Server):
@@ -55,6 +59,12 @@ class ServeOptions:
     pool_depth: int = 8
     initiator: str = "withdrawal-service"
     webhook_urls: list[str] = field(default_factory=list)
+    #: the external screen (docs/api.md, "Screening"): its URL and Ed25519 public key (a file
+    #: or its base64url text), each withdrawal's screening deadline and the longest deferral
+    screening_url: str | None = None
+    screening_key: str | Ed25519PublicKey | None = None
+    screening_timeout: float = 5.0
+    screening_max_defer: float = 3600.0
 
 
 @dataclass
@@ -68,8 +78,11 @@ class Service:
     webhooks: WebhookDispatcher
     rpcs: dict[int, ChainRpc]
     server: uvicorn.Server
+    screener: Screener | None = None
 
     async def aclose(self) -> None:
+        if self.screener is not None:
+            await self.screener.aclose()
         await self.coordinator.aclose()
         for rpc in self.rpcs.values():
             await rpc.aclose()
@@ -82,7 +95,10 @@ def build(cluster: LocalCluster, registry: ChainRegistry, options: ServeOptions)
     }
     coordinator = cluster.coordinator()
     engine = PayoutEngine(coordinator, registry, rpcs)
-    withdrawals = WithdrawalService(coordinator.store, engine, initiator=options.initiator)
+    screener = screener_of(root, options)
+    withdrawals = WithdrawalService(
+        coordinator.store, engine, initiator=options.initiator, screener=screener
+    )
     authenticator = Authenticator(coordinator.store)
     webhooks = WebhookDispatcher(
         coordinator.store, load_or_create_signing_key(root / WEBHOOK_KEY_FILE)
@@ -112,7 +128,9 @@ def build(cluster: LocalCluster, registry: ChainRegistry, options: ServeOptions)
             chains=chains,
         )
 
-    app = create_app(withdrawals, authenticator, RateLimiter(), readiness=readiness)
+    app = create_app(
+        withdrawals, authenticator, RateLimiter(), readiness=readiness, webhooks=webhooks
+    )
     config = uvicorn.Config(
         app,
         host=options.host,
@@ -124,7 +142,25 @@ def build(cluster: LocalCluster, registry: ChainRegistry, options: ServeOptions)
         lifespan="off",
     )
     return Service(
-        coordinator, engine, withdrawals, authenticator, webhooks, rpcs, _Server(config)
+        coordinator, engine, withdrawals, authenticator, webhooks, rpcs, _Server(config), screener
+    )
+
+
+def screener_of(root: Path, options: ServeOptions) -> Screener | None:
+    """The external screen of `options` (None when no URL is configured), signing with the
+    service's screening key in `root` (made on first use)."""
+    if options.screening_url is None:
+        return None
+    check_url(options.screening_url)
+    if options.screening_key is None:
+        raise ScreeningError("a screening URL needs the screen's public key (--screening-key)")
+    key = options.screening_key
+    return Screener(
+        options.screening_url,
+        key if isinstance(key, Ed25519PublicKey) else load_screen_key(key),
+        load_or_create_signing_key(root / SCREENING_KEY_FILE),
+        timeout=options.screening_timeout,
+        max_defer=options.screening_max_defer,
     )
 
 

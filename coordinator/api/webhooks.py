@@ -26,6 +26,9 @@ Guarantees:
   sequence and asks for a resend.
 * **Resend** by event id, withdrawal id or chain transaction hash: new deliveries with new
   sequence numbers, same event ids, to every enabled endpoint.
+* **Administered** over the API (`/v1/webhooks/…`, scope admin; `tessera webhook …`): endpoints
+  added, disabled and enabled again (`enable_endpoint`: numbering goes on, and the events of
+  the disabled time are fanned out too, so no gap), dead letters listed, resends.
 * **Nothing of the receiver's is kept or followed.**  Only a 2xx status counts: a redirect is a
   failure (a signed body never goes to another host than configured), at most 64 KiB of a
   response is read and dropped, and `last_error` holds the status code or the exception's
@@ -243,8 +246,32 @@ def signed_headers(
         ID_HEADER: f"{endpoint_id}:{sequence}",
         SEQUENCE_HEADER: str(sequence),
         TIMESTAMP_HEADER: stamp,
-        SIGNATURE_HEADER: _b64(key.sign(stamp.encode() + b"." + body)),
+        SIGNATURE_HEADER: sign_stamped(key, stamp, body),
     }
+
+
+def sign_stamped(key: Ed25519PrivateKey, timestamp: str, body: bytes) -> str:
+    """Unpadded base64url Ed25519 signature of ``timestamp + "." + body``: the signed text of a
+    webhook delivery and of a screening request and answer (`coordinator.api.screening`)."""
+    return _b64(key.sign(timestamp.encode() + b"." + body))
+
+
+def stamped_signature_ok(
+    public_key: Ed25519PublicKey, timestamp: str, body: bytes, signature: str
+) -> bool:
+    """Whether `signature` (unpadded base64url) is `public_key`'s over ``timestamp + "." +
+    body``; anything malformed is simply False."""
+    try:
+        public_key.verify(_unb64(signature), timestamp.encode() + b"." + body)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def parse_public_key(public_key: str | Ed25519PublicKey) -> Ed25519PublicKey:
+    """An Ed25519 public key from its unpadded base64url text (`public_key_text`); raises
+    `WebhookVerificationError` (check ``public_key``) for anything else."""
+    return _public_key(public_key)
 
 
 def _public_key(public_key: str | Ed25519PublicKey) -> Ed25519PublicKey:
@@ -285,10 +312,8 @@ def verify_webhook(
     stamp = values[TIMESTAMP_HEADER]
     if not _DIGITS.fullmatch(stamp):
         raise WebhookVerificationError("timestamp", "the timestamp is not integer Unix seconds")
-    try:
-        key.verify(_unb64(values[SIGNATURE_HEADER]), stamp.encode() + b"." + body)
-    except (InvalidSignature, ValueError):
-        raise WebhookVerificationError("signature", "the signature does not verify") from None
+    if not stamped_signature_ok(key, stamp, body, values[SIGNATURE_HEADER]):
+        raise WebhookVerificationError("signature", "the signature does not verify")
     # after the signature: the timestamp is then the service's own, so an old one is a replay
     at = time.time() if now is None else now
     if abs(at - int(stamp)) > tolerance:
@@ -428,10 +453,33 @@ class WebhookDispatcher:
                 session.commit()
         return row
 
+    def enable_endpoint(self, endpoint_id: str) -> WebhookEndpointRow:
+        """Deliver to a disabled endpoint again: its numbering goes on from its counter and the
+        next fan-out gives it every event above its high-water mark — those created while it
+        was disabled too — so it resumes without a gap.  Enabling an enabled endpoint does
+        nothing.  NOT_FOUND for an unknown id."""
+        with self.store.session() as session:
+            row = session.get(WebhookEndpointRow, endpoint_id)
+            if row is None:
+                raise WebhookError(ErrorCode.NOT_FOUND, f"no webhook endpoint {endpoint_id[:40]}")
+            if row.disabled_at is not None:
+                row.disabled_at = None
+                session.add(row)
+                session.commit()
+                session.refresh(row)
+        log_event(log, "webhook.endpoint_enabled", route=endpoint_id[:40])
+        return row
+
     def deliveries(
-        self, endpoint_id: str | None = None, state: str | None = None
+        self,
+        endpoint_id: str | None = None,
+        state: str | None = None,
+        *,
+        after: tuple[str, int] | None = None,
+        limit: int | None = None,
     ) -> list[WebhookDeliveryRow]:
-        """Deliveries by (endpoint, sequence), optionally of one endpoint and/or one state."""
+        """Deliveries by (endpoint, sequence), optionally of one endpoint and/or one state;
+        `after` (endpoint id, sequence) and `limit` page through them."""
         if state is not None and state not in STATES:
             raise WebhookError(ErrorCode.VALIDATION, f"a delivery state is one of {sorted(STATES)}")
         query = select(WebhookDeliveryRow)
@@ -439,9 +487,32 @@ class WebhookDispatcher:
             query = query.where(WebhookDeliveryRow.endpoint_id == endpoint_id)
         if state is not None:
             query = query.where(WebhookDeliveryRow.state == state)
+        if after is not None:
+            last_endpoint, last_sequence = after
+            query = query.where(
+                (col(WebhookDeliveryRow.endpoint_id) > last_endpoint)
+                | (
+                    (col(WebhookDeliveryRow.endpoint_id) == last_endpoint)
+                    & (col(WebhookDeliveryRow.sequence) > last_sequence)
+                )
+            )
         order = (col(WebhookDeliveryRow.endpoint_id), col(WebhookDeliveryRow.sequence))
+        query = query.order_by(*order)
+        if limit is not None:
+            query = query.limit(limit)
         with self.store.session() as session:
-            return list(session.exec(query.order_by(*order)))
+            return list(session.exec(query))
+
+    def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """Endpoint id → delivery state → how many of its deliveries are in it."""
+        query = select(
+            WebhookDeliveryRow.endpoint_id, WebhookDeliveryRow.state, func.count()
+        ).group_by(col(WebhookDeliveryRow.endpoint_id), col(WebhookDeliveryRow.state))
+        counts: dict[str, dict[str, int]] = {}
+        with self.store.session() as session:
+            for endpoint_id, state, count in session.exec(query):
+                counts.setdefault(endpoint_id, {})[state] = int(count)
+        return counts
 
     # --- numbering -----------------------------------------------------------------------------
     def _append(

@@ -6,6 +6,8 @@ service's workers, one status at a time (`coordinator.api.lifecycle`).  Rules:
 * Every transition is one conditional UPDATE on the status it leaves plus its event row, in one
   transaction: two workers (or a worker and a client's cancel) never both move a withdrawal,
   and no status is ever entered without its event (the audit record and the webhook source).
+  Steps that follow one another with no side effect between them (SCREENING, the dry run's
+  QUEUED, SIGNING with its payout) share one transaction, each with its own event row.
 * A status is persisted *before* its side effect: SIGNING before the nodes are asked,
   BROADCASTING before the signed bytes leave.  The payout engine under it is idempotent per
   payout id (= withdrawal id), so a crash at any point is repaired by advancing again: the
@@ -20,23 +22,26 @@ service's workers, one status at a time (`coordinator.api.lifecycle`).  Rules:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
 import math
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, SQLModel, col, select
 
 from coordinator.api.lifecycle import CANCELLABLE, RANK, TERMINAL, Status, SubStatus, allowed
 from coordinator.api.models import Withdrawal, WithdrawalCreate
+from coordinator.api.screening import Screener
 from coordinator.api.tables import WithdrawalEventRow, WithdrawalRow
 from coordinator.fees import FeeLevel
 from coordinator.payouts import (
@@ -67,6 +72,12 @@ _NODE_DECISIONS: Final = FINAL_REFUSALS
 CURSOR_PATTERN: Final = r"^[0-9]{1,12}(\.[0-9]{1,20})?~wd_[0-9a-f]{32}$"
 #: A page of a listing holds at most this many withdrawals.
 MAX_PAGE: Final = 200
+#: The statuses `advance` takes to SIGNING (or to where they stop) in one transaction.
+_BEFORE_SIGNING: Final = frozenset(
+    {Status.SUBMITTED, Status.SCREENING, Status.PENDING_APPROVAL, Status.QUEUED}
+)
+#: The statuses the screen and the policy's dry run decide from.
+_SCREENED: Final = frozenset({Status.SCREENING, Status.PENDING_APPROVAL})
 
 
 class WithdrawalError(TesseraError):
@@ -78,6 +89,28 @@ class WithdrawalError(TesseraError):
         self.detail = detail
         self.check = check
         super().__init__(detail)
+
+
+@dataclass
+class _Together:
+    """Transitions of one withdrawal made back to back by one task, written in one
+    transaction (`WithdrawalService._together`): each still with its own event row."""
+
+    service: WithdrawalService
+    #: the withdrawal as read: the status the one conditional UPDATE leaves
+    first: WithdrawalRow
+    #: each step's row as it is after the step, with the step's time
+    steps: list[tuple[WithdrawalRow, float, dict[str, Any]]] = field(default_factory=list)
+    #: rows stored in the same transaction (the payout of a SIGNING)
+    rows: list[SQLModel] = field(default_factory=list)
+    #: the withdrawal as written; None if it had moved meanwhile (set on leaving)
+    result: WithdrawalRow | None = None
+
+
+#: The transitions being put together by the current task, if any.
+_TOGETHER: contextvars.ContextVar[_Together | None] = contextvars.ContextVar(
+    "tessera_withdrawal_steps", default=None
+)
 
 
 @dataclass(frozen=True)
@@ -144,9 +177,12 @@ class WithdrawalService:
         retry_delay: float = 0.5,
         max_retry_delay: float = 30.0,
         clock: Callable[[], float] = time.time,
+        screener: Screener | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
+        #: the external screen, asked after the sanctions list (`coordinator.api.screening`)
+        self.screener = screener
         self.initiator = initiator
         self.concurrency = concurrency
         self.poll = poll
@@ -314,7 +350,8 @@ class WithdrawalService:
         self, row: WithdrawalRow, to: Status, sub: SubStatus, **fields: Any
     ) -> WithdrawalRow | None:
         """Move `row` from the status it was read in to `to`, with its event, in one
-        transaction; None if it had moved meanwhile (another worker, a cancel)."""
+        transaction; None if it had moved meanwhile (another worker, a cancel).  Inside
+        `_together` the step is only put with the others (the row after it is returned)."""
         old = Status(row.status)
         if old != to and not allowed(old, to):
             raise WithdrawalError(
@@ -324,26 +361,104 @@ class WithdrawalService:
             return row
         now = self.clock()
         values = {"status": to.value, "sub_status": sub.value, "updated_at": now, **fields}
+        together = _TOGETHER.get()
+        if (
+            together is not None
+            and together.service is self
+            and together.first.withdrawal_id == row.withdrawal_id
+        ):
+            after = WithdrawalRow(**{**row.model_dump(), **values})
+            together.steps.append((after, now, values))
+            return after
         with self.store.session() as session:
-            done = session.execute(
-                update(WithdrawalRow)
-                .where(col(WithdrawalRow.withdrawal_id) == row.withdrawal_id)
-                .where(col(WithdrawalRow.status) == old.value)
-                .where(col(WithdrawalRow.sub_status) == row.sub_status)
-                .values(**values)
-            )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
+            moved = self._moved_in(session, row, values, now)
+            if moved is None:
                 session.rollback()
                 return None
-            moved = session.get(WithdrawalRow, row.withdrawal_id, populate_existing=True)
-            if moved is None:  # deleted under us: never by this service
-                raise WithdrawalError(ErrorCode.CORRUPT, "moved vanished during the update")
-            session.add(self._event(moved, now))
             session.commit()
         log_event(log, "withdrawal.status", withdrawal=row.withdrawal_id, status=to.value)
         if to in (Status.SIGNING, Status.BROADCASTING):
             failpoint(f"withdrawal.{to.value}")  # stored, its side effect not yet done
         return moved
+
+    def _moved_in(
+        self, session: Session, row: WithdrawalRow, values: dict[str, Any], now: float
+    ) -> WithdrawalRow | None:
+        """In `session`, not committed: the conditional UPDATE from the status `row` was read
+        in, and the event of the status it moves to; None if it had moved meanwhile."""
+        done = session.execute(
+            update(WithdrawalRow)
+            .where(col(WithdrawalRow.withdrawal_id) == row.withdrawal_id)
+            .where(col(WithdrawalRow.status) == row.status)
+            .where(col(WithdrawalRow.sub_status) == row.sub_status)
+            .values(**values)
+        )
+        if done.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        moved = session.get(WithdrawalRow, row.withdrawal_id, populate_existing=True)
+        if moved is None:  # deleted under us: never by this service
+            raise WithdrawalError(ErrorCode.CORRUPT, "moved vanished during the update")
+        session.add(self._event(moved, now))
+        return moved
+
+    @contextmanager
+    def _together(self, row: WithdrawalRow) -> Iterator[_Together]:
+        """Put the transitions this task makes of `row` inside the block into one transaction,
+        written on leaving it (also when it raises: what was done until then is kept, as
+        if each had been written at once).  Only for steps that happen back to back with no
+        side effect between them: a status is still stored before its side effect, since
+        the block is left — and the transaction committed — before that effect.  Every step
+        keeps its event row (the audit record and the webhook source), in order; the one
+        conditional UPDATE still leaves the status `row` was read in, so a cancel or another
+        worker that moved it meanwhile makes the whole block None."""
+        together = _Together(self, row)
+        token = _TOGETHER.set(together)
+        try:
+            yield together
+        finally:
+            _TOGETHER.reset(token)
+            together.result = self._write(together)
+
+    def _write(self, together: _Together) -> WithdrawalRow | None:
+        first = together.first
+        if not together.steps:
+            return None
+        values: dict[str, Any] = {}
+        for _moved, _now, step in together.steps:
+            values.update(step)
+        try:
+            with self.store.session() as session:
+                done = session.execute(
+                    update(WithdrawalRow)
+                    .where(col(WithdrawalRow.withdrawal_id) == first.withdrawal_id)
+                    .where(col(WithdrawalRow.status) == first.status)
+                    .where(col(WithdrawalRow.sub_status) == first.sub_status)
+                    .values(**values)
+                )
+                if done.rowcount != 1:  # type: ignore[attr-defined]
+                    session.rollback()
+                    return None
+                stored = session.get(WithdrawalRow, first.withdrawal_id, populate_existing=True)
+                if stored is None:  # deleted under us: never by this service
+                    raise WithdrawalError(ErrorCode.CORRUPT, "moved vanished during the update")
+                for moved, now, _step in together.steps:
+                    session.add(self._event(moved, now))
+                session.add_all(together.rows)
+                session.commit()
+        except IntegrityError:
+            if not together.rows:
+                raise
+            # a row stored with it exists already (the payout: its `submit` compares them)
+            together.rows = []
+            return self._write(together)
+        for moved, _now, _step in together.steps:
+            to = Status(moved.status)
+            log_event(log, "withdrawal.status", withdrawal=first.withdrawal_id, status=to.value)
+        for moved, _now, _step in together.steps:
+            to = Status(moved.status)
+            if to in (Status.SIGNING, Status.BROADCASTING):
+                failpoint(f"withdrawal.{to.value}")  # stored, its side effect not yet done
+        return stored
 
     def cancel(self, client_id: str | None, withdrawal_id: str) -> WithdrawalRow:
         """Cancel before signing; a withdrawal handed to the nodes is NOT_CANCELLABLE (on
@@ -441,8 +556,11 @@ class WithdrawalService:
 
     # --- moving on ---------------------------------------------------------------------------
     async def _screen(self, row: WithdrawalRow) -> WithdrawalRow | None:
-        """SCREENING (the policy's sanctions list) and the policy's dry run: REJECTED by the
-        screen, waiting for officers, or QUEUED for the nodes."""
+        """SCREENING (the policy's sanctions list first, then the external screen when one is
+        configured) and the policy's dry run: REJECTED by a screen, still SCREENING (the
+        external screen asked next, or deferred), waiting for officers, or QUEUED."""
+        if self.screener is not None and self.screener.waiting(row):
+            return None  # deferred by the external screen, not yet due: nothing changed
         policy = await self._policy()
         policy_hash = policy.policy_hash()
         hits = policy.blacklist_hits(row.destination, row.chain_id)
@@ -456,6 +574,15 @@ class WithdrawalService:
                 reason=f"the destination is on the policy's sanctions list ({labels})",
                 policy_hash=policy_hash,
             )
+        cleared: dict[str, Any] = {}
+        if self.screener is not None and Status(row.status) == Status.SCREENING:
+            step = await self.screener.step(row, self.events)
+            if not step.proceed:
+                if step.status is None or step.sub_status is None:
+                    return None  # deferred, not yet due
+                extra = {"policy_hash": policy_hash} if step.status == Status.REJECTED else {}
+                return self._transition(row, step.status, step.sub_status, **step.fields, **extra)
+            cleared = step.fields  # approved: a deferral's reason is dropped with the next step
         wallet = self.store.wallet(row.wallet)
         intent = self._intent(row, wallet.policy_wallet or row.wallet)
         now = datetime.now(UTC)
@@ -467,7 +594,7 @@ class WithdrawalService:
             ledger=LedgerView.empty(now),
             now=now,
         )
-        facts: dict[str, Any] = {"policy_hash": policy_hash, "rule_id": decision.rule}
+        facts: dict[str, Any] = {"policy_hash": policy_hash, "rule_id": decision.rule, **cleared}
         if decision.outcome == "REQUIRE_APPROVAL":
             if Status(row.status) == Status.PENDING_APPROVAL:
                 return None  # still waiting: nothing changed
@@ -479,12 +606,42 @@ class WithdrawalService:
         # whether officers must be waited for.
         return self._transition(row, Status.QUEUED, SubStatus.READY, **facts)
 
+    async def _queued_to_signing(self, row: WithdrawalRow, together: _Together) -> None:
+        """SIGNING, with the payout the nodes are asked for stored in the same transaction
+        (checked as `PayoutEngine.submit` checks it): both persisted before the nodes are
+        asked, and a cancel cannot slip in after it.  A payout refused by those checks leaves
+        the withdrawal QUEUED (and cancellable) for a retry."""
+        payout = await self.engine.admitted(self._payout_request(row, row.withdrawal_id))
+        self._transition(row, Status.SIGNING, SubStatus.SIGNING_BY_NODES)
+        if payout is not None:
+            together.rows.append(payout)
+
     async def _sign(self, row: WithdrawalRow) -> WithdrawalRow | None:
         request = self._payout_request(row, row.withdrawal_id)
         await self.engine.submit(request)
-        payout = await self.engine.drive(row.withdrawal_id, self._approvals(row), send=False)
+        broadcasting: list[WithdrawalRow | None] = []
+
+        def signed(session: Session, payout: PayoutRow) -> None:
+            # BROADCASTING stored with the signed bytes, in their transaction: both before
+            # the bytes leave
+            values = {
+                "status": Status.BROADCASTING.value,
+                "sub_status": SubStatus.SENDING.value,
+                "tx_hash": payout.tx_hash,
+            }
+            now = self.clock()
+            broadcasting.append(self._moved_in(session, row, {**values, "updated_at": now}, now))
+
+        payout = await self.engine.drive(
+            row.withdrawal_id, self._approvals(row), send=False, signed=signed
+        )
         if payout.state == PayoutState.FAILED:
             return self._failed(row, payout)
+        if broadcasting and broadcasting[0] is not None:
+            log_event(log, "withdrawal.status", withdrawal=row.withdrawal_id, status="BROADCASTING")
+            failpoint(f"withdrawal.{Status.BROADCASTING.value}")  # stored, not yet sent
+            return broadcasting[0]
+        # signed before (a drive that stopped after storing the signature): BROADCASTING now
         return self._transition(row, Status.BROADCASTING, SubStatus.SENDING, tx_hash=payout.tx_hash)
 
     def _failed(self, row: WithdrawalRow, payout: PayoutRow) -> WithdrawalRow | None:
@@ -513,18 +670,24 @@ class WithdrawalService:
             return self._transition(row, Status.CONFIRMING, SubStatus.AWAITING_CONFIRMATIONS, **tx)
         return None
 
-    async def advance(self, withdrawal_id: str) -> WithdrawalRow:
-        """One step of the withdrawal (or none, when it waits); returns where it is."""
-        row = self.get(None, withdrawal_id)
+    async def advance(self, withdrawal_id: str, row: WithdrawalRow | None = None) -> WithdrawalRow:
+        """One step of the withdrawal (or none, when it waits); returns where it is.  `row`
+        is the withdrawal as the caller has just read it (else it is read here)."""
+        row = self.get(None, withdrawal_id) if row is None else row
         status = Status(row.status)
         moved: WithdrawalRow | None = None
-        if status == Status.SUBMITTED:
-            moved = self._transition(row, Status.SCREENING, SubStatus.SCREENING_POLICY)
-        elif status in (Status.SCREENING, Status.PENDING_APPROVAL):
-            moved = await self._screen(row)
-        elif status == Status.QUEUED:
-            # persisted before the nodes are asked (and a cancel cannot slip in after it)
-            moved = self._transition(row, Status.SIGNING, SubStatus.SIGNING_BY_NODES)
+        if status in _BEFORE_SIGNING:
+            # screening, the dry run and the hand-off to the nodes follow one another with
+            # nothing sent anywhere between them: one transaction, an event row for each
+            with self._together(row) as together:
+                step: WithdrawalRow | None = row
+                if status == Status.SUBMITTED:
+                    step = self._transition(row, Status.SCREENING, SubStatus.SCREENING_POLICY)
+                if step is not None and Status(step.status) in _SCREENED:
+                    step = await self._screen(step)
+                if step is not None and Status(step.status) == Status.QUEUED:
+                    await self._queued_to_signing(step, together)
+            moved = together.result
         elif status == Status.SIGNING:
             moved = await self._sign(row)
         elif status == Status.BROADCASTING:
@@ -563,7 +726,7 @@ class WithdrawalService:
             if status in TERMINAL:
                 return row
             try:
-                moved = await self.advance(withdrawal_id)
+                moved = await self.advance(withdrawal_id, row)
             except (WithdrawalError, PayoutError, TesseraError) as exc:
                 if getattr(exc, "code", None) == ErrorCode.CORRUPT:
                     raise
@@ -574,6 +737,8 @@ class WithdrawalService:
             delay = self.retry_delay
             if Status(moved.status) == Status.PENDING_APPROVAL:
                 return moved  # woken again by an approval
+            if moved.sub_status == SubStatus.SCREENING_DEFERRED.value:
+                return moved  # asked again by a later round of `run` once due (the slot freed)
             if RANK[Status(moved.status)] == RANK[status] and moved.sub_status == row.sub_status:
                 await asyncio.sleep(self.poll)  # waiting on the chain
 
