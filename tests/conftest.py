@@ -66,3 +66,25 @@ def verifier_aux() -> RingPedersenSecret:
 @pytest.fixture(scope="session")
 def prover_aux() -> RingPedersenSecret:
     return ring_pedersen(0)
+
+
+#: Modules whose world takes minutes to set up, longest first.  Collected first, so pytest-xdist
+#: (`--dist loadfile`, `./run test`) hands them out at the start and the short modules fill the
+#: other worker around them, instead of one of these starting last and running alone.
+LONG_MODULES = (
+    "test_payouts.py",
+    "test_api_scale.py",
+    "test_node_quarantine.py",
+    "test_protocol_sign.py",
+    "test_demo_service.py",
+    "test_demo_cluster.py",
+    "test_api_service.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: the order within a module and among the rest is kept
