@@ -26,6 +26,7 @@ withdrawal a broken earlier run left unfinished is FAILED with its reason, not r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import signal
@@ -289,11 +290,9 @@ class ServiceProcess:
         self.started = json.loads(line)
         deadline = time.monotonic() + SERVICE_START
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(httpx.HTTPError):  # not listening yet: asked again
                 if httpx.get(f"{self.url}/v1/readyz", timeout=2).status_code == 200:
                     return self.started
-            except httpx.HTTPError:
-                pass  # not listening yet: asked again below
             time.sleep(0.2)
         raise DemoFailed(f"tessera serve was not ready within {SERVICE_START:.0f} s; {self.log}")
 

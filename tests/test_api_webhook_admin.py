@@ -344,8 +344,16 @@ def test_only_admins_and_bad_input_is_a_problem_never_an_echo(
             admin.enable_webhook_endpoint("we_" + marker)
         assert malformed.value.status == 422
         assert marker not in malformed.value.problem.detail
-        for body in (b"{not json " + marker.encode(), b"x" * (65 * 1024), b"[]"):
-            path = "/v1/webhooks/resend"
+        bad_bodies = [
+            ("/v1/webhooks/resend", b"{not json " + marker.encode()),
+            ("/v1/webhooks/resend", b"x" * (65 * 1024)),
+            ("/v1/webhooks/resend", b"[]"),
+            ("/v1/webhooks/resend", b'{"event_id": NaN}'),
+            ("/v1/webhooks/resend", b'{"event_id": "' + marker.encode() + b'"}'),
+            ("/v1/webhooks/endpoints", b'{"url": 5}'),
+            ("/v1/webhooks/endpoints", b'{"url": NaN}'),
+        ]
+        for path, body in bad_bodies:
             headers = sign_request(key.private_key, key.key_id, "POST", path, "", body)
             headers["Content-Type"] = "application/json"
             answer = httpx.post(f"{svc.url}{path}", content=body, headers=headers)
