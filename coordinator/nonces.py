@@ -2,7 +2,8 @@
 
 The rules (docs/chains.md, "Nonces"):
 
-1. A nonce is reserved durably before anything is signed with it: one statement takes the
+1. A nonce is reserved durably before anything is signed with it (its commit, or the store's
+   barrier the engine awaits after it, before the nodes are asked): one statement takes the
    account's next nonce and moves the counter (`UPDATE … RETURNING`), in the same transaction
    that writes it into the payout; the table's unique (chain, sender, nonce) makes a second
    payout at one nonce impossible.
@@ -30,6 +31,7 @@ from sqlalchemy import text
 
 from coordinator.rpc import ChainRpc
 from coordinator.store import CoordinatorStore, NonceAccountRow
+from policies.sqlite import Sync
 from signer.chains.evm import ChainError
 from signer.problems import ErrorCode
 
@@ -127,8 +129,10 @@ class NonceManager:
         state: str,
     ) -> tuple[int, bytes]:
         """Take the account's next nonce for `payout_id` and fix its payload, atomically:
-        `payload_for(nonce)` builds the unsigned transaction at that nonce."""
-        with self._store.session() as session:
+        `payload_for(nonce)` builds the unsigned transaction at that nonce.  Written without an
+        fsync of its own (`Sync.DEFERRED`): the engine awaits the store's barrier before the
+        nodes are asked to sign it (rule 1)."""
+        with self._store.session(Sync.DEFERRED) as session:
             taken = session.execute(_TAKE, {"chain": chain_id, "address": address}).scalar()
             if taken is None:
                 session.rollback()

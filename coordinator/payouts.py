@@ -79,6 +79,7 @@ from coordinator.fees import (
     quote_fees,
 )
 from coordinator.nonces import NonceManager
+from coordinator.quotes import Quoted, QuotesAhead, read_quotes
 from coordinator.registry import Chain, ChainRegistry
 from coordinator.rpc import (
     CallReverted,
@@ -327,6 +328,8 @@ class PayoutEngine:
         #: payout id → (the request, the policy hash, when) of a destination check passed
         self._passed: dict[str, tuple[PayoutRequest, str, float]] = {}
         self._prepare_locks: dict[tuple[int, str, str], asyncio.Lock] = {}
+        #: fee quotes and gas estimates asked ahead (`quote_ahead`)
+        self.quotes = QuotesAhead()
         # one send at a time per account, so its signed transactions leave in nonce order
         self._send_locks: dict[tuple[int, str], asyncio.Lock] = {}
         #: how long a payout waits for a helper (an approve, gas) or an earlier batch to be mined
@@ -490,6 +493,20 @@ class PayoutEngine:
         if len(self._passed) >= _ADDRESS_CACHE:
             self._passed.clear()  # checks not followed by a submission: forgotten, simply
         self._passed[request.payout_id] = (request, policy.policy_hash(), time.monotonic())
+
+    def quote_ahead(self, request: PayoutRequest) -> None:
+        """Ask the chain now for the fee quote and gas estimate of a payout that will be
+        stored and signed shortly (the signer API's withdrawal, while it is screened): used if
+        it is signed within `coordinator.quotes.FRESH_SECONDS` (else asked again).  For a
+        request `check` passed; anything it cannot quote is left to the payout's own reads."""
+        try:
+            chain, rpc = self._chain(request.payout_id, request.chain_id)
+            call = self._call(request, chain)
+            sender = self.sender_of(request.wallet, request.path)
+        except TesseraError:
+            return
+        quoted = Quoted(chain.chain_id, sender, call.to, call.value, call.data, request.fee_level)
+        self.quotes.ask(request.payout_id, rpc, chain, quoted)
 
     def forget_check(self, payout_id: str) -> None:
         """Drop the passed check kept for `payout_id` (a dry run's: no payout will follow)."""
@@ -1021,12 +1038,11 @@ class PayoutEngine:
                 # to the wallet's own address: 21,000 exactly, which its amount left for gas
                 gas = await self._sweep_gas(rpc, row, call) if call.data else intrinsic_gas(b"")
             else:
-                # the fee quote and the gas estimate are independent reads: asked at once
                 call = self._row_call(row, chain)
-                fees, gas = await _both(
-                    quote_fees(rpc, chain, level),
-                    estimate_gas(rpc, row.sender, call.to, call.value, call.data),
-                )
+                quoted = Quoted(chain.chain_id, row.sender, call.to, call.value, call.data, level)
+                # asked ahead when the payout was about to be stored (`quote_ahead`), or now
+                ahead = await self.quotes.take(row.payout_id, quoted)
+                fees, gas = ahead if ahead is not None else await read_quotes(rpc, chain, quoted)
         except TesseraError as exc:
             code = getattr(exc, "code", ErrorCode.INTERNAL)
             # nothing reserved yet: a refusal of the chain is final, its absence is not
@@ -1092,6 +1108,9 @@ class PayoutEngine:
         nonce = _stored(row, row.nonce, "nonce")
         if not approvals:
             approvals = _stored_approvals(row)
+        # The reservation (and the withdrawal before it) may be written without an fsync of
+        # its own: on disk before any node acts on it (policies/sqlite.py `Sync`).
+        await self.store.barrier()
         try:
             outcome = await self._signature(row, payload, approvals)
         except (SigningFailed, SignRequestInvalid) as exc:
@@ -1382,16 +1401,6 @@ class PayoutEngine:
             else:
                 out.append(await self.drive(row.payout_id))
         return out
-
-
-async def _both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
-    """Await two independent reads at once; when either fails, the first one's error wins
-    (as when they were asked one after the other), and the other is still awaited."""
-    one, two = await asyncio.gather(first, second, return_exceptions=True)
-    for result in (one, two):
-        if isinstance(result, BaseException):
-            raise result
-    return one, two  # type: ignore[return-value]
 
 
 def _version(row: PayoutRow) -> dict[str, str]:

@@ -11,6 +11,8 @@ coordinator never asks twice for the same one; the nodes enforce single use inde
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +22,7 @@ from sqlalchemy import Index, UniqueConstraint, or_, text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from policies.sqlite import sqlite_engine
+from policies.sqlite import Sync, defer_sync, sqlite_engine, sync_wal
 from signer.errors import TesseraError
 from signer.node.exclusion import (
     Exclusion,
@@ -236,7 +238,16 @@ _TAKE = text(
 
 class CoordinatorStore:
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.engine = sqlite_engine(path)
+        # Commits of `Sync.DEFERRED` sessions so far, and how many of them `sync` has made
+        # durable (a count taken before its fdatasync, so never more than it covered).
+        self._unsynced = 0
+        self._synced = 0
+        self._sync_lock = threading.Lock()
+        # What a killed predecessor committed without an fsync is still only in the OS's cache:
+        # on disk before anything here acts on it.
+        sync_wal(path)
         # Imported on first use: alembic and the scripts load only once a database opens.
         from coordinator.migrations import SCHEMA  # noqa: PLC0415
         from policies.schema import ensure  # noqa: PLC0415
@@ -250,9 +261,41 @@ class CoordinatorStore:
             raise
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def session(self, sync: Sync = Sync.NOW) -> Iterator[Session]:
+        """A session on the database.  Its commits are on disk before they return (`Sync.NOW`,
+        the default), or written without an fsync of their own (`Sync.DEFERRED`,
+        `Sync.WITH_NEXT`: see `Sync` for when each may be used)."""
         with Session(self.engine, expire_on_commit=False) as session:
-            yield session
+            if sync is not Sync.NOW:
+                defer_sync(session.connection())
+            try:
+                yield session
+            finally:
+                if sync is Sync.DEFERRED:
+                    with self._sync_lock:
+                        self._unsynced += 1  # counted whether it committed or not: no harm
+
+    def unsynced(self) -> bool:
+        """Whether state written with `Sync.DEFERRED` may not be on disk yet."""
+        return self._unsynced > self._synced
+
+    def sync(self) -> None:
+        """Make every commit made so far durable: one fdatasync of the write-ahead log (what a
+        synced commit does), taken without SQLite's write lock, so that writers on other
+        threads go on meanwhile; nothing when no `Sync.DEFERRED` commit is waiting."""
+        with self._sync_lock:
+            upto = self._unsynced
+        if upto <= self._synced:
+            return
+        sync_wal(self.path)
+        with self._sync_lock:
+            self._synced = max(self._synced, upto)
+
+    async def barrier(self) -> None:
+        """`sync`, awaited in a worker thread (the event loop goes on): what a task awaits
+        before it acts outside the process on state written with `Sync.DEFERRED`."""
+        if self.unsynced():
+            await asyncio.to_thread(self.sync)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -364,7 +407,12 @@ class CoordinatorStore:
         """Mark the oldest available presignature for (key, signers, path) used and return it:
         one statement (UPDATE … RETURNING), so two takers never get the same row and the pick
         costs one round trip to SQLite, not a read, a write and a re-read."""
-        with self.session() as session:
+        # Without an fsync of its own: the nodes, not this row, keep a presignature from being
+        # used twice (each marks it consumed on its own disk before it answers), and the take
+        # is made durable by the signed bytes' commit, before anything leaves for the chain.
+        # Should a power loss drop it, the row is taken again and the nodes refuse it
+        # (PRESIGNATURE_USED): the next one is taken (`Coordinator._sign`).
+        with self.session(Sync.WITH_NEXT) as session:
             taken = session.execute(
                 _TAKE, {"key": key_id, "epoch": epoch, "signers": signers, "path": path}
             ).first()

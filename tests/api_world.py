@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
-from chain_world import World, registry_for
+from chain_world import World, make_world, registry_for, stop_world
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from policy_world import INITIATOR
 
@@ -81,6 +82,21 @@ class ServiceThread:
     @property
     def url(self) -> str:
         return f"http://{self.options.host}:{self.options.port}"
+
+
+@contextmanager
+def api_world(root: Path, presignatures: int) -> Iterator[World]:
+    """A chain world with `presignatures` pooled for the API's withdrawals, stopped after."""
+    world = make_world(root, presignatures=presignatures)
+    try:
+        yield world
+    finally:
+        stop_world(world)
+
+
+def exchange_key(world: World) -> Key:
+    """The integrating withdrawal service's key: it submits and reads withdrawals."""
+    return issue_key(world, "exchange", [Scope.WITHDRAWALS_CREATE, Scope.WITHDRAWALS_READ])
 
 
 def issue_key(world: World, name: str, scopes: list[Scope], rate: int = 6000) -> Key:

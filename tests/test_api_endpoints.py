@@ -10,7 +10,16 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from api_world import Key, ServiceThread, async_client, client, issue_key, serving
+from api_world import (
+    Key,
+    ServiceThread,
+    api_world,
+    async_client,
+    client,
+    exchange_key,
+    issue_key,
+    serving,
+)
 from chain_world import (
     BLOCKED,
     CHAIN_A,
@@ -20,8 +29,6 @@ from chain_world import (
     STRANGER,
     TOKENS,
     World,
-    make_world,
-    stop_world,
 )
 
 from coordinator.api.auth import Scope, sign_request
@@ -41,19 +48,14 @@ PRESIGNATURES = 8
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = make_world(tmp_path_factory.mktemp("api-endpoints"), presignatures=PRESIGNATURES)
-    try:
+    with api_world(tmp_path_factory.mktemp("api-endpoints"), PRESIGNATURES) as w:
         yield w
-    finally:
-        stop_world(w)
 
 
 @pytest.fixture(scope="module")
 def keys(world: World) -> dict[str, Key]:
     return {
-        "exchange": issue_key(
-            world, "exchange", [Scope.WITHDRAWALS_CREATE, Scope.WITHDRAWALS_READ]
-        ),
+        "exchange": exchange_key(world),
         "reader": issue_key(world, "reader", [Scope.WITHDRAWALS_READ]),
         "approver": issue_key(world, "approver", [Scope.APPROVALS_WRITE]),
     }

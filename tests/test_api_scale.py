@@ -12,8 +12,17 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 
 import pytest
-from api_world import Key, Receiver, ServiceThread, async_client, client, issue_key, serving
-from chain_world import CHAIN_A, RECIPIENT, SECOND, World, make_world, stop_world
+from api_world import (
+    Key,
+    Receiver,
+    ServiceThread,
+    api_world,
+    async_client,
+    client,
+    issue_key,
+    serving,
+)
+from chain_world import CHAIN_A, RECIPIENT, SECOND, World
 
 from coordinator.api.auth import Scope
 from coordinator.api.lifecycle import RANK, Status
@@ -31,11 +40,8 @@ pytestmark = pytest.mark.slow  # 200 presignatures in the module's pool, 200 tra
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = make_world(tmp_path_factory.mktemp("api-scale"), presignatures=WITHDRAWALS)
-    try:
+    with api_world(tmp_path_factory.mktemp("api-scale"), WITHDRAWALS) as w:
         yield w
-    finally:
-        stop_world(w)
 
 
 def request(n: int) -> WithdrawalCreate:

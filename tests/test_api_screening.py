@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_world import Key, ServiceThread, client, free_port, issue_key, serving
-from chain_world import BLOCKED, CHAIN_A, RECIPIENT, World, make_world, registry_file, stop_world
+from api_world import Key, ServiceThread, api_world, client, free_port, serving
+from api_world import exchange_key as issue_exchange_key
+from chain_world import BLOCKED, CHAIN_A, RECIPIENT, World, registry_file
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import col, select
 
-from coordinator.api.auth import Scope
 from coordinator.api.client import TesseraClient
 from coordinator.api.lifecycle import Status
 from coordinator.api.models import WithdrawalCreate
@@ -350,16 +350,13 @@ def test_the_screens_key_from_a_file_or_text_and_bad_configurations_refused(
 # --- through the service: real nodes, Hardhat, the workers ---------------------------------------
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = make_world(tmp_path_factory.mktemp("screening"), presignatures=PRESIGNATURES)
-    try:
+    with api_world(tmp_path_factory.mktemp("screening"), PRESIGNATURES) as w:
         yield w
-    finally:
-        stop_world(w)
 
 
 @pytest.fixture(scope="module")
 def exchange_key(world: World) -> Key:
-    return issue_key(world, "exchange", [Scope.WITHDRAWALS_CREATE, Scope.WITHDRAWALS_READ])
+    return issue_exchange_key(world)
 
 
 @pytest.fixture(scope="module")

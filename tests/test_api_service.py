@@ -25,8 +25,10 @@ from api_world import (
     Key,
     Receiver,
     ServiceThread,
+    api_world,
     async_client,
     client,
+    exchange_key,
     free_port,
     issue_key,
     serving,
@@ -38,9 +40,7 @@ from chain_world import (
     SECOND,
     STRANGER,
     World,
-    make_world,
     registry_file,
-    stop_world,
 )
 from hypothesis import HealthCheck, given, settings
 from policy_world import INITIATOR, approve
@@ -66,19 +66,14 @@ PRESIGNATURES = 18
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    w = make_world(tmp_path_factory.mktemp("api"), presignatures=PRESIGNATURES)
-    try:
+    with api_world(tmp_path_factory.mktemp("api"), PRESIGNATURES) as w:
         yield w
-    finally:
-        stop_world(w)
 
 
 @pytest.fixture(scope="module")
 def keys(world: World) -> dict[str, Key]:
     return {
-        "exchange": issue_key(
-            world, "exchange", [Scope.WITHDRAWALS_CREATE, Scope.WITHDRAWALS_READ]
-        ),
+        "exchange": exchange_key(world),
         "reader": issue_key(world, "reader", [Scope.WITHDRAWALS_READ]),
         "officers": issue_key(world, "officers", [Scope.APPROVALS_WRITE, Scope.WITHDRAWALS_READ]),
         "everything": issue_key(

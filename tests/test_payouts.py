@@ -262,6 +262,27 @@ def test_a_refused_payout_gives_its_nonce_back(world: World) -> None:
     assert local.nonce(world.sender) == start + 1
 
 
+def test_the_nodes_are_asked_only_once_the_reserved_nonce_is_on_disk(world: World) -> None:
+    """The reservation is committed without an fsync of its own (policies/sqlite.py `Sync`):
+    the engine's barrier must have synced it by the time any node is asked to sign."""
+    seen: list[bool] = []
+
+    async def go() -> PayoutRow:
+        async with world.engine() as engine:
+            asked = engine.coordinator.sign_transaction
+
+            async def spying(*args: Any, **kwargs: Any) -> Any:
+                seen.append(engine.store.unsynced())
+                return await asked(*args, **kwargs)
+
+            engine.coordinator.sign_transaction = spying  # type: ignore[method-assign]
+            return await pay_and_confirm(engine, request(CHAIN_A, "ETH", "0.01"))
+
+    paid = run(go())
+    assert paid.state == PayoutState.CONFIRMED
+    assert seen == [False]
+
+
 def test_a_payout_id_is_one_payout(world: World) -> None:
     req = request(CHAIN_A, "DAI", "2")
 

@@ -48,6 +48,7 @@ from sqlmodel import col, select
 
 from coordinator.api.tables import ApiClientRow, ApiKeyRow, ApiNonceRow
 from coordinator.store import CoordinatorStore
+from policies.sqlite import Sync
 from signer.errors import TesseraError
 from signer.problems import ErrorCode
 
@@ -288,7 +289,11 @@ class Authenticator:
         )
 
     def _record_nonce(self, key_id: str, nonce: str, now: float) -> None:
-        with self.store.session() as session:
+        # Without an fsync of its own (policies/sqlite.py): the commit of whatever the request
+        # then does is synced and takes the nonce to disk with it.  Only a request that changed
+        # nothing (a read, a refusal) can lose its nonce to a power loss — and replaying one
+        # changes nothing either.
+        with self.store.session(Sync.WITH_NEXT) as session:
             session.add(ApiNonceRow(key_id=key_id, nonce=nonce, seen_at=now))
             try:
                 session.commit()

@@ -112,7 +112,7 @@ async def _submit_once(
             continue
         wid = "wd_" + secrets.token_hex(16)
         try:
-            await service.engine.check(service._payout_request(item, wid))
+            await service.engine.check(service.payout_request(item, wid))
         except PayoutError as exc:
             wrong.append((index, exc))
             continue

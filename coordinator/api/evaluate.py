@@ -1,9 +1,7 @@
 """The policy's dry run (`POST /v1/policy/evaluate`, docs/api.md "Policy dry run").
 
-`dry_run` is the coordinator's screen of a withdrawal as a pure function: the policy's sanctions
-list, the officers' approvals checked, and the evaluator (policies/evaluator.py) with an empty
-velocity ledger — exactly what `WithdrawalService._screen` decides from (the nodes count the
-limits themselves, on their own ledger).  `evaluate_withdrawal` runs it on a submission's body
+`evaluate_withdrawal` runs the coordinator's screen (`coordinator.api.dry_run`, exactly what
+`WithdrawalService._screen` decides from) on a submission's body
 after the checks a submission gets at the door, and stores nothing: no withdrawal, no payout,
 no nonce, no presignature, and the `client_request_id` stays free.
 """
@@ -11,65 +9,16 @@ no nonce, no presignature, and the `client_request_id` stays free.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from coordinator.api.lifecycle import Status
+from coordinator.api.dry_run import DryRun, dry_run
 from coordinator.api.models import ApprovalsRequired, PolicyEvaluation, WithdrawalCreate
 from coordinator.api.withdrawals import WithdrawalError, WithdrawalService, request_hash
 from coordinator.payouts import PayoutError
-from policies.approvals import Approval, check_approvals
-from policies.document import BlacklistEntry, PolicyDocument
-from policies.evaluator import Decision, evaluate
 from policies.intent import TransactionIntent
-from policies.velocity import LedgerView
 from signer.problems import ErrorCode, validation_detail
-
-
-@dataclass(frozen=True)
-class DryRun:
-    """What the screen decides from: the sanctions list's entries for the destination (any:
-    REJECTED by the screen) and the evaluator's decision."""
-
-    policy_hash: str
-    hits: tuple[BlacklistEntry, ...]
-    decision: Decision
-
-    @property
-    def screening_status(self) -> Status:
-        if self.hits:
-            return Status.REJECTED
-        if self.decision.outcome == "REQUIRE_APPROVAL":
-            return Status.PENDING_APPROVAL
-        # ALLOW — and DENY or BLOCK too: the nodes are the authority and refuse it themselves
-        return Status.QUEUED
-
-
-def dry_run(
-    policy: PolicyDocument,
-    intent: TransactionIntent,
-    approvals: Sequence[Approval],
-    *,
-    now: datetime,
-) -> DryRun:
-    """The screen's decision for `intent` under `policy` with these officers' `approvals`
-    (each checked first); pure."""
-    checked = check_approvals(policy, intent, approvals, now=now)
-    decision = evaluate(
-        policy,
-        intent,
-        approvals=checked.accepted,
-        ledger=LedgerView.empty(now),
-        now=now,
-    )
-    return DryRun(
-        policy_hash=policy.policy_hash(),
-        hits=policy.blacklist_hits(intent.destination, intent.chain_id),
-        decision=decision,
-    )
 
 
 def _evaluation(run: DryRun, replay_of: str | None) -> PolicyEvaluation:
@@ -113,7 +62,7 @@ async def evaluate_withdrawal(
         replay_of = existing.withdrawal_id
     # a request id of its own, never a withdrawal's: nothing is reserved under it
     probe = "dryrun-" + secrets.token_hex(16)
-    request = service._payout_request(body, probe)
+    request = service.payout_request(body, probe)
     try:
         await service.engine.check(request)
     except PayoutError as exc:
@@ -121,7 +70,7 @@ async def evaluate_withdrawal(
     finally:
         # the engine keeps a passed check for the payout stored moments later: none will be
         service.engine.forget_check(probe)
-    policy = await service._policy()
+    policy = await service.policy()
     wallet = service.store.wallet(body.wallet)
     try:
         intent = TransactionIntent.model_validate(

@@ -89,7 +89,7 @@ class WalletsView:
         return {wallet: int(count) for wallet, count in rows}
 
     async def wallets(self) -> list[WalletInfo]:
-        policy = await self.service._policy()
+        policy = await self.service.policy()
         counts = self._deposit_counts()
         rows = sorted(
             (r for r in self.service.store.wallets() if r.policy_wallet is not None),
@@ -99,13 +99,13 @@ class WalletsView:
 
     async def wallet(self, name: str) -> WalletInfo:
         row = self._row(name)
-        policy = await self.service._policy()
+        policy = await self.service.policy()
         return self._info(row, policy, self._deposit_counts().get(row.name, 0))
 
     async def balances(self, name: str) -> WalletBalances:
         """The wallet's own address's balance of every asset of every chain it sends on."""
         row = self._row(name)
-        policy = await self.service._policy()
+        policy = await self.service.policy()
         engine = self.service.engine
         address = engine.sender_of(row.name, ())
 
@@ -142,7 +142,7 @@ class WalletsView:
     ) -> DepositAddressBatch:
         """Derive (or give back, per label) `count` deposit addresses of the wallet."""
         row = self._row(name)
-        policy = await self.service._policy()
+        policy = await self.service.policy()
         if request.chain_id not in self._chains(row, policy):
             raise WithdrawalError(
                 ErrorCode.UNKNOWN_CHAIN,

@@ -543,7 +543,10 @@ class WebhookDispatcher:
         if _rowcount(moved) != 1:
             session.rollback()
             raise WebhookError(ErrorCode.CORRUPT, "an endpoint's sequence moved under its lock")
-        session.commit()  # the (endpoint_id, sequence) key refuses a doubled number here
+        # the (endpoint_id, sequence) key refuses a doubled number here; and the commit is a
+        # synced one (Sync.NOW): the events it numbers, written without an fsync of their own
+        # (policies/sqlite.py `Sync`), are on disk with it before any of them is sent
+        session.commit()
         endpoint.sequence = start + len(event_ids)
 
     # --- fan-out -------------------------------------------------------------------------------

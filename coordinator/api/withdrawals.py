@@ -39,6 +39,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel, col, select
 
+from coordinator.api.dry_run import dry_run
 from coordinator.api.lifecycle import CANCELLABLE, RANK, TERMINAL, Status, SubStatus, allowed
 from coordinator.api.models import Withdrawal, WithdrawalCreate
 from coordinator.api.screening import Screener
@@ -55,9 +56,8 @@ from coordinator.store import CoordinatorStore, PayoutRow
 from policies.approvals import Approval, check_approvals, parse_approval
 from policies.document import PolicyDocument
 from policies.errors import PolicyError
-from policies.evaluator import evaluate
 from policies.intent import TransactionIntent
-from policies.velocity import LedgerView
+from policies.sqlite import Sync
 from signer.errors import TesseraError
 from signer.logs import log_event
 from signer.node.faults import failpoint
@@ -193,7 +193,8 @@ class WithdrawalService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
     # --- submission --------------------------------------------------------------------------
-    def _payout_request(self, row: WithdrawalRow | WithdrawalCreate, wid: str) -> PayoutRequest:
+    def payout_request(self, row: WithdrawalRow | WithdrawalCreate, wid: str) -> PayoutRequest:
+        """The payout the withdrawal (or a submission of one, as `wid`) asks the engine for."""
         return PayoutRequest(
             payout_id=wid,
             wallet=row.wallet,
@@ -233,7 +234,7 @@ class WithdrawalService:
         wid = "wd_" + secrets.token_hex(16)
         try:
             # wallet, chain, asset, amount and every destination check: refused, nothing stored
-            await self.engine.check(self._payout_request(body, wid))
+            await self.engine.check(self.payout_request(body, wid))
         except PayoutError as exc:
             raise WithdrawalError(exc.code, exc.detail, exc.check) from exc
         now = self.clock()
@@ -255,7 +256,9 @@ class WithdrawalService:
             updated_at=now,
         )
         try:
-            with self.store.session() as session:
+            # Without an fsync of its own: the 202 waits for the API's barrier (in a worker
+            # thread) while this loop's workers already take the withdrawal on.
+            with self.store.session(Sync.DEFERRED) as session:
                 session.add(row)
                 session.flush()
                 session.add(self._event(row, now))
@@ -267,6 +270,8 @@ class WithdrawalService:
                 raise
             return self._replay(existing, digest)
         log_event(log, "withdrawal.submitted", withdrawal=wid, client=client_id)
+        # the chain's fee quote and gas estimate, on their way while it is screened
+        self.engine.quote_ahead(self.payout_request(body, wid))
         self._wake.set()
         return Submitted(row, replayed=False)
 
@@ -427,7 +432,9 @@ class WithdrawalService:
         for _moved, _now, step in together.steps:
             values.update(step)
         try:
-            with self.store.session() as session:
+            # Without an fsync of its own (policies/sqlite.py): the payout engine's barrier
+            # before the nodes are asked, and the API's before any answer, put it on disk.
+            with self.store.session(Sync.DEFERRED) as session:
                 done = session.execute(
                     update(WithdrawalRow)
                     .where(col(WithdrawalRow.withdrawal_id) == first.withdrawal_id)
@@ -515,7 +522,7 @@ class WithdrawalService:
             approval = parse_approval(document, "approval")
         except PolicyError as exc:
             raise WithdrawalError(ErrorCode.VALIDATION, str(exc)) from exc
-        policy = await self._policy()
+        policy = await self.policy()
         wallet = self.store.wallet(row.wallet)
         intent = self._intent(row, wallet.policy_wallet or row.wallet)
         checked = check_approvals(policy, intent, [approval], now=datetime.now(UTC))
@@ -546,7 +553,8 @@ class WithdrawalService:
     def _approvals(row: WithdrawalRow) -> list[Approval]:
         return [parse_approval(a, "stored approval") for a in json.loads(row.approvals)]
 
-    async def _policy(self) -> PolicyDocument:
+    async def policy(self) -> PolicyDocument:
+        """The policy version the nodes enforce (WITHDRAWAL-level errors when none answers)."""
         try:
             return await self.engine.coordinator.active_policy()
         except TesseraError as exc:
@@ -561,49 +569,44 @@ class WithdrawalService:
         external screen asked next, or deferred), waiting for officers, or QUEUED."""
         if self.screener is not None and self.screener.waiting(row):
             return None  # deferred by the external screen, not yet due: nothing changed
-        policy = await self._policy()
-        policy_hash = policy.policy_hash()
-        hits = policy.blacklist_hits(row.destination, row.chain_id)
-        if hits:
-            labels = ", ".join(h.label or "unlabelled" for h in hits)
+        policy = await self.policy()
+        wallet = self.store.wallet(row.wallet)
+        intent = self._intent(row, wallet.policy_wallet or row.wallet)
+        run = dry_run(policy, intent, self._approvals(row), now=datetime.now(UTC))
+        if run.hits:
+            labels = ", ".join(h.label or "unlabelled" for h in run.hits)
             return self._transition(
                 row,
                 Status.REJECTED,
                 SubStatus.SCREENING_DENIED,
                 reason_code="blacklisted",
                 reason=f"the destination is on the policy's sanctions list ({labels})",
-                policy_hash=policy_hash,
+                policy_hash=run.policy_hash,
             )
         cleared: dict[str, Any] = {}
         if self.screener is not None and Status(row.status) == Status.SCREENING:
+            # a sanctions list hit above never reaches the external screen
             step = await self.screener.step(row, self.events)
             if not step.proceed:
                 if step.status is None or step.sub_status is None:
                     return None  # deferred, not yet due
-                extra = {"policy_hash": policy_hash} if step.status == Status.REJECTED else {}
+                extra = {"policy_hash": run.policy_hash} if step.status == Status.REJECTED else {}
                 return self._transition(row, step.status, step.sub_status, **step.fields, **extra)
             cleared = step.fields  # approved: a deferral's reason is dropped with the next step
-        wallet = self.store.wallet(row.wallet)
-        intent = self._intent(row, wallet.policy_wallet or row.wallet)
-        now = datetime.now(UTC)
-        checked = check_approvals(policy, intent, self._approvals(row), now=now)
-        decision = evaluate(
-            policy,
-            intent,
-            approvals=checked.accepted,
-            ledger=LedgerView.empty(now),
-            now=now,
-        )
-        facts: dict[str, Any] = {"policy_hash": policy_hash, "rule_id": decision.rule, **cleared}
-        if decision.outcome == "REQUIRE_APPROVAL":
+        facts: dict[str, Any] = {
+            "policy_hash": run.policy_hash,
+            "rule_id": run.decision.rule,
+            **cleared,
+        }
+        if run.screening_status == Status.PENDING_APPROVAL:
             if Status(row.status) == Status.PENDING_APPROVAL:
                 return None  # still waiting: nothing changed
             return self._transition(
                 row, Status.PENDING_APPROVAL, SubStatus.AWAITING_APPROVALS, **facts
             )
-        # ALLOW — and DENY or BLOCK too: the nodes are the authority, and refuse it themselves
-        # (before any presignature is spent), with their own reason; the dry run only decides
-        # whether officers must be waited for.
+        # QUEUED — also for a DENY or BLOCK: the nodes are the authority, and refuse it
+        # themselves (before any presignature is spent), with their own reason; the dry run
+        # only decides whether officers must be waited for.
         return self._transition(row, Status.QUEUED, SubStatus.READY, **facts)
 
     async def _queued_to_signing(self, row: WithdrawalRow, together: _Together) -> None:
@@ -611,13 +614,13 @@ class WithdrawalService:
         (checked as `PayoutEngine.submit` checks it): both persisted before the nodes are
         asked, and a cancel cannot slip in after it.  A payout refused by those checks leaves
         the withdrawal QUEUED (and cancellable) for a retry."""
-        payout = await self.engine.admitted(self._payout_request(row, row.withdrawal_id))
+        payout = await self.engine.admitted(self.payout_request(row, row.withdrawal_id))
         self._transition(row, Status.SIGNING, SubStatus.SIGNING_BY_NODES)
         if payout is not None:
             together.rows.append(payout)
 
     async def _sign(self, row: WithdrawalRow) -> WithdrawalRow | None:
-        request = self._payout_request(row, row.withdrawal_id)
+        request = self.payout_request(row, row.withdrawal_id)
         await self.engine.submit(request)
         broadcasting: list[WithdrawalRow | None] = []
 

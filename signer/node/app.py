@@ -57,7 +57,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
@@ -137,7 +137,9 @@ class RequestContext:
     state for the problem form, echoed in the response) and the access record.  Pure ASGI rather
     than `BaseHTTPMiddleware`, so the bound context is the request's own task context, which
     FastAPI copies into the worker thread of a sync route.  A node passes its index and its
-    policy hash (a header on every answer); the signer API (coordinator/api/app.py) neither."""
+    policy hash (a header on every answer); the signer API (coordinator/api/app.py) neither,
+    but its `before_reply`: awaited before each answer starts (its store's sync, so that no
+    answer shows state a power loss could still take back)."""
 
     def __init__(
         self,
@@ -145,10 +147,12 @@ class RequestContext:
         *,
         node: int | None = None,
         policy_hash: Callable[[], str | None] | None = None,
+        before_reply: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
         self.node = node
         self.policy_hash = policy_hash
+        self.before_reply = before_reply
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -165,6 +169,8 @@ class RequestContext:
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
+                if self.before_reply is not None:
+                    await self.before_reply()
                 status = int(message["status"])
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in ours]
                 headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
