@@ -69,7 +69,8 @@ def prover_aux() -> RingPedersenSecret:
 
 
 #: Modules whose world takes minutes to set up, longest first.  Collected first, so pytest-xdist
-#: (`--dist loadfile`, `./run test`) hands them out at the start and the short modules fill the
+#: (`--dist loadfile --no-loadscope-reorder`, `./run test`; without the last flag xdist hands
+#: out the files with the most tests first) starts them at once and the short modules fill the
 #: other worker around them, instead of one of these starting last and running alone.
 LONG_MODULES = (
     "test_payouts.py",

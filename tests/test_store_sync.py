@@ -179,7 +179,7 @@ def test_a_deferred_commit_survives_kill_9(tmp_path: Path) -> None:
         store.close()
 
 
-def test_every_api_answer_waits_for_the_barrier(
+def test_every_api_answer_waits_for_the_barrier_and_is_counted(
     store: CoordinatorStore, wal_syncs: list[str]
 ) -> None:
     """The signer API syncs before an answer starts whenever a withdrawal's step was written
@@ -198,5 +198,10 @@ def test_every_api_answer_waits_for_the_barrier(
             assert answer.status_code == 200
             assert wal_syncs == [f"{store.path}-wal"]
             assert not store.unsynced()
+            assert (await client.get("/v1/nowhere")).status_code == 404
+            # the same middleware counts every answer by route template and status
+            counted = (await client.get("/v1/metrics")).text
+            assert 'tessera_api_requests_total{route="/v1/healthz",status="200"} 2.0' in counted
+            assert 'tessera_api_requests_total{route="unmatched",status="404"} 1.0' in counted
 
     asyncio.run(answers())

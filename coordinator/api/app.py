@@ -19,7 +19,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from sqlmodel import col, delete
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coordinator.api.auth import (
     ApiAuthError,
@@ -125,34 +124,6 @@ def _problem(
     )
 
 
-class _Counted:
-    """Pure ASGI middleware counting the answers by route template and status: no task and
-    streams per request, as a `BaseHTTPMiddleware` would cost on every call (the client's
-    polls included)."""
-
-    def __init__(self, app: ASGIApp, *, counter: Counter) -> None:
-        self.app = app
-        self.counter = counter
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500  # if the app dies before answering, the server answers 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.counter.labels(route, str(status)).inc()
-
-
 def create_app(
     service: WithdrawalService,
     authenticator: Authenticator,
@@ -192,10 +163,13 @@ def create_app(
         registry=registry,
     )
     app.add_middleware(RequestLimits, limit=lambda _path: MAX_API_BODY)
-    app.add_middleware(_Counted, counter=requests)
-    # outermost: every answer carries the request id; and none starts before what it may
-    # show (a withdrawal stored or moved on, written with Sync.DEFERRED) is on disk
-    app.add_middleware(RequestContext, before_reply=service.store.barrier)
+
+    def answered(route: str, status: int) -> None:
+        requests.labels(route, str(status)).inc()
+
+    # outermost: every answer carries the request id, and is counted; and none starts before
+    # what it may show (a withdrawal stored or moved on, written with Sync.DEFERRED) is on disk
+    app.add_middleware(RequestContext, before_reply=service.store.barrier, answered=answered)
 
     def authorised(scope: ApiScope) -> Callable[[Request], Awaitable[Principal]]:
         async def dependency(request: Request) -> Principal:

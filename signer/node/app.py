@@ -139,7 +139,8 @@ class RequestContext:
     FastAPI copies into the worker thread of a sync route.  A node passes its index and its
     policy hash (a header on every answer); the signer API (coordinator/api/app.py) neither,
     but its `before_reply`: awaited before each answer starts (its store's sync, so that no
-    answer shows state a power loss could still take back)."""
+    answer shows state a power loss could still take back), and `answered`, told each
+    answer's route template and status (its request counter)."""
 
     def __init__(
         self,
@@ -148,11 +149,13 @@ class RequestContext:
         node: int | None = None,
         policy_hash: Callable[[], str | None] | None = None,
         before_reply: Callable[[], Awaitable[None]] | None = None,
+        answered: Callable[[str, int], None] | None = None,
     ) -> None:
         self.app = app
         self.node = node
         self.policy_hash = policy_hash
         self.before_reply = before_reply
+        self.answered = answered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -191,6 +194,8 @@ class RequestContext:
                 route = scope.get("route")
                 # The route template ("/v1/sessions/{session}"), not the path: no ids, no query.
                 template = getattr(route, "path", None) or "unmatched"
+                if self.answered is not None:
+                    self.answered(template, status)
                 log_event(
                     access,
                     "http.request",
