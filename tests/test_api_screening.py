@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -89,6 +89,9 @@ class Screen:
         self.plans: dict[str, list[Answer]] = {}
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.unverified: list[str] = []
+        #: called as each request arrives (what the service had on disk by then), if set
+        self.observe: Callable[[], object] | None = None
+        self.observed: list[object] = []
         #: the answers signed by the screen's key, fresh: what a replay sends again
         self.genuine: list[tuple[dict[str, str], bytes]] = []
         self.lock = threading.Lock()
@@ -105,6 +108,8 @@ class Screen:
                     except WebhookVerificationError as exc:
                         screen.unverified.append(exc.check)
                 with screen.lock:
+                    if screen.observe is not None:
+                        screen.observed.append(screen.observe())
                     screen.requests.append((headers, doc))
                     plan = screen.plans.get(doc["withdrawal"]["amount"], [Answer()])
                     answer = plan.pop(0) if len(plan) > 1 else plan[0]
@@ -424,8 +429,34 @@ def test_approved_by_the_screen_it_completes_on_chain(
     amount = screen.plan("0.0101", Answer(reason="clean", reference="kyt-1"))
     local = world.chains.local[CHAIN_A]
     before = local.balance(RECIPIENT)
-    with client(api, exchange_key) as exchange:
-        done = exchange.wait(exchange.create_withdrawal(body(amount)).id)
+    assert api.service is not None and api.service.screener is not None
+    store, screener = api.service.coordinator.store, api.service.screener
+    # what the withdrawal's own task did, in order: the barrier, the screen asked
+    steps: list[tuple[object, str]] = []
+    barrier, ask = store.barrier, screener.screen
+
+    async def syncing() -> None:
+        await barrier()
+        steps.append((asyncio.current_task(), "synced"))
+
+    async def asking(row: WithdrawalRow) -> Any:
+        steps.append((asyncio.current_task(), "asked"))
+        return await ask(row)
+
+    store.barrier, screener.screen = syncing, asking  # type: ignore[method-assign]
+    screen.observe, screen.observed = store.unsynced, []
+    try:
+        with client(api, exchange_key) as exchange:
+            done = exchange.wait(exchange.create_withdrawal(body(amount)).id)
+    finally:
+        store.barrier, screener.screen = barrier, ask  # type: ignore[method-assign]
+        screen.observe = None
+    # the withdrawal (and its SCREENING) were on disk before it left for the screen: its task
+    # synced right before it asked, and nothing was left unsynced when the request arrived
+    ((worker, _),) = [(task, what) for task, what in steps if what == "asked"]
+    mine = [what for task, what in steps if task is worker]
+    assert mine[: mine.index("asked")][-1:] == ["synced"]
+    assert screen.observed == [False]
     assert done.status == Status.COMPLETED, done
     assert done.reason_code is None and done.tx_hash is not None
     assert local.balance(RECIPIENT) - before == 101 * 10**14

@@ -585,7 +585,9 @@ class WithdrawalService:
             )
         cleared: dict[str, Any] = {}
         if self.screener is not None and Status(row.status) == Status.SCREENING:
-            # a sanctions list hit above never reaches the external screen
+            # A sanctions list hit above never reaches the external screen.  The withdrawal
+            # leaves the process here: on disk first (it may still be in its 202's barrier).
+            await self.store.barrier()
             step = await self.screener.step(row, self.events)
             if not step.proceed:
                 if step.status is None or step.sub_status is None:
