@@ -6,7 +6,9 @@ is ever here — the coordinator never sees a share, a Paillier factor or a poin
 payload.
 
 A presignature is marked used here *before* partial signatures are requested, so the
-coordinator never asks twice for the same one; the nodes enforce single use independently.
+coordinator does not ask twice for the same one; the nodes enforce single use independently
+(and are what keeps it single-use should a power loss take back the mark, which is committed
+without an fsync of its own: `take_presignature`).
 """
 
 from __future__ import annotations
