@@ -25,7 +25,7 @@ from signer.problems import ErrorCode
 try:
     import aiohttp
     from hexbytes import HexBytes
-    from web3 import AsyncHTTPProvider, AsyncWeb3
+    from web3 import AsyncWeb3
     from web3.exceptions import (
         BlockNotFound,
         ContractLogicError,
@@ -34,6 +34,8 @@ try:
         Web3RPCError,
     )
     from web3.types import BlockIdentifier, TxParams, Wei
+
+    from coordinator.rpc_transport import KeptAliveHTTPProvider
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(f"JSON-RPC needs web3 ({exc.name} is missing)") from exc
 
@@ -65,6 +67,18 @@ _NONCE_TOO_LOW: Final = ("nonce too low", "nonce is too low")
 # a node that cannot queue a transaction above the account's next nonce (an automining
 # Hardhat) refuses it with these; a queueing node (geth) holds it instead
 _NONCE_TOO_HIGH: Final = ("nonce too high", "nonce is too high")
+# web3's default middleware that this class does without: every address it passes is already
+# checked and checksummed (so no ENS name is ever resolved behind its back), it never asks a
+# node to fill in or send a transaction (gas price strategy, buffered gas estimate), and the
+# validation layer asked the node's `eth_chainId` before every `eth_call` and
+# `eth_estimateGas` to check a `chainId` field these calls never carry (`check_chain_id` does
+# that once) — two round trips on every payout's way to its signature.
+_UNUSED_MIDDLEWARE: Final = (
+    "validation",
+    "ens_name_to_address",
+    "gas_price_strategy",
+    "gas_estimate",
+)
 
 
 class ChainUnavailable(ChainError):
@@ -254,31 +268,27 @@ class ChainRpc:
             raise ValueError("a chain needs at least one RPC provider")
         self.chain_id = chain_id
         self._w3 = list(providers)
+        for w3 in self._w3:
+            for name in _UNUSED_MIDDLEWARE:
+                if name in {layer for _m, layer in w3.middleware_onion.middleware}:
+                    w3.middleware_onion.remove(name)
         self._names = list(names) or [f"provider {i + 1}" for i in range(len(providers))]
         self._checked = False
         self._answers: tuple[type[BaseException], ...] = (Web3Exception, ValueError, *node_errors)
 
     @classmethod
     def connect(cls, chain_id: int, urls: Sequence[str], *, timeout: float = 10.0) -> ChainRpc:
-        """web3's HTTP provider for each URL, tried in order.  web3's own retries are off: a
-        URL that does not answer is left for the next one at once."""
-        providers = [
-            AsyncWeb3(
-                AsyncHTTPProvider(
-                    url,
-                    request_kwargs={"timeout": aiohttp.ClientTimeout(total=timeout)},
-                    exception_retry_configuration=None,
-                )
-            )
-            for url in urls
-        ]
+        """One kept-alive HTTP provider per URL (coordinator/rpc_transport.py), tried in order,
+        with no retries of its own: a URL that does not answer is left for the next one at
+        once."""
+        providers = [AsyncWeb3(KeptAliveHTTPProvider(url, timeout=timeout)) for url in urls]
         # the URL's host only, never its path or query (API keys live there)
         names = [url.split("//", 1)[-1].split("/", 1)[0] for url in urls]
         return cls(chain_id, providers, names=names)
 
     async def aclose(self) -> None:
         for w3 in self._w3:
-            if isinstance(w3.provider, AsyncHTTPProvider):
+            if isinstance(w3.provider, KeptAliveHTTPProvider):
                 await w3.provider.disconnect()
 
     async def _call(self, what: Callable[[AsyncWeb3[Any]], Awaitable[T]]) -> T:

@@ -4,6 +4,7 @@ ceiling, the gas margin; on eth-tester through the same JSON-RPC client as a rea
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -115,3 +116,38 @@ def test_quotes_and_estimates_over_json_rpc_on_eth_tester() -> None:
             await rpc.aclose()
 
     asyncio.run(go())
+
+
+def test_a_read_is_one_request_to_the_node() -> None:
+    """`eth_estimateGas` and `eth_call` go out alone: web3's validation layer asked the node's
+    `eth_chainId` before each (two round trips on every payout's way to its signature) for a
+    `chainId` field these calls never carry; `check_chain_id` asks it once."""
+    local = InProcessChain()
+    token = local.deploy_token("T", "T", 6, 10**12)
+    rpc = local.rpc()
+    provider = rpc._w3[0].provider
+    sent: list[str] = []
+    make_request = provider.make_request
+
+    async def recording(method: Any, params: Any) -> Any:
+        sent.append(str(method))
+        return await make_request(method, params)
+
+    provider.make_request = recording  # type: ignore[method-assign]
+
+    async def go() -> None:
+        try:
+            await rpc.estimate_gas(local.faucet, "0x" + "12" * 20, 1, b"")
+            await rpc.token_balance(token, local.faucet)
+            await rpc.fee_history(4, [50.0])
+        finally:
+            await rpc.aclose()
+
+    asyncio.run(go())
+    # (eth-tester's own provider layer also asks eth_accounts to fill an eth_call's sender;
+    # an HTTP provider has no such layer)
+    assert [m for m in sent if m != "eth_accounts"] == [
+        "eth_estimateGas",
+        "eth_call",
+        "eth_feeHistory",
+    ]
