@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -250,10 +250,15 @@ class Authenticator:
         signature = _unb64url(signature_text)
 
         with self.store.session() as session:
-            key = session.get(ApiKeyRow, key_id)
-            client = None if key is None else session.get(ApiClientRow, key.client_id)
-        if key is None or client is None:
+            # the key and its client in one statement (every request asks this)
+            found = session.exec(
+                select(ApiKeyRow, ApiClientRow)
+                .join(ApiClientRow, col(ApiClientRow.client_id) == col(ApiKeyRow.client_id))
+                .where(ApiKeyRow.key_id == key_id)
+            ).first()
+        if found is None:
             raise _unauthorized(f"key {key_id} is unknown")
+        key, client = found
         if key.revoked_at is not None:
             raise _unauthorized(f"key {key_id} is revoked")
         if client.revoked_at is not None:
@@ -294,8 +299,11 @@ class Authenticator:
         # nothing (a read, a refusal) can lose its nonce to a power loss — and replaying one
         # changes nothing either.
         with self.store.session(Sync.WITH_NEXT) as session:
-            session.add(ApiNonceRow(key_id=key_id, nonce=nonce, seen_at=now))
+            # a plain INSERT, without the ORM's unit of work (every request makes one)
             try:
+                session.execute(
+                    insert(ApiNonceRow).values(key_id=key_id, nonce=nonce, seen_at=now)
+                )
                 session.commit()
             except IntegrityError:
                 session.rollback()
