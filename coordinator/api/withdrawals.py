@@ -191,6 +191,7 @@ class WithdrawalService:
         self.clock = clock
         self._wake = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False  # `run`'s workers are up: a new withdrawal is handed to one
 
     # --- submission --------------------------------------------------------------------------
     def payout_request(self, row: WithdrawalRow | WithdrawalCreate, wid: str) -> PayoutRequest:
@@ -272,7 +273,10 @@ class WithdrawalService:
         log_event(log, "withdrawal.submitted", withdrawal=wid, client=client_id)
         # the chain's fee quote and gas estimate, on their way while it is screened
         self.engine.quote_ahead(self.payout_request(body, wid))
-        self._wake.set()
+        # straight to a worker, with the row just stored (no scan of the live withdrawals, no
+        # read of it back); without a free worker the next round of `run` picks it up
+        if not self._follow_in_task(wid, row):
+            self._wake.set()
         return Submitted(row, replayed=False)
 
     # --- reading -----------------------------------------------------------------------------
@@ -721,12 +725,15 @@ class WithdrawalService:
                 reason=str(exc)[:500],
             )
 
-    async def follow(self, withdrawal_id: str) -> WithdrawalRow:
+    async def follow(self, withdrawal_id: str, row: WithdrawalRow | None = None) -> WithdrawalRow:
         """Advance until terminal or waiting for officers; transient failures (a node or the
-        chain away) are retried with exponential back-off, in the status they happened in."""
+        chain away) are retried with exponential back-off, in the status they happened in.
+        `row`: the withdrawal as its caller has just stored it (else it is read first)."""
         delay = self.retry_delay
+        fresh = row
         while True:
-            row = self.get(None, withdrawal_id)
+            row = fresh if fresh is not None else self.get(None, withdrawal_id)
+            fresh = None
             status = Status(row.status)
             if status in TERMINAL:
                 return row
@@ -758,9 +765,9 @@ class WithdrawalService:
             ).all()
         return [wid for wid, _status in rows]
 
-    async def _follow_logged(self, withdrawal_id: str) -> None:
+    async def _follow_logged(self, withdrawal_id: str, row: WithdrawalRow | None = None) -> None:
         try:
-            await self.follow(withdrawal_id)
+            await self.follow(withdrawal_id, row)
         except Exception as exc:
             log_event(
                 log,
@@ -776,18 +783,29 @@ class WithdrawalService:
 
         return done
 
+    def _follow_in_task(self, withdrawal_id: str, row: WithdrawalRow | None = None) -> bool:
+        """Follow the withdrawal in a task of `run`'s (`row`: as just stored); False when
+        `run` is not running, already follows it, or has no worker free."""
+        if not self._running or withdrawal_id in self._tasks:
+            return False
+        if len(self._tasks) >= self.concurrency:
+            return False
+        task = asyncio.create_task(self._follow_logged(withdrawal_id, row))
+        self._tasks[withdrawal_id] = task
+        task.add_done_callback(self._forget(withdrawal_id))
+        return True
+
     async def run(self, stop: asyncio.Event) -> None:
         """The workers: every live withdrawal followed by its own task (at most
         `concurrency` at once), picked up again after a restart from the database alone."""
+        self._running = True
         try:
             while not stop.is_set():
                 self._wake.clear()
                 for wid in self.live():
-                    if wid in self._tasks or len(self._tasks) >= self.concurrency:
-                        continue
-                    task = asyncio.create_task(self._follow_logged(wid))
-                    self._tasks[wid] = task
-                    task.add_done_callback(self._forget(wid))
+                    if len(self._tasks) >= self.concurrency:
+                        break
+                    self._follow_in_task(wid)
                 waits = [
                     asyncio.ensure_future(stop.wait()),
                     asyncio.ensure_future(self._wake.wait()),
@@ -798,6 +816,7 @@ class WithdrawalService:
                     for waiting in waits:
                         waiting.cancel()
         finally:
+            self._running = False
             for task in list(self._tasks.values()):
                 task.cancel()
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
