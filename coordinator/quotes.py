@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from coordinator.fees import FeeLevel, Fees, estimate_gas, quote_fees
 from coordinator.registry import Chain
@@ -42,23 +42,40 @@ class Quoted:
     level: FeeLevel
 
 
-async def read_quotes(rpc: ChainRpc, chain: Chain, quoted: Quoted) -> tuple[Fees, int]:
-    """The fee quote and the gas estimate, asked at once (independent reads); when either
-    fails, the fee quote's error wins (as when they were asked one after the other), and the
-    other is still awaited."""
-    fees, gas = await asyncio.gather(
-        quote_fees(rpc, chain, quoted.level),
-        estimate_gas(rpc, quoted.sender, quoted.to, quoted.value, quoted.data),
-        return_exceptions=True,
+def _estimate(rpc: ChainRpc, quoted: Quoted) -> asyncio.Task[int]:
+    # A task from the start: it sends its request at the loop's next turn, ahead of whatever
+    # is scheduled after this call (the worker that screens the withdrawal meanwhile).
+    return asyncio.ensure_future(
+        estimate_gas(rpc, quoted.sender, quoted.to, quoted.value, quoted.data)
     )
-    if isinstance(fees, BaseException):
-        raise fees
-    if isinstance(gas, BaseException):
-        raise gas
-    return fees, gas
 
 
-def _retrieved(task: asyncio.Task[tuple[Fees, int]]) -> None:
+def _failed(task: asyncio.Task[Fees]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+async def _both(fees: asyncio.Future[Fees], gas: asyncio.Future[int]) -> tuple[Fees, int]:
+    """Both reads' answers; when either fails, the fee quote's error wins (as when they were
+    asked one after the other), and the other is still awaited."""
+    try:
+        await asyncio.wait((fees, gas))
+    except asyncio.CancelledError:
+        fees.cancel()
+        gas.cancel()
+        raise
+    for read in (fees, gas):
+        if not read.cancelled():
+            read.exception()  # both retrieved, whichever is raised
+    return fees.result(), gas.result()
+
+
+async def read_quotes(rpc: ChainRpc, chain: Chain, quoted: Quoted) -> tuple[Fees, int]:
+    """The fee quote and the gas estimate, asked at once (independent reads)."""
+    fees = asyncio.ensure_future(quote_fees(rpc, chain, quoted.level))
+    return await _both(fees, _estimate(rpc, quoted))
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
     # a quote nobody takes (a payout refused, cancelled or quoted anew) fails silently
     if not task.cancelled():
         task.exception()
@@ -70,6 +87,22 @@ class QuotesAhead:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._asked: dict[str, tuple[Quoted, float, asyncio.Task[tuple[Fees, int]]]] = {}
+        #: the fee read shared per (chain, level), with the moment it was asked
+        self._fees: dict[tuple[int, FeeLevel], tuple[float, asyncio.Task[Fees]]] = {}
+
+    def _fee_read(
+        self, rpc: ChainRpc, chain: Chain, level: FeeLevel
+    ) -> tuple[float, asyncio.Task[Fees]]:
+        """The chain's fee read at `level` asked within `FRESH_SECONDS` (and not failed), or a
+        new one."""
+        now = self._clock()
+        kept = self._fees.get((chain.chain_id, level))
+        if kept is not None and now - kept[0] <= FRESH_SECONDS and not _failed(kept[1]):
+            return kept
+        task = asyncio.ensure_future(quote_fees(rpc, chain, level))
+        task.add_done_callback(_retrieved)
+        self._fees[(chain.chain_id, level)] = (now, task)
+        return now, task
 
     def ask(self, payout_id: str, rpc: ChainRpc, chain: Chain, quoted: Quoted) -> None:
         """Start the two reads for `payout_id`'s transaction (replacing any asked before)."""
@@ -78,9 +111,11 @@ class QuotesAhead:
         if len(self._asked) >= _KEPT:
             return  # as many fresh ones waiting: this payout is quoted when it is used
         self._drop(payout_id)
-        task = asyncio.ensure_future(read_quotes(rpc, chain, quoted))
+        fees_at, fees = self._fee_read(rpc, chain, quoted.level)
+        # shielded: a payout's quote dropped (cancelled) leaves the shared fee read to the rest
+        task = asyncio.ensure_future(_both(asyncio.shield(fees), _estimate(rpc, quoted)))
         task.add_done_callback(_retrieved)
-        self._asked[payout_id] = (quoted, self._clock(), task)
+        self._asked[payout_id] = (quoted, fees_at, task)
 
     async def take(self, payout_id: str, quoted: Quoted) -> tuple[Fees, int] | None:
         """The fee quote and gas estimate asked ahead for exactly `quoted`, fresh; None when

@@ -4,6 +4,7 @@ same JSON-RPC client as a real node."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -144,6 +145,53 @@ def test_a_read_that_failed_ahead_is_left_to_the_payout_own_reads(local: InProce
             ahead.ask("p1", rpc, chain(local.chain_id), broke)
             await asyncio.sleep(0.5)
             assert await ahead.take("p1", broke) is None  # no error here: asked again later
+        finally:
+            await rpc.aclose()
+
+    asyncio.run(go())
+
+
+def test_payouts_asked_ahead_share_one_fee_read_per_level_for_its_freshness(
+    local: InProcessChain,
+) -> None:
+    """The fee quote depends on the chain and the level only: one eth_feeHistory for every
+    payout asked ahead within FRESH_SECONDS of it, each with its own gas estimate; its age,
+    not the payout's, decides whether it is still handed over."""
+    token = local.deploy_token("T", "T", 6, 10**12)
+    clock = Clock()
+
+    async def go() -> None:
+        ahead = QuotesAhead(clock)
+        rpc = local.rpc()
+        provider = rpc._w3[0].provider
+        sent: list[str] = []
+        make_request = provider.make_request
+
+        async def recording(method: Any, params: Any) -> Any:
+            sent.append(str(method))
+            return await make_request(method, params)
+
+        provider.make_request = recording  # type: ignore[method-assign]
+        try:
+            one, two, high = (
+                transfer(local, token, 5),
+                transfer(local, token, 6),
+                transfer(local, token, 7, level=FeeLevel.HIGH),
+            )
+            ahead.ask("p1", rpc, chain(local.chain_id), one)
+            clock.now += FRESH_SECONDS - 0.5
+            ahead.ask("p2", rpc, chain(local.chain_id), two)  # the same fee read
+            ahead.ask("p3", rpc, chain(local.chain_id), high)  # another level: its own
+            got_one = await ahead.take("p1", one)
+            assert got_one is not None
+            assert sent.count("eth_feeHistory") == 2 and sent.count("eth_estimateGas") == 3
+            clock.now += 0.51  # p2 was asked 0.51 s ago, its fee read FRESH_SECONDS + 0.01
+            assert await ahead.take("p2", two) is None
+            assert await ahead.take("p3", high) is not None
+            ahead.ask("p4", rpc, chain(local.chain_id), two)  # a new fee read now
+            got_four = await ahead.take("p4", two)
+            assert got_four is not None and sent.count("eth_feeHistory") == 3
+            assert got_four == await read_quotes(rpc, chain(local.chain_id), two)
         finally:
             await rpc.aclose()
 
