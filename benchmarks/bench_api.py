@@ -1,8 +1,9 @@
 """The signer API end to end: `tessera serve`'s service (uvicorn, its workers) over a local
 2-of-3 cluster of node processes enforcing a policy, paying to a Hardhat 2 node, driven over
-HTTP by the Python client with signed requests.
+HTTP by the Python client with signed requests from a process of its own (the exchange's side:
+benchmarks/bench_api_client.py).
 
-    ./run bench-api [--withdrawals 30] [--concurrency 10] [--dir var/bench-api]
+    ./run bench-api [--withdrawals 30] [--concurrency 10] [--poll 0.05] [--dir var/bench-api]
 
 Measures, next to a single-key libsecp256k1 signature and the bare policy-checked threshold
 signature (`Coordinator.sign_transaction`, warm pool, no HTTP, no chain) in the same run:
@@ -12,7 +13,9 @@ signature (`Coordinator.sign_transaction`, warm pool, no HTTP, no chain) in the 
   * withdrawals per second to COMPLETED with `--concurrency` clients submitting at once.
 Times to SIGNED and COMPLETED are read from the withdrawal's own event rows (the service's
 clock) against the moment the client started the POST, so no polling adds to them.  The
-client and the service share this one process (and the machine with the nodes and Hardhat).
+service runs in this process, the client in its own; both share the machine with the nodes and
+Hardhat.  The client's status reads (every `--poll` seconds) are served by the service's event
+loop, as any integrator's are.
 """
 
 from __future__ import annotations
@@ -31,10 +34,8 @@ from sqlmodel import select
 
 from benchmarks.bench_chain import CHAIN_ID, EXCHANGE, INITIATOR, bare_signatures, start_world
 from benchmarks.machine import baseline_sign_samples, describe, fmt, summarise
-from coordinator.api.auth import ApiClients, Scope, load_private_key
-from coordinator.api.client import AsyncTesseraClient
+from coordinator.api.auth import ApiClients, Scope
 from coordinator.api.lifecycle import Status
-from coordinator.api.models import WithdrawalCreate
 from coordinator.api.server import ServeOptions, build, run
 from coordinator.api.tables import WithdrawalEventRow
 from coordinator.cluster import LocalCluster
@@ -58,7 +59,7 @@ def events_at(cluster: LocalCluster, withdrawal_id: str) -> dict[str, float]:
         store.close()
 
 
-async def bench(root: Path, withdrawals: int, concurrency: int) -> dict[str, Any]:
+async def bench(root: Path, withdrawals: int, concurrency: int, poll: float) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     def record(name: str, samples: list[float]) -> None:
@@ -110,69 +111,63 @@ async def bench(root: Path, withdrawals: int, concurrency: int) -> dict[str, Any
 
     serving = asyncio.create_task(run(service, options, started))
     await ready.wait()
-    client = AsyncTesseraClient(
-        f"http://127.0.0.1:{PORT}", issued.key_id, load_private_key(issued.private_key_pem)
-    )
-    counter = iter(range(10**9))
-
-    def body(asset: str, amount: str) -> WithdrawalCreate:
-        return WithdrawalCreate(
-            client_request_id=f"bench-{asset}-{next(counter)}-{time.time_ns()}",
-            wallet="hot",
-            chain_id=CHAIN_ID,
-            asset=asset,
-            destination=EXCHANGE,
-            amount=amount,
-        )
-
+    key_file = root / "bench-client.pem"
+    key_file.write_bytes(issued.private_key_pem)
+    key_file.chmod(0o600)
+    balances = {
+        "ETH": (10**15, chain.balance),
+        "USDT": (1_500_000, lambda a: chain.token_balance(token, a)),
+    }
+    before = {asset: read(EXCHANGE) for asset, (_units, read) in balances.items()}
     try:
-        for asset, amount, units, balance in (
-            ("ETH", "0.001", 10**15, chain.balance),
-            ("USDT", "1.5", 1_500_000, lambda a: chain.token_balance(token, a)),
-        ):
-            before = balance(EXCHANGE)
+        # the exchange's side in a process of its own (benchmarks/bench_api_client.py)
+        exchange = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).resolve().parent / "bench_api_client.py"),
+            "--url", f"http://127.0.0.1:{PORT}",
+            "--key-id", issued.key_id,
+            "--key-file", str(key_file),
+            "--chain-id", str(CHAIN_ID),
+            "--destination", EXCHANGE,
+            "--withdrawals", str(withdrawals),
+            "--concurrency", str(concurrency),
+            "--poll", str(poll),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, _ = await exchange.communicate()
+        if exchange.returncode != 0:
+            raise SystemExit(f"the exchange's client process exited {exchange.returncode}")
+        report = json.loads(out)
+        print(f"  the client polled every {report['poll'] * 1000:.0f} ms, in its own process")
+        for asset, (units, read) in balances.items():
+            rows = report["sequential"][asset]
             answered, signed, completed = [], [], []
-            for _ in range(withdrawals):
-                wall, t0 = time.time(), time.perf_counter()
-                accepted = await client.create_withdrawal(body(asset, amount))
-                answered.append(time.perf_counter() - t0)
-                done = await client.wait(accepted.id, poll=0.01)
-                if done.status != Status.COMPLETED:
-                    raise SystemExit(f"a withdrawal ended {done.status}: {done.reason}")
-                at = events_at(cluster, accepted.id)
-                signed.append(at[Status.BROADCASTING] - wall)
-                completed.append(at[Status.COMPLETED] - wall)
-            if balance(EXCHANGE) - before != withdrawals * units:
+            for row in rows:
+                if row["status"] != Status.COMPLETED:
+                    raise SystemExit(f"a withdrawal ended {row['status']}")
+                at = events_at(cluster, row["id"])
+                answered.append(row["answered"])
+                signed.append(at[Status.BROADCASTING] - row["wall"])
+                completed.append(at[Status.COMPLETED] - row["wall"])
+            extra = 2_000_000 * len(report["concurrent"]["withdrawals"]) if asset == "USDT" else 0
+            if read(EXCHANGE) - before[asset] != len(rows) * units + extra:
                 raise SystemExit(f"the {asset} recipient did not get exactly what was paid")
             record(f"{asset}: POST /v1/withdrawals → 202", answered)
             record(f"{asset}: POST → SIGNED (screened, policy, nodes' signature)", signed)
             record(f"{asset}: POST → COMPLETED (mined, 1 confirmation)", completed)
 
-        before = chain.token_balance(token, EXCHANGE)
-        many = [body("USDT", "2") for _ in range(2 * withdrawals)]
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(request: WithdrawalCreate) -> str:
-            async with gate:
-                accepted = await client.create_withdrawal(request)
-                return (await client.wait(accepted.id, poll=0.05, timeout=600)).status
-
-        t0 = time.perf_counter()
-        ended = await asyncio.gather(*(one(r) for r in many))
-        elapsed = time.perf_counter() - t0
-        if any(s != Status.COMPLETED for s in ended):
+        ended = report["concurrent"]["withdrawals"]
+        if any(e["status"] != Status.COMPLETED for e in ended):
             raise SystemExit("a concurrent withdrawal did not complete")
-        if chain.token_balance(token, EXCHANGE) - before != len(many) * 2_000_000:
-            raise SystemExit("the concurrent withdrawals did not pay exactly")
-        rate = len(many) / elapsed
+        elapsed = report["concurrent"]["seconds"]
+        rate = len(ended) / elapsed
         results[f"USDT withdrawals to COMPLETED, {concurrency} clients at once"] = {
-            "withdrawals": len(many),
+            "withdrawals": len(ended),
             "seconds": elapsed,
             "per_second": rate,
         }
-        print(f"  {len(many)} USDT withdrawals, {concurrency} at once: {rate:.1f} per second")
+        print(f"  {len(ended)} USDT withdrawals, {concurrency} at once: {rate:.1f} per second")
     finally:
-        await client.aclose()
         service.server.should_exit = True
         await serving
         cluster.down()
@@ -184,11 +179,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--withdrawals", type=int, default=30)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument(
+        "--poll", type=float, default=0.05, help="seconds between the client's status reads"
+    )
     parser.add_argument("--dir", type=Path, default=Path("var/bench-api"))
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     print("machine:", json.dumps(describe()))
-    results = asyncio.run(bench(args.dir, max(args.withdrawals, 2), max(args.concurrency, 1)))
+    results = asyncio.run(
+        bench(args.dir, max(args.withdrawals, 2), max(args.concurrency, 1), args.poll)
+    )
     if args.json:
         args.json.write_text(json.dumps({"machine": describe(), "results": results}, indent=2))
 
