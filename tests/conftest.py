@@ -4,6 +4,7 @@ tests/fixtures (production code always generates its own, see signer/primes.py).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 
@@ -81,6 +82,15 @@ LONG_MODULES = (
     "test_demo_cluster.py",
     "test_api_service.py",
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # an xdist worker's base temporary directory is <the run's>/<worker id>: the protocol
+    # fixtures' aux-info is computed once per run in a folder beside them
+    # (tests/protocol_fixtures.py `_shared`)
+    basetemp = getattr(config.option, "basetemp", None)
+    if hasattr(config, "workerinput") and basetemp:
+        os.environ["TESSERA_SHARED_FIXTURES"] = str(Path(basetemp).parent / "shared-fixtures")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
