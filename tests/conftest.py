@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,31 @@ def pytest_configure(config: pytest.Config) -> None:
     basetemp = getattr(config.option, "basetemp", None)
     if hasattr(config, "workerinput") and basetemp:
         os.environ["TESSERA_SHARED_FIXTURES"] = str(Path(basetemp).parent / "shared-fixtures")
+
+
+#: Seconds of setup, call and teardown per worker and per test file, for the summary below.
+_BUSY: dict[str, float] = {}
+_FILES: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    gateway = getattr(getattr(report, "node", None), "gateway", None)
+    worker = str(getattr(gateway, "id", "main"))
+    _BUSY[worker] = _BUSY.get(worker, 0.0) + report.duration
+    module = report.nodeid.split("::", 1)[0]
+    _FILES[module] = _FILES.get(module, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # how the two workers were loaded, and where the time went: what to trim or move in
+    # LONG_MODULES when the run nears its 30 minutes
+    if not _BUSY:
+        return
+    terminalreporter.write_sep("=", "busy seconds per worker, and the 12 longest test files")
+    for worker, seconds in sorted(_BUSY.items()):
+        terminalreporter.write_line(f"{worker}: {seconds:.0f} s")
+    for module, seconds in sorted(_FILES.items(), key=lambda kv: -kv[1])[:12]:
+        terminalreporter.write_line(f"{seconds:8.0f} s  {module}")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
