@@ -4,9 +4,9 @@ ceiling, the gas margin; on eth-tester through the same JSON-RPC client as a rea
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
+from rpc_requests import recorded
 
 from coordinator.evm_chain import InProcessChain
 from coordinator.fees import (
@@ -125,15 +125,7 @@ def test_a_read_is_one_request_to_the_node() -> None:
     local = InProcessChain()
     token = local.deploy_token("T", "T", 6, 10**12)
     rpc = local.rpc()
-    provider = rpc._w3[0].provider
-    sent: list[str] = []
-    make_request = provider.make_request
-
-    async def recording(method: Any, params: Any) -> Any:
-        sent.append(str(method))
-        return await make_request(method, params)
-
-    provider.make_request = recording  # type: ignore[method-assign]
+    sent = recorded(rpc)
 
     async def go() -> None:
         try:

@@ -4,9 +4,9 @@ same JSON-RPC client as a real node."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
+from rpc_requests import recorded
 
 from coordinator.evm_chain import InProcessChain
 from coordinator.fees import FeeLevel
@@ -163,15 +163,7 @@ def test_payouts_asked_ahead_share_one_fee_read_per_level_for_its_freshness(
     async def go() -> None:
         ahead = QuotesAhead(clock)
         rpc = local.rpc()
-        provider = rpc._w3[0].provider
-        sent: list[str] = []
-        make_request = provider.make_request
-
-        async def recording(method: Any, params: Any) -> Any:
-            sent.append(str(method))
-            return await make_request(method, params)
-
-        provider.make_request = recording  # type: ignore[method-assign]
+        sent = recorded(rpc)
         try:
             one, two, high = (
                 transfer(local, token, 5),
