@@ -91,7 +91,7 @@ IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
 ]
 
-_PROBLEM_STATUSES = (400, 401, 403, 404, 405, 409, 413, 415, 422, 429, 503)
+_PROBLEM_STATUSES = (400, 401, 403, 404, 405, 409, 413, 414, 415, 422, 429, 503)
 _PROBLEM_RESPONSE: dict[str, Any] = {
     "description": "An RFC 9457 problem (docs/errors.md)",
     "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -169,7 +169,8 @@ def create_app(
 
     # outermost: every answer carries the request id, and is counted; and none starts before
     # what it may show (a withdrawal stored or moved on, written with Sync.DEFERRED) is on disk
-    app.add_middleware(RequestContext, before_reply=service.store.barrier, answered=answered)
+    barrier = None if service is None else service.store.barrier  # None: the document only
+    app.add_middleware(RequestContext, before_reply=barrier, answered=answered)
 
     def authorised(scope: ApiScope) -> Callable[[Request], Awaitable[Principal]]:
         async def dependency(request: Request) -> Principal:
