@@ -269,9 +269,9 @@ class ChainRpc:
         self.chain_id = chain_id
         self._w3 = list(providers)
         for w3 in self._w3:
-            for name in _UNUSED_MIDDLEWARE:
-                if name in {layer for _m, layer in w3.middleware_onion.middleware}:
-                    w3.middleware_onion.remove(name)
+            present = {layer for _middleware, layer in w3.middleware_onion.middleware}
+            for name in present.intersection(_UNUSED_MIDDLEWARE):
+                w3.middleware_onion.remove(name)
         self._names = list(names) or [f"provider {i + 1}" for i in range(len(providers))]
         self._checked = False
         self._answers: tuple[type[BaseException], ...] = (Web3Exception, ValueError, *node_errors)

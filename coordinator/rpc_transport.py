@@ -33,7 +33,10 @@ class KeptAliveHTTPProvider(AsyncJSONBaseProvider):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def __str__(self) -> str:
-        return f"kept-alive HTTP JSON-RPC {self.endpoint_uri}"
+        # the host only, never the URL's path or query (API keys live there), wherever web3
+        # prints a provider
+        host = self.endpoint_uri.split("//", 1)[-1].split("/", 1)[0]
+        return f"kept-alive HTTP JSON-RPC {host}"
 
     def _session_here(self) -> aiohttp.ClientSession:
         # A session belongs to the loop it was made on; a ChainRpc used from another loop (a

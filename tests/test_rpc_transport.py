@@ -97,3 +97,8 @@ def test_an_http_error_of_the_endpoint_is_an_unreachable_url(status: int) -> Non
                 await rpc.aclose()
 
     asyncio.run(go())
+
+
+def test_the_provider_names_the_host_only() -> None:
+    provider = KeptAliveHTTPProvider("https://rpc.example:8545/v3/SECRET-API-KEY?x=1", timeout=5)
+    assert str(provider) == "kept-alive HTTP JSON-RPC rpc.example:8545"
