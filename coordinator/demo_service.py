@@ -30,7 +30,6 @@ import contextlib
 import json
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -76,6 +75,7 @@ from coordinator.evm_chain import LocalChain
 from coordinator.hardhat import HardhatNode
 from coordinator.nonces import NonceManager
 from coordinator.payouts import PayoutEngine
+from coordinator.ports import free_port
 from coordinator.registry import local_registry, registry_toml
 from coordinator.store import CoordinatorStore
 from policies.document import PolicyDocument
@@ -306,13 +306,6 @@ class ServiceProcess:
                 self.process.wait(10)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 async def run_service_demo(
     root: Path,
     pool_depth: int = 4,
@@ -404,7 +397,7 @@ async def run_service_demo(
         registry_file.write_text(registry_toml(registry))
         disable_demo_endpoints(root)
         receiver = WebhookReceiver()
-        port = service_port or _free_port()
+        port = service_port or free_port()
 
         async def serve() -> dict[str, Any]:
             nonlocal service

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -19,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import Final
+
+from coordinator.ports import free_port
 
 LOCALCHAIN: Final = Path(__file__).resolve().parent / "localchain"
 HARDHAT: Final = LOCALCHAIN / "node_modules" / ".bin" / "hardhat"
@@ -29,16 +30,10 @@ class HardhatUnavailable(RuntimeError):
     """Hardhat is not installed, or the node did not come up."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class HardhatNode:
     def __init__(self, chain_id: int = 31337, *, port: int | None = None) -> None:
         self.chain_id = chain_id
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self._log: Path | None = None
 

@@ -5,7 +5,6 @@ thread of its own with its own event loop — as `tessera serve` runs it, worker
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,14 +21,8 @@ from coordinator.api.auth import ApiClients, Scope, load_private_key
 from coordinator.api.client import AsyncTesseraClient, TesseraClient
 from coordinator.api.server import ServeOptions, Service, build, run
 from coordinator.api.webhooks import verify_webhook
+from coordinator.ports import free_port
 from coordinator.store import CoordinatorStore
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

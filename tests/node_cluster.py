@@ -6,36 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
-import socket
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 from coordinator.cluster import LocalCluster
+from coordinator.ports import free_port_block
 
 FIXTURE_PRIMES = Path(__file__).parent / "fixtures" / "safe_primes_1536.json"
 T = TypeVar("T")
-
-
-def free_base_port(n: int) -> int:
-    """A base b with b+1 … b+n all free on loopback right now."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 60000)
-        sockets = []
-        try:
-            for k in range(1, n + 1):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + k))
-                sockets.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in sockets:
-                s.close()
-    raise RuntimeError("no free port range")
 
 
 def prime_pools(root: Path, n: int, per_node: int = 4) -> dict[int, Path]:
@@ -68,7 +47,7 @@ def make_cluster(
         root / "cluster",
         n,
         t,
-        base_port=free_base_port(n + 1),
+        base_port=free_port_block(n + 1),
         prime_pools=pools,
         genesis_policy=genesis_policy,
         raw_keys=raw_keys,

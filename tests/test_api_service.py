@@ -341,6 +341,15 @@ def test_listing_pages_by_cursor_with_filters(api: ServiceThread, keys: dict[str
         with pytest.raises(ApiRefused) as bad:
             exchange.withdrawals(cursor="not-a-cursor")
         assert bad.value.code == ErrorCode.VALIDATION
+        # a filter that takes a list may repeat; one that takes one value may not (it would be
+        # read as its last value: a list of DAI withdrawals answering `asset=ETH&asset=DAI`)
+        both = exchange.withdrawals(status=["PENDING_APPROVAL", "CANCELLED"], asset="DAI")
+        assert set(mine) <= {w.id for w in both.items}
+        for name, values in (("asset", ["ETH", "DAI"]), ("limit", [1, 1, 1])):
+            with pytest.raises(ApiRefused) as repeated:
+                exchange.withdrawals(**{name: values})
+            assert repeated.value.status == 422 and repeated.value.code == ErrorCode.VALIDATION
+            assert f"query.{name}: given {len(values)} times" in repeated.value.problem.detail
 
 
 def test_unsigned_wrong_scope_and_bad_input_are_problems_never_500(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import stat
 import threading
 import time
@@ -37,6 +36,7 @@ from coordinator.api.webhooks import (
     signed_headers,
     verify_webhook,
 )
+from coordinator.ports import free_port
 from coordinator.store import CoordinatorStore
 from signer.problems import ErrorCode
 
@@ -53,13 +53,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.at
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Receiver:

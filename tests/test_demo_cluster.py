@@ -8,15 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from eth_account import Account
-from node_cluster import free_base_port, prime_pools, run
+from node_cluster import prime_pools, run
 
 from coordinator.demo import run_cluster_demo
+from coordinator.ports import free_port_block
 
 
 def test_demo_signs_and_mines_then_reuses_everything(tmp_path: Path) -> None:
     pools = prime_pools(tmp_path / "pools", 3, per_node=2)
     root = tmp_path / "demo"
-    first = run(run_cluster_demo(root, 2, prime_pools=pools, base_port=free_base_port(3)))
+    first = run(run_cluster_demo(root, 2, prime_pools=pools, base_port=free_port_block(3)))
     assert not first.reused_cluster
     names = [phase.name for phase in first.phases]
     assert "create wallet" in names and "submit to the EVM" in names

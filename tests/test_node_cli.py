@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node_cluster import free_base_port, make_cluster, run
+from node_cluster import make_cluster, run
 from typer.testing import CliRunner
 
 from coordinator.console import app
+from coordinator.ports import free_port_block
 from signer.protocol.sign import HashScheme
 
 runner = CliRunner()
@@ -23,7 +24,7 @@ runner = CliRunner()
 
 def test_cluster_up_status_down(tmp_path: Path) -> None:
     root = tmp_path / "cluster"
-    base = str(free_base_port(2))
+    base = str(free_port_block(2))
     up = runner.invoke(
         app,
         [

@@ -20,10 +20,11 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from node_cluster import free_base_port, run
+from node_cluster import run
 from node_local import ScriptedNode, make_nodes
 
 from coordinator.client import NodeClient, NodeRefused
+from coordinator.ports import free_port_block
 from signer.node.api import AUX_KEY_ID, KEY_ID_MAX_BYTES, MAX_ENVELOPE_BATCH_BYTES
 from signer.node.app import create_app
 from signer.node.cli import server_config
@@ -341,7 +342,7 @@ class Served:
     """The app on a real uvicorn server on loopback, in a thread, with `server_config`."""
 
     def __init__(self, app: Any) -> None:
-        self.port = free_base_port(1) + 1
+        self.port = free_port_block(1) + 1
         self.server = uvicorn.Server(server_config(app, "127.0.0.1", self.port))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
