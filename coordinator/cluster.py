@@ -291,17 +291,46 @@ class LocalCluster:
         to 0.5 s: a fresh process answers within a second, one unsealing its token can take many)
         for at most `timeout` seconds."""
         client = self.client(node)
+        started = self._pid_file(node).exists()
+
+        async def health() -> Health:
+            # a node that exited (its port taken, its token refused) is not waited for
+            if started and self.pid(node) is None:
+                raise ClusterError(f"{node.node_id} exited: {self.last_words(node)}")
+            return await client.health()
+
         waiting = AsyncRetrying(
             retry=retry_if_exception_type((NodeUnavailable, NodeRefused)),
             wait=wait_exponential(multiplier=0.05, max=0.5),
             stop=stop_after_delay(timeout),
         )
         try:
-            return await waiting(client.health)
+            return await waiting(health)
         except RetryError as exc:
-            raise ClusterError(f"{node.node_id} did not come up; see {self.root}/logs") from exc
+            raise ClusterError(
+                f"{node.node_id} did not come up in {timeout:.0f} s: {self.last_words(node)}"
+            ) from exc
         finally:
             await client.aclose()
+
+    def last_words(self, node: NodeEntry, limit: int = 300) -> str:
+        """What the node's log last said at error level (the exception a failed start ends
+        with; else its last line), clipped, and where the whole log is."""
+        path = self.root / "logs" / f"{node.node_id}.log"
+        try:
+            with path.open("rb") as log:
+                log.seek(max(0, path.stat().st_size - 16384))
+                lines = log.read().decode("utf-8", "replace").strip().splitlines()
+        except OSError:
+            lines = []
+        said = lines[-1] if lines else "no output"
+        for line in reversed(lines):
+            with contextlib.suppress(ValueError, AttributeError):
+                record = json.loads(line)
+                if record.get("level") in ("error", "critical"):
+                    said = str(record.get("message", line))
+                    break
+        return f"{said[:limit]!r} (log: {path})"
 
     async def up(self, env: dict[str, str] | None = None) -> None:
         """Start every node that is not running and pin the roster where it is missing."""

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from node_cluster import extra_pool, make_cluster, run
 from sqlalchemy import text
 
 from coordinator.client import NodeClient, NodeRefused
-from coordinator.cluster import LocalCluster
+from coordinator.cluster import ClusterError, LocalCluster
 from coordinator.driver import SessionFailed
 from coordinator.engine import Coordinator, PoolTarget
 from coordinator.store import WalletRow
@@ -602,3 +604,27 @@ def test_reshare_over_http_replaces_node_3_by_a_new_node_4(
         assert shares and all(blob is None for (blob,) in shares)  # retired and erased
     finally:
         grown.stop(grown.nodes[3])
+
+
+def test_a_node_that_cannot_bind_its_port_is_reported_at_once_with_its_log(
+    tmp_path: Path,
+) -> None:
+    cluster = make_cluster(tmp_path, n=2, per_node=1)
+    node = cluster.nodes[0]
+    port = int(node.url.rsplit(":", 1)[1])
+    # bound, not listening: as the source port of an outgoing connection holds it (refusing
+    # connections to it, and the node's bind)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        cluster.start(node)
+        started = time.monotonic()
+        try:
+            with pytest.raises(ClusterError) as failed:
+                run(cluster.wait_healthy(node, timeout=60))
+        finally:
+            cluster.down()
+    # not after the whole timeout: the node's exit is seen, and its last words quoted
+    assert time.monotonic() - started < 30
+    assert f"{node.node_id} exited: " in str(failed.value)
+    assert str(tmp_path / "cluster" / "logs" / f"{node.node_id}.log") in str(failed.value)
+    assert "address already in use" in str(failed.value).lower()
