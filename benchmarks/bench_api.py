@@ -10,7 +10,9 @@ signature (`Coordinator.sign_transaction`, warm pool, no HTTP, no chain) in the 
   * `POST /v1/withdrawals` → 202 (the answer: stored, screened later), median and p90;
   * → SIGNED (the BROADCASTING event: screened, policy dry run, signed by the nodes) and
     → COMPLETED (mined and confirmed), one withdrawal at a time, warm pool;
-  * withdrawals per second to COMPLETED with `--concurrency` clients submitting at once.
+  * withdrawals per second to COMPLETED with `--concurrency` clients submitting at once;
+  * the service's CPU per withdrawal over the one-at-a-time runs (this process's CPU time,
+    sampled every 10 ms: what its event loop, the critical path, has to get through).
 Times to SIGNED and COMPLETED are read from the withdrawal's own event rows (the service's
 clock) against the moment the client started the POST, so no polling adds to them.  The
 service runs in this process, the client in its own; both share the machine with the nodes and
@@ -57,6 +59,21 @@ def events_at(cluster: LocalCluster, withdrawal_id: str) -> dict[str, float]:
         return {row.status: row.created_at for row in rows}
     finally:
         store.close()
+
+
+def cpu_between(samples: list[tuple[float, float]], start: float, end: float) -> float:
+    """The CPU seconds used between two wall-clock moments, interpolated between the samples
+    (wall, process CPU) around each."""
+
+    def at(moment: float) -> float:
+        before = max((s for s in samples if s[0] <= moment), default=samples[0])
+        after = min((s for s in samples if s[0] >= moment), default=samples[-1])
+        if after[0] == before[0]:
+            return before[1]
+        share = (moment - before[0]) / (after[0] - before[0])
+        return before[1] + share * (after[1] - before[1])
+
+    return at(end) - at(start)
 
 
 async def bench(root: Path, withdrawals: int, concurrency: int, poll: float) -> dict[str, Any]:
@@ -119,6 +136,16 @@ async def bench(root: Path, withdrawals: int, concurrency: int, poll: float) -> 
         "USDT": (1_500_000, lambda a: chain.token_balance(token, a)),
     }
     before = {asset: read(EXCHANGE) for asset, (_units, read) in balances.items()}
+    # The service's CPU (this process: the client, nodes and Hardhat have their own), sampled
+    # by wall clock, so that the part of a run's window can be read off afterwards
+    cpu_samples: list[tuple[float, float]] = []
+
+    async def sample_cpu() -> None:
+        while True:
+            cpu_samples.append((time.time(), time.process_time()))
+            await asyncio.sleep(0.01)
+
+    sampler = asyncio.create_task(sample_cpu())
     try:
         # the exchange's side in a process of its own (benchmarks/bench_api_client.py)
         exchange = await asyncio.create_subprocess_exec(
@@ -152,6 +179,10 @@ async def bench(root: Path, withdrawals: int, concurrency: int, poll: float) -> 
             extra = 2_000_000 * len(report["concurrent"]["withdrawals"]) if asset == "USDT" else 0
             if read(EXCHANGE) - before[asset] != len(rows) * units + extra:
                 raise SystemExit(f"the {asset} recipient did not get exactly what was paid")
+            first, last = rows[0]["wall"], events_at(cluster, rows[-1]["id"])[Status.COMPLETED]
+            used = cpu_between(cpu_samples, first, last) / len(rows)
+            results[f"{asset}: service CPU per withdrawal, POST → COMPLETED"] = {"ms": used * 1000}
+            print(f"  {asset}: the service used {used * 1000:.1f} ms of CPU per withdrawal")
             record(f"{asset}: POST /v1/withdrawals → 202", answered)
             record(f"{asset}: POST → SIGNED (screened, policy, nodes' signature)", signed)
             record(f"{asset}: POST → COMPLETED (mined, 1 confirmation)", completed)
@@ -168,6 +199,7 @@ async def bench(root: Path, withdrawals: int, concurrency: int, poll: float) -> 
         }
         print(f"  {len(ended)} USDT withdrawals, {concurrency} at once: {rate:.1f} per second")
     finally:
+        sampler.cancel()
         service.server.should_exit = True
         await serving
         cluster.down()

@@ -554,15 +554,18 @@ class PayoutEngine:
         self._check_id(request.payout_id)
         chain, _rpc = self._chain(request.payout_id, request.chain_id)
         self._call(request, chain)
+        with self.store.session() as session:
+            stored = session.get(PayoutRow, request.payout_id)
+        if stored is not None:
+            # it passed these checks when it was submitted, and its sender was derived then;
+            # `submit` compares the request with it (another wallet or path: REQUEST_REUSED)
+            return stored.sender, stored
         try:
             sender = self.sender_of(request.wallet, request.path)
         except TesseraError as exc:
             raise PayoutError(request.payout_id, ErrorCode.NOT_FOUND, str(exc)) from exc
-        with self.store.session() as session:
-            stored = session.get(PayoutRow, request.payout_id)
-        if stored is None:  # a stored payout passed these checks when it was submitted
-            await self._check_destination(request, chain, sender)
-        return sender, stored
+        await self._check_destination(request, chain, sender)
+        return sender, None
 
     async def submit(self, request: PayoutRequest) -> PayoutRow:
         """Persist the payout (state accepted), or return the one with this id if it is the

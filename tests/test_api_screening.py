@@ -141,7 +141,9 @@ class Screen:
         self.thread.start()
 
     def answer(self, answer: Answer, request_id: str) -> tuple[dict[str, str], bytes]:
-        if answer.replay and self.genuine:
+        if answer.replay:
+            if not self.genuine:  # this test runs first: a genuine answer to another request
+                self.answer(Answer(), f"another-{request_id}")
             return self.genuine[-1]
         doc: dict[str, Any] = {
             "request_id": request_id,

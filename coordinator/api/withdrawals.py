@@ -752,7 +752,12 @@ class WithdrawalService:
             if moved.sub_status == SubStatus.SCREENING_DEFERRED.value:
                 return moved  # asked again by a later round of `run` once due (the slot freed)
             if RANK[Status(moved.status)] == RANK[status] and moved.sub_status == row.sub_status:
-                await asyncio.sleep(self.poll)  # waiting on the chain
+                await asyncio.sleep(self.poll)  # waiting on the chain: read it again after
+            else:
+                # moved on just now, and read back in the transaction that moved it: the next
+                # step starts from it (a cancel or approval since makes that step's
+                # conditional UPDATE miss, and it reads the withdrawal again)
+                fresh = moved
 
     def live(self) -> list[str]:
         """Withdrawals a worker should be following: not terminal and not waiting for
