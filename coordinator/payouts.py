@@ -494,15 +494,17 @@ class PayoutEngine:
             self._passed.clear()  # checks not followed by a submission: forgotten, simply
         self._passed[request.payout_id] = (request, policy.policy_hash(), time.monotonic())
 
-    def quote_ahead(self, request: PayoutRequest) -> None:
+    def quote_ahead(self, request: PayoutRequest, sender: str | None = None) -> None:
         """Ask the chain now for the fee quote and gas estimate of a payout that will be
         stored and signed shortly (the signer API's withdrawal, while it is screened): used if
         it is signed within `coordinator.quotes.FRESH_SECONDS` (else asked again).  For a
-        request `check` passed; anything it cannot quote is left to the payout's own reads."""
+        request `check` passed (`sender`: the address it gave, else derived again); anything
+        it cannot quote is left to the payout's own reads."""
         try:
             chain, rpc = self._chain(request.payout_id, request.chain_id)
             call = self._call(request, chain)
-            sender = self.sender_of(request.wallet, request.path)
+            if sender is None:
+                sender = self.sender_of(request.wallet, request.path)
         except TesseraError:
             return
         quoted = Quoted(chain.chain_id, sender, call.to, call.value, call.data, request.fee_level)
@@ -669,13 +671,15 @@ class PayoutEngine:
         *,
         send: bool = True,
         signed: Signed | None = None,
+        stored: PayoutRow | None = None,
     ) -> PayoutRow:
         """Bring the payout to sent (or failed); with `send` False stop once it is signed, so
         that a caller can persist its own state before the transaction leaves (the signer
         API's BROADCASTING) — in the very transaction that stores the signed bytes when it
         passes `signed` (called with that session and the payout, only if this drive signs
-        it)."""
-        row = self.payout(payout_id)
+        it).  `stored`: the payout as the caller has just had it from `submit` (else read)."""
+        row = stored if stored is not None and stored.payout_id == payout_id else None
+        row = self.payout(payout_id) if row is None else row
         preparation = self._preparation(row) if row.state == PayoutState.ACCEPTED else None
         if preparation is not None:
             # what the payout needs on chain first (an allowance, gas), made and spent by one

@@ -233,9 +233,10 @@ class WithdrawalService:
         if existing is not None:
             return self._replay(existing, digest)
         wid = "wd_" + secrets.token_hex(16)
+        payout = self.payout_request(body, wid)
         try:
             # wallet, chain, asset, amount and every destination check: refused, nothing stored
-            await self.engine.check(self.payout_request(body, wid))
+            sender = await self.engine.check(payout)
         except PayoutError as exc:
             raise WithdrawalError(exc.code, exc.detail, exc.check) from exc
         now = self.clock()
@@ -272,7 +273,7 @@ class WithdrawalService:
             return self._replay(existing, digest)
         log_event(log, "withdrawal.submitted", withdrawal=wid, client=client_id)
         # the chain's fee quote and gas estimate, on their way while it is screened
-        self.engine.quote_ahead(self.payout_request(body, wid))
+        self.engine.quote_ahead(payout, sender)
         # straight to a worker, with the row just stored (no scan of the live withdrawals, no
         # read of it back); without a free worker the next round of `run` picks it up
         if not self._follow_in_task(wid, row):
@@ -627,7 +628,7 @@ class WithdrawalService:
 
     async def _sign(self, row: WithdrawalRow) -> WithdrawalRow | None:
         request = self.payout_request(row, row.withdrawal_id)
-        await self.engine.submit(request)
+        stored = await self.engine.submit(request)
         broadcasting: list[WithdrawalRow | None] = []
 
         def signed(session: Session, payout: PayoutRow) -> None:
@@ -642,7 +643,7 @@ class WithdrawalService:
             broadcasting.append(self._moved_in(session, row, {**values, "updated_at": now}, now))
 
         payout = await self.engine.drive(
-            row.withdrawal_id, self._approvals(row), send=False, signed=signed
+            row.withdrawal_id, self._approvals(row), send=False, signed=signed, stored=stored
         )
         if payout.state == PayoutState.FAILED:
             return self._failed(row, payout)
