@@ -62,10 +62,11 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Final, TypeVar
+from typing import Final, TypeVar, cast
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from coordinator.addresses import AddressRefused, check_destination, checked_address
 from coordinator.errors import SigningFailed, SignRequestInvalid
@@ -646,17 +647,19 @@ class PayoutEngine:
         """Write `values` into the payout; `also` adds the caller's own writes to the same
         transaction."""
         with self.store.session() as session:
-            row = session.get(PayoutRow, payout_id)
+            # one statement: the UPDATE and the row it left (RETURNING)
+            row = session.execute(
+                update(PayoutRow)
+                .where(col(PayoutRow.payout_id) == payout_id)
+                .values(**values, updated_at=time.time())
+                .returning(PayoutRow)
+            ).scalar_one_or_none()
             if row is None:
                 raise PayoutError(payout_id[:40], ErrorCode.NOT_FOUND, "no such payout")
-            for name, value in values.items():
-                setattr(row, name, value)
-            row.updated_at = time.time()
-            session.add(row)
             if also is not None:
                 also(session, row)
             session.commit()
-            return row
+            return cast(PayoutRow, row)
 
     # --- driving a payout --------------------------------------------------------------------
     async def pay(self, request: PayoutRequest) -> PayoutRow:

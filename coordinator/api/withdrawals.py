@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -396,20 +396,28 @@ class WithdrawalService:
     ) -> WithdrawalRow | None:
         """In `session`, not committed: the conditional UPDATE from the status `row` was read
         in, and the event of the status it moves to; None if it had moved meanwhile."""
-        done = session.execute(
+        moved = self._updated(session, row, values)
+        if moved is None:
+            return None
+        session.add(self._event(moved, now))
+        return moved
+
+    @staticmethod
+    def _updated(
+        session: Session, row: WithdrawalRow, values: dict[str, Any]
+    ) -> WithdrawalRow | None:
+        """The conditional UPDATE from the status `row` was read in, and the row it left, in
+        one statement (RETURNING: the columns it did not set, such as approvals taken
+        meanwhile, as stored); None if the withdrawal had moved on."""
+        moved = session.execute(
             update(WithdrawalRow)
             .where(col(WithdrawalRow.withdrawal_id) == row.withdrawal_id)
             .where(col(WithdrawalRow.status) == row.status)
             .where(col(WithdrawalRow.sub_status) == row.sub_status)
             .values(**values)
-        )
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        moved = session.get(WithdrawalRow, row.withdrawal_id, populate_existing=True)
-        if moved is None:  # deleted under us: never by this service
-            raise WithdrawalError(ErrorCode.CORRUPT, "moved vanished during the update")
-        session.add(self._event(moved, now))
-        return moved
+            .returning(WithdrawalRow)
+        ).scalar_one_or_none()
+        return cast(WithdrawalRow | None, moved)
 
     @contextmanager
     def _together(self, row: WithdrawalRow) -> Iterator[_Together]:
@@ -440,19 +448,10 @@ class WithdrawalService:
             # Without an fsync of its own (policies/sqlite.py): the payout engine's barrier
             # before the nodes are asked, and the API's before any answer, put it on disk.
             with self.store.session(Sync.DEFERRED) as session:
-                done = session.execute(
-                    update(WithdrawalRow)
-                    .where(col(WithdrawalRow.withdrawal_id) == first.withdrawal_id)
-                    .where(col(WithdrawalRow.status) == first.status)
-                    .where(col(WithdrawalRow.sub_status) == first.sub_status)
-                    .values(**values)
-                )
-                if done.rowcount != 1:  # type: ignore[attr-defined]
+                stored = self._updated(session, first, values)
+                if stored is None:
                     session.rollback()
                     return None
-                stored = session.get(WithdrawalRow, first.withdrawal_id, populate_existing=True)
-                if stored is None:  # deleted under us: never by this service
-                    raise WithdrawalError(ErrorCode.CORRUPT, "moved vanished during the update")
                 for moved, now, _step in together.steps:
                     session.add(self._event(moved, now))
                 session.add_all(together.rows)
