@@ -41,6 +41,9 @@ def _candidates(n: int) -> tuple[int, int]:
 def free_port_block(n: int, attempts: int = 200) -> int:
     """A base b with b+1 … b+n all free on loopback now (the layout of `LocalCluster`)."""
     first, last = _candidates(n)
+    if first > last:
+        low, high = ephemeral_range()
+        raise OSError(f"no room for {n} ports outside the ephemeral range {low}–{high}")
     for _ in range(attempts):
         base = first + secrets.randbelow(last - first + 1)  # no `random` (attacks.md T11g)
         probes: list[socket.socket] = []

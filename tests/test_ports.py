@@ -41,3 +41,13 @@ def test_a_taken_port_is_never_given(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(ports, "_candidates", lambda n: (port - 1, port - 1))
         with pytest.raises(OSError, match="no 2 consecutive free loopback ports"):
             free_port_block(2, attempts=5)
+
+
+def test_an_ephemeral_range_that_leaves_no_room_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ports, "ephemeral_range", lambda: (1024, 65535))
+    with pytest.raises(OSError, match="no room for 3 ports outside the ephemeral range 1024–65535"):
+        free_port_block(3)
+    monkeypatch.setattr(ports, "ephemeral_range", lambda: (1024, 40000))  # room above it
+    assert free_port_block(3) > 40000

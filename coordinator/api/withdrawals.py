@@ -754,9 +754,10 @@ class WithdrawalService:
             if RANK[Status(moved.status)] == RANK[status] and moved.sub_status == row.sub_status:
                 await asyncio.sleep(self.poll)  # waiting on the chain: read it again after
             else:
-                # moved on just now, and read back in the transaction that moved it: the next
-                # step starts from it (a cancel or approval since makes that step's
-                # conditional UPDATE miss, and it reads the withdrawal again)
+                # moved on just now: the row its UPDATE … RETURNING left (approvals taken
+                # meanwhile included), with no await since; the next step starts from it (a
+                # cancel after this makes that step's conditional UPDATE miss, and it reads
+                # the withdrawal again)
                 fresh = moved
 
     def live(self) -> list[str]:
